@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop test runtime: drivers served over gRPC, used from pytest."""

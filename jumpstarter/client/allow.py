@@ -1,0 +1,98 @@
+"""Which client classes a client may load when an exporter names them.
+
+A client class path arrives from the network, and importing a module runs its
+code, so the module is checked before anything is imported. Allowed are:
+
+- ``jumpstarter`` itself;
+- the top-level modules of installed distributions that depend on
+  ``jumpstarter`` (every driver package does, as the seed's pyproject shows);
+- modules named in the ``JUMPSTARTER_CLIENT_MODULES`` environment variable
+  (comma-separated) or passed to ``allow_client_modules()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from functools import cache
+from importlib import metadata
+
+from jumpstarter.errors import ClientClassError
+
+ENV_VAR = "JUMPSTARTER_CLIENT_MODULES"
+_extra: set[str] = set()
+
+
+def allow_client_modules(*modules: str) -> None:
+    """Also allow client classes from these top-level modules in this process."""
+    _extra.update(m.split(".")[0] for m in modules)
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requires_jumpstarter(dist: metadata.Distribution) -> bool:
+    for requirement in dist.requires or ():
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+        if match and _canonical(match.group(1)) == "jumpstarter":
+            return True
+    return False
+
+
+def _top_level_modules(dist: metadata.Distribution) -> set[str]:
+    names = set((dist.read_text("top_level.txt") or "").split())
+    for file in dist.files or ():
+        parts = file.parts
+        if not parts or parts[0].endswith((".dist-info", ".egg-info", ".data")) or parts[0] in ("..", "__pycache__"):
+            continue
+        if len(parts) > 1 or parts[0].endswith(".py"):
+            names.add(parts[0].removesuffix(".py"))
+    # Editable installs list only a .pth file: fall back on the conventional name.
+    names.add(_canonical(dist.metadata["Name"] or "").replace("-", "_"))
+    return {n for n in names if n.isidentifier() and not n.startswith("_")}
+
+
+@cache
+def driver_package_modules() -> frozenset[str]:
+    """Top-level modules of installed distributions that depend on jumpstarter."""
+    found: set[str] = set()
+    for dist in metadata.distributions():
+        if _requires_jumpstarter(dist):
+            found |= _top_level_modules(dist)
+    return frozenset(found)
+
+
+def allowed(module: str) -> bool:
+    top = module.split(".")[0]
+    if top == "jumpstarter" or top in _extra:
+        return True
+    if top in {m.strip().split(".")[0] for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()}:
+        return True
+    return top in driver_package_modules()
+
+
+def load_client_class(path: str, export: str, base: type) -> type:
+    """Import the client class at ``path`` for the driver at ``export``, checking it first."""
+    module_name, _, class_name = path.rpartition(".")
+    where = f"export {export!r}" if export else "the exporter's root driver"
+    if not module_name or not class_name:
+        raise ClientClassError(f"{where}: client class path {path!r} is not of the form 'module.Class'")
+    if not allowed(module_name):
+        raise ClientClassError(
+            f"{where}: the exporter names client class {path!r}, but module {module_name.split('.')[0]!r} is not "
+            f"from an installed driver package (a distribution that depends on jumpstarter), so it was not "
+            f"imported. Install the driver package on this side too, or allow the module with "
+            f"{ENV_VAR}={module_name.split('.')[0]} or jumpstarter.client.allow_client_modules()."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ClientClassError(f"{where}: can't import client class {path!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ClientClassError(f"{where}: module {module_name!r} has no client class {class_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ClientClassError(f"{where}: {path!r} is not a DriverClient subclass, so it is not used as a client")
+    return cls

@@ -1,0 +1,91 @@
+"""The client side of a driver: a ``DriverClient`` subclass calling exported methods by name."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from jumpstarter.client.connection import Connection
+from jumpstarter.client.streams import AsyncStream, BlockingStream
+
+
+@dataclass(kw_only=True)
+class DriverClient:
+    """Base of every client class.
+
+    ``call``/``streamingcall``/``stream`` reach the driver's exported methods
+    by name; the ``*_async`` twins do the same from async code. Children of
+    the driver are attributes of the client (``client.power.on()``).
+    """
+
+    uuid: str
+    labels: dict[str, str] = field(default_factory=dict)
+    children: dict[str, DriverClient] = field(default_factory=dict)
+    connection: Connection = field(repr=False)
+    name: str = ""  # dotted path from the root, e.g. "custom.power"; "" for the root
+
+    def __post_init__(self) -> None:
+        pass  # so that subclasses may call super().__post_init__()
+
+    def __getattr__(self, name: str) -> DriverClient:
+        children = self.__dict__.get("children")
+        if children is None or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return children[name]
+        except KeyError:
+            pass
+        known = sorted(children)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        what = f"client {self.name!r}" if self.name else "the exporter"
+        listing = ", ".join(known) or "none"
+        raise AttributeError(f"{what} ({type(self).__name__}) has no child {name!r}; its children: {listing}{hint}")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.children})
+
+    # Calls -------------------------------------------------------------------
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Call exported ``method`` with positional ``args``; returns its result."""
+        return self.connection.call(self.uuid, self.name, method, args)
+
+    def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
+        """Iterate the items an exported generator method yields."""
+        return self.connection.streamingcall(self.uuid, self.name, method, args)
+
+    @contextmanager
+    def stream(self, method: str = "connect") -> Iterator[BlockingStream]:
+        """Open the byte stream of an ``@exportstream`` method."""
+        with self.connection.stream(self.uuid, self.name, method) as stream:
+            yield stream
+
+    async def call_async(self, method: str, *args: Any) -> Any:
+        return await self.connection.call_async(self.uuid, self.name, method, args)
+
+    def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        return self.connection.streamingcall_async(self.uuid, self.name, method, args)
+
+    def stream_async(self, method: str = "connect") -> AsyncStream:
+        """``async with client.stream_async("connect") as s: await s.send(b"..")``."""
+        return self.connection.stream_async(self.uuid, self.name, method)
+
+    def reset(self) -> None:
+        """Ask the exporter to reset every driver (``Driver.reset()``)."""
+        self.connection.reset()
+
+    # A root client owns its connection: ``with connect(...) as exporter:``.
+
+    def __enter__(self) -> DriverClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.close()
+
+
+class CompositeClient(DriverClient):
+    """Client of a driver that only groups children (an exporter's root from YAML)."""

@@ -1,0 +1,192 @@
+"""One client connection to an exporter: the RPCs, blocking and async.
+
+The blocking path calls grpc's synchronous stubs in the caller's thread: no
+event loop and no thread hop per call. Async twins use a grpc.aio channel made
+lazily for the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.empty_pb2 import Empty
+
+from jumpstarter.client.streams import AsyncStream, BlockingStream
+from jumpstarter.errors import AuthenticationError, ConnectError, error_from_rpc
+from jumpstarter.exporter.server import GRPC_OPTIONS, PASSPHRASE_KEY, grpc_address
+from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
+from jumpstarter.values import decode_result, encode_args
+
+CONNECT_TIMEOUT = 2.0
+
+# (target, method, args, outcome, seconds) after every call; outcome is the result or the exception.
+CallObserver = Callable[[str, str, tuple, Any, float], None]
+
+
+class Connection:
+    """RPCs to one exporter. ``target`` strings name a driver for messages ("custom.power")."""
+
+    def __init__(self, address: str, passphrase: str | None = None) -> None:
+        self.address = address
+        self.target = grpc_address(address)
+        self.metadata: tuple[tuple[str, str], ...] = ((PASSPHRASE_KEY, passphrase),) if passphrase else ()
+        self.observers: list[CallObserver] = []
+        self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
+        self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
+        self._router = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
+
+    # Lifecycle -----------------------------------------------------------------
+
+    def wait_ready(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            self.close()
+            raise ConnectError(f"no exporter answers at {self.address} (waited {timeout:g} s)") from None
+
+    def report(self, timeout: float = 10.0) -> jumpstarter_pb2.GetReportResponse:
+        try:
+            return self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as err:
+            exc = error_from_rpc(err, address=self.address)
+            if isinstance(exc, AuthenticationError) and not self.metadata:
+                exc = AuthenticationError(f"exporter at {self.address} requires a passphrase")
+            raise exc from None
+
+    def close(self) -> None:
+        self._channel.close()
+        self._aio.clear()  # aio channels belong to their event loops and end with them
+
+    def _error(self, target: str, method: str) -> Callable[[grpc.RpcError], Exception]:
+        return lambda err: error_from_rpc(err, address=self.address, target=target, method=method)
+
+    def _notify(self, target: str, method: str, args: tuple, outcome: Any, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        for observer in self.observers:
+            observer(target, method, args, outcome, elapsed)
+
+    # Blocking ------------------------------------------------------------------
+
+    def call(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
+        _encode(request, args, target, method)
+        started = time.perf_counter()
+        try:
+            result = decode_result(self._exporter.DriverCall(request, metadata=self.metadata))
+        except grpc.RpcError as err:
+            exc = error_from_rpc(err, address=self.address, target=target, method=method)
+            if self.observers:
+                self._notify(target, method, args, exc, started)
+            raise exc from None
+        if self.observers:
+            self._notify(target, method, args, result, started)
+        return result
+
+    def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Iterator[Any]:
+        request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
+        _encode(request, args, target, method)
+        started = time.perf_counter()
+        call = self._exporter.StreamingDriverCall(request, metadata=self.metadata)
+        count = 0
+        try:
+            for response in call:
+                count += 1
+                yield decode_result(response)
+        except grpc.RpcError as err:
+            exc = error_from_rpc(err, address=self.address, target=target, method=method)
+            if self.observers:
+                self._notify(target, method, args, exc, started)
+            raise exc from None
+        finally:
+            call.cancel()
+        if self.observers:
+            self._notify(target, method, args, f"<{count} items>", started)
+
+    def stream(self, uuid: str, target: str, method: str) -> BlockingStream:
+        metadata = (*self.metadata, ("request", _stream_request(uuid, method)))
+        return BlockingStream(self._router.Stream, metadata, self._error(target, method))
+
+    def reset(self) -> None:
+        try:
+            self._exporter.Reset(jumpstarter_pb2.ResetRequest(), metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, address=self.address, method="reset") from None
+
+    def log_stream(self) -> Iterator[jumpstarter_pb2.LogStreamResponse]:
+        call = self._exporter.LogStream(Empty(), metadata=self.metadata)
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:
+                raise error_from_rpc(err, address=self.address, method="log_stream") from None
+        finally:
+            call.cancel()
+
+    # Async ---------------------------------------------------------------------
+
+    def _aio_stubs(self) -> tuple[Any, Any, Any]:
+        loop = asyncio.get_running_loop()
+        stubs = self._aio.get(loop)
+        if stubs is None:
+            channel = grpc.aio.insecure_channel(self.target, options=GRPC_OPTIONS)
+            stubs = (
+                channel,
+                jumpstarter_pb2_grpc.ExporterServiceStub(channel),
+                router_pb2_grpc.RouterServiceStub(channel),
+            )
+            self._aio = {lp: s for lp, s in self._aio.items() if not lp.is_closed()}
+            self._aio[loop] = stubs
+        return stubs
+
+    async def call_async(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
+        _encode(request, args, target, method)
+        started = time.perf_counter()
+        try:
+            result = decode_result(await self._aio_stubs()[1].DriverCall(request, metadata=self.metadata))
+        except grpc.RpcError as err:
+            exc = error_from_rpc(err, address=self.address, target=target, method=method)
+            self._notify(target, method, args, exc, started)
+            raise exc from None
+        self._notify(target, method, args, result, started)
+        return result
+
+    async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncIterator[Any]:
+        request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
+        _encode(request, args, target, method)
+        started = time.perf_counter()
+        call = self._aio_stubs()[1].StreamingDriverCall(request, metadata=self.metadata)
+        count = 0
+        try:
+            async for response in call:
+                count += 1
+                yield decode_result(response)
+        except grpc.RpcError as err:
+            exc = error_from_rpc(err, address=self.address, target=target, method=method)
+            self._notify(target, method, args, exc, started)
+            raise exc from None
+        finally:
+            call.cancel()
+        self._notify(target, method, args, f"<{count} items>", started)
+
+    def stream_async(self, uuid: str, target: str, method: str) -> AsyncStream:
+        metadata = (*self.metadata, ("request", _stream_request(uuid, method)))
+        call = self._aio_stubs()[2].Stream(metadata=metadata)
+        return AsyncStream(call, self._error(target, method))
+
+
+def _encode(request: Any, args: tuple, target: str, method: str) -> None:
+    try:
+        encode_args(args, request)
+    except TypeError as exc:
+        raise TypeError(f"{target}.{method}: {exc}" if target else f"{method}: {exc}") from None
+
+
+def _stream_request(uuid: str, method: str) -> str:
+    return json.dumps({"kind": "driver", "uuid": uuid, "method": method})

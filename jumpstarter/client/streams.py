@@ -1,0 +1,133 @@
+"""Client ends of a driver byte stream (RouterService.Stream), blocking and async."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import grpc
+
+from jumpstarter.v1 import router_pb2
+
+DATA, GOAWAY, PING = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY, router_pb2.FRAME_TYPE_PING
+_CLOSE = object()
+
+
+class BlockingStream:
+    """A byte stream to a driver: ``send(bytes)``, ``receive() -> bytes``, ``send_eof()``.
+
+    ``receive`` raises ``anyio.EndOfStream`` once the driver's side has ended,
+    as an anyio stream does. Iterating yields chunks until then.
+    """
+
+    def __init__(self, open_call: Any, metadata: tuple, on_error: Any) -> None:
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._on_error = on_error
+        self._call = open_call(self._requests(), metadata=metadata)
+        self._responses = iter(self._call)
+        self._eof_sent = self._ended = False
+
+    def _requests(self) -> Iterator[router_pb2.StreamRequest]:
+        while (item := self._outbox.get()) is not _CLOSE:
+            yield item
+
+    def send(self, data: bytes) -> None:
+        if self._eof_sent:
+            raise anyio.ClosedResourceError("send() after send_eof()")
+        self._outbox.put(router_pb2.StreamRequest(payload=bytes(data), frame_type=DATA))
+
+    def send_eof(self) -> None:
+        """Tell the driver no more data comes from this side."""
+        if not self._eof_sent:
+            self._eof_sent = True
+            self._outbox.put(router_pb2.StreamRequest(frame_type=GOAWAY))
+
+    def receive(self) -> bytes:
+        if self._ended:
+            raise anyio.EndOfStream
+        try:
+            for frame in self._responses:
+                if frame.frame_type == DATA:
+                    return frame.payload
+                if frame.frame_type == GOAWAY:
+                    break
+        except grpc.RpcError as err:
+            self._ended = True
+            raise self._on_error(err) from None
+        self._ended = True
+        raise anyio.EndOfStream
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield self.receive()
+            except anyio.EndOfStream:
+                return
+
+    def close(self) -> None:
+        self.send_eof()
+        self._outbox.put(_CLOSE)
+        self._call.cancel()
+
+    def __enter__(self) -> BlockingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStream:
+    """The async twin of BlockingStream, for use under anyio/asyncio."""
+
+    def __init__(self, call: Any, on_error: Any) -> None:
+        self._call = call
+        self._on_error = on_error
+        self._eof_sent = self._ended = False
+
+    async def send(self, data: bytes) -> None:
+        if self._eof_sent:
+            raise anyio.ClosedResourceError("send() after send_eof()")
+        try:
+            await self._call.write(router_pb2.StreamRequest(payload=bytes(data), frame_type=DATA))
+        except grpc.RpcError as err:
+            raise self._on_error(err) from None
+
+    async def send_eof(self) -> None:
+        if not self._eof_sent:
+            self._eof_sent = True
+            try:
+                await self._call.write(router_pb2.StreamRequest(frame_type=GOAWAY))
+            except grpc.RpcError:
+                pass
+
+    async def receive(self) -> bytes:
+        while not self._ended:
+            try:
+                frame = await self._call.read()
+            except grpc.RpcError as err:
+                self._ended = True
+                raise self._on_error(err) from None
+            if frame is grpc.aio.EOF or frame.frame_type == GOAWAY:
+                self._ended = True
+            elif frame.frame_type == DATA:
+                return frame.payload
+        raise anyio.EndOfStream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.receive()
+            except anyio.EndOfStream:
+                return
+
+    async def aclose(self) -> None:
+        await self.send_eof()
+        self._call.cancel()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

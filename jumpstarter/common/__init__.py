@@ -1,0 +1,1 @@
+"""Helpers shared by drivers and their tests, under upstream Jumpstarter's module names."""

@@ -1,0 +1,33 @@
+"""``serve()``: a driver served in-process over real gRPC, for tests and mocks."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from anyio.from_thread import start_blocking_portal
+
+from jumpstarter.client.base import DriverClient
+from jumpstarter.client.tree import connect
+from jumpstarter.driver.base import Driver
+from jumpstarter.exporter.server import serving
+
+
+@contextmanager
+def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClient]:
+    """Serve ``root`` on a private unix socket from a background event loop; yield its client.
+
+    Calls take the same path as against a real exporter (gRPC, protobuf
+    values), so serialization is exercised. The drivers are closed on exit.
+    """
+    with tempfile.TemporaryDirectory(prefix="jumpstarter-") as tmp:
+        socket = f"unix://{Path(tmp) / 'exporter.sock'}"
+        try:
+            with start_blocking_portal() as portal:
+                with portal.wrap_async_context_manager(serving(root, socket, passphrase=passphrase)) as address:
+                    with connect(address, passphrase=passphrase) as client:
+                        yield client
+        finally:
+            root.close()

@@ -1,0 +1,6 @@
+"""Exporter-side driver API, under upstream Jumpstarter's names."""
+
+from jumpstarter.driver.base import Composite, Driver
+from jumpstarter.driver.decorators import export, exportstream
+
+__all__ = ["Composite", "Driver", "export", "exportstream"]

@@ -1,0 +1,118 @@
+"""Errors that cross the wire, and the gRPC status codes that carry them.
+
+The exporter aborts a failed call with a code chosen by the exception (as
+upstream Jumpstarter does); the client turns the code back into an exception
+that is both a ``DriverError`` and the matching builtin, so ``except
+TimeoutError`` works on a remote timeout.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class JumpstarterError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(JumpstarterError, ValueError):
+    """An ExporterConfig that can't be used; the message names file, line and export."""
+
+
+class ConnectError(JumpstarterError, ConnectionError):
+    """Nothing usable answers at an exporter's address."""
+
+
+class AuthenticationError(JumpstarterError, PermissionError):
+    """The exporter refused the passphrase."""
+
+
+class ClientClassError(JumpstarterError, ImportError):
+    """The exporter names a client class this side won't or can't load."""
+
+
+class DriverError(JumpstarterError):
+    """A driver call failed on the exporter. ``kind`` says how; the message is the driver's."""
+
+    kind = "other"
+
+    def __init__(self, message: str, *, target: str = "", method: str = "") -> None:
+        self.message, self.target, self.method = message, target, method
+        where = f"{target}.{method}" if target else method
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DriverInvalidArgument(DriverError, ValueError):
+    kind = "invalid argument"
+
+
+class DriverNotImplemented(DriverError, NotImplementedError):
+    kind = "not implemented"
+
+
+class DriverTimeout(DriverError, TimeoutError):
+    kind = "timeout"
+
+
+class DriverConnectionError(DriverError, ConnectionError):
+    kind = "connection"
+
+
+class DriverOSError(DriverError, OSError):
+    kind = "os error"
+
+
+class MethodNotFound(DriverError, AttributeError):
+    kind = "not found"
+
+
+_FROM_CODE: dict[grpc.StatusCode, type[DriverError]] = {
+    grpc.StatusCode.NOT_FOUND: MethodNotFound,
+    grpc.StatusCode.UNIMPLEMENTED: DriverNotImplemented,
+    grpc.StatusCode.INVALID_ARGUMENT: DriverInvalidArgument,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DriverTimeout,
+    grpc.StatusCode.UNAVAILABLE: DriverConnectionError,
+    grpc.StatusCode.INTERNAL: DriverOSError,
+}
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code an exporter answers with when a driver raised ``exc``."""
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED
+    if isinstance(exc, ValueError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(exc, ConnectionError):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, OSError):
+        return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.UNKNOWN
+
+
+def message_for(exc: BaseException) -> str:
+    """The details an exporter sends: the driver's message, or its class if it gave none."""
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def error_from_rpc(err: grpc.RpcError, *, address: str, target: str = "", method: str = "") -> Exception:
+    """The exception a client raises for a failed RPC."""
+    code, details = err.code(), err.details() or ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(f"exporter at {address} refused the passphrase: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE and not _from_driver(err):
+        return ConnectError(f"exporter at {address} is unavailable: {details}")
+    if code == grpc.StatusCode.CANCELLED:
+        return ConnectError(f"call to exporter at {address} was cancelled: {details}")
+    return _FROM_CODE.get(code, DriverError)(details, target=target, method=method)
+
+
+DRIVER_ERROR_KEY = "x-jumpstarter-driver-error"
+
+
+def _from_driver(err: grpc.RpcError) -> bool:
+    """True when an UNAVAILABLE came from a driver's ConnectionError, not the transport."""
+    trailers = err.trailing_metadata() or ()
+    return any(key == DRIVER_ERROR_KEY for key, _ in trailers)

@@ -1,0 +1,104 @@
+"""Put a Session on a gRPC server at an address, optionally behind a passphrase."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+
+from jumpstarter.driver.base import Driver
+from jumpstarter.exporter.session import Session
+from jumpstarter.v1 import jumpstarter_pb2_grpc, router_pb2_grpc
+
+PASSPHRASE_KEY = "x-jumpstarter-passphrase"
+
+# Generous but bounded: a 1 MiB string argument must pass, a runaway one must not exhaust memory.
+MAX_MESSAGE = 64 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    # Notice a vanished peer (a killed client, a pulled cable) within seconds.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def grpc_address(address: str) -> str:
+    """The gRPC target for an address: ``unix:///p``, ``unix:p``, a path, or ``HOST:PORT``."""
+    if address.startswith("unix:"):
+        return address
+    if address.startswith("/") or address.startswith("./"):
+        return f"unix://{os.path.abspath(address)}"
+    return address
+
+
+class _Passphrase(grpc.aio.ServerInterceptor):
+    """Refuse every RPC whose metadata lacks the passphrase (UNAUTHENTICATED)."""
+
+    def __init__(self, passphrase: str) -> None:
+        self.expected = passphrase.encode()
+
+    async def intercept_service(self, continuation, details):
+        given = dict(details.invocation_metadata or ()).get(PASSPHRASE_KEY, "")
+        handler = await continuation(details)
+        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
+            return handler
+        if handler is None:
+            return None
+
+        async def deny(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase")
+
+        async def deny_stream(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase")
+            yield  # pragma: no cover - makes this an async generator
+
+        kinds = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer),
+            "unary_stream": grpc.unary_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
+            "stream_unary": grpc.stream_unary_rpc_method_handler(deny, handler.request_deserializer),
+            "stream_stream": grpc.stream_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
+        }
+        for kind, replacement in kinds.items():
+            if getattr(handler, kind) is not None:
+                return replacement
+        return handler
+
+
+@asynccontextmanager
+async def serving(
+    root: Driver,
+    address: str,
+    *,
+    passphrase: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> AsyncIterator[str]:
+    """Serve ``root`` at ``address`` until the block ends; yields the address clients use.
+
+    A TCP address with port 0 gets a free port, reported in the yielded address.
+    Leaving the block stops the server; closing the drivers is the caller's job.
+    """
+    session = Session(root, labels)
+    interceptors = [_Passphrase(passphrase)] if passphrase else []
+    server = grpc.aio.server(interceptors=interceptors, options=GRPC_OPTIONS)
+    jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, server)
+    router_pb2_grpc.add_RouterServiceServicer_to_server(session, server)
+    target = grpc_address(address)
+    try:
+        port = server.add_insecure_port(target)
+    except RuntimeError as exc:
+        raise OSError(f"can't listen on {address}: {exc}") from None
+    if not target.startswith("unix:") and target.rsplit(":", 1)[-1] == "0":
+        target = f"{target.rsplit(':', 1)[0]}:{port}"
+    await server.start()
+    session.start_logging()
+    try:
+        yield target
+    finally:
+        session.stop_logging()
+        await server.stop(grace=1)

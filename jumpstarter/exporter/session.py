@@ -1,0 +1,304 @@
+"""The gRPC services of an exporter, dispatching to a tree of drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+from uuid import uuid4
+
+import anyio
+import grpc
+from anyio import to_thread
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL, Driver, Exported, exported_methods
+from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
+from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
+from jumpstarter.signature import ArgumentError
+from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
+from jumpstarter.values import ValueTypeError, decode_args, encode_result
+
+log = logging.getLogger("jumpstarter.exporter")
+
+_END = object()
+_DATA, _GOAWAY = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY
+_LOG_QUEUE = 1000  # records kept per LogStream subscriber before dropping
+
+
+class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.RouterServiceServicer):
+    """Serves one driver tree. ``labels`` become the exporter's labels in GetReport."""
+
+    def __init__(self, root: Driver, labels: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.labels = dict(labels or {})
+        self.drivers: dict[str, Driver] = {}
+        self.paths: dict[str, str] = {}  # uuid -> dotted export path, for messages
+        self.reports: list[jumpstarter_pb2.DriverInstanceReport] = []
+        for name, parent, driver in root.walk():
+            uuid = str(driver.uuid)
+            if uuid in self.drivers:
+                raise ValueError(f"driver {name or type(driver).__qualname__!r} appears twice in the tree")
+            self.drivers[uuid] = driver
+            parent_path = self.paths.get(str(parent.uuid), "") if parent is not None else ""
+            self.paths[uuid] = f"{parent_path}.{name}".lstrip(".") if parent is not None else ""
+            self.reports.append(_report(driver, name, parent))
+        self._log_subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
+        self._log_lock = threading.Lock()
+        self._log_handler = _ForwardingHandler(self)
+
+    def where(self, uuid: str, method: str) -> str:
+        path = self.paths.get(uuid, "")
+        return f"{path}.{method}" if path else method
+
+    # Logging -----------------------------------------------------------------
+
+    def start_logging(self) -> None:
+        logging.getLogger("jumpstarter.drivers").addHandler(self._log_handler)
+
+    def stop_logging(self) -> None:
+        logging.getLogger("jumpstarter.drivers").removeHandler(self._log_handler)
+
+    def publish(self, record: logging.LogRecord) -> None:
+        with self._log_lock:
+            subscribers = list(self._log_subscribers)
+        if not subscribers:
+            return
+        response = self._log_response(record)
+        for loop, queue in subscribers:
+            loop.call_soon_threadsafe(_offer, queue, response)
+
+    def _log_response(self, record: logging.LogRecord) -> jumpstarter_pb2.LogStreamResponse:
+        uuid = getattr(record, "driver_uuid", None) or str(self.root.uuid)
+        driver_type = record.name.removeprefix("jumpstarter.drivers.")
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(record.created * 1e9))
+        return jumpstarter_pb2.LogStreamResponse(
+            uuid=uuid,
+            severity=record.levelname,
+            message=record.getMessage(),
+            source=common_pb2.LOG_SOURCE_DRIVER,
+            driver_type=driver_type,
+            timestamp=stamp,
+        )
+
+    # ExporterService -----------------------------------------------------------
+
+    async def GetReport(self, request, context):
+        return jumpstarter_pb2.GetReportResponse(uuid=str(self.root.uuid), labels=self.labels, reports=self.reports)
+
+    async def DriverCall(self, request, context):
+        info, func = await self._lookup(request.uuid, request.method, CALL, context)
+        where = self.where(request.uuid, request.method)
+        args = await self._arguments(info, request, where, context)
+        try:
+            if info.is_async:
+                result = await func(*args)
+            else:
+                result = await to_thread.run_sync(partial(func, *args) if args else func)
+        except Exception as exc:
+            await self._fail(exc, where, context)
+        response = jumpstarter_pb2.DriverCallResponse(uuid=str(uuid4()))
+        await self._encode(result, response, where, context)
+        return response
+
+    async def StreamingDriverCall(self, request, context):
+        info, func = await self._lookup(request.uuid, request.method, STREAMING, context)
+        where = self.where(request.uuid, request.method)
+        args = await self._arguments(info, request, where, context)
+        items = _aiter_async(func, args) if info.is_async else _aiter_sync(func, args)
+        try:
+            while True:
+                try:
+                    item = await anext(items)
+                except StopAsyncIteration:
+                    return
+                except Exception as exc:
+                    await self._fail(exc, where, context)
+                response = jumpstarter_pb2.StreamingDriverCallResponse(uuid=str(uuid4()))
+                await self._encode(item, response, where, context)
+                yield response
+        finally:
+            await items.aclose()
+
+    async def LogStream(self, request, context):
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(_LOG_QUEUE)
+        entry = (loop, queue)
+        with self._log_lock:
+            self._log_subscribers.add(entry)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            with self._log_lock:
+                self._log_subscribers.discard(entry)
+
+    async def Reset(self, request, context):
+        try:
+            await to_thread.run_sync(self.root.reset)
+        except Exception as exc:
+            await self._fail(exc, "reset", context)
+        return jumpstarter_pb2.ResetResponse()
+
+    async def GetStatus(self, request, context):
+        return jumpstarter_pb2.GetStatusResponse(
+            status=common_pb2.EXPORTER_STATUS_LEASE_READY, message="direct mode: ready", status_version=1
+        )
+
+    async def EndSession(self, request, context):
+        return jumpstarter_pb2.EndSessionResponse(success=True)
+
+    # RouterService -----------------------------------------------------------
+
+    async def Stream(self, request_iterator, context):
+        metadata = dict(context.invocation_metadata() or ())
+        try:
+            request = json.loads(metadata.get("request", ""))
+            kind, uuid, method = request.get("kind"), request.get("uuid", ""), request.get("method", "")
+        except (ValueError, AttributeError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream: metadata 'request' must be a JSON object")
+        if kind != "driver":
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"stream kind {kind!r} is not supported (only 'driver')")
+        info, func = await self._lookup(uuid, method, STREAM, context)
+        where = self.where(uuid, method)
+        try:
+            opened = func()
+            stream = await opened.__aenter__()
+        except Exception as exc:
+            await self._fail(exc, where, context)
+        try:
+            await _pump(stream, request_iterator, context)
+        finally:
+            await opened.__aexit__(None, None, None)
+
+    # Helpers -------------------------------------------------------------------
+
+    async def _lookup(self, uuid: str, method: str, kind: str, context) -> tuple[Exported, Callable[..., Any]]:
+        driver = self.drivers.get(uuid)
+        if driver is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r} on this exporter")
+        found = driver.method(method)
+        if found is None:
+            names = sorted(n for n in dir(type(driver)) if not n.startswith("_"))
+            reason = "is not exported (mark it @export)" if method in names else "does not exist"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"method {method!r} of {type(driver).__qualname__} {reason}")
+        info, func = found
+        if info.kind != kind:
+            how = {CALL: "call()", STREAMING: "streamingcall()", STREAM: "stream()"}
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{method!r} is reached with {how[info.kind]}, not {how[kind]}",
+            )
+        return info, func
+
+    async def _arguments(self, info: Exported, request, where: str, context) -> list[Any]:
+        try:
+            return info.signature.bind(decode_args(request))
+        except ArgumentError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def _encode(self, result: Any, response, where: str, context) -> None:
+        try:
+            encode_result(result, response)
+        except ValueTypeError as exc:
+            log.error("%s returned a value that can't be sent: %s", where, exc)
+            await context.abort(grpc.StatusCode.UNKNOWN, f"the driver returned a value that can't be sent: {exc}")
+
+    async def _fail(self, exc: Exception, where: str, context) -> None:
+        code = status_for(exc)
+        if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+            log.error("%s raised %s", where, type(exc).__name__, exc_info=exc)
+        else:
+            log.info("%s raised %s: %s", where, type(exc).__name__, exc)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            context.set_trailing_metadata(((DRIVER_ERROR_KEY, type(exc).__name__),))
+        await context.abort(code, message_for(exc))
+
+
+def _report(driver: Driver, name: str, parent: Driver | None) -> jumpstarter_pb2.DriverInstanceReport:
+    labels = {**driver.labels, CLIENT_LABEL: driver.client()}
+    if parent is not None:
+        labels[NAME_LABEL] = name
+    methods = {m.name: m.doc for m in exported_methods(type(driver)).values() if m.doc}
+    report = jumpstarter_pb2.DriverInstanceReport(uuid=str(driver.uuid), labels=labels, methods_description=methods)
+    if parent is not None:
+        report.parent_uuid = str(parent.uuid)
+    if driver.description:
+        report.description = driver.description
+    return report
+
+
+async def _aiter_async(func, args) -> AsyncIterator[Any]:
+    agen = func(*args)
+    try:
+        async for item in agen:
+            yield item
+    finally:
+        await agen.aclose()
+
+
+async def _aiter_sync(func, args) -> AsyncIterator[Any]:
+    """Items of a sync generator, each produced off the event loop."""
+    gen = await to_thread.run_sync(partial(func, *args))
+    try:
+        while True:
+            item = await to_thread.run_sync(next, gen, _END)
+            if item is _END:
+                return
+            yield item
+    finally:
+        await to_thread.run_sync(gen.close)
+
+
+def _offer(queue: asyncio.Queue, item: Any) -> None:
+    try:
+        queue.put_nowait(item)
+    except asyncio.QueueFull:
+        pass  # a subscriber that doesn't read loses records rather than stalling drivers
+
+
+class _ForwardingHandler(logging.Handler):
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.session.publish(record)
+        except Exception:
+            self.handleError(record)
+
+
+async def _pump(stream: Any, request_iterator, context) -> None:
+    """Copy frames between a gRPC Stream call and a driver's anyio stream, both ways."""
+
+    async def inbound() -> None:
+        async for frame in request_iterator:
+            if frame.frame_type == _DATA:
+                await stream.send(frame.payload)
+            elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
+                break
+        send_eof = getattr(stream, "send_eof", None)
+        if send_eof is not None:
+            try:
+                await send_eof()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, NotImplementedError):
+                pass
+
+    async def outbound() -> None:
+        try:
+            while True:
+                data = await stream.receive()
+                await context.write(router_pb2.StreamResponse(payload=bytes(data), frame_type=_DATA))
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inbound)
+        await outbound()

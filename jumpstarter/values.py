@@ -1,0 +1,166 @@
+"""Python data <-> ``google.protobuf.Value``, keeping integers exact.
+
+A protobuf Value carries every number as a double. Upstream Jumpstarter lets
+``20000`` arrive as ``20000.0``; we record where the integers stood (``IntPaths``,
+a field upstream peers ignore) and turn them back into ints on the other side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.struct_pb2 import NULL_VALUE, ListValue, Value
+
+from jumpstarter.v1.jumpstarter_pb2 import IntPaths
+
+Path = tuple[str | int, ...]
+
+# Integers beyond this can't round-trip through a double.
+MAX_EXACT_INT = 2**53
+
+CARRIED = "None, bool, int, float, str, list, tuple and dict with str keys"
+
+
+class ValueTypeError(TypeError):
+    """A value that a protobuf Value can't carry, and where it stood."""
+
+    def __init__(self, what: str, path: Path, of: str = "value") -> None:
+        self.what, self.path = what, path
+        where = of + "".join(f"[{p!r}]" for p in path)
+        super().__init__(f"{where}: {what}; protobuf values carry {CARRIED}")
+
+
+def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
+    """Fill ``value`` from ``obj``, appending the path of every int to ``ints``."""
+    if obj is None:
+        value.null_value = NULL_VALUE
+    elif obj is True or obj is False:
+        value.bool_value = obj
+    elif isinstance(obj, str):
+        value.string_value = obj
+    elif isinstance(obj, int):
+        if isinstance(obj, enum.Enum):
+            return encode(obj.value, value, ints, path)
+        if abs(obj) > MAX_EXACT_INT:
+            raise ValueTypeError(f"integer {obj} is too large to travel exactly (limit 2**53)", path)
+        value.number_value = obj
+        ints.append(path)
+    elif isinstance(obj, float):
+        value.number_value = obj
+    elif isinstance(obj, (list, tuple)):
+        items = value.list_value.values
+        if not obj:
+            value.list_value.SetInParent()
+        for i, item in enumerate(obj):
+            encode(item, items.add(), ints, (*path, i))
+    elif isinstance(obj, Mapping):
+        fields = value.struct_value.fields
+        if not obj:
+            value.struct_value.SetInParent()
+        for key, item in obj.items():
+            if not isinstance(key, str):
+                raise ValueTypeError(f"dict key {key!r} is {type(key).__name__}, not str", path)
+            encode(item, fields[key], ints, (*path, key))
+    elif isinstance(obj, enum.Enum):
+        encode(obj.value, value, ints, path)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        encode({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, value, ints, path)
+    elif callable(getattr(obj, "model_dump", None)):  # pydantic models, as upstream drivers return
+        encode(obj.model_dump(mode="json"), value, ints, path)
+    else:
+        hint = "; use @exportstream for bytes" if isinstance(obj, (bytes, bytearray, memoryview)) else ""
+        raise ValueTypeError(f"{type(obj).__name__} can't be sent{hint}", path)
+
+
+def decode(value: Value) -> Any:
+    """The Python object a Value holds (numbers as float, see ``restore_ints``)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "list_value":
+        return [decode(v) for v in value.list_value.values]
+    if kind == "struct_value":
+        return {k: decode(v) for k, v in value.struct_value.fields.items()}
+    return None
+
+
+def pack_paths(paths: Iterable[Path], into: IntPaths) -> None:
+    for path in paths:
+        encoded = into.paths.add()
+        for step in path:
+            encoded.values.add().CopyFrom(_step(step))
+
+
+def _step(step: str | int) -> Value:
+    return Value(string_value=step) if isinstance(step, str) else Value(number_value=step)
+
+
+def restore_ints(root: Any, paths: Iterable[ListValue]) -> Any:
+    """Turn the floats at ``paths`` back into ints; returns the (maybe new) root.
+
+    Paths that don't lead to an integral float are ignored: a peer's mistake
+    must not turn good data into bad.
+    """
+    for path in paths:
+        steps = [v.string_value if v.HasField("string_value") else int(v.number_value) for v in path.values]
+        if not steps:
+            if _integral(root):
+                root = int(root)
+            continue
+        parent = root
+        try:
+            for step in steps[:-1]:
+                parent = parent[step]
+            leaf = parent[steps[-1]]
+        except (LookupError, TypeError):
+            continue
+        if _integral(leaf):
+            parent[steps[-1]] = int(leaf)
+    return root
+
+
+def _integral(x: Any) -> bool:
+    return type(x) is float and math.isfinite(x) and x.is_integer()
+
+
+def encode_args(args: tuple[Any, ...], into: Any) -> None:
+    """Fill a DriverCallRequest-like message's ``args`` and ``int_paths``."""
+    ints: list[Path] = []
+    out = into.args
+    for i, arg in enumerate(args):
+        try:
+            encode(arg, out.add(), ints, (i,))
+        except ValueTypeError as e:
+            raise ValueTypeError(e.what, e.path[1:], of=f"argument {i + 1}") from None
+    if ints:
+        pack_paths(ints, into.int_paths)
+
+
+def decode_args(request: Any) -> list[Any]:
+    args = [decode(v) for v in request.args]
+    if request.HasField("int_paths"):
+        args = restore_ints(args, request.int_paths.paths)
+    return args
+
+
+def encode_result(obj: Any, into: Any) -> None:
+    """Fill a DriverCallResponse-like message's ``result`` and ``int_paths``."""
+    ints: list[Path] = []
+    encode(obj, into.result, ints)
+    if ints:
+        pack_paths(ints, into.int_paths)
+
+
+def decode_result(response: Any) -> Any:
+    result = decode(response.result)
+    if response.HasField("int_paths"):
+        result = restore_ints(result, response.int_paths.paths)
+    return result
