@@ -1,0 +1,5 @@
+import sys
+
+from jumpstarter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""``jumpstarter run CONFIG``: serve the drivers an ExporterConfig describes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+from anyio import to_thread
+
+from jumpstarter.config import ExporterConfig
+from jumpstarter.errors import ConfigError, ConnectError
+from jumpstarter.exporter.server import serving
+
+PASSPHRASE_ENV = "JUMPSTARTER_PASSPHRASE"
+READY = "jumpstarter: serving"  # first word of the line printed once clients can connect
+
+
+def default_socket(config_path: Path) -> Path:
+    """Where ``run`` listens without --listen: a per-user runtime directory, named after the config."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    folder = Path(base) / f"jumpstarter-{os.getuid()}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"{config_path.stem}.sock"
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a stale socket file; refuse if an exporter still answers there."""
+    if not path.exists():
+        return
+    from jumpstarter.client.connection import Connection
+
+    probe = Connection(f"unix://{path}")
+    try:
+        probe.wait_ready(0.3)
+    except ConnectError:
+        path.unlink(missing_ok=True)
+        return
+    probe.close()
+    raise SystemExit(f"jumpstarter: an exporter already serves at unix://{path}; stop it or use --listen")
+
+
+async def _run(config: ExporterConfig, address: str, passphrase: str | None) -> None:
+    root = await to_thread.run_sync(config.instantiate)
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with serving(root, address, passphrase=passphrase, labels=config.labels) as where:
+                print(f"{READY} {config.source} at {where}", flush=True)
+                async for signum in signals:
+                    print(f"jumpstarter: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
+                    break
+    finally:
+        await to_thread.run_sync(root.close)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = ExporterConfig.load(args.config)
+    except ConfigError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 2
+    for warning in config.warnings:
+        print(f"jumpstarter: warning: {warning}", file=sys.stderr)
+    if args.listen:
+        address = args.listen
+    else:
+        socket = default_socket(Path(args.config))
+        _claim_socket(socket)
+        address = f"unix://{socket}"
+    passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
+    try:
+        anyio.run(_run, config, address, passphrase)
+    except ConfigError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jumpstarter", description="Hardware-in-the-loop test runtime.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="serve the drivers of an ExporterConfig YAML")
+    run_parser.add_argument("config", help="ExporterConfig YAML file")
+    run_parser.add_argument(
+        "--listen",
+        metavar="ADDRESS",
+        help="HOST:PORT for TCP, or unix:///path; default: a unix socket in the user's runtime directory",
+    )
+    run_parser.add_argument(
+        "--passphrase", help=f"require this passphrase from clients (or set {PASSPHRASE_ENV}); default: none"
+    )
+    run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
