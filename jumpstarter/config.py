@@ -147,8 +147,8 @@ class _Parser:
         endpoint, token = (self.string(doc, key) for key in ("endpoint", "token"))
         if endpoint or token:
             self.warnings.append(
-                f"{self.source}: 'endpoint' and 'token' name a Jumpstarter controller; this runtime serves "
-                "clients directly (jumpstarter run --listen) and does not register with a controller, so they are ignored"
+                f"{self.source}: 'endpoint' and 'token' name a Jumpstarter controller; this runtime serves clients "
+                "directly (jumpstarter run --listen) and does not register with a controller, so they are ignored"
             )
         export = doc.get("export")
         if export is None:
@@ -285,12 +285,16 @@ def import_driver_class(path: str, where: str) -> type[Driver]:
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
         if module_name == missing or module_name.startswith(missing + "."):
-            raise ConfigError(f"{where}: type {path!r}: no module named {missing!r}{_suggest_module(path, missing)}")
+            hint = _suggest_module(path, missing)
+            raise ConfigError(f"{where}: type {path!r}: no module named {missing!r}{hint}") from None
         raise ConfigError(
-            f"{where}: type {path!r}: importing {module_name!r} failed: it needs module {missing!r}, which is not installed"
+            f"{where}: type {path!r}: importing {module_name!r} failed: "
+            f"it needs module {missing!r}, which is not installed"
         ) from exc
     except Exception as exc:
-        raise ConfigError(f"{where}: type {path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(
+            f"{where}: type {path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     cls = getattr(module, class_name, None)
     if cls is None:
         drivers = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Driver)]
