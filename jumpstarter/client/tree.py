@@ -15,8 +15,13 @@ ALIASES: dict[str, type[DriverClient]] = {
 }
 
 
-def client_from_report(connection: Connection, report: jumpstarter_pb2.GetReportResponse) -> DriverClient:
-    """Instantiate each driver's client class, children before parents; return the root."""
+def client_from_report(
+    connection: Connection, report: jumpstarter_pb2.GetReportResponse, trusted: frozenset[str] = frozenset()
+) -> DriverClient:
+    """Instantiate each driver's client class, children before parents; return the root.
+
+    ``trusted`` client class paths skip the allow list (serve() trusts the drivers it was handed).
+    """
     by_uuid = {r.uuid: r for r in report.reports}
     children: dict[str, list[str]] = {r.uuid: [] for r in report.reports}
     roots = []
@@ -36,7 +41,7 @@ def client_from_report(connection: Connection, report: jumpstarter_pb2.GetReport
             name = by_uuid[child].labels.get(NAME_LABEL, child)
             kids[name] = build(child, f"{path}.{name}".lstrip("."))
         class_path = labels.get(CLIENT_LABEL, "")
-        cls = ALIASES.get(class_path) or load_client_class(class_path, path, DriverClient)
+        cls = ALIASES.get(class_path) or load_client_class(class_path, path, DriverClient, class_path in trusted)
         try:
             return cls(uuid=uuid, labels=labels, children=kids, connection=connection, name=path)
         except TypeError as exc:
@@ -46,17 +51,24 @@ def client_from_report(connection: Connection, report: jumpstarter_pb2.GetReport
     return build(root, "")
 
 
-def connect(address: str, *, passphrase: str | None = None, timeout: float = CONNECT_TIMEOUT) -> DriverClient:
+def connect(
+    address: str,
+    *,
+    passphrase: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+    trusted: frozenset[str] = frozenset(),
+) -> DriverClient:
     """Connect to the exporter at ``address`` and return its root client.
 
     ``address`` is ``HOST:PORT``, ``unix:///path`` or a socket path. Use it as
     a context manager to close the connection: ``with connect(a) as exporter:``.
     Raises ConnectError when nothing answers within ``timeout`` seconds.
+    ``trusted`` client class paths are loaded without the allow-list check.
     """
     connection = Connection(address, passphrase)
     try:
         connection.wait_ready(timeout)
-        return client_from_report(connection, connection.report())
+        return client_from_report(connection, connection.report(), trusted)
     except BaseException:
         connection.close()
         raise

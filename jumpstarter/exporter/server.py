@@ -27,6 +27,9 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 
+# grpc sets SO_REUSEPORT by default: a second exporter on a busy port would silently share its clients.
+SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
+
 
 def grpc_address(address: str) -> str:
     """The gRPC target for an address: ``unix:///p``, ``unix:p``, a path, or ``HOST:PORT``."""
@@ -85,7 +88,7 @@ async def serving(
     """
     session = Session(root, labels)
     interceptors = [_Passphrase(passphrase)] if passphrase else []
-    server = grpc.aio.server(interceptors=interceptors, options=GRPC_OPTIONS)
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, server)
     router_pb2_grpc.add_RouterServiceServicer_to_server(session, server)
     target = grpc_address(address)

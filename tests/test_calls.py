@@ -1,0 +1,223 @@
+"""Every kind of exported method, called through serve(): real gRPC over a private socket."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import anyio
+import pytest
+
+from jumpstarter.client import DriverClient
+from jumpstarter.common.utils import serve
+from jumpstarter.driver import Driver, export
+from jumpstarter.errors import (
+    DriverConnectionError,
+    DriverError,
+    DriverInvalidArgument,
+    DriverNotImplemented,
+    DriverOSError,
+    DriverTimeout,
+    MethodNotFound,
+)
+
+
+def test_plain_call_returns_the_value_as_sent(board_client):
+    value = {"text": "hé", "n": [1, 2.5, None, True], "nested": {"deep": [{"x": -3}]}}
+    assert board_client.echo(value) == value
+    assert board_client.echo("short") == "short"
+
+
+def test_ints_stay_ints_between_our_peers(board_client):
+    result = board_client.echo({"baud": 20000, "ratio": 2.0, "list": [1, 2, 3]})
+    assert result == {"baud": 20000, "ratio": 2.0, "list": [1, 2, 3]}
+    assert type(result["baud"]) is int and type(result["ratio"]) is float
+    assert type(board_client.add(2, 3)) is int
+
+
+def test_config_parameters_reach_the_driver(board_client):
+    assert board_client.describe() == {"name": "demo-1", "baudrate": 9600}
+
+
+def test_async_methods_and_children(board_client, board):
+    power = board_client.power
+    assert power.read() is False
+    power.cycle()
+    assert power.read() is True
+    assert board.children["power"].history == ["off", "on"]
+
+
+def test_generators_sync_and_async(board_client):
+    assert list(board_client.count(5)) == [0, 1, 2, 3, 4]
+    assert list(board_client.count(0)) == []
+    assert list(board_client.ticks(3)) == [0, 1, 2]
+
+
+def test_byte_stream_echoes_and_ends(board_client):
+    with board_client.stream("console") as console:
+        console.send(b"hello")
+        assert console.receive() == b"hello"
+        payload = bytes(range(256)) * 1024
+        console.send(payload)
+        received = b""
+        while len(received) < len(payload):
+            received += console.receive()
+        assert received == payload
+        console.send_eof()
+
+
+def test_slow_sync_method_does_not_stall_the_exporter(board_client):
+    """A blocking method runs off the event loop, so other calls are answered meanwhile."""
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (board_client.call("block", 1.0), done.set()))
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.1)
+    assert board_client.echo("still here") == "still here"
+    assert time.monotonic() - started < 0.8
+    assert not done.is_set()
+    thread.join()
+
+
+def test_async_client_twins(board_client):
+    async def main():
+        board = board_client
+        assert await board.echo_async({"a": 1}) == {"a": 1}
+        assert [i async for i in board.streamingcall_async("ticks", 3, 0.0)] == [0, 1, 2]
+        async with board.stream_async("console") as console:
+            await console.send(b"ping")
+            assert await console.receive() == b"ping"
+        with pytest.raises(DriverTimeout):
+            await board.call_async("fail", "timeout", "late")
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "builtin"),
+    [
+        ("value", DriverInvalidArgument, ValueError),
+        ("timeout", DriverTimeout, TimeoutError),
+        ("connection", DriverConnectionError, ConnectionError),
+        ("notimplemented", DriverNotImplemented, NotImplementedError),
+        ("os", DriverOSError, OSError),
+        ("other", DriverError, DriverError),
+    ],
+)
+def test_remote_errors_carry_message_and_kind(board_client, kind, error, builtin):
+    with pytest.raises(error) as info:
+        board_client.fail(kind, f"the {kind} went wrong")
+    assert isinstance(info.value, builtin)
+    assert info.value.message == f"the {kind} went wrong"
+    assert str(info.value) == f"fail: the {kind} went wrong"
+    assert board_client.echo("next") == "next"
+
+
+def test_bad_requests_are_answered_and_the_next_call_works(board_client):
+    board = board_client
+    with pytest.raises(MethodNotFound, match="'nope' of Board does not exist"):
+        board.call("nope")
+    with pytest.raises(MethodNotFound, match="not_exported.*is not exported"):
+        board.call("not_exported")
+    with pytest.raises(DriverInvalidArgument, match="add"):
+        board.call("add", 1)
+    with pytest.raises(DriverInvalidArgument, match="add.*'b'"):
+        board.call("add", 1, "two")
+    with pytest.raises(DriverInvalidArgument, match="streamingcall"):
+        board.call("count", 3)
+    with pytest.raises(TypeError, match="bytes"):
+        board.echo(b"raw")
+    with pytest.raises(TypeError, match="set"):
+        board.echo({1, 2})
+    assert board.add(40, 2) == 42
+
+
+def test_generator_that_fails_midway_delivers_items_then_the_error():
+    @dataclass(kw_only=True)
+    class Flaky(Driver):
+        @classmethod
+        def client(cls) -> str:
+            return "jumpstarter.client.DriverClient"
+
+        @export
+        def items(self):
+            yield 1
+            raise TimeoutError("sensor stopped answering")
+
+    with serve(Flaky()) as client:
+        seen = []
+        with pytest.raises(DriverTimeout, match="sensor stopped answering"):
+            for item in client.streamingcall("items"):
+                seen.append(item)
+        assert seen == [1]
+
+
+def test_result_that_cant_be_sent_names_the_type():
+    class Opaque:
+        pass
+
+    @dataclass(kw_only=True)
+    class Leaky(Driver):
+        @classmethod
+        def client(cls) -> str:
+            return "jumpstarter.client.DriverClient"
+
+        @export
+        def get(self):
+            return {"handle": Opaque()}
+
+    with serve(Leaky()) as client:
+        with pytest.raises(DriverError, match="Opaque"):
+            client.call("get")
+        with pytest.raises(DriverError, match="Opaque"):
+            client.call("get")
+
+
+# The seed's driver, defined in a test module as upstream-style driver tests do.
+class SeedDriver(Driver):
+    @classmethod
+    def client(cls) -> str:
+        return f"{__name__}.SeedClient"
+
+    @export
+    def execute(self, command: str, args: list[str]) -> str:
+        return " ".join([command, *args])
+
+
+class SeedClient(DriverClient):
+    def execute(self, command: str, args: list[str]) -> str:
+        return self.call("execute", command, args)
+
+
+def test_upstream_style_driver_test_runs_unchanged():
+    with serve(SeedDriver()) as client:
+        assert isinstance(client, SeedClient)
+        assert client.execute("echo", ["a", "b"]) == "echo a b"
+
+
+def test_the_seed_package_served_in_process():
+    from jumpstarter_custom_driver import CustomClient, CustomDriver
+
+    with serve(CustomDriver()) as client:
+        assert isinstance(client, CustomClient)
+        assert client.execute("echo", ["hello"]) == "hello\n"
+        with pytest.raises(DriverError, match="exited with"):
+            client.execute("false", [])
+
+
+def test_serve_closes_the_drivers(board):
+    with serve(board):
+        assert not board.closed
+    assert board.closed
+
+
+def test_reset_reaches_children(board_client, board):
+    board_client.power.on()
+    board_client.reset()
+    assert board.children["power"].state is False
+
+
+def test_missing_child_suggests_the_name(board_client):
+    with pytest.raises(AttributeError, match="has no child 'powr'.*did you mean 'power'"):
+        board_client.powr  # noqa: B018

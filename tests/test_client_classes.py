@@ -1,0 +1,110 @@
+"""Client class paths come from the network: the allow list and the DriverClient check."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import anyio
+import pytest
+from anyio.from_thread import start_blocking_portal
+
+from jumpstarter.client import DriverClient, allow_client_modules, connect
+from jumpstarter.driver import Driver, export
+from jumpstarter.errors import ClientClassError
+from jumpstarter.exporter.server import serving
+
+
+def naming(client_path: str) -> Driver:
+    @dataclass(kw_only=True)
+    class Named(Driver):
+        @classmethod
+        def client(cls) -> str:
+            return client_path
+
+        @export
+        def ping(self) -> str:
+            return "pong"
+
+    return Named()
+
+
+@contextmanager
+def exporter(root: Driver, tmp_path):
+    """An exporter as a remote client meets it: no trust from being in-process."""
+    with start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(serving(root, f"unix://{tmp_path}/e.sock")) as address:
+            yield address
+
+
+def test_module_outside_the_allow_list_is_refused_before_import(tmp_path, monkeypatch, write):
+    write(
+        "rogue_client.py",
+        f"""
+        from pathlib import Path
+        Path({str(tmp_path / "imported")!r}).write_text("ran")
+        from jumpstarter.client import DriverClient
+        class Rogue(DriverClient):
+            pass
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("JUMPSTARTER_CLIENT_MODULES", raising=False)
+    with exporter(naming("rogue_client.Rogue"), tmp_path) as address:
+        with pytest.raises(ClientClassError) as info:
+            connect(address)
+        message = str(info.value)
+        assert "names client class 'rogue_client.Rogue'" in message
+        assert "JUMPSTARTER_CLIENT_MODULES=rogue_client" in message
+        assert not (tmp_path / "imported").exists()
+        assert "rogue_client" not in sys.modules
+
+        monkeypatch.setenv("JUMPSTARTER_CLIENT_MODULES", "other, rogue_client")
+        with connect(address) as root:
+            assert type(root).__name__ == "Rogue"
+            assert root.call("ping") == "pong"
+    sys.modules.pop("rogue_client", None)
+
+
+def test_allowed_module_but_not_a_driver_client_is_refused(tmp_path):
+    allow_client_modules("collections")
+    with exporter(naming("collections.OrderedDict"), tmp_path) as address:
+        with pytest.raises(ClientClassError, match="'collections.OrderedDict' is not a DriverClient subclass"):
+            connect(address)
+
+
+def test_installed_driver_packages_are_allowed(tmp_path):
+    from jumpstarter_driver_demo import Power
+
+    with exporter(Power(), tmp_path) as address:
+        with connect(address) as root:
+            assert type(root).__name__ == "PowerClient"
+
+
+def test_missing_client_class_is_named(tmp_path):
+    with exporter(naming("jumpstarter_driver_demo.client.NoSuchClient"), tmp_path) as address:
+        with pytest.raises(ClientClassError, match="has no client class 'NoSuchClient'"):
+            connect(address)
+
+
+def test_driver_without_client_method_is_refused_at_definition():
+    @dataclass(kw_only=True)
+    class NoClient(Driver):
+        pass
+
+    with pytest.raises(TypeError, match="NoClient.*client"):
+        NoClient()
+
+
+def test_async_connect_is_not_needed_for_async_calls(tmp_path):
+    """A blocking ``connect`` gives a client whose async twins work in any event loop."""
+    with exporter(naming("jumpstarter.client.DriverClient"), tmp_path) as address:
+        with connect(address) as root:
+            assert isinstance(root, DriverClient)
+
+            async def main():
+                return await root.call_async("ping")
+
+            assert anyio.run(main) == "pong"
+            assert anyio.run(main) == "pong"  # a second loop gets its own channel

@@ -1,0 +1,276 @@
+"""``jumpstarter run`` as a user runs it: a subprocess serving YAML, reached over unix sockets and TCP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.empty_pb2 import Empty
+
+from conftest import EXAMPLES, start_exporter
+from jumpstarter.client import CompositeClient, connect
+from jumpstarter.errors import AuthenticationError, ConnectError
+from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
+
+BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
+CUSTOM_YAML = EXAMPLES / "jumpstarter-custom-driver" / "custom.yaml"
+UPSTREAM_COMPOSITE = "jumpstarter_driver_composite.client.CompositeClient"
+
+
+def test_default_unix_socket_serves_the_custom_example(exporter_process, tmp_path):
+    exporter = exporter_process(CUSTOM_YAML, env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert exporter.address == f"unix://{tmp_path}/jumpstarter-{os.getuid()}/custom.sock"
+    with connect(exporter.address) as root:
+        assert isinstance(root, CompositeClient)
+        assert root.labels["jumpstarter.dev/client"] == UPSTREAM_COMPOSITE
+        assert type(root.custom).__name__ == "CustomClient"
+        listing = root.custom.execute("ls", [str(EXAMPLES)])
+        assert "jumpstarter-custom-driver" in listing.split()
+    code, output = exporter.stop()
+    assert code == 0, output
+
+
+def test_tcp_listen_with_console_script(tmp_path):
+    """The ``jumpstarter`` console script, on a TCP port chosen by the system."""
+    script = shutil.which("jumpstarter", path=str(Path(sys.executable).parent))
+    assert script, "the jumpstarter console script is not installed next to this python"
+    with subprocess.Popen(
+        [script, "run", str(BOARD_YAML), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            line = process.stdout.readline()
+            assert line.startswith(f"jumpstarter: serving {BOARD_YAML} at 127.0.0.1:"), line
+            with connect(line.rsplit(" at ", 1)[1].strip()) as root:
+                assert root.board.describe() == {"name": "demo-1", "baudrate": 9600}
+                assert root.board.add(20000, 1) == 20001
+                root.board.power.on()
+                assert root.board.power.read() is True
+                assert list(root.board.count(3)) == [0, 1, 2]
+                with root.board.stream("console") as console:
+                    console.send(b"over tcp")
+                    assert console.receive() == b"over tcp"
+        finally:
+            process.terminate()
+    assert process.returncode == 0
+
+
+def test_errors_carry_the_export_path(exporter_process):
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
+    with connect(exporter.address) as root:
+        with pytest.raises(TimeoutError, match=r"^board\.fail: too slow$"):
+            root.board.fail("timeout", "too slow")
+        with pytest.raises(AttributeError, match=r"board\.power\.nope: method 'nope' of Power does not exist"):
+            root.board.power.call("nope")
+        assert root.board.power.read() is False
+
+
+def test_passphrase_required_wrong_and_right(exporter_process):
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "s3cret")
+    with pytest.raises(AuthenticationError, match=f"exporter at {exporter.address} requires a passphrase"):
+        connect(exporter.address)
+    with pytest.raises(AuthenticationError, match="refused the passphrase"):
+        connect(exporter.address, passphrase="guess")
+    with connect(exporter.address, passphrase="s3cret") as root:
+        assert root.board.echo("in") == "in"
+        with root.board.stream("console") as console:
+            console.send(b"x")
+            assert console.receive() == b"x"
+    # every RPC is guarded, streams included
+    with grpc.insecure_channel(exporter.address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.Stream(iter(()), metadata=(("request", "{}"),)))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_passphrase_from_environment(exporter_process):
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0", env={"JUMPSTARTER_PASSPHRASE": "envpass"})
+    with pytest.raises(AuthenticationError):
+        connect(exporter.address)
+    with connect(exporter.address, passphrase="envpass") as root:
+        assert root.board.echo(1) == 1
+
+
+def test_sigterm_and_sigint_close_the_drivers(exporter_process, write):
+    write(
+        "marking_driver.py",
+        """
+        from dataclasses import dataclass
+        from pathlib import Path
+        from jumpstarter.driver import Driver, export
+
+        @dataclass(kw_only=True)
+        class Marking(Driver):
+            marker: str
+
+            @classmethod
+            def client(cls):
+                return "jumpstarter.client.DriverClient"
+
+            @export
+            def ping(self):
+                return "pong"
+
+            def close(self):
+                Path(self.marker).write_text("closed")
+                super().close()
+        """,
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        marker = write(f"closed-{signum}", "")
+        marker.unlink()
+        config = write(
+            "marking.yaml",
+            f"""
+            apiVersion: jumpstarter.dev/v1alpha1
+            kind: ExporterConfig
+            export:
+              dut:
+                type: marking_driver.Marking
+                config: {{marker: "{marker}"}}
+            """,
+        )
+        exporter = exporter_process(config, "--listen", "127.0.0.1:0", env={"PYTHONPATH": str(config.parent)})
+        with connect(exporter.address) as root:
+            assert root.dut.call("ping") == "pong"
+        exporter.process.send_signal(signum)
+        code, output = exporter.stop()
+        assert code == 0, output
+        assert marker.read_text() == "closed", output
+
+
+def test_seed_yaml_mistake_exits_2_with_a_suggestion(write):
+    config = write(
+        "custom.yaml",
+        """
+        apiVersion: jumpstarter.dev/v1alpha1
+        kind: ExporterConfig
+        endpoint: ""
+        token: ""
+        export:
+            custom:
+                # full import path of the driver class
+                type: jumpstarter_driver_custom.CustomDriver
+        """,
+    )
+    done = subprocess.run([sys.executable, "-m", "jumpstarter", "run", str(config)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"jumpstarter: {config}:8: export 'custom': type 'jumpstarter_driver_custom.CustomDriver': no module named "
+        "'jumpstarter_driver_custom'; did you mean 'jumpstarter_custom_driver.CustomDriver'? "
+        "(installed: jumpstarter_custom_driver)"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_address_in_use_is_reported(exporter_process):
+    first = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
+    done = subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "run", str(BOARD_YAML), "--listen", first.address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert f"can't listen on {first.address}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_stale_socket_is_reclaimed_but_a_live_one_is_not(exporter_process, tmp_path):
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    first = exporter_process(BOARD_YAML, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "run", str(BOARD_YAML)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+    assert done.returncode != 0 and f"already serves at {first.address}" in done.stderr
+    first.process.kill()  # leaves its socket file behind
+    first.process.wait()
+    assert Path(first.address.removeprefix("unix://")).exists()
+    second = exporter_process(BOARD_YAML, env=env)
+    with connect(second.address) as root:
+        assert root.board.echo("again") == "again"
+
+
+@pytest.fixture(scope="module")
+def channel():
+    """A gRPC channel to board.yaml served by ``jumpstarter run``."""
+    exporter = start_exporter(BOARD_YAML, "--listen", "127.0.0.1:0")
+    with grpc.insecure_channel(exporter.address) as channel:
+        yield channel
+    exporter.stop()
+
+
+class TestWire:
+    """The jumpstarter.v1 services as any gRPC client sees them."""
+
+    def test_report_describes_the_tree(self, channel):
+        report = jumpstarter_pb2_grpc.ExporterServiceStub(channel).GetReport(Empty())
+        assert report.labels == {"board": "demo"}
+        by_name = {r.labels.get("jumpstarter.dev/name", ""): r for r in report.reports}
+        assert by_name[""].uuid == report.uuid
+        assert by_name[""].labels["jumpstarter.dev/client"] == UPSTREAM_COMPOSITE
+        assert by_name["board"].parent_uuid == report.uuid
+        assert by_name["power"].parent_uuid == by_name["board"].uuid
+        assert by_name["power"].labels["jumpstarter.dev/client"] == "jumpstarter_driver_demo.client.PowerClient"
+
+    def test_status_and_end_session(self, channel):
+        stub = jumpstarter_pb2_grpc.ExporterServiceStub(channel)
+        status = stub.GetStatus(jumpstarter_pb2.GetStatusRequest())
+        assert status.status == common_pb2.EXPORTER_STATUS_LEASE_READY
+        assert stub.EndSession(jumpstarter_pb2.EndSessionRequest()).success
+
+    def test_log_stream_carries_driver_records(self, channel):
+        stub = jumpstarter_pb2_grpc.ExporterServiceStub(channel)
+        report = stub.GetReport(Empty())
+        power = next(r for r in report.reports if r.labels.get("jumpstarter.dev/name") == "power")
+        logs = stub.LogStream(Empty())
+        try:
+            time.sleep(0.2)  # let the subscription reach the exporter
+            stub.DriverCall(jumpstarter_pb2.DriverCallRequest(uuid=power.uuid, method="on"))
+            record = next(logs)
+        finally:
+            logs.cancel()
+        assert (record.uuid, record.severity, record.message) == (power.uuid, "INFO", "power on")
+        assert record.source == common_pb2.LOG_SOURCE_DRIVER
+        assert record.timestamp.seconds > 0
+
+    def test_reset(self, channel):
+        stub = jumpstarter_pb2_grpc.ExporterServiceStub(channel)
+        stub.Reset(jumpstarter_pb2.ResetRequest())
+
+    def test_bad_stream_requests_are_refused_and_the_exporter_lives(self, channel):
+        router = router_pb2_grpc.RouterServiceStub(channel)
+        for request, code in [
+            ("not json", grpc.StatusCode.INVALID_ARGUMENT),
+            ('{"kind": "other"}', grpc.StatusCode.UNIMPLEMENTED),
+            ('{"kind": "driver", "uuid": "nope", "method": "connect"}', grpc.StatusCode.NOT_FOUND),
+        ]:
+            with pytest.raises(grpc.RpcError) as info:
+                list(router.Stream(iter(()), metadata=(("request", request),)))
+            assert info.value.code() == code, request
+        report = jumpstarter_pb2_grpc.ExporterServiceStub(channel).GetReport(Empty())
+        assert report.reports
+
+
+def test_nothing_listening_fails_fast_naming_the_address(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    for where in (address, f"unix://{tmp_path}/none.sock"):
+        started = time.monotonic()
+        with pytest.raises(ConnectError, match=f"no exporter answers at {where}"):
+            connect(where)
+        assert time.monotonic() - started < 3
