@@ -274,3 +274,11 @@ def test_nothing_listening_fails_fast_naming_the_address(tmp_path):
         with pytest.raises(ConnectError, match=f"no exporter answers at {where}"):
             connect(where)
         assert time.monotonic() - started < 3
+
+
+def test_readme_demo_serves_and_calls_the_seed_driver():
+    demo = EXAMPLES / "demo.py"
+    done = subprocess.run([sys.executable, str(demo)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "export 'custom': jumpstarter_custom_driver.CustomClient" in done.stdout
+    assert ">>> exporter.custom.ls()\n" in done.stdout and "pyproject.toml" in done.stdout
