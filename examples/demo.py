@@ -1,6 +1,6 @@
 """Serve an example ExporterConfig with ``jumpstarter run`` and call its driver from a client.
 
-    python examples/demo.py [CONFIG]      (default: the seed's custom driver)
+Usage: python examples/demo.py [CONFIG]   (default: the seed's custom driver)
 """
 
 from __future__ import annotations

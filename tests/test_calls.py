@@ -221,3 +221,52 @@ def test_reset_reaches_children(board_client, board):
 def test_missing_child_suggests_the_name(board_client):
     with pytest.raises(AttributeError, match="has no child 'powr'.*did you mean 'power'"):
         board_client.powr  # noqa: B018
+
+
+@dataclass(kw_only=True)
+class Sensor(Driver):
+    """A sync generator that records how far it ran and whether it was closed."""
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.produced = 0
+        self.closed_generator = threading.Event()
+
+    @export
+    def readings(self):
+        try:
+            while True:
+                self.produced += 1
+                yield self.produced
+        finally:
+            self.closed_generator.set()
+
+    @export
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+def test_endless_sync_generator_is_closed_when_the_client_stops_reading():
+    sensor = Sensor()
+    with serve(sensor) as client:
+        readings = client.streamingcall("readings")
+        assert [next(readings) for _ in range(3)] == [1, 2, 3]
+        readings.close()
+        assert sensor.closed_generator.wait(5), "the generator was left running"
+        assert client.call("slow", 0) == 0
+
+
+def test_concurrent_sync_calls_run_in_parallel():
+    with serve(Sensor()) as client:
+        started = time.monotonic()
+        threads = [threading.Thread(target=client.call, args=("slow", 0.5)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert time.monotonic() - started < 2.0

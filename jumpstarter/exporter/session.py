@@ -7,18 +7,17 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 from uuid import uuid4
 
 import anyio
 import grpc
-from anyio import to_thread
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL, Driver, Exported, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
+from jumpstarter.exporter.threaded import iterate_in_thread, run_in_worker
 from jumpstarter.signature import ArgumentError
 from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
 from jumpstarter.values import ValueTypeError, decode_args, encode_result
@@ -99,7 +98,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             if info.is_async:
                 result = await func(*args)
             else:
-                result = await to_thread.run_sync(partial(func, *args) if args else func)
+                result = await run_in_worker(func, *args)
         except Exception as exc:
             await self._fail(exc, where, context)
         response = jumpstarter_pb2.DriverCallResponse(uuid=str(uuid4()))
@@ -110,7 +109,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         info, func = await self._lookup(request.uuid, request.method, STREAMING, context)
         where = self.where(request.uuid, request.method)
         args = await self._arguments(info, request, where, context)
-        items = _aiter_async(func, args) if info.is_async else _aiter_sync(func, args)
+        items = _aiter_async(func, args) if info.is_async else iterate_in_thread(func, args, where)
         try:
             while True:
                 try:
@@ -140,7 +139,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
 
     async def Reset(self, request, context):
         try:
-            await to_thread.run_sync(self.root.reset)
+            await run_in_worker(self.root.reset)
         except Exception as exc:
             await self._fail(exc, "reset", context)
         return jumpstarter_pb2.ResetResponse()
@@ -240,19 +239,6 @@ async def _aiter_async(func, args) -> AsyncIterator[Any]:
             yield item
     finally:
         await agen.aclose()
-
-
-async def _aiter_sync(func, args) -> AsyncIterator[Any]:
-    """Items of a sync generator, each produced off the event loop."""
-    gen = await to_thread.run_sync(partial(func, *args))
-    try:
-        while True:
-            item = await to_thread.run_sync(next, gen, _END)
-            if item is _END:
-                return
-            yield item
-    finally:
-        await to_thread.run_sync(gen.close)
 
 
 def _offer(queue: asyncio.Queue, item: Any) -> None:

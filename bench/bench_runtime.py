@@ -1,0 +1,250 @@
+"""Driver runtime against bare gRPC, side by side in one process, on the same kind of socket.
+
+    .venv/bin/python bench/bench_runtime.py [--quick]
+
+Both servers run on background event loops and listen on unix sockets; both
+clients are blocking grpc stubs in the main thread. Each measure alternates
+between ours and bare gRPC for several rounds, so that the machine's drifting
+load falls on both alike; medians over rounds and their ratios are reported,
+with the targets (unary median <= 1.3x bare, generator >= 0.5x bare
+server-streaming, byte-stream echo >= 0.7x bare bidi).
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from anyio.from_thread import start_blocking_portal
+from jumpstarter_driver_demo import Board
+
+from jumpstarter.common.utils import serve
+from jumpstarter.driver import Driver, export
+from jumpstarter.exporter.server import GRPC_OPTIONS
+
+CHUNK = 64 * 1024
+MIB = 1024 * 1024
+SERVICE = "bench.Bare"
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+async def _echo(request: bytes, context) -> bytes:
+    return request
+
+
+async def _count(request: bytes, context):
+    for i in range(int(request)):
+        yield i.to_bytes(8, "little")
+
+
+async def _bidi(requests, context):
+    async for chunk in requests:
+        yield chunk
+
+
+@contextmanager
+def bare_server() -> Iterator[grpc.Channel]:
+    """A grpc.aio server with generic unary, server-streaming and bidi handlers; a channel to it."""
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(_echo, _identity, _identity),
+        "Count": grpc.unary_stream_rpc_method_handler(_count, _identity, _identity),
+        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, _identity, _identity),
+    }
+
+    async def start(address: str) -> grpc.aio.Server:
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        server.add_insecure_port(address)
+        await server.start()
+        return server
+
+    with tempfile.TemporaryDirectory() as tmp, start_blocking_portal() as portal:
+        address = f"unix://{Path(tmp) / 'bare.sock'}"
+        server = portal.call(start, address)
+        try:
+            with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+                grpc.channel_ready_future(channel).result(timeout=5)
+                yield channel
+        finally:
+            portal.call(server.stop, None)
+
+
+@dataclass(kw_only=True)
+class AsyncEcho(Driver):
+    """The same echo and count as the demo board, as async methods."""
+
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    @export
+    async def echo(self, value):
+        return value
+
+    @export
+    async def count(self, n: int):
+        for i in range(n):
+            yield i
+
+
+def paired_latencies(ours: Callable[[], object], bare: Callable[[], object], n: int) -> tuple[list, list]:
+    """Latencies of ``n`` calls each, alternating one call of each side so that load drift touches both alike."""
+    for _ in range(min(100, n)):
+        ours()
+        bare()
+    clock = time.perf_counter
+    a, b = [], []
+    for _ in range(n):
+        t0 = clock()
+        ours()
+        t1 = clock()
+        bare()
+        t2 = clock()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    return a, b
+
+
+def unary(ours: Callable[[], object], bare: Callable[[], object], n: int, stat: Callable) -> Callable:
+    return lambda: tuple(stat(side) * 1e6 for side in paired_latencies(ours, bare, n))
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+def per_second(run: Callable[[], int]) -> float:
+    """Units per second of one ``run`` (which returns the units it did)."""
+    started = time.perf_counter()
+    units = run()
+    return units / (time.perf_counter() - started)
+
+
+def pipelined_echo(send: Callable[[bytes], None], finish: Callable[[], None], receive: Iterator[bytes], total: int):
+    """Send ``total`` bytes in CHUNKs from a thread while reading the echo here; return bytes echoed."""
+    chunk = b"\xa5" * CHUNK
+
+    def writer() -> None:
+        for _ in range(total // CHUNK):
+            send(chunk)
+        finish()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    got = 0
+    for data in receive:
+        got += len(data)
+        if got >= total:
+            break
+    thread.join()
+    return got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each measure (default 5)")
+    args = parser.parse_args()
+    calls, items, stream_bytes, big = (300, 3_000, 8 * MIB, 5) if args.quick else (2_000, 20_000, 64 * MIB, 20)
+    short = "hello, board"
+    one_mib = "x" * MIB
+
+    started = time.perf_counter()
+    with serve(Board()) as board, serve(AsyncEcho()) as async_board, bare_server() as channel:
+        board.call("echo", short)
+        startup_ms = (time.perf_counter() - started) * 1e3
+        echo = channel.unary_unary(f"/{SERVICE}/Echo", _identity, _identity)
+        count = channel.unary_stream(f"/{SERVICE}/Count", _identity, _identity)
+        bidi = channel.stream_stream(f"/{SERVICE}/Bidi", _identity, _identity)
+
+        def ours_stream() -> int:
+            with board.stream("console") as s:
+                return pipelined_echo(s.send, s.send_eof, iter(s), stream_bytes)
+
+        def bare_stream() -> int:
+            outbox: queue.SimpleQueue = queue.SimpleQueue()
+            responses = bidi(iter(outbox.get, None))
+            try:
+                return pipelined_echo(outbox.put, lambda: outbox.put(None), responses, stream_bytes)
+            finally:
+                responses.cancel()
+
+        short_bytes, payload = short.encode(), one_mib.encode()
+
+        def sync_echo() -> object:
+            return board.call("echo", short)
+
+        def async_echo() -> object:
+            return async_board.call("echo", short)
+
+        def bare_echo() -> object:
+            return echo(short_bytes)
+
+        # name -> (unit, ours, bare), or (unit, both) for a reading of the two sides at once
+        measures: dict[str, tuple] = {
+            "unary median, sync method": ("us", unary(sync_echo, bare_echo, calls, statistics.median)),
+            "unary p99, sync method": ("us", unary(sync_echo, bare_echo, calls, p99)),
+            "unary median, async method": ("us", unary(async_echo, bare_echo, calls, statistics.median)),
+            "unary p99, async method": ("us", unary(async_echo, bare_echo, calls, p99)),
+            "generator, sync": (
+                "items/s",
+                lambda: per_second(lambda: sum(1 for _ in board.streamingcall("count", items))),
+                lambda: per_second(lambda: sum(1 for _ in count(str(items).encode()))),
+            ),
+            "generator, async": (
+                "items/s",
+                lambda: per_second(lambda: sum(1 for _ in async_board.streamingcall("count", items))),
+                lambda: per_second(lambda: sum(1 for _ in count(str(items).encode()))),
+            ),
+            "byte stream echo, 64 KiB": (
+                "MB/s",
+                lambda: per_second(ours_stream) / MIB,
+                lambda: per_second(bare_stream) / MIB,
+            ),
+            "1 MiB string echo": (
+                "MB/s",
+                lambda: per_second(lambda: sum(len(board.call("echo", one_mib)) for _ in range(big))) / MIB,
+                lambda: per_second(lambda: sum(len(echo(payload)) for _ in range(big))) / MIB,
+            ),
+        }
+        readings: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in measures}
+        for _ in range(args.rounds):  # alternate, so that drifting machine load touches both sides alike
+            for name, (_, *sides) in measures.items():
+                ours, bare = sides[0]() if len(sides) == 1 else (sides[0](), sides[1]())
+                readings[name][0].append(ours)
+                readings[name][1].append(bare)
+
+    print(f"{args.rounds} alternating rounds; medians over rounds\n")
+    print(f"{'measure':30} {'unit':>8} {'ours':>10} {'bare gRPC':>10} {'ratio':>7}")
+    ratios = {}
+    for name, (unit, *_) in measures.items():
+        ours_value, bare_value = (statistics.median(r) for r in readings[name])
+        ratios[name] = ours_value / bare_value
+        print(f"{name:30} {unit:>8} {ours_value:10.1f} {bare_value:10.1f} {ratios[name]:7.2f}")
+    print(f"{'serve() to first call':30} {'ms':>8} {startup_ms:10.1f}")
+    print()
+    for name, op, target in [
+        ("unary median, sync method", "<=", 1.3),
+        ("unary median, async method", "<=", 1.3),
+        ("generator, sync", ">=", 0.5),
+        ("generator, async", ">=", 0.5),
+        ("byte stream echo, 64 KiB", ">=", 0.7),
+    ]:
+        ok = ratios[name] <= target if op == "<=" else ratios[name] >= target
+        print(f"target {name:30} {ratios[name]:5.2f} {op} {target}  {'met' if ok else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
