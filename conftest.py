@@ -15,6 +15,18 @@ import pytest
 ROOT = Path(__file__).parent
 EXAMPLES = ROOT / "examples"
 READY = "jumpstarter: serving"
+# The YAML of ../shared/seed/custom-driver.md, verbatim: its type names a module that doesn't exist.
+SEED_YAML = """\
+# /etc/jumpstarter/exporters/custom.yaml
+apiVersion: jumpstarter.dev/v1alpha1
+kind: ExporterConfig
+endpoint: ""
+token: ""
+export:
+    custom:
+        # full import path of the driver class
+        type: jumpstarter_driver_custom.CustomDriver
+"""
 
 
 @pytest.fixture

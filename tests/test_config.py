@@ -7,21 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SEED_YAML
 from jumpstarter.config import ExporterConfig
 from jumpstarter.errors import ConfigError
 
-# The seed document's YAML, verbatim.
-SEED_YAML = """\
-# /etc/jumpstarter/exporters/custom.yaml
-apiVersion: jumpstarter.dev/v1alpha1
-kind: ExporterConfig
-endpoint: ""
-token: ""
-export:
-    custom:
-        # full import path of the driver class
-        type: jumpstarter_driver_custom.CustomDriver
-"""
 HEADER = "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
 
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
 
-from conftest import EXAMPLES, start_exporter
+from conftest import EXAMPLES, SEED_YAML, start_exporter
 from jumpstarter.client import CompositeClient, connect
 from jumpstarter.errors import AuthenticationError, ConnectError
 from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
@@ -147,23 +147,11 @@ def test_sigterm_and_sigint_close_the_drivers(exporter_process, write):
 
 
 def test_seed_yaml_mistake_exits_2_with_a_suggestion(write):
-    config = write(
-        "custom.yaml",
-        """
-        apiVersion: jumpstarter.dev/v1alpha1
-        kind: ExporterConfig
-        endpoint: ""
-        token: ""
-        export:
-            custom:
-                # full import path of the driver class
-                type: jumpstarter_driver_custom.CustomDriver
-        """,
-    )
+    config = write("custom.yaml", SEED_YAML)
     done = subprocess.run([sys.executable, "-m", "jumpstarter", "run", str(config)], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        f"jumpstarter: {config}:8: export 'custom': type 'jumpstarter_driver_custom.CustomDriver': no module named "
+        f"jumpstarter: {config}:9: export 'custom': type 'jumpstarter_driver_custom.CustomDriver': no module named "
         "'jumpstarter_driver_custom'; did you mean 'jumpstarter_custom_driver.CustomDriver'? "
         "(installed: jumpstarter_custom_driver)"
     )
