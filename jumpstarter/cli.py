@@ -15,10 +15,10 @@ from anyio import to_thread
 
 from jumpstarter.config import ExporterConfig
 from jumpstarter.errors import ConfigError, ConnectError
+from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
 
 PASSPHRASE_ENV = "JUMPSTARTER_PASSPHRASE"
-READY = "jumpstarter: serving"  # first word of the line printed once clients can connect
 
 
 def default_socket(config_path: Path) -> Path:

@@ -14,9 +14,10 @@ import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
 
-from conftest import EXAMPLES, SEED_YAML, start_exporter
+from conftest import EXAMPLES, SEED_YAML
 from jumpstarter.client import CompositeClient, connect
 from jumpstarter.errors import AuthenticationError, ConnectError
+from jumpstarter.exporter.process import ExporterProcess
 from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
 
 BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
@@ -33,8 +34,7 @@ def test_default_unix_socket_serves_the_custom_example(exporter_process, tmp_pat
         assert type(root.custom).__name__ == "CustomClient"
         listing = root.custom.execute("ls", [str(EXAMPLES)])
         assert "jumpstarter-custom-driver" in listing.split()
-    code, output = exporter.stop()
-    assert code == 0, output
+    assert exporter.stop() == 0, exporter.output()
 
 
 def test_tcp_listen_with_console_script(tmp_path):
@@ -141,9 +141,8 @@ def test_sigterm_and_sigint_close_the_drivers(exporter_process, write):
         with connect(exporter.address) as root:
             assert root.dut.call("ping") == "pong"
         exporter.process.send_signal(signum)
-        code, output = exporter.stop()
-        assert code == 0, output
-        assert marker.read_text() == "closed", output
+        assert exporter.stop() == 0, exporter.output()
+        assert marker.read_text() == "closed", exporter.output()
 
 
 def test_seed_yaml_mistake_exits_2_with_a_suggestion(write):
@@ -182,8 +181,7 @@ def test_stale_socket_is_reclaimed_but_a_live_one_is_not(exporter_process, tmp_p
         env={**os.environ, **env},
     )
     assert done.returncode != 0 and f"already serves at {first.address}" in done.stderr
-    first.process.kill()  # leaves its socket file behind
-    first.process.wait()
+    first.kill()  # leaves its socket file behind
     assert Path(first.address.removeprefix("unix://")).exists()
     second = exporter_process(BOARD_YAML, env=env)
     with connect(second.address) as root:
@@ -193,10 +191,9 @@ def test_stale_socket_is_reclaimed_but_a_live_one_is_not(exporter_process, tmp_p
 @pytest.fixture(scope="module")
 def channel():
     """A gRPC channel to board.yaml served by ``jumpstarter run``."""
-    exporter = start_exporter(BOARD_YAML, "--listen", "127.0.0.1:0")
-    with grpc.insecure_channel(exporter.address) as channel:
-        yield channel
-    exporter.stop()
+    with ExporterProcess.start(BOARD_YAML, "--listen", "127.0.0.1:0") as exporter:
+        with grpc.insecure_channel(exporter.address) as channel:
+            yield channel
 
 
 class TestWire:
@@ -270,3 +267,11 @@ def test_readme_demo_serves_and_calls_the_seed_driver():
     assert done.returncode == 0, done.stderr
     assert "export 'custom': jumpstarter_custom_driver.CustomClient" in done.stdout
     assert ">>> exporter.custom.ls()\n" in done.stdout and "pyproject.toml" in done.stdout
+
+
+def test_exporter_that_fails_to_start_reports_its_output(write):
+    from jumpstarter.exporter.process import ExporterStartError
+
+    config = write("custom.yaml", SEED_YAML)
+    with pytest.raises(ExporterStartError, match=r"(?s)exited with code 2:.*did you mean 'jumpstarter_custom_driver"):
+        ExporterProcess.start(config)

@@ -1,0 +1,96 @@
+"""``jumpstarter run`` in a child process: started, awaited until it serves, followed, stopped.
+
+Used by the pytest plugin (a driver that crashes or hangs must not take the test
+run down with it) and by the tests. The child's output is read continuously, so
+it never blocks on a full pipe, and kept for reports.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+READY = "jumpstarter: serving"  # the line `jumpstarter run` prints once clients can connect
+
+
+class ExporterStartError(RuntimeError):
+    """The exporter exited or stayed silent instead of serving; the message carries its output."""
+
+
+class ExporterProcess:
+    """A running ``jumpstarter run CONFIG``; ``address`` is where it serves."""
+
+    def __init__(self, config: str | Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.config = str(config)
+        self.lines: list[str] = []
+        self.address = ""
+        self._ready = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jumpstarter", "run", self.config, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, name=f"exporter output {self.config}", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def start(cls, config: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30):
+        """Start the exporter and return once it serves; ExporterStartError with its output if it doesn't."""
+        exporter = cls(config, *args, env=env)
+        exporter.wait_ready(timeout)
+        return exporter
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if not self._ready.is_set() and line.startswith(READY):
+                self.address = line.rsplit(" at ", 1)[1].strip()
+                self._ready.set()
+        self.process.stdout.close()
+        self._ready.set()  # ended: wake wait_ready
+
+    def wait_ready(self, timeout: float) -> None:
+        if self._ready.wait(timeout) and self.address:
+            return
+        if self.process.poll() is None:
+            self.kill()
+            why = f"did not serve within {timeout:g} s"
+        else:
+            why = f"exited with code {self.process.returncode}"
+        self._reader.join(5)
+        raise ExporterStartError(f"exporter {self.config} {why}:\n{self.output().rstrip()}")
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self, since: int = 0) -> str:
+        """What the exporter printed, from line ``since`` on."""
+        return "".join(self.lines[since:])
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM (drivers' close() runs), then SIGKILL after ``timeout``; the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reader.join(5)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> ExporterProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
