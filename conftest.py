@@ -10,6 +10,8 @@ import pytest
 
 from jumpstarter.exporter.process import ExporterProcess
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).parent
 EXAMPLES = ROOT / "examples"
 # The YAML of ../shared/seed/custom-driver.md, verbatim: its type names a module that doesn't exist.

@@ -105,6 +105,21 @@ class ExporterConfig:
             raise ConfigError(f"{source}: not valid YAML: {exc}") from None
         return _Parser(source).config(doc)
 
+    def check(self) -> None:
+        """Import every driver class and check its config parameters, without building drivers.
+
+        Catches what a user gets wrong in the YAML before anything touches hardware.
+        """
+
+        def visit(entry: DriverEntry) -> None:
+            where = f"{self.source}:{entry.line}: export {entry.path!r}"
+            _check_params(import_driver_class(entry.type, where), entry, where)
+            for child in entry.children.values():
+                visit(child)
+
+        for entry in self.export.values():
+            visit(entry)
+
     def instantiate(self) -> Driver:
         """The root driver: a Composite whose children are the ``export:`` entries."""
         built: list[Driver] = []

@@ -63,6 +63,7 @@ class YamlExporter(Exporter):
     def __init__(self, spec: str, passphrase: str | None, mode: str, start_timeout: float) -> None:
         super().__init__(spec, passphrase)
         self.config = ExporterConfig.load(spec)  # ConfigError now, at start-up, not once per test
+        self.config.check()
         self.exports = list(self.config.export)
         self.mode, self.start_timeout = mode, start_timeout
         self.process = None

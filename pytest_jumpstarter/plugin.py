@@ -56,6 +56,7 @@ class Lab:
             self.values[key], self.sources[key] = settings.resolve(config, s)
         self.exporters: list = []
         self.by_export: dict[str, Any] = {}
+        self.fixture_names: set[str] = set()
         self.calls: list[str] = []
         self._start_errors: dict[int, str] = {}
         if self.values["exporters"]:
@@ -91,9 +92,15 @@ class Lab:
                 self.by_export.setdefault(name, exporter)
         fixtures = types.ModuleType("pytest_jumpstarter.exports")
         fixtures.exporter = pytest.fixture(name="exporter")(self._root_fixture)
-        for name in self.by_export:
-            setattr(fixtures, name, pytest.fixture(name=name)(self._export_fixture(name)))
         self.config.pluginmanager.register(fixtures, "jumpstarter-exports")
+        self._add_export_fixtures(list(self.by_export))
+
+    def _add_export_fixtures(self, names: list[str]) -> None:
+        fixtures = types.ModuleType(f"pytest_jumpstarter.exports.{'_'.join(names)}")
+        for name in names:
+            setattr(fixtures, name, pytest.fixture(name=name)(self._export_fixture(name)))
+        self.config.pluginmanager.register(fixtures, f"jumpstarter-exports-{'-'.join(names)}")
+        self.fixture_names.update(names)
 
     # Fixtures ------------------------------------------------------------------
 
@@ -101,7 +108,8 @@ class Lab:
         def export(request: pytest.FixtureRequest):
             return self.client_for(name, request)
 
-        export.__doc__ = f"client of export {name!r} ({self.by_export[name].describe()})"
+        source = self.by_export[name].describe() if name in self.by_export else f"@pytest.mark.{MOCK_MARKER}"
+        export.__doc__ = f"client of export {name!r} ({source})"
         return export
 
     def _root_fixture(self, request: pytest.FixtureRequest):
@@ -112,6 +120,8 @@ class Lab:
         mocked = self._mock(name, request)
         if mocked is not None:
             return mocked
+        if name not in self.by_export:
+            pytest.fail(f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False)
         return getattr(self._root(self.by_export[name], request), name)
 
     def _root(self, exporter, request: pytest.FixtureRequest):
@@ -127,7 +137,8 @@ class Lab:
         try:
             root = exporter.client()
         except (ExporterStartError, JumpstarterError, OSError) as exc:
-            self._start_errors[key] = f"jumpstarter: exporter {exporter.spec} could not be used: {exc}"
+            self._start_errors[key] = f"jumpstarter: {exc}"
+        if key in self._start_errors:  # failing outside the except: no chained traceback in the report
             pytest.fail(self._start_errors[key], pytrace=False)
         request.node.user_properties.append(("jumpstarter_exporter", exporter.spec))
         item_logs = request.node.stash.setdefault(_LOGS, {})
@@ -150,6 +161,13 @@ class Lab:
         return None
 
     # Hooks -----------------------------------------------------------------------
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Export names that only mocks provide get fixtures too (a test may mock without any exporter)."""
+        mocked = {name for item in items for m in item.iter_markers(MOCK_MARKER) for name in m.kwargs}
+        new = sorted(mocked - self.fixture_names)
+        if new:
+            self._add_export_fixtures(new)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
@@ -193,7 +211,7 @@ class Lab:
                 text = exporter.output(since)
                 if text:
                     report.sections.append((f"exporter {exporter.spec} log", text))
-            if not self.exporters and call.excinfo is not None and "fixture '" in str(call.excinfo.value):
+            if not self.exporters and call.excinfo is not None and getattr(call.excinfo.value, "argname", None):
                 report.sections.append(
                     (
                         "jumpstarter",

@@ -1,0 +1,205 @@
+"""The pytest plugin, run as a user runs it: a temporary project, the example drivers, pytest."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import EXAMPLES, SEED_YAML
+from jumpstarter.exporter.process import ExporterProcess
+
+CUSTOM_YAML = EXAMPLES / "jumpstarter-custom-driver" / "custom.yaml"
+BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
+
+CUSTOM_TESTS = """
+    from jumpstarter_custom_driver import CustomClient
+
+    def test_ls(custom):
+        assert isinstance(custom, CustomClient)
+        assert "test_custom.py" in custom.ls().split()
+
+    def test_root(exporter):
+        assert list(exporter.children) == ["custom"]
+        assert exporter.custom.execute("echo", ["hi"]) == "hi\\n"
+"""
+
+
+@pytest.mark.parametrize("mode", ["subprocess", "inprocess"])
+def test_yaml_exporter_gives_a_fixture_per_export(pytester, mode):
+    pytester.makepyfile(test_custom=CUSTOM_TESTS)
+    result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML), "--exporter-mode", mode)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["jumpstarter: exporters from command line:", f"  {CUSTOM_YAML} ({mode}): custom"])
+
+
+def test_running_exporter_by_address_with_passphrase(pytester):
+    pytester.makepyfile(
+        """
+        def test_board(board):
+            assert board.describe() == {"name": "demo-1", "baudrate": 9600}
+            board.power.on()
+            assert board.power.read() is True
+        """
+    )
+    with ExporterProcess.start(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw") as running:
+        result = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "pw")
+        result.assert_outcomes(passed=1)
+        wrong = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "nope")
+        assert wrong.ret == pytest.ExitCode.USAGE_ERROR
+        wrong.stderr.fnmatch_lines(
+            [f"*--exporter {running.address}: exporter at {running.address} refused the passphrase*"]
+        )
+
+
+def test_exporters_from_ini_and_env_with_precedence(pytester, monkeypatch):
+    pytester.makepyfile(test_custom=CUSTOM_TESTS)
+    pytester.makeini(f"[pytest]\njumpstarter_exporters =\n    {CUSTOM_YAML}\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    monkeypatch.setenv("JUMPSTARTER_EXPORTERS", str(BOARD_YAML))
+    result = pytester.runpytest_subprocess()  # env beats ini: no 'custom' export now
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["jumpstarter: exporters from env JUMPSTARTER_EXPORTERS:", "*no exporter provides export 'custom'*"]
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML))  # command line beats env
+    result.assert_outcomes(passed=2)
+
+
+def test_unknown_export_fails_at_setup_listing_what_exists(pytester):
+    pytester.makepyfile("def test_typo(custm):\n    pass\n")
+    result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [f"*no exporter provides export 'custm'; did you mean 'custom'? (exports: {CUSTOM_YAML}: custom)*"]
+    )
+
+
+def test_no_exporter_configured_is_an_error_with_a_hint(pytester):
+    pytester.makepyfile("def test_x(custom):\n    pass\n")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*pass --exporter YAML|ADDRESS*"])
+
+
+def test_bad_yaml_is_a_usage_error_naming_file_and_line(pytester):
+    config = pytester.path / "custom.yaml"
+    config.write_text(SEED_YAML)
+    pytester.makepyfile("def test_x(custom):\n    pass\n")
+    result = pytester.runpytest_subprocess("--exporter", str(config))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*{config}:9: export 'custom'*did you mean 'jumpstarter_custom_driver.CustomDriver'*"]
+    )
+    assert "Traceback" not in result.stderr.str()
+    missing = pytester.runpytest_subprocess("--exporter", str(pytester.path / "nope.yaml"))
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_nothing_listening_is_a_usage_error_naming_the_address(pytester):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    pytester.makepyfile("def test_x(custom):\n    pass\n")
+    result = pytester.runpytest_subprocess("--exporter", address)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*no exporter answers at {address}*"])
+
+
+def test_failing_test_report_shows_calls_and_exporter_log(pytester):
+    pytester.makepyfile(
+        """
+        def test_fails(board):
+            board.power.on()
+            assert board.add(2, 2) == 5
+        """
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- jumpstarter calls -*",
+            "board.power.on() -> None  *ms]",
+            "board.add(2, 2) -> 4  *ms]",
+            f"*- exporter {BOARD_YAML} log -*",
+            "*power on*",
+        ]
+    )
+
+
+def test_live_call_log_with_option(pytester):
+    pytester.makepyfile("def test_ok(board):\n    assert board.echo('x') == 'x'\n")
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "--jumpstarter-log", "-s")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["jumpstarter: board.echo('x') -> 'x'*"])
+
+
+def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester):
+    pytester.makepyfile(
+        broken_driver="""
+        from dataclasses import dataclass
+        from jumpstarter.driver import Driver
+
+        @dataclass(kw_only=True)
+        class Broken(Driver):
+            @classmethod
+            def client(cls):
+                return "jumpstarter.client.DriverClient"
+
+            def __post_init__(self):
+                super().__post_init__()
+                raise OSError("serial port /dev/ttyUSB9 not found")
+        """,
+        test_it="def test_a(dut):\n    pass\n\ndef test_b(dut):\n    pass\n\ndef test_unrelated():\n    pass\n",
+    )
+    config = pytester.path / "broken.yaml"
+    config.write_text(
+        "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\nexport:\n  dut:\n    type: broken_driver.Broken\n"
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(config))
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(["*exporter *broken.yaml exited with code 2:", "*serial port /dev/ttyUSB9 not found"])
+    assert "During handling" not in result.stdout.str()
+
+
+def test_mocks_from_conftest_and_marker_without_hardware(pytester):
+    pytester.makeconftest(
+        """
+        from jumpstarter_custom_driver import CustomDriver
+        from jumpstarter.driver import export
+        from pytest_jumpstarter import mock_export
+
+        class MockCustomDriver(CustomDriver):
+            @export
+            def execute(self, command, args):
+                return f"mock {command} {' '.join(args)}"
+
+        custom = mock_export(MockCustomDriver)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+        from jumpstarter_driver_demo import Board
+
+        def test_conftest_mock(custom):
+            assert custom.ls() == "mock ls "
+
+        @pytest.mark.jumpstarter_mock(board=Board)
+        def test_marker_mock(board):
+            assert board.add(1, 2) == 3
+        """
+    )
+    result = pytester.runpytest_subprocess("--strict-markers")
+    result.assert_outcomes(passed=2)
+
+
+def test_plugin_is_inert_and_documented(pytester):
+    pytester.makepyfile("import sys\n\ndef test_plain():\n    assert 'grpc' not in sys.modules\n")
+    result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "jumpstarter:" not in result.stdout.str()
+    help_text = pytester.runpytest_subprocess("--help").stdout.str()
+    for option in ("--exporter=YAML|ADDRESS", "--exporter-passphrase", "--exporter-mode", "--jumpstarter-log"):
+        assert option in help_text
+    assert "JUMPSTARTER_EXPORTERS" in help_text
