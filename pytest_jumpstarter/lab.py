@@ -27,7 +27,7 @@ class Exporter:
     def client(self) -> DriverClient:
         if self._root is None:
             self._root = self._stack.enter_context(self._open())
-            self._root.connection.observers.extend(self.observers)
+            self._root.connection.observers = self.observers  # shared: observers added later see every call
         return self._root
 
     def _open(self):

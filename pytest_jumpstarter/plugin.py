@@ -129,15 +129,14 @@ class Lab:
         from jumpstarter.exporter.process import ExporterStartError
 
         key = id(exporter)
-        if key in self._start_errors:
-            pytest.fail(self._start_errors[key], pytrace=False)
-        died = exporter.failure()
-        if died:
-            pytest.fail(died, pytrace=False)
-        try:
-            root = exporter.client()
-        except (ExporterStartError, JumpstarterError, OSError) as exc:
-            self._start_errors[key] = f"jumpstarter: {exc}"
+        if key not in self._start_errors:  # a start that failed once is not retried by every test
+            died = exporter.failure()
+            if died:
+                pytest.fail(died, pytrace=False)
+            try:
+                root = exporter.client()
+            except (ExporterStartError, JumpstarterError, OSError) as exc:
+                self._start_errors[key] = f"jumpstarter: {exc}"
         if key in self._start_errors:  # failing outside the except: no chained traceback in the report
             pytest.fail(self._start_errors[key], pytrace=False)
         request.node.user_properties.append(("jumpstarter_exporter", exporter.spec))
