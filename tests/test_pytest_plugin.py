@@ -204,3 +204,114 @@ def test_plugin_is_inert_and_documented(pytester):
     for option in ("--exporter=YAML|ADDRESS", "--exporter-passphrase", "--exporter-mode", "--jumpstarter-log"):
         assert option in help_text
     assert "JUMPSTARTER_EXPORTERS" in help_text
+
+
+CRASHY_DRIVER = """
+    import os
+    from jumpstarter.driver import Driver, export
+
+    class Crashy(Driver):
+        @classmethod
+        def client(cls):
+            return "jumpstarter.client.DriverClient"
+
+        @export
+        def ping(self):
+            return "pong"
+
+        @export
+        def crash(self):
+            os._exit(3)  # the exporter process vanishes mid-call, as a segfaulting driver would
+"""
+
+
+def _yaml(path, exports: dict[str, str]) -> str:
+    body = "".join(f"  {name}:\n    type: {kind}\n" for name, kind in exports.items())
+    path.write_text(f"apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\nexport:\n{body}")
+    return str(path)
+
+
+def test_exporter_dying_mid_session_fails_the_tests_that_need_it_fast(pytester):
+    pytester.makepyfile(
+        crashy_driver=CRASHY_DRIVER,
+        test_it="""
+            import pytest
+            from jumpstarter.errors import JumpstarterError
+
+            def test_1_crash(dut):
+                assert dut.call("ping") == "pong"
+                with pytest.raises(JumpstarterError):
+                    dut.call("crash")
+
+            def test_2_after(dut):
+                dut.call("ping")
+
+            def test_3_after(dut):
+                dut.call("ping")
+
+            def test_4_unrelated():
+                pass
+        """,
+    )
+    config = _yaml(pytester.path / "crashy.yaml", {"dut": "crashy_driver.Crashy"})
+    result = pytester.runpytest_subprocess("--exporter", config, timeout=60)
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines([f"*exporter {config} died (exit code 3)*"])
+    assert result.duration < 30
+
+
+def test_junitxml_names_the_exporter_each_test_used(pytester):
+    import xml.etree.ElementTree as ET
+
+    pytester.makepyfile(test_custom=CUSTOM_TESTS)
+    result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML), "--junitxml", "out.xml")
+    result.assert_outcomes(passed=2)
+    cases = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
+    used = {case.get("name"): [(p.get("name"), p.get("value")) for p in case.iter("property")] for case in cases}
+    assert used == {name: [("jumpstarter_exporter", str(CUSTOM_YAML))] for name in ("test_ls", "test_root")}
+
+
+def test_async_tests_use_the_same_fixtures(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.anyio
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+
+        async def test_async_call(custom):
+            assert await custom.call_async("execute", "echo", ["async"]) == "async\\n"
+
+        async def test_async_children(board):
+            await board.power.call_async("on")
+            assert await board.power.call_async("read") is True
+            assert [n async for n in board.streamingcall_async("count", 3)] == [0, 1, 2]
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--exporter", str(CUSTOM_YAML), "--exporter", str(BOARD_YAML), "--strict-markers"
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_directory_mock_overrides_the_real_export_below_its_conftest(pytester):
+    pytester.mkpydir("hardware").joinpath("test_real.py").write_text(
+        "def test_real(custom):\n    assert custom.execute('echo', ['real']) == 'real\\n'\n"
+    )
+    mocked = pytester.mkpydir("mocked")
+    mocked.joinpath("conftest.py").write_text(
+        "from jumpstarter_custom_driver import CustomDriver\n"
+        "from jumpstarter.driver import export\n"
+        "from pytest_jumpstarter import mock_export\n\n"
+        "class Mock(CustomDriver):\n"
+        "    @export\n"
+        "    def execute(self, command, args):\n"
+        "        return 'mocked'\n\n"
+        "custom = mock_export(Mock)\n"
+    )
+    mocked.joinpath("test_mocked.py").write_text("def test_mocked(custom):\n    assert custom.ls() == 'mocked'\n")
+    result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML), "-v")
+    result.assert_outcomes(passed=2)

@@ -70,6 +70,11 @@ class ExporterProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the exporter has ended, else None."""
+        return self.process.poll()
+
     def output(self, since: int = 0) -> str:
         """What the exporter printed, from line ``since`` on."""
         return "".join(self.lines[since:])

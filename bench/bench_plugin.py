@@ -1,0 +1,95 @@
+"""The pytest plugin's own cost: per-test fixture overhead, and start-up to the first test.
+
+    .venv/bin/python bench/bench_plugin.py [--tests 1000] [--rounds 3]
+
+Two temporary test files hold the same N trivial tests, one taking the
+``custom`` fixture of a YAML exporter run in a subprocess, the other taking
+nothing. Each is run by pytest in a child process, alternating for several
+rounds so that the machine's drifting load falls on both alike. A small
+plugin records each test's setup+call+teardown time and the moment the first
+test starts. Reported: median per-test time with and without the fixture and
+their difference (target: <= 1 ms), and launch-to-first-test with the exporter
+against a run without any exporter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CUSTOM_YAML = ROOT / "examples" / "jumpstarter-custom-driver" / "custom.yaml"
+
+TIMER = '''
+import json, os, time
+import pytest
+
+durations, first = {}, []
+
+def pytest_runtest_call(item):
+    if not first:
+        first.append(time.time())
+
+def pytest_runtest_logreport(report):
+    durations[report.nodeid] = durations.get(report.nodeid, 0.0) + report.duration
+
+def pytest_sessionfinish(session):
+    with open(os.environ["BENCH_OUT"], "w") as out:
+        json.dump({"durations": list(durations.values()), "first": first[0] if first else None}, out)
+'''
+
+
+def run(project: Path, test_file: str, *args: str) -> dict:
+    out = project / "out.json"
+    env = {**os.environ, "BENCH_OUT": str(out), "PYTHONPATH": str(project)}
+    launched = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "bench_timer", "-p", "no:cacheprovider", test_file, *args],
+        cwd=project, env=env, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        sys.exit(f"pytest {test_file} failed:\n{done.stdout}\n{done.stderr}")
+    data = json.loads(out.read_text())
+    data["to_first_test"] = data["first"] - launched
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    exporter = ("--exporter", str(CUSTOM_YAML))
+    with tempfile.TemporaryDirectory(prefix="bench-plugin-") as tmp:
+        project = Path(tmp)
+        (project / "bench_timer.py").write_text(TIMER)
+        (project / "test_with.py").write_text("".join(f"def test_{i}(custom):\n    pass\n" for i in range(options.tests)))
+        (project / "test_without.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(options.tests)))
+        (project / "test_one.py").write_text("def test_one(custom):\n    pass\n")
+        (project / "test_one_plain.py").write_text("def test_one():\n    pass\n")
+        with_fixture, without, start_yaml, start_plain = [], [], [], []
+        for _ in range(options.rounds):
+            with_fixture.append(statistics.median(run(project, "test_with.py", *exporter)["durations"]))
+            without.append(statistics.median(run(project, "test_without.py", *exporter)["durations"]))
+            start_yaml.append(run(project, "test_one.py", *exporter)["to_first_test"])
+            start_plain.append(run(project, "test_one_plain.py")["to_first_test"])
+    w, wo = statistics.median(with_fixture), statistics.median(without)
+    print(f"{options.tests} trivial tests, {options.rounds} alternating rounds, medians")
+    print(f"  per test with the fixture:    {w * 1e3:7.3f} ms")
+    print(f"  per test without it:          {wo * 1e3:7.3f} ms")
+    print(f"  fixture overhead per test:    {(w - wo) * 1e3:7.3f} ms (target <= 1 ms); ratio {w / wo:.2f}x")
+    sy, sp = statistics.median(start_yaml), statistics.median(start_plain)
+    print(f"  launch to first test, one YAML exporter (subprocess): {sy * 1e3:7.1f} ms")
+    print(f"  launch to first test, no exporter:                    {sp * 1e3:7.1f} ms")
+    print(f"  start-up cost of the exporter: {(sy - sp) * 1e3:.1f} ms; ratio {sy / sp:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
