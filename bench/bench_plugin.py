@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOM_YAML = ROOT / "examples" / "jumpstarter-custom-driver" / "custom.yaml"
 
-TIMER = '''
+TIMER = """
 import json, os, time
 import pytest
 
@@ -43,7 +43,7 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     with open(os.environ["BENCH_OUT"], "w") as out:
         json.dump({"durations": list(durations.values()), "first": first[0] if first else None}, out)
-'''
+"""
 
 
 def run(project: Path, test_file: str, *args: str) -> dict:
@@ -52,7 +52,10 @@ def run(project: Path, test_file: str, *args: str) -> dict:
     launched = time.time()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "bench_timer", "-p", "no:cacheprovider", test_file, *args],
-        cwd=project, env=env, capture_output=True, text=True,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         sys.exit(f"pytest {test_file} failed:\n{done.stdout}\n{done.stderr}")
@@ -70,7 +73,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-plugin-") as tmp:
         project = Path(tmp)
         (project / "bench_timer.py").write_text(TIMER)
-        (project / "test_with.py").write_text("".join(f"def test_{i}(custom):\n    pass\n" for i in range(options.tests)))
+        (project / "test_with.py").write_text(
+            "".join(f"def test_{i}(custom):\n    pass\n" for i in range(options.tests))
+        )
         (project / "test_without.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(options.tests)))
         (project / "test_one.py").write_text("def test_one(custom):\n    pass\n")
         (project / "test_one_plain.py").write_text("def test_one():\n    pass\n")
