@@ -31,6 +31,10 @@ class ClientClassError(JumpstarterError, ImportError):
     """The exporter names a client class this side won't or can't load."""
 
 
+class LeaseError(JumpstarterError):
+    """The exporter is leased by someone else, or the lease this client held has ended."""
+
+
 class DriverError(JumpstarterError):
     """A driver call failed on the exporter. ``kind`` says how; the message is the driver's."""
 
@@ -104,6 +108,9 @@ def error_from_rpc(err: grpc.RpcError, *, address: str, target: str = "", method
         return AuthenticationError(f"exporter at {address} refused the passphrase: {details}")
     if code == grpc.StatusCode.UNAVAILABLE and not _from_driver(err):
         return ConnectError(f"exporter at {address} is unavailable: {details}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:  # no driver error maps here: only the lease guard sends it
+        where = f" {target + '.' if target else ''}{method}" if method else ""
+        return LeaseError(f"exporter at {address} refused{where}: {details}")
     if code == grpc.StatusCode.CANCELLED:
         return ConnectError(f"call to exporter at {address} was cancelled: {details}")
     return _FROM_CODE.get(code, DriverError)(details, target=target, method=method)

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from jumpstarter.client import DriverClient, connect
+from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.config import ExporterConfig
+from jumpstarter.errors import ConnectError, JumpstarterError
+from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 
 
 class Exporter:
@@ -16,7 +19,10 @@ class Exporter:
 
     def __init__(self, spec: str, passphrase: str | None) -> None:
         self.spec, self.passphrase = spec, passphrase
+        self.name = spec
         self.exports: list[str] = []
+        self.labels: dict[str, str] = {}
+        self.gone: str | None = None  # why it can't be reached any more
         self._root: DriverClient | None = None
         self._stack = ExitStack()
         self.observers: list[Any] = []
@@ -30,12 +36,54 @@ class Exporter:
             self._root.connection.observers = self.observers  # shared: observers added later see every call
         return self._root
 
+    @property
+    def address(self) -> str:
+        return self.client().connection.address
+
     def _open(self):
         return connect(self.spec, passphrase=self.passphrase)
 
+    def provides(self, export: str | None) -> bool:
+        return export is None or export in self.exports
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(self.labels.get(key) == value for key, value in labels.items())
+
+    def try_lease(self, holder: str) -> Lease | Busy:
+        """Lease it if free. One that can't start or be reached is gone for the rest of the session
+        (ConnectError): tests that need it fail fast instead of each trying again."""
+        if self.failure():
+            raise ConnectError(self.failure())
+        try:
+            connection = self.client().connection
+        except (ExporterStartError, JumpstarterError, OSError) as exc:
+            self.gone = f"jumpstarter: {exc}"
+            raise ConnectError(self.gone) from None
+        try:
+            return try_lease(connection, holder)
+        except ConnectError as exc:
+            self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"
+            raise ConnectError(self.gone) from None
+
     def failure(self) -> str | None:
-        """Why this exporter can't be used any more (it died), or None."""
-        return None
+        """Why this exporter can't be used any more (it died, or is gone), or None."""
+        return self.gone
+
+    def handoff(self) -> dict[str, Any]:
+        """What an xdist worker needs to use this exporter (see ``RemoteExporter``)."""
+        failure = None
+        try:
+            address = self.address
+        except (JumpstarterError, OSError) as exc:
+            address, failure = "", f"jumpstarter: {exc}"
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "address": address,
+            "exports": self.exports,
+            "labels": self.labels,
+            "failure": failure or self.failure(),
+        }
 
     def output(self, since: int = 0) -> str:
         return ""
@@ -50,11 +98,27 @@ class Exporter:
 
 
 class AddressExporter(Exporter):
-    """An exporter that already runs; its exports are read from it at start-up."""
+    """An exporter that already runs; its exports and labels are read from it at start-up."""
 
     def __init__(self, spec: str, passphrase: str | None) -> None:
         super().__init__(spec, passphrase)
-        self.exports = list(self.client().children)
+        root = self.client()
+        self.exports = list(root.children)
+        self.labels = dict(root.connection.report().labels)
+
+
+class RemoteExporter(Exporter):
+    """In an xdist worker: an exporter the controlling process started or reached, by its handoff."""
+
+    def __init__(self, handoff: dict[str, Any], passphrase: str | None) -> None:
+        super().__init__(handoff["spec"], passphrase)
+        self.name, self.exports, self.labels = handoff["name"], handoff["exports"], handoff["labels"]
+        self._address, self.gone = handoff["address"], handoff["failure"]
+
+    def _open(self):
+        if self.gone:
+            raise ConnectError(self.gone)
+        return connect(self._address, passphrase=self.passphrase)
 
 
 class YamlExporter(Exporter):
@@ -64,7 +128,9 @@ class YamlExporter(Exporter):
         super().__init__(spec, passphrase)
         self.config = ExporterConfig.load(spec)  # ConfigError now, at start-up, not once per test
         self.config.check()
+        self.name = self.config.name or Path(spec).stem
         self.exports = list(self.config.export)
+        self.labels = dict(self.config.labels)
         self.mode, self.start_timeout = mode, start_timeout
         self.process = None
 
@@ -76,8 +142,6 @@ class YamlExporter(Exporter):
             from jumpstarter.common.utils import serve
 
             return serve(self.config.instantiate(), passphrase=self.passphrase)
-        from jumpstarter.exporter.process import ExporterProcess
-
         folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")))
         args = ["--listen", f"unix://{folder / 'exporter.sock'}"]
         env = {"JUMPSTARTER_PASSPHRASE": self.passphrase} if self.passphrase else {}
@@ -89,7 +153,7 @@ class YamlExporter(Exporter):
         if self.process is not None and not self.process.alive:
             tail = "".join(self.process.lines[-20:]).rstrip()
             return f"exporter {self.spec} died (exit code {self.process.returncode}); its last output:\n{tail}"
-        return None
+        return self.gone
 
     def output(self, since: int = 0) -> str:
         return self.process.output(since) if self.process else ""
@@ -101,3 +165,13 @@ class YamlExporter(Exporter):
 
 def is_yaml(spec: str) -> bool:
     return spec.endswith((".yaml", ".yml")) or Path(spec).is_file()
+
+
+def unique_names(exporters: list[Exporter]) -> None:
+    """Give exporters that share a name a numbered suffix: names become test ids in matrix mode."""
+    seen: dict[str, int] = {}
+    for exporter in exporters:
+        count = seen.get(exporter.name, 0)
+        seen[exporter.name] = count + 1
+        if count:
+            exporter.name = f"{exporter.name}-{count + 1}"

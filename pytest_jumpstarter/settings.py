@@ -1,6 +1,7 @@
 """The plugin's settings: each has a command-line option, an ini key and an environment variable.
 
-Precedence (a marker, where one applies, beats them all): command line > environment > ini file.
+Precedence: command line > environment > ini file; for the settings in PER_TEST, a
+``@pytest.mark.jumpstarter(...)`` marker beats them all.
 """
 
 from __future__ import annotations
@@ -63,8 +64,33 @@ START_TIMEOUT = Setting(
     "seconds to wait for a YAML exporter to serve (default 60)",
     default="60",
 )
-SETTINGS = (EXPORTERS, PASSPHRASE, MODE, LOG, START_TIMEOUT)
+LEASE_TIMEOUT = Setting(
+    "--lease-timeout",
+    "jumpstarter_lease_timeout",
+    "JUMPSTARTER_LEASE_TIMEOUT",
+    "seconds a test waits for a free exporter before it fails naming who holds them (default 300)",
+    default="300",
+)
+LEASE_SCOPE = Setting(
+    "--lease-scope",
+    "jumpstarter_lease_scope",
+    "JUMPSTARTER_LEASE_SCOPE",
+    "how long a lease is kept: 'function' (default, one test), 'module' or 'session' (for expensive set-up)",
+    default="function",
+)
+MATRIX = Setting(
+    "--exporter-matrix",
+    "jumpstarter_matrix",
+    "JUMPSTARTER_MATRIX",
+    "run each test that uses an export once per exporter that fits it, the exporter's name in the test id",
+    kind="bool",
+    default=False,
+)
+SETTINGS = (EXPORTERS, PASSPHRASE, MODE, LOG, START_TIMEOUT, LEASE_TIMEOUT, LEASE_SCOPE, MATRIX)
+# Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
+PER_TEST = ("log", "lease_timeout")
 MODES = ("subprocess", "inprocess")
+SCOPES = ("function", "module", "session")
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -70,7 +70,7 @@ def test_unknown_export_fails_at_setup_listing_what_exists(pytester):
     result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        [f"*no exporter provides export 'custm'; did you mean 'custom'? (exports: {CUSTOM_YAML}: custom)*"]
+        ["*no exporter provides export 'custm'; did you mean 'custom'? (exports: custom: custom)*"]
     )
 
 
@@ -122,7 +122,7 @@ def test_failing_test_report_shows_calls_and_exporter_log(pytester):
             "*- jumpstarter calls -*",
             "board.power.on() -> None  *ms]",
             "board.add(2, 2) -> 4  *ms]",
-            f"*- exporter {BOARD_YAML} log -*",
+            "*- exporter demo log -*",
             "*power on*",
         ]
     )
@@ -268,7 +268,7 @@ def test_junitxml_names_the_exporter_each_test_used(pytester):
     result.assert_outcomes(passed=2)
     cases = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
     used = {case.get("name"): [(p.get("name"), p.get("value")) for p in case.iter("property")] for case in cases}
-    assert used == {name: [("jumpstarter_exporter", str(CUSTOM_YAML))] for name in ("test_ls", "test_root")}
+    assert used == {name: [("jumpstarter_exporter", "custom")] for name in ("test_ls", "test_root")}
 
 
 def test_async_tests_use_the_same_fixtures(pytester):

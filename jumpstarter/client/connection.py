@@ -18,6 +18,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.errors import AuthenticationError, ConnectError, error_from_rpc
+from jumpstarter.exporter.lease import LEASE_KEY
 from jumpstarter.exporter.server import GRPC_OPTIONS, PASSPHRASE_KEY, grpc_address
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
 from jumpstarter.values import decode_result, encode_args
@@ -34,6 +35,7 @@ class Connection:
     def __init__(self, address: str, passphrase: str | None = None) -> None:
         self.address = address
         self.target = grpc_address(address)
+        self.passphrase = passphrase
         self.metadata: tuple[tuple[str, str], ...] = ((PASSPHRASE_KEY, passphrase),) if passphrase else ()
         self.observers: list[CallObserver] = []
         self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
@@ -55,9 +57,18 @@ class Connection:
             return self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout)
         except grpc.RpcError as err:
             exc = error_from_rpc(err, address=self.address)
-            if isinstance(exc, AuthenticationError) and not self.metadata:
+            if isinstance(exc, AuthenticationError) and not self.passphrase:
                 exc = AuthenticationError(f"exporter at {self.address} requires a passphrase")
             raise exc from None
+
+    def hold(self, lease_id: str | None) -> None:
+        """Send ``lease_id`` with every call from now on (None: send none); see jumpstarter.client.lease."""
+        base = ((PASSPHRASE_KEY, self.passphrase),) if self.passphrase else ()
+        self.metadata = (*base, (LEASE_KEY, lease_id)) if lease_id else base
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return self._channel
 
     def close(self) -> None:
         self._channel.close()

@@ -58,6 +58,11 @@ class ExporterProcess:
     def wait_ready(self, timeout: float) -> None:
         if self._ready.wait(timeout) and self.address:
             return
+        if self._ready.is_set():  # its output ended: it is exiting, let it finish so its code is known
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         if self.process.poll() is None:
             self.kill()
             why = f"did not serve within {timeout:g} s"

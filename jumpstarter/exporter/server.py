@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 import grpc
 
 from jumpstarter.driver.base import Driver
+from jumpstarter.exporter.lease import GUARDED, LEASE_KEY, Leases
 from jumpstarter.exporter.session import Session
-from jumpstarter.v1 import jumpstarter_pb2_grpc, router_pb2_grpc
+from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, router_pb2_grpc
 
 PASSPHRASE_KEY = "x-jumpstarter-passphrase"
 
@@ -28,7 +29,17 @@ GRPC_OPTIONS = [
 ]
 
 # grpc sets SO_REUSEPORT by default: a second exporter on a busy port would silently share its clients.
-SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
+# The server pings idle clients every 2 s so that a lease whose holder's connection was cut without a
+# word (no FIN, no RST) ends within about 4 s; max_pings_without_data=0 lets those pings go on.
+SERVER_OPTIONS = list(
+    {
+        **dict(GRPC_OPTIONS),
+        "grpc.so_reuseport": 0,
+        "grpc.keepalive_time_ms": 2_000,
+        "grpc.keepalive_timeout_ms": 2_000,
+        "grpc.http2.max_pings_without_data": 0,
+    }.items()
+)
 
 
 def grpc_address(address: str) -> str:
@@ -51,26 +62,45 @@ class _Passphrase(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
             return handler
-        if handler is None:
-            return None
+        return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase")
 
-        async def deny(request, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase")
 
-        async def deny_stream(request, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase")
-            yield  # pragma: no cover - makes this an async generator
+class _LeaseGuard(grpc.aio.ServerInterceptor):
+    """While the exporter is leased, refuse hardware RPCs that don't carry the lease (FAILED_PRECONDITION)."""
 
-        kinds = {
-            "unary_unary": grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer),
-            "unary_stream": grpc.unary_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
-            "stream_unary": grpc.stream_unary_rpc_method_handler(deny, handler.request_deserializer),
-            "stream_stream": grpc.stream_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
-        }
-        for kind, replacement in kinds.items():
-            if getattr(handler, kind) is not None:
-                return replacement
-        return handler
+    def __init__(self, leases: Leases) -> None:
+        self.leases = leases
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if details.method not in GUARDED:
+            return handler
+        refusal = self.leases.refusal(dict(details.invocation_metadata or ()).get(LEASE_KEY, ""))
+        return handler if refusal is None else _refusing(handler, grpc.StatusCode.FAILED_PRECONDITION, refusal)
+
+
+def _refusing(handler, code: grpc.StatusCode, message: str):
+    """A handler of the same kind as ``handler`` that aborts with ``code`` and ``message``."""
+    if handler is None:
+        return None
+
+    async def deny(request, context):
+        await context.abort(code, message)
+
+    async def deny_stream(request, context):
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    kinds = {
+        "unary_unary": grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer),
+        "unary_stream": grpc.unary_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
+        "stream_unary": grpc.stream_unary_rpc_method_handler(deny, handler.request_deserializer),
+        "stream_stream": grpc.stream_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
+    }
+    for kind, replacement in kinds.items():
+        if getattr(handler, kind) is not None:
+            return replacement
+    return handler
 
 
 @asynccontextmanager
@@ -87,10 +117,12 @@ async def serving(
     Leaving the block stops the server; closing the drivers is the caller's job.
     """
     session = Session(root, labels)
-    interceptors = [_Passphrase(passphrase)] if passphrase else []
+    leases = Leases()
+    interceptors = [*([_Passphrase(passphrase)] if passphrase else []), _LeaseGuard(leases)]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, server)
     router_pb2_grpc.add_RouterServiceServicer_to_server(session, server)
+    lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, server)
     target = grpc_address(address)
     try:
         port = server.add_insecure_port(target)

@@ -1,0 +1,116 @@
+"""Taking an exporter's exclusive lease from the client side.
+
+``try_lease(connection, holder)`` returns a held ``Lease`` or ``Busy`` (who
+holds it, since when) at once; waiting is the caller's policy. While held,
+every call on the connection carries the lease id. An exporter without
+``LeaseService`` (upstream's) gets a lock file in the temp directory instead:
+that keeps the runs of one machine apart, though not those of two machines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from jumpstarter.client.connection import Connection
+from jumpstarter.errors import ConnectError, error_from_rpc
+from jumpstarter.exporter.lease import when
+from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
+
+RELEASE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The exporter is leased by ``holder`` since ``since`` (seconds since the epoch)."""
+
+    holder: str
+    since: float
+
+    def __str__(self) -> str:
+        return f"leased by {self.holder} since {when(self.since)}"
+
+
+class Lease:
+    """A lease held on ``connection``; ``release()`` gives it back (idempotent)."""
+
+    def __init__(self, connection: Connection, lease_id: str, call=None, lock=None) -> None:
+        self.connection, self.lease_id = connection, lease_id
+        self._call, self._lock = call, lock
+        self.held = True
+        connection.hold(lease_id if call is not None else None)
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.connection.hold(None)
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops its flock
+            return
+        try:
+            stub = lease_pb2_grpc.LeaseServiceStub(self.connection.channel)
+            request = lease_pb2.ReleaseRequest(lease_id=self.lease_id)
+            stub.Release(request, metadata=self.connection.metadata, timeout=RELEASE_TIMEOUT)
+        except grpc.RpcError:
+            pass  # the exporter is gone or the lease already ended: either way it is over
+        finally:
+            self._call.cancel()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def try_lease(connection: Connection, holder: str) -> Lease | Busy:
+    """Take the exporter's lease if it is free; never waits for another holder."""
+    stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
+    call = stub.Lease(lease_pb2.LeaseRequest(holder=holder), metadata=connection.metadata)
+    try:
+        answer = next(call)
+    except StopIteration:
+        raise ConnectError(f"exporter at {connection.address} ended the lease call without an answer") from None
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            return _lock_file(connection, holder)
+        raise error_from_rpc(err, address=connection.address, method="lease") from None
+    if not answer.lease_id:
+        call.cancel()
+        return Busy(answer.holder, answer.since)
+    return Lease(connection, answer.lease_id, call=call)
+
+
+def lease_records(connection: Connection) -> list[lease_pb2.LeaseRecord]:
+    """The exporter's record of its leases, oldest first (the one held now has ``released == 0``)."""
+    stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
+    try:
+        return list(stub.GetLeases(lease_pb2.GetLeasesRequest(), metadata=connection.metadata).leases)
+    except grpc.RpcError as err:
+        raise error_from_rpc(err, address=connection.address, method="GetLeases") from None
+
+
+def _lock_file(connection: Connection, holder: str) -> Lease | Busy:
+    folder = Path(tempfile.gettempdir()) / "jumpstarter-leases"
+    folder.mkdir(exist_ok=True)
+    path = folder / (hashlib.sha256(connection.target.encode()).hexdigest()[:16] + ".lock")
+    file = open(path, "a+")  # noqa: SIM115 - held open for the lease's lifetime
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        file.seek(0)
+        holder_now, _, since = file.read().partition("\n")
+        file.close()
+        return Busy(holder_now or "another process of this machine", float(since or 0) or os.path.getmtime(path))
+    file.truncate(0)
+    file.write(f"{holder}\n{time.time()}")
+    file.flush()
+    return Lease(connection, f"lock:{path}", lock=file)

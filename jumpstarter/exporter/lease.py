@@ -1,0 +1,87 @@
+"""Exclusive leases kept by the exporter itself, so that no two holders drive one board at once.
+
+One holder at a time; a holder keeps its lease for as long as its ``Lease``
+call stays open, so a holder that dies (or whose connection is cut) loses it
+as soon as gRPC notices. While a lease is held, calls that touch the hardware
+must carry its id; calls of everyone else are refused with who holds it.
+Without any lease held, calls need none: upstream clients work as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from uuid import uuid4
+
+from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
+
+LEASE_KEY = "x-jumpstarter-lease"
+
+# The RPCs that drive hardware. GetReport, GetStatus and LogStream stay open to everyone.
+GUARDED = frozenset(
+    {
+        "/jumpstarter.v1.ExporterService/DriverCall",
+        "/jumpstarter.v1.ExporterService/StreamingDriverCall",
+        "/jumpstarter.v1.ExporterService/Reset",
+        "/jumpstarter.v1.RouterService/Stream",
+    }
+)
+
+log = logging.getLogger("jumpstarter.exporter")
+
+
+def when(stamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp))
+
+
+class Leases(lease_pb2_grpc.LeaseServiceServicer):
+    """The lease of one exporter, and a record of past ones (the newest ``keep``)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.current: lease_pb2.LeaseRecord | None = None
+        self.records: deque[lease_pb2.LeaseRecord] = deque(maxlen=keep)
+        self._released: asyncio.Event | None = None  # set to end the current Lease call
+
+    def refusal(self, lease_id: str) -> str | None:
+        """Why a guarded call carrying ``lease_id`` ("" for none) may not run now, or None."""
+        current = self.current
+        if current is None:
+            return f"lease {lease_id} has ended; take a new one" if lease_id else None
+        if lease_id == current.lease_id:
+            return None
+        return f"exporter is leased by {current.holder} since {when(current.granted)}"
+
+    async def Lease(self, request, context):
+        current = self.current
+        if current is not None:  # no await between this check and taking the lease: one event loop, no race
+            yield lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)
+            return
+        record = lease_pb2.LeaseRecord(lease_id=uuid4().hex[:12], holder=request.holder, granted=time.time())
+        self.current, self._released = record, asyncio.Event()
+        self.records.append(record)
+        log.info("lease %s taken by %s", record.lease_id, record.holder)
+        try:
+            yield lease_pb2.LeaseResponse(lease_id=record.lease_id)
+            await self._released.wait()
+        finally:
+            self._end(record, "holder vanished")
+
+    async def Release(self, request, context):
+        current = self.current
+        if current is not None and current.lease_id == request.lease_id:
+            self._end(current, "released")
+            self._released.set()  # ends the Lease call
+        return lease_pb2.ReleaseResponse()
+
+    def _end(self, record: lease_pb2.LeaseRecord, how: str) -> None:
+        if record.ended:
+            return
+        record.released, record.ended = time.time(), how
+        if self.current is record:
+            self.current = None
+        log.info("lease %s %s after %.3f s", record.lease_id, how, record.released - record.granted)
+
+    async def GetLeases(self, request, context):
+        return lease_pb2.GetLeasesResponse(leases=list(self.records))

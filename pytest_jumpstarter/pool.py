@@ -1,0 +1,141 @@
+"""Which exporters a test gets: ones that provide its exports, match its labels, and are free.
+
+A claim takes every lease a test needs at once or none at all: when one
+exporter is busy, the leases already taken are given back before waiting, so
+two tests that each need two boards can't hold one each and wait forever.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jumpstarter.client.lease import Busy, Lease
+from jumpstarter.errors import ConnectError
+from pytest_jumpstarter.lab import Exporter
+
+# export name (None: any exporter, for the `exporter` fixture alone) -> labels the exporter must carry
+Needs = dict[str | None, dict[str, str]]
+
+FIRST_DELAY, MAX_DELAY = 0.005, 0.25  # seconds between attempts while waiting: doubling, with jitter
+REPEAT_NOTICE = 30.0  # while waiting, repeat who holds what this often
+
+
+class ClaimError(Exception):
+    """No exporter can serve the claim: none fits, all are gone, or the wait timed out."""
+
+
+@dataclass
+class Claim:
+    """The exporters a test (or module, or session) holds: export name -> exporter, and their leases."""
+
+    chosen: dict[str | None, Exporter]
+    leases: dict[Exporter, Lease] = field(default_factory=dict)
+    waited: float = 0.0
+
+    @property
+    def first(self) -> Exporter:
+        return next(iter(self.chosen.values()))
+
+    def release(self) -> None:
+        for lease in self.leases.values():
+            lease.release()
+        self.leases = {}
+
+
+class Pool:
+    """The session's exporters, handed out under exclusive leases."""
+
+    def __init__(self, exporters: list[Exporter], offset: int = 0) -> None:
+        self.exporters = exporters
+        self.offset = offset  # where each xdist worker starts looking, so that workers spread out
+
+    def candidates(self, export: str | None, labels: dict[str, str], pinned: str | None = None) -> list[Exporter]:
+        found = [e for e in self.exporters if e.provides(export) and e.matches(labels) and pinned in (None, e.name)]
+        if not found:
+            return []
+        start = self.offset % len(found)
+        return found[start:] + found[:start]
+
+    def claim(
+        self,
+        needs: Needs,
+        holder: str,
+        timeout: float,
+        pinned: str | None = None,
+        notify: Callable[[str], None] = lambda text: None,
+    ) -> Claim:
+        """Lease exporters for every need; wait up to ``timeout`` s for busy ones, then ClaimError."""
+        for export, labels in needs.items():
+            if not self.candidates(export, labels, pinned):
+                raise ClaimError(self._no_fit(export, labels, pinned))
+        started = time.monotonic()
+        delay, last_notice, last_busy = FIRST_DELAY, 0.0, ""
+        while True:
+            claim, busy = self._attempt(needs, holder, pinned)
+            if claim is not None:
+                claim.waited = time.monotonic() - started
+                return claim
+            waited = time.monotonic() - started
+            why = "; ".join(f"{e.name} {b}" for e, b in busy.items())
+            if waited >= timeout:
+                raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {why}")
+            if why != last_busy or waited - last_notice >= REPEAT_NOTICE:
+                notify(f"waiting for {self._wanted(needs)}: {why}")
+                last_busy, last_notice = why, waited
+            time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, timeout - waited)))
+            delay = min(delay * 2, MAX_DELAY)
+
+    def _attempt(self, needs: Needs, holder: str, pinned: str | None) -> tuple[Claim | None, dict]:
+        """One pass over the candidates: every lease, or none (and who is in the way)."""
+        claim, busy = Claim({}), {}
+        # Named exports first, in a fixed order; "any exporter" last, so it can reuse one already taken.
+        for export in sorted(needs, key=lambda name: (name is None, name or "")):
+            labels = needs[export]
+            taken = next((e for e in claim.leases if e.provides(export) and e.matches(labels)), None)
+            if taken is not None:
+                claim.chosen[export] = taken
+                continue
+            alive = [e for e in self.candidates(export, labels, pinned) if e.failure() is None]
+            if not alive:
+                claim.release()
+                gone = "; ".join(filter(None, (e.failure() for e in self.candidates(export, labels, pinned))))
+                raise ClaimError(f"no exporter left for {self._wanted({export: labels})}: {gone}")
+            for exporter in alive:
+                try:
+                    got = exporter.try_lease(holder)
+                except ConnectError:
+                    continue  # it is marked gone now; the next pass fails if nothing else remains
+                if isinstance(got, Busy):
+                    busy[exporter] = got
+                    continue
+                claim.leases[exporter] = got
+                claim.chosen[export] = exporter
+                break
+            else:
+                if not busy:  # every candidate went away during this pass: say so on the next one
+                    claim.release()
+                    return self._attempt(needs, holder, pinned)
+                claim.release()
+                return None, busy
+        return claim, busy
+
+    def _wanted(self, needs: Needs) -> str:
+        parts = []
+        for export, labels in needs.items():
+            what = f"export {export!r}" if export else "an exporter"
+            parts.append(what + (f" with {_labels(labels)}" if labels else ""))
+        return " and ".join(parts)
+
+    def _no_fit(self, export: str | None, labels: dict[str, str], pinned: str | None) -> str:
+        wanted = self._wanted({export: labels}) + (f" on exporter {pinned!r}" if pinned else "")
+        listing = "; ".join(
+            f"{e.name} ({_labels(e.labels) or 'no labels'}): {', '.join(e.exports)}" for e in self.exporters
+        )
+        return f"no exporter provides {wanted} (exporters: {listing or 'none'})"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items())
