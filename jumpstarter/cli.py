@@ -14,6 +14,7 @@ import anyio
 from anyio import to_thread
 
 from jumpstarter.config import ExporterConfig
+from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConfigError, ConnectError
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
@@ -45,11 +46,17 @@ def _claim_socket(path: Path) -> None:
     raise SystemExit(f"jumpstarter: an exporter already serves at unix://{path}; stop it or use --listen")
 
 
+def exporter_labels(config: ExporterConfig) -> dict[str, str]:
+    """The labels GetReport shows: metadata.labels, and the exporter's name (metadata.name or the file's stem)."""
+    name = config.name or (Path(config.source).stem if config.source != "<string>" else "")
+    return {NAME_LABEL: name, **config.labels} if name else dict(config.labels)
+
+
 async def _run(config: ExporterConfig, address: str, passphrase: str | None) -> None:
     root = await to_thread.run_sync(config.instantiate)
     try:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with serving(root, address, passphrase=passphrase, labels=config.labels) as where:
+            async with serving(root, address, passphrase=passphrase, labels=exporter_labels(config)) as where:
                 print(f"{READY} {config.source} at {where}", flush=True)
                 async for signum in signals:
                     print(f"jumpstarter: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)

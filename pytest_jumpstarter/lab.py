@@ -10,6 +10,7 @@ from typing import Any
 from jumpstarter.client import DriverClient, connect
 from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.config import ExporterConfig
+from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 
@@ -105,6 +106,7 @@ class AddressExporter(Exporter):
         root = self.client()
         self.exports = list(root.children)
         self.labels = dict(root.connection.report().labels)
+        self.name = self.labels.get(NAME_LABEL) or spec  # ours label themselves with their name
 
 
 class RemoteExporter(Exporter):

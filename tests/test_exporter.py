@@ -201,7 +201,7 @@ class TestWire:
 
     def test_report_describes_the_tree(self, channel):
         report = jumpstarter_pb2_grpc.ExporterServiceStub(channel).GetReport(Empty())
-        assert report.labels == {"board": "demo"}
+        assert report.labels == {"board": "demo", "jumpstarter.dev/name": "demo"}  # metadata.labels and .name
         by_name = {r.labels.get("jumpstarter.dev/name", ""): r for r in report.reports}
         assert by_name[""].uuid == report.uuid
         assert by_name[""].labels["jumpstarter.dev/client"] == UPSTREAM_COMPOSITE

@@ -1,0 +1,95 @@
+"""Exclusive leases, as the exporter keeps them: one holder, others refused, a vanished holder freed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import EXAMPLES
+from jumpstarter.client import connect
+from jumpstarter.client.lease import Busy, Lease, lease_records, try_lease
+from jumpstarter.errors import LeaseError
+
+BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
+
+
+@pytest.fixture
+def second(board_client):
+    """Another client of the same exporter: someone else in the lab."""
+    with connect(board_client.connection.address, trusted=_trusted()) as client:
+        yield client
+
+
+def _trusted() -> frozenset[str]:
+    return frozenset({"jumpstarter_driver_demo.client.BoardClient", "jumpstarter_driver_demo.client.PowerClient"})
+
+
+def test_one_holder_at_a_time_and_others_are_told_who(board_client, second):
+    lease = try_lease(board_client.connection, "alice@bench pid 1")
+    assert isinstance(lease, Lease)
+    assert board_client.echo("mine") == "mine"  # the holder's calls carry the lease
+    busy = try_lease(second.connection, "bob")
+    assert isinstance(busy, Busy) and busy.holder == "alice@bench pid 1"
+    assert "leased by alice@bench pid 1 since" in str(busy)
+    with pytest.raises(LeaseError, match=r"refused echo: exporter is leased by alice@bench pid 1 since"):
+        second.echo("not yours")
+    with pytest.raises(LeaseError, match="leased by alice"):
+        second.power.on()
+    assert second.connection.report().reports  # reading the report is open to everyone
+    lease.release()
+    assert second.echo("free again") == "free again"  # no lease held: direct mode, as upstream clients use
+    with try_lease(second.connection, "bob") as taken:
+        assert isinstance(taken, Lease)
+        with pytest.raises(LeaseError, match="leased by bob"):
+            board_client.echo("x")
+    records = lease_records(board_client.connection)
+    assert [(r.holder, r.ended) for r in records] == [("alice@bench pid 1", "released"), ("bob", "released")]
+    assert all(r.released >= r.granted > 0 for r in records)
+
+
+def test_a_call_with_an_ended_lease_is_refused(board_client):
+    lease = try_lease(board_client.connection, "me")
+    stale = lease.lease_id
+    lease.release()
+    board_client.connection.hold(stale)
+    with pytest.raises(LeaseError, match=f"lease {stale} has ended"):
+        board_client.echo("x")
+    board_client.connection.hold(None)
+
+
+HOLDER = """
+import sys, time
+from jumpstarter.client import connect
+from jumpstarter.client.lease import try_lease
+client = connect(sys.argv[1], trusted=frozenset({"jumpstarter_driver_demo.client.BoardClient",
+                                                 "jumpstarter_driver_demo.client.PowerClient"}))
+lease = try_lease(client.connection, "doomed holder")
+print("held" if lease.__class__.__name__ == "Lease" else "busy", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("listen", ["unix", "tcp"])
+def test_a_killed_holder_loses_its_lease_within_seconds(exporter_process, tmp_path, listen):
+    address = f"unix://{tmp_path / 'x.sock'}" if listen == "unix" else "127.0.0.1:0"
+    running = exporter_process(BOARD_YAML, "--listen", address)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, running.address], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with connect(running.address, trusted=_trusted()) as client:
+            assert isinstance(try_lease(client.connection, "waiting"), Busy)
+            holder.kill()
+            killed = time.monotonic()
+            while isinstance(lease := try_lease(client.connection, "next"), Busy):
+                assert time.monotonic() - killed < 5, "the killed holder's lease was not freed within 5 s"
+                time.sleep(0.05)
+            lease.release()
+            ended = [r.ended for r in lease_records(client.connection)]
+            assert ended == ["holder vanished", "released"]
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()

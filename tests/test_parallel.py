@@ -1,0 +1,291 @@
+"""Tests spread over exporters with pytest-xdist, never two on one board: checked from the exporters' records."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jumpstarter.client import connect
+from jumpstarter.client.lease import lease_records
+
+BOARD = "jumpstarter_driver_demo.Board"
+TRUSTED = frozenset({"jumpstarter_driver_demo.client.BoardClient"})
+
+
+def board_yaml(folder: Path, name: str, export: str = "board", labels: dict[str, str] | None = None) -> Path:
+    """An ExporterConfig of one demo Board named ``name`` under ``export``."""
+    label_lines = "".join(f"\n    {k}: {v}" for k, v in (labels or {}).items())
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
+        f"metadata:\n  name: {name}\n  labels:{label_lines or ' {}'}\n"
+        f"export:\n  {export}:\n    type: {BOARD}\n    config:\n      name: {name}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def lab(exporter_process, tmp_path):
+    """Start ``n`` running exporters (b0, b1, ...) on unix sockets; returns their addresses."""
+
+    def start(n: int) -> list[str]:
+        return [
+            exporter_process(board_yaml(tmp_path, f"b{i}"), "--listen", f"unix://{tmp_path / f'b{i}.sock'}").address
+            for i in range(n)
+        ]
+
+    return start
+
+
+def records(address: str):
+    with connect(address, trusted=TRUSTED) as client:
+        return lease_records(client.connection)
+
+
+def overlaps(leases) -> list:
+    spans = sorted((r.granted, r.released or math.inf, r.holder) for r in leases)
+    return [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+
+
+def exporter_args(addresses: list[str]) -> list[str]:
+    return [arg for address in addresses for arg in ("--exporter", address)]
+
+
+SLOW_TESTS = "".join(f"def test_{i}(board):\n    assert board.wait(0.2) == 0.2\n\n" for i in range(8))
+
+
+def test_xdist_spreads_tests_over_exporters_and_never_overlaps(pytester, lab):
+    addresses = lab(2)
+    pytester.makepyfile(test_slow=SLOW_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2", *exporter_args(addresses))
+    result.assert_outcomes(passed=8)
+    per_exporter = [records(a) for a in addresses]
+    assert sum(len(r) for r in per_exporter) == 8  # one lease per test
+    assert all(per_exporter), "both exporters were used"
+    assert [overlaps(r) for r in per_exporter] == [[], []]
+    assert {r.ended for r in per_exporter[0] + per_exporter[1]} == {"released"}
+
+
+def test_two_concurrent_runs_share_two_exporters_without_overlap(pytester, lab):
+    addresses = lab(2)
+    pytester.makepyfile(test_slow=SLOW_TESTS)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", *exporter_args(addresses)]
+    runs = [subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    leases = [r for a in addresses for r in records(a)]
+    assert len(leases) == 16
+    assert [overlaps(records(a)) for a in addresses] == [[], []]
+    assert len({r.holder.split(" gw")[0] for r in leases}) == 4  # the two workers of each run held leases
+
+
+def test_yaml_exporters_are_started_once_by_the_controlling_process(pytester):
+    pytester.makepyfile(
+        started_driver="""
+            import os
+            from dataclasses import dataclass
+            from jumpstarter.driver import Driver, export
+
+            @dataclass(kw_only=True)
+            class Started(Driver):
+                log: str
+
+                def __post_init__(self):
+                    super().__post_init__()
+                    with open(self.log, "a") as f:
+                        f.write(f"{os.getpid()}\\n")
+
+                @classmethod
+                def client(cls):
+                    return "jumpstarter.client.DriverClient"
+
+                @export
+                def pid(self):
+                    return os.getpid()
+        """,
+        test_it="".join(f"def test_{i}(dut):\n    assert dut.call('pid') > 0\n\n" for i in range(6)),
+    )
+    log = pytester.path / "starts.log"
+    configs = []
+    for name in ("one", "two"):
+        path = pytester.path / f"{name}.yaml"
+        path.write_text(
+            "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
+            f"export:\n  dut:\n    type: started_driver.Started\n    config:\n      log: {log}\n"
+        )
+        configs += ["--exporter", str(path)]
+    result = pytester.runpytest_subprocess("-n", "3", *configs)
+    result.assert_outcomes(passed=6)
+    assert len(log.read_text().split()) == 2  # one start per exporter, not one per worker
+
+
+def test_waiting_is_shown_and_times_out_naming_the_holder(pytester, lab):
+    (address,) = lab(1)
+    pytester.makepyfile(
+        """
+        import time
+        import pytest
+
+        @pytest.fixture
+        def later():
+            time.sleep(0.5)  # let test_holder take the board first
+
+        def test_holder(board):
+            board.wait(3)
+
+        @pytest.mark.jumpstarter(lease_timeout=1)
+        def test_impatient(later, board):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--exporter", address, "--lease-timeout", "60")
+    result.assert_outcomes(passed=1, errors=1)
+    holder = (
+        "*b0 leased by *@* pid * gw*: test_waiting_is_shown_and_times_out_naming_the_holder.py::test_holder since *"
+    )
+    result.stderr.fnmatch_lines([f"*jumpstarter: waiting for export 'board': {holder}"])
+    result.stdout.fnmatch_lines([f"*jumpstarter: waited 1 s for export 'board': {holder}"])
+
+
+def test_labels_pick_exporters_and_a_test_gets_two_boards(pytester, tmp_path):
+    rpi = board_yaml(tmp_path, "rpi", labels={"board": "rpi4"})
+    pi5 = board_yaml(tmp_path, "pi5", labels={"board": "pi5"})
+    peer = board_yaml(tmp_path, "peer", export="peer", labels={"board": "rpi4"})
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.exporter(board="pi5")
+        def test_pi5(board):
+            assert board.describe()["name"] == "pi5"
+
+        @pytest.mark.exporter("board", board="rpi4")
+        def test_link(board, peer):
+            assert (board.describe()["name"], peer.describe()["name"]) == ("rpi", "peer")
+
+        @pytest.mark.exporter(board="pi9")
+        def test_no_such_board(board):
+            pass
+        """
+    )
+    args = ["--exporter", str(rpi), "--exporter", str(pi5), "--exporter", str(peer)]
+    result = pytester.runpytest_subprocess(*args, "--exporter-mode", "inprocess")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*no exporter provides export 'board' with board=pi9 (exporters: rpi (board=rpi4): board; pi5 *"]
+    )
+
+
+def test_matrix_mode_runs_each_test_on_every_exporter(pytester, lab):
+    addresses = lab(3)
+    pytester.makepyfile(
+        """
+        def test_named(board):
+            assert board.describe()["name"] in ("b0", "b1", "b2")
+
+        def test_plain():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "auto", "-v", "--exporter-matrix", *exporter_args(addresses))
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*3 workers*"])  # -n auto: one worker per exporter
+    for i, address in enumerate(addresses):
+        result.stdout.fnmatch_lines([f"*PASSED *::test_named[[]b{i}[]]*"])
+        assert [r.holder.rsplit("::", 1)[-1] for r in records(address)] == [f"test_named[b{i}]"]
+
+
+def test_module_lease_scope_keeps_one_lease_for_a_module(pytester, lab):
+    (address,) = lab(1)
+    pytester.makepyfile(
+        test_flash="""
+            import pytest
+
+            @pytest.fixture(scope="module")
+            def flashed(board):
+                return board.echo("image-1")
+
+            def test_a(flashed, board):
+                assert flashed == "image-1"
+
+            def test_b(flashed, board):
+                assert board.add(1, 1) == 2
+        """,
+        test_other="def test_c(board):\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("--lease-scope", "module", "--exporter", address)
+    result.assert_outcomes(passed=3)
+    assert [r.holder.rsplit(": ", 1)[-1] for r in records(address)] == ["test_flash.py", "test_other.py"]
+
+
+def test_a_worker_killed_mid_test_frees_its_lease(pytester, lab):
+    (address,) = lab(1)
+    killed = (
+        "import os, signal\n\ndef test_0_killed(board):\n    board.echo(1)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    pytester.makepyfile(killed + "".join(f"\ndef test_{i}(board):\n    board.wait(0.1)\n" for i in range(1, 5)))
+    result = pytester.runpytest_subprocess("-n", "2", "--exporter", address, "--lease-timeout", "30", timeout=90)
+    result.assert_outcomes(passed=4, failed=1)
+    leases = records(address)
+    assert [r.ended for r in leases].count("holder vanished") == 1
+    assert overlaps(leases) == []
+
+
+CRASHY = """
+    import os
+    from jumpstarter.driver import Driver, export
+
+    class Crashy(Driver):
+        @classmethod
+        def client(cls):
+            return "jumpstarter.client.DriverClient"
+
+        @export
+        def crash(self):
+            os._exit(3)
+
+        @export
+        def ping(self):
+            return "pong"
+"""
+
+
+def test_an_exporter_dying_mid_run_fails_only_the_tests_that_need_it(pytester):
+    pytester.makepyfile(
+        crashy_driver=CRASHY,
+        test_it="""
+            import pytest
+            from jumpstarter.errors import JumpstarterError
+
+            @pytest.mark.exporter(unit="a")
+            def test_1_crash_a(dut):
+                with pytest.raises(JumpstarterError):
+                    dut.call("crash")
+
+            @pytest.mark.exporter(unit="a")
+            def test_2_needs_a(dut):
+                dut.call("ping")
+
+            def test_3_any(dut):
+                assert dut.call("ping") == "pong"
+
+            def test_4_any(dut):
+                assert dut.call("ping") == "pong"
+        """,
+    )
+    configs = []
+    for unit in ("a", "b"):
+        path = pytester.path / f"{unit}.yaml"
+        path.write_text(
+            "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
+            f"metadata:\n  labels:\n    unit: {unit}\nexport:\n  dut:\n    type: crashy_driver.Crashy\n"
+        )
+        configs += ["--exporter", str(path)]
+    result = pytester.runpytest_subprocess("-n", "1", *configs, timeout=60)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*no exporter left for export 'dut' with unit=a: exporter a* can't be reached*"])
+    assert result.duration < 30
