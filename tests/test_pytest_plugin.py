@@ -315,3 +315,35 @@ def test_directory_mock_overrides_the_real_export_below_its_conftest(pytester):
     mocked.joinpath("test_mocked.py").write_text("def test_mocked(custom):\n    assert custom.ls() == 'mocked'\n")
     result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML), "-v")
     result.assert_outcomes(passed=2)
+
+
+def test_a_marker_turns_the_live_call_log_on_for_one_test(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.jumpstarter(log=True)
+        def test_loud(board):
+            board.echo("loud")
+
+        def test_quiet(board):
+            board.echo("quiet")
+
+        @pytest.mark.jumpstarter(colour="red")
+        def test_typo(board):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "-s")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*jumpstarter: board.echo('loud') -> 'loud'*", "*unknown setting colour*"])
+    assert "'quiet'" not in result.stdout.str()
+
+
+def test_failing_report_under_xdist_shows_the_exporter_log(pytester):
+    pytester.makepyfile("def test_fails(board):\n    board.power.on()\n    assert False\n")
+    result = pytester.runpytest_subprocess("-n", "2", "--exporter", str(BOARD_YAML))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*- jumpstarter calls -*", "board.power.on() -> None*", "*- exporter demo log -*", "*power on*"]
+    )
