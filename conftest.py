@@ -28,6 +28,44 @@ export:
 """
 
 
+# A driver whose crash() ends the exporter process mid-call, as a segfaulting driver would.
+CRASHY_DRIVER = """
+    import os
+    from jumpstarter.driver import Driver, export
+
+    class Crashy(Driver):
+        @classmethod
+        def client(cls):
+            return "jumpstarter.client.DriverClient"
+
+        @export
+        def ping(self):
+            return "pong"
+
+        @export
+        def crash(self):
+            os._exit(3)
+"""
+
+
+def exporter_yaml(
+    path: Path, exports: dict[str, str], *, name: str = "", labels: dict[str, str] | None = None, config: str = ""
+) -> Path:
+    """Write an ExporterConfig of ``exports`` (export name -> driver type, each with the YAML ``config``)."""
+    meta = f"  name: {name}\n" if name else ""
+    meta += "  labels:\n" + "".join(f"    {k}: {v}\n" for k, v in labels.items()) if labels else ""
+    body = "".join(
+        f"  {export}:\n    type: {kind}\n" + (f"    config:\n      {config}\n" if config else "")
+        for export, kind in exports.items()
+    )
+    path.write_text(
+        "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
+        + (f"metadata:\n{meta}" if meta else "")
+        + f"export:\n{body}"
+    )
+    return path
+
+
 @pytest.fixture
 def board():
     """A demo Board with a Power child, as board.yaml describes it."""

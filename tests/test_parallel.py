@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CRASHY_DRIVER, exporter_yaml
 from jumpstarter.client import connect
 from jumpstarter.client.lease import lease_records
 
@@ -18,14 +19,7 @@ TRUSTED = frozenset({"jumpstarter_driver_demo.client.BoardClient"})
 
 def board_yaml(folder: Path, name: str, export: str = "board", labels: dict[str, str] | None = None) -> Path:
     """An ExporterConfig of one demo Board named ``name`` under ``export``."""
-    label_lines = "".join(f"\n    {k}: {v}" for k, v in (labels or {}).items())
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
-        f"metadata:\n  name: {name}\n  labels:{label_lines or ' {}'}\n"
-        f"export:\n  {export}:\n    type: {BOARD}\n    config:\n      name: {name}\n"
-    )
-    return path
+    return exporter_yaml(folder / f"{name}.yaml", {export: BOARD}, name=name, labels=labels, config=f"name: {name}")
 
 
 @pytest.fixture
@@ -112,11 +106,7 @@ def test_yaml_exporters_are_started_once_by_the_controlling_process(pytester):
     log = pytester.path / "starts.log"
     configs = []
     for name in ("one", "two"):
-        path = pytester.path / f"{name}.yaml"
-        path.write_text(
-            "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
-            f"export:\n  dut:\n    type: started_driver.Started\n    config:\n      log: {log}\n"
-        )
+        path = exporter_yaml(pytester.path / f"{name}.yaml", {"dut": "started_driver.Started"}, config=f"log: {log}")
         configs += ["--exporter", str(path)]
     result = pytester.runpytest_subprocess("-n", "3", *configs)
     result.assert_outcomes(passed=6)
@@ -235,28 +225,9 @@ def test_a_worker_killed_mid_test_frees_its_lease(pytester, lab):
     assert overlaps(leases) == []
 
 
-CRASHY = """
-    import os
-    from jumpstarter.driver import Driver, export
-
-    class Crashy(Driver):
-        @classmethod
-        def client(cls):
-            return "jumpstarter.client.DriverClient"
-
-        @export
-        def crash(self):
-            os._exit(3)
-
-        @export
-        def ping(self):
-            return "pong"
-"""
-
-
 def test_an_exporter_dying_mid_run_fails_only_the_tests_that_need_it(pytester):
     pytester.makepyfile(
-        crashy_driver=CRASHY,
+        crashy_driver=CRASHY_DRIVER,
         test_it="""
             import pytest
             from jumpstarter.errors import JumpstarterError
@@ -279,11 +250,7 @@ def test_an_exporter_dying_mid_run_fails_only_the_tests_that_need_it(pytester):
     )
     configs = []
     for unit in ("a", "b"):
-        path = pytester.path / f"{unit}.yaml"
-        path.write_text(
-            "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\n"
-            f"metadata:\n  labels:\n    unit: {unit}\nexport:\n  dut:\n    type: crashy_driver.Crashy\n"
-        )
+        path = exporter_yaml(pytester.path / f"{unit}.yaml", {"dut": "crashy_driver.Crashy"}, labels={"unit": unit})
         configs += ["--exporter", str(path)]
     result = pytester.runpytest_subprocess("-n", "1", *configs, timeout=60)
     result.assert_outcomes(passed=3, errors=1)

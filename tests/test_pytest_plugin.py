@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EXAMPLES, SEED_YAML
+from conftest import CRASHY_DRIVER, EXAMPLES, SEED_YAML, exporter_yaml
 from jumpstarter.exporter.process import ExporterProcess
 
 CUSTOM_YAML = EXAMPLES / "jumpstarter-custom-driver" / "custom.yaml"
@@ -206,31 +206,6 @@ def test_plugin_is_inert_and_documented(pytester):
     assert "JUMPSTARTER_EXPORTERS" in help_text
 
 
-CRASHY_DRIVER = """
-    import os
-    from jumpstarter.driver import Driver, export
-
-    class Crashy(Driver):
-        @classmethod
-        def client(cls):
-            return "jumpstarter.client.DriverClient"
-
-        @export
-        def ping(self):
-            return "pong"
-
-        @export
-        def crash(self):
-            os._exit(3)  # the exporter process vanishes mid-call, as a segfaulting driver would
-"""
-
-
-def _yaml(path, exports: dict[str, str]) -> str:
-    body = "".join(f"  {name}:\n    type: {kind}\n" for name, kind in exports.items())
-    path.write_text(f"apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\nexport:\n{body}")
-    return str(path)
-
-
 def test_exporter_dying_mid_session_fails_the_tests_that_need_it_fast(pytester):
     pytester.makepyfile(
         crashy_driver=CRASHY_DRIVER,
@@ -253,7 +228,7 @@ def test_exporter_dying_mid_session_fails_the_tests_that_need_it_fast(pytester):
                 pass
         """,
     )
-    config = _yaml(pytester.path / "crashy.yaml", {"dut": "crashy_driver.Crashy"})
+    config = str(exporter_yaml(pytester.path / "crashy.yaml", {"dut": "crashy_driver.Crashy"}))
     result = pytester.runpytest_subprocess("--exporter", config, timeout=60)
     result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines([f"*exporter {config} died (exit code 3)*"])
