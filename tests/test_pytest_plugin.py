@@ -93,6 +93,13 @@ def test_bad_yaml_is_a_usage_error_naming_file_and_line(pytester):
     assert "Traceback" not in result.stderr.str()
     missing = pytester.runpytest_subprocess("--exporter", str(pytester.path / "nope.yaml"))
     assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines([f"*--exporter {pytester.path / 'nope.yaml'}: *"])
+    broken = pytester.path / "broken.yaml"
+    broken.write_text("apiVersion: jumpstarter.dev/v1alpha1\nexport: [custom\n")
+    unparsable = pytester.runpytest_subprocess("--exporter", str(broken))
+    assert unparsable.ret == pytest.ExitCode.USAGE_ERROR
+    unparsable.stderr.fnmatch_lines([f"*{broken}:*"])
+    assert "Traceback" not in unparsable.stderr.str()
 
 
 def test_nothing_listening_is_a_usage_error_naming_the_address(pytester):
