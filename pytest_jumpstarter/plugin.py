@@ -135,11 +135,15 @@ class Lab:
         return value
 
     def _seconds(self, key: str, value: Any, where: str | None = None) -> float:
+        """``value`` as seconds. A bad session setting stops the run (usage error); a bad marker fails its test."""
         try:
             return float(value)
         except (TypeError, ValueError):
-            message = f"jumpstarter: {key.replace('_', ' ')} {value!r} ({where or self.sources[key]}) is not a number"
-            raise pytest.UsageError(message) from None
+            pass
+        message = f"jumpstarter: {key.replace('_', ' ')} {value!r} ({where or self.sources[key]}) is not a number"
+        if where is not None:
+            pytest.fail(message, pytrace=False)
+        raise pytest.UsageError(message)
 
     def _add_export_fixtures(self, names: list[str]) -> None:
         names = [n for n in dict.fromkeys(names) if n not in self.fixture_names]

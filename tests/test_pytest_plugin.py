@@ -314,11 +314,18 @@ def test_a_marker_turns_the_live_call_log_on_for_one_test(pytester):
         @pytest.mark.jumpstarter(colour="red")
         def test_typo(board):
             pass
+
+        @pytest.mark.jumpstarter(lease_timeout="soon")
+        def test_bad_timeout(board):
+            pass
         """
     )
     result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "-s")
-    result.assert_outcomes(passed=2, errors=1)
+    result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines(["*jumpstarter: board.echo('loud') -> 'loud'*", "*unknown setting colour*"])
+    result.stdout.fnmatch_lines(
+        ["*jumpstarter: lease timeout 'soon' (@pytest.mark.jumpstarter of *::test_bad_timeout) is not a number"]
+    )
     assert "'quiet'" not in result.stdout.str()
 
 
