@@ -171,6 +171,8 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         except Exception as exc:
             await self._fail(exc, where, context)
         try:
+            # Upstream clients wait for the response headers before they send: announce the open stream.
+            await context.send_initial_metadata(())
             await _pump(stream, request_iterator, context)
         finally:
             await opened.__aexit__(None, None, None)

@@ -89,11 +89,11 @@ class Board(Driver):
     @export
     def count(self, n: int) -> Iterator[int]:
         """Yield 0 .. n-1."""
-        yield from range(n)
+        yield from range(int(n))  # int(): an upstream exporter hands every number over as a float
 
     @export
     async def ticks(self, n: int, interval: float = 0.0) -> AsyncIterator[int]:
-        for i in range(n):
+        for i in range(int(n)):  # as in count()
             await anyio.sleep(interval)
             yield i
 

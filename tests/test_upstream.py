@@ -1,0 +1,293 @@
+"""Wire compatibility with upstream Jumpstarter 0.9.0, both ways, against upstream's own packages.
+
+scripts/setup-upstream.sh installs upstream (and the same example driver packages that our side
+has) into a virtualenv of its own, reused between runs. A machine where that can't be done fails
+these tests with the reason; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from jumpstarter.client import connect
+from jumpstarter.client.connection import Connection
+
+HERE = Path(__file__).parent / "upstream"
+CUSTOM_YAML = HERE / "custom.yaml"
+SETUP = ROOT / "scripts" / "setup-upstream.sh"
+SHELL_TIMEOUT = 30  # one `jmp shell` run takes about 1.5 s here
+
+
+class UpstreamSetupError(RuntimeError):
+    """The upstream virtualenv could not be made; the message says why."""
+
+
+def install_upstream(venv: Path, env: dict[str, str] | None = None) -> Path:
+    """Run scripts/setup-upstream.sh for ``venv``; the venv's bin directory."""
+    env = {**os.environ, **(env or {}), "JUMPSTARTER_UPSTREAM_VENV": str(venv)}
+    try:
+        done = subprocess.run([str(SETUP)], capture_output=True, text=True, timeout=900, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UpstreamSetupError(f"can't set up upstream Jumpstarter in {venv}: {SETUP.name}: {exc}") from None
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "is ignored: it is neither" not in line]
+        raise UpstreamSetupError(
+            f"can't set up upstream Jumpstarter in {venv}: {SETUP.name} exited with {done.returncode}:\n"
+            + "\n".join(errors[-30:])
+        )
+    return venv / "bin"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Path:
+    """The bin directory of upstream Jumpstarter's virtualenv."""
+    venv = ROOT / os.environ.get("JUMPSTARTER_UPSTREAM_VENV", ".venv-upstream")
+    try:
+        return install_upstream(venv)
+    except UpstreamSetupError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def _peer_env() -> dict[str, str]:
+    """Our environment minus what would make upstream's python find our modules."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def upstream_exporter(bin_dir: Path, log: Path, *extra: str) -> Iterator[str]:
+    """Upstream's `jmp run` serving tests/upstream/custom.yaml on a TCP port; yields its address."""
+    address = f"127.0.0.1:{_free_port()}"
+    command = [bin_dir / "jmp", "run", "--exporter-config", CUSTOM_YAML, "--tls-grpc-listener", address]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*map(str, command), "--tls-grpc-insecure", *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_peer_env(),
+            cwd=log.parent,
+            start_new_session=True,  # its children go with it
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"upstream `jmp run` exited with {process.returncode}:\n{log.read_text()}", pytrace=False)
+            try:
+                socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"upstream `jmp run` did not serve at {address} in 60 s:\n{log.read_text()}")
+                time.sleep(0.1)
+        yield address
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def jmp_shell(bin_dir: Path, address: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run tests/upstream/upstream_client.py through upstream's client, connected to ``address``."""
+    command = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra]
+    try:
+        return subprocess.run(
+            [*map(str, command), "--", str(bin_dir / "python"), str(HERE / "upstream_client.py")],
+            capture_output=True,
+            text=True,
+            timeout=SHELL_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            env=_peer_env(),
+            cwd=cwd,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        said = "".join(_text(out) for out in (exc.stdout, exc.stderr))
+    pytest.fail(f"jmp shell did not finish in {SHELL_TIMEOUT} s; it printed:\n{said}", pytrace=False)
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def results_of(shell: subprocess.CompletedProcess) -> dict:
+    lines = [line for line in shell.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert shell.returncode == 0 and lines, f"jmp shell exited with {shell.returncode}:\n{shell.stdout}{shell.stderr}"
+    return json.loads(lines[-1].removeprefix("RESULTS "))
+
+
+# Upstream's client -> our exporter -----------------------------------------------------------------
+
+
+def assert_upstream_saw_our_drivers(results: dict) -> None:
+    assert results["client"] == "jumpstarter_driver_composite.client.CompositeClient"
+    assert results["children"] == ["board", "custom"]
+    assert results["board_client"] == "jumpstarter_driver_demo.client.BoardClient"  # the same driver package
+    assert results["plain"] == {"value": "hello\n"}
+    assert results["describe"] == {"value": {"name": "demo-1", "baudrate": 9600}}
+    assert results["async"] == {"value": 0.01}
+    assert results["generator"] == {"value": [0, 1, 2]}
+    assert results["async_generator"] == {"value": [0, 1, 2]}
+    assert results["stream"] == {"value": {"echoed": ["ping", "\x00\xffbinary"], "ended": True}}
+    assert results["child"] == {"value": True}
+    assert results["after_errors"] == {"value": 2}
+
+
+def test_upstream_client_calls_our_exporter(upstream, exporter_process, tmp_path):
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
+    results = results_of(jmp_shell(upstream, ours.address, cwd=tmp_path))
+    assert_upstream_saw_our_drivers(results)
+
+    # Upstream's client ignores where the integers stood: it sees floats, equal in value (JSON keeps the kind).
+    assert results["add"] == {"value": 5} and type(results["add"]["value"]) is float
+    assert results["echo_int"] == {"value": 20000} and type(results["echo_int"]["value"]) is float
+
+    # Every failure reaches upstream as the kind upstream's client knows it by, with the driver's message.
+    def failure(key: str) -> tuple[str, str]:
+        outcome = results[key]
+        assert "value" not in outcome, f"{key}: expected an error, got {outcome}"
+        return outcome["error"], outcome["message"]
+
+    error, message = failure("raises_value")
+    assert error == "DriverInvalidArgument" and "ValueError" in results["raises_value"]["bases"]
+    assert message.endswith("INVALID_ARGUMENT: value boom")
+    error, message = failure("raises_notimplemented")
+    assert error == "DriverMethodNotImplemented" and "NotImplementedError" in results["raises_notimplemented"]["bases"]
+    assert message.endswith("UNIMPLEMENTED: notimplemented boom")
+    error, message = failure("raises_timeout")
+    assert error == "DriverError" and "DEADLINE_EXCEEDED: timeout boom" in message
+    error, message = failure("raises_other")
+    assert error == "DriverError" and message.endswith("UNKNOWN: other boom")
+    error, message = failure("not_found")
+    assert error == "DriverMethodNotImplemented" and "NOT_FOUND" in message and "not_exported" in message
+
+
+def test_upstream_client_with_passphrase(upstream, exporter_process, tmp_path):
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0", "--passphrase", "s3cret")
+    assert_upstream_saw_our_drivers(
+        results_of(jmp_shell(upstream, ours.address, "--passphrase", "s3cret", cwd=tmp_path))
+    )
+    for wrong in (["--passphrase", "wrong"], []):
+        refused = jmp_shell(upstream, ours.address, *wrong, cwd=tmp_path)
+        assert refused.returncode != 0
+        assert "RESULTS" not in refused.stdout
+        assert "Authentication failed: invalid or missing passphrase" in refused.stdout + refused.stderr
+
+
+# Our client and pytest plugin -> upstream's exporter -------------------------------------------------
+
+
+def run_calls(pytester, address: str, *args: str):
+    pytester.makepyfile(test_calls=(HERE / "calls_from_pytest.py").read_text())
+    return pytester.runpytest_subprocess("--exporter", address, "-p", "no:cacheprovider", *args)
+
+
+CALL_TESTS = 12  # the tests in tests/upstream/calls_from_pytest.py
+
+
+def test_our_plugin_calls_upstream_exporter(upstream, pytester, tmp_path):
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
+        run_calls(pytester, address).assert_outcomes(passed=CALL_TESTS)
+
+
+def test_our_plugin_calls_upstream_exporter_with_passphrase(upstream, pytester, tmp_path):
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log", "--passphrase", "s3cret") as address:
+        run_calls(pytester, address, "--exporter-passphrase", "s3cret").assert_outcomes(passed=CALL_TESTS)
+        for wrong in (["--exporter-passphrase", "wrong"], []):
+            refused = run_calls(pytester, address, *wrong)
+            assert refused.ret == pytest.ExitCode.USAGE_ERROR
+            refused.stderr.fnmatch_lines([f"*--exporter {address}: exporter at {address}*passphrase*"])
+
+
+def test_the_same_calls_pass_against_our_exporter(pytester, exporter_process):
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
+    run_calls(pytester, ours.address).assert_outcomes(passed=CALL_TESTS)
+
+
+# The wire, side by side ---------------------------------------------------------------------------
+
+
+def _tree(address: str) -> list[tuple[str, dict[str, str], str | None]]:
+    """GetReport as (path, labels, parent's path) per driver, uuids aside; the root's path is ""."""
+    connection = Connection(address)
+    try:
+        connection.wait_ready(5)
+        report = connection.report()
+    finally:
+        connection.close()
+    paths: dict[str, str] = {}
+    tree = []
+    for driver in report.reports:
+        name = driver.labels.get("jumpstarter.dev/name", "")
+        parent = paths.get(driver.parent_uuid, "") if driver.HasField("parent_uuid") else None
+        paths[driver.uuid] = f"{parent}.{name}".lstrip(".") if parent is not None else ""
+        tree.append((paths[driver.uuid], dict(driver.labels), parent))
+    return tree
+
+
+def test_driver_tree_reports_agree(upstream, exporter_process, tmp_path):
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
+        theirs = _tree(address)
+    assert _tree(ours.address) == theirs
+    assert [path for path, _, _ in theirs] == ["", "custom", "board", "board.power"]
+
+
+def test_integers_exact_between_ours_and_floats_from_upstream(upstream, exporter_process, tmp_path):
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
+    value = {"count": 20000, "ratio": 0.5, "ids": [1, 2, 3], "big": 2**53}
+    with connect(ours.address) as exporter:
+        assert _kinds(exporter.board.echo(value)) == _kinds(value)  # ints stay ints, floats floats
+        assert type(exporter.board.add(2, 3)) is int
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address, connect(address) as exporter:
+        echoed = exporter.board.echo(value)
+        assert echoed == value  # equal in value: nothing is lost or corrupted
+        assert type(echoed["count"]) is float and type(echoed["ratio"]) is float  # upstream sends doubles
+        assert type(exporter.board.add(2, 3)) is float
+
+
+def _kinds(value):
+    if isinstance(value, dict):
+        return {k: _kinds(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_kinds(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def test_setup_failure_is_reported_with_its_reason(tmp_path):
+    with pytest.raises(UpstreamSetupError, match=r"(?s)can't set up upstream Jumpstarter in .*exited with"):
+        install_upstream(tmp_path / "venv", env={"PYTHON": str(tmp_path / "no-such-python")})
+
+
+def test_upstream_is_the_pinned_release(upstream):
+    shown = subprocess.run(
+        [str(upstream / "python"), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    )
+    versions = {p["name"].lower(): p["version"] for p in json.loads(shown.stdout)}
+    for name in ("jumpstarter", "jumpstarter-cli", "jumpstarter-driver-composite"):
+        assert versions.get(name) == "0.9.0", name
+    assert "jumpstarter-custom-driver" in versions and "jumpstarter-driver-demo" in versions
+    assert shutil.which("jmp", path=str(upstream))
