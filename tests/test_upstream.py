@@ -23,6 +23,7 @@ import pytest
 from conftest import ROOT
 from jumpstarter.client import connect
 from jumpstarter.client.connection import Connection
+from jumpstarter.client.lease import try_lease
 
 HERE = Path(__file__).parent / "upstream"
 CUSTOM_YAML = HERE / "custom.yaml"
@@ -158,8 +159,10 @@ def assert_upstream_saw_our_drivers(results: dict) -> None:
 
 def test_upstream_client_calls_our_exporter(upstream, exporter_process, tmp_path):
     ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
-    results = results_of(jmp_shell(upstream, ours.address, cwd=tmp_path))
+    shell = jmp_shell(upstream, ours.address, "--exporter-logs", cwd=tmp_path)
+    results = results_of(shell)
     assert_upstream_saw_our_drivers(results)
+    assert "[exporter:driver] power on" in shell.stdout + shell.stderr  # our LogStream, shown by upstream
 
     # Upstream's client ignores where the integers stood: it sees floats, equal in value (JSON keeps the kind).
     assert results["add"] == {"value": 5} and type(results["add"]["value"]) is float
@@ -195,6 +198,23 @@ def test_upstream_client_with_passphrase(upstream, exporter_process, tmp_path):
         assert refused.returncode != 0
         assert "RESULTS" not in refused.stdout
         assert "Authentication failed: invalid or missing passphrase" in refused.stdout + refused.stderr
+
+
+def test_upstream_client_is_refused_while_our_lease_is_held(upstream, exporter_process, tmp_path):
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
+    connection = Connection(ours.address)
+    try:
+        with try_lease(connection, "ci@lab pid 7: tests/test_board.py::test_boot"):
+            results = results_of(jmp_shell(upstream, ours.address, cwd=tmp_path))
+    finally:
+        connection.close()
+    assert results["children"] == ["board", "custom"]  # looking is allowed
+    holder = "exporter is leased by ci@lab pid 7: tests/test_board.py::test_boot since"
+    for key in ("plain", "async", "generator", "child", "raises_value"):
+        assert results[key]["error"] == "ExporterNotReady", key  # upstream's name for FAILED_PRECONDITION
+        assert holder in results[key]["message"], key
+    # A refused byte stream: upstream's client loses the reason and reports the ended call.
+    assert results["stream"]["error"] == "InvalidStateError"
 
 
 # Our client and pytest plugin -> upstream's exporter -------------------------------------------------
