@@ -225,7 +225,7 @@ def run_calls(pytester, address: str, *args: str):
     return pytester.runpytest_subprocess("--exporter", address, "-p", "no:cacheprovider", *args)
 
 
-CALL_TESTS = 12  # the tests in tests/upstream/calls_from_pytest.py
+CALL_TESTS = 13  # the tests in tests/upstream/calls_from_pytest.py
 
 
 def test_our_plugin_calls_upstream_exporter(upstream, pytester, tmp_path):

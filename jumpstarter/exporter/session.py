@@ -191,8 +191,8 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         info, func = found
         if info.kind != kind:
             how = {CALL: "call()", STREAMING: "streamingcall()", STREAM: "stream()"}
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            await context.abort(  # NOT_FOUND, as upstream answers: not exported for this kind of call
+                grpc.StatusCode.NOT_FOUND,
                 f"{method!r} is reached with {how[info.kind]}, not {how[kind]}",
             )
         return info, func

@@ -42,6 +42,11 @@ def test_byte_stream(board):
             stream.receive()
 
 
+def test_byte_stream_not_exported(board):
+    with board.stream("describe") as stream, pytest.raises(MethodNotFound, match="describe"):
+        stream.receive()
+
+
 def test_child(board):
     board.power.on()
     assert board.power.read() is True
