@@ -113,25 +113,25 @@ def upstream_exporter(bin_dir: Path, log: Path, *extra: str) -> Iterator[str]:
 
 def jmp_shell(bin_dir: Path, address: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run tests/upstream/upstream_client.py through upstream's client, connected to ``address``."""
-    command = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra]
+    command = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra, "--"]
+    command += [bin_dir / "python", HERE / "upstream_client.py"]
+    process = subprocess.Popen(
+        list(map(str, command)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_peer_env(),
+        cwd=cwd,
+        start_new_session=True,  # so that a hung script is ended with the shell
+    )
     try:
-        return subprocess.run(
-            [*map(str, command), "--", str(bin_dir / "python"), str(HERE / "upstream_client.py")],
-            capture_output=True,
-            text=True,
-            timeout=SHELL_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-            env=_peer_env(),
-            cwd=cwd,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        said = "".join(_text(out) for out in (exc.stdout, exc.stderr))
-    pytest.fail(f"jmp shell did not finish in {SHELL_TIMEOUT} s; it printed:\n{said}", pytrace=False)
-
-
-def _text(output: bytes | str | None) -> str:
-    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+        out, err = process.communicate(timeout=SHELL_TIMEOUT)
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    out, err = process.communicate()
+    pytest.fail(f"jmp shell did not finish in {SHELL_TIMEOUT} s; it printed:\n{out}{err}", pytrace=False)
 
 
 def results_of(shell: subprocess.CompletedProcess) -> dict:
