@@ -13,14 +13,18 @@ from typing import Any
 
 import yaml
 
-from jumpstarter.driver.base import Composite, Driver
+from jumpstarter.driver.base import Composite, Driver, exported_methods
 from jumpstarter.errors import ConfigError
 
 API_VERSION = "jumpstarter.dev/v1alpha1"
 KIND = "ExporterConfig"
-# Upstream keys we accept. tls and grpcOptions configure upstream's controller connection.
-TOP_KEYS = {"apiVersion", "kind", "metadata", "endpoint", "token", "tls", "grpcOptions", "export", "description"}
-ENTRY_KEYS = {"type", "config", "children", "ref", "description", "labels"}
+# Upstream keys we accept. tls and grpcOptions configure upstream's controller connection, failureDetection
+# its restart loop; hooks are refused with a reason rather than left silently unrun.
+TOP_KEYS = {
+    *("apiVersion", "kind", "metadata", "endpoint", "token", "tls", "grpcOptions", "export", "description"),
+    *("hooks", "failureDetection"),
+}
+ENTRY_KEYS = {"type", "config", "children", "ref", "description", "methods_description", "labels"}
 METADATA_KEYS = {"name", "namespace", "labels"}
 # Upstream's driver classes that ours stand in for.
 TYPE_ALIASES: dict[str, type[Driver]] = {"jumpstarter_driver_composite.driver.Composite": Composite}
@@ -68,6 +72,7 @@ class DriverEntry:
     children: dict[str, DriverEntry] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     description: str | None = None
+    methods_description: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +164,16 @@ class _Parser:
         if meta:
             self.check_keys(meta, METADATA_KEYS, "metadata")
         labels = self.string_map(meta.get("labels"), "metadata.labels", getattr(meta, "lines", {}).get("labels", 0))
+        if "hooks" in doc:
+            raise self.error(
+                doc.lines["hooks"],
+                "'hooks': upstream's beforeLease/afterLease hooks are not run by this runtime; remove them "
+                "and do those steps in a pytest fixture (a module-scoped one runs once per board)",
+            )
+        if "failureDetection" in doc:
+            self.warnings.append(
+                f"{self.source}: 'failureDetection' configures upstream's restart loop; it is ignored here"
+            )
         endpoint, token = (self.string(doc, key) for key in ("endpoint", "token"))
         if endpoint or token:
             self.warnings.append(
@@ -217,6 +232,11 @@ class _Parser:
             children=children,
             labels=self.string_map(node.get("labels"), f"{where} labels", node.lines.get("labels", node.line)),
             description=node.get("description"),
+            methods_description=self.string_map(
+                node.get("methods_description"),
+                f"{where} methods_description",
+                node.lines.get("methods_description", node.line),
+            ),
         )
 
     def check_keys(self, node: _Node, allowed: set[str], where: str) -> None:
@@ -237,8 +257,13 @@ class _Parser:
     def string_map(self, value: Any, where: str, line: int) -> dict[str, str]:
         if value is None:
             return {}
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        if not isinstance(value, dict):
             raise self.error(line, f"{where} must be a mapping of strings")
+        for key in value:
+            if isinstance(key, bool):  # YAML 1.1 reads on/off/yes/no as booleans: a Power driver's `on:` bites
+                raise self.error(line, f"{where}: key {key} is a boolean in YAML; quote it ('on', 'off', 'yes', 'no')")
+            if not isinstance(key, str):
+                raise self.error(line, f"{where}: key {key!r} is a {type(key).__name__}; keys must be strings")
         return {k: str(v) for k, v in value.items()}
 
 
@@ -252,6 +277,8 @@ def _build(entry: DriverEntry, source: str, built: list[Driver]) -> Driver:
         extra["labels"] = entry.labels
     if entry.description:
         extra["description"] = entry.description
+    if entry.methods_description:
+        extra["methods_description"] = entry.methods_description
     try:
         driver = cls(**entry.config, **extra, children=children)
     except ConfigError:
@@ -265,7 +292,7 @@ def _build(entry: DriverEntry, source: str, built: list[Driver]) -> Driver:
 def _check_params(cls: type[Driver], entry: DriverEntry, where: str) -> None:
     params = inspect.signature(cls).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    takes = sorted(n for n in params if n not in RESERVED_PARAMS | {"labels", "description"})
+    takes = sorted(n for n in params if n not in RESERVED_PARAMS | {"labels", "description", "methods_description"})
     for name in entry.config:
         if name in RESERVED_PARAMS:
             raise ConfigError(f"{where}: {name!r} can't be a config parameter")
@@ -278,6 +305,13 @@ def _check_params(cls: type[Driver], entry: DriverEntry, where: str) -> None:
             raise ConfigError(
                 f"{where}: unknown config parameter {name!r} for {cls.__qualname__} "
                 f"(it takes: {', '.join(takes) or 'none'}){hint}"
+            )
+    exported = exported_methods(cls)
+    for name in entry.methods_description:
+        if name not in exported:
+            raise ConfigError(
+                f"{where}: methods_description names {name!r}, which {cls.__qualname__} does not export "
+                f"(it exports: {', '.join(sorted(exported)) or 'nothing'})"
             )
     for name, param in params.items():
         if param.default is inspect.Parameter.empty and param.kind in (

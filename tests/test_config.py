@@ -74,6 +74,22 @@ def test_seed_yaml_names_the_wrong_module_and_suggests_the_installed_one(write):
             "    children:\n      p:\n        config: {}\n",
             r"^:7: export 'a.p': missing 'type'",
         ),
+        (
+            HEADER + "hooks:\n  beforeLease: {script: j power on}\nexport: {}\n",
+            r"^:3: 'hooks': upstream's beforeLease/afterLease hooks are not run by this runtime; remove them",
+        ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Power\n    methods_description: {of: x}\n",
+            r"^:5: export 'a': methods_description names 'of', which Power does not export \(it exports: off, on",
+        ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Power\n    methods_description: [on]\n",
+            r"^:6: export 'a' methods_description must be a mapping of strings",
+        ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Power\n    methods_description: {on: x}\n",
+            r"^:6: export 'a' methods_description: key True is a boolean in YAML; quote it \('on', 'off'",
+        ),
     ],
 )
 def test_config_errors_name_the_line_and_the_problem(write, text, expected):
@@ -151,3 +167,17 @@ def test_endpoint_and_token_are_reported_as_ignored(write):
     config = ExporterConfig.load(path)
     assert config.endpoint == "grpc.example.com:443"
     assert any("ignored" in w and "controller" in w for w in config.warnings)
+
+
+def test_upstream_keys_load(write):
+    """A YAML written for upstream: method help texts are served, its restart-loop settings ignored."""
+    path = write(
+        "exporter.yaml",
+        HEADER + "failureDetection: {maxRapidFailures: 3}\n"
+        "export:\n  power:\n    type: jumpstarter_driver_demo.Power\n"
+        "    description: the bench PSU\n    methods_description: {'on': Switch the DUT on}\n",
+    )
+    config = ExporterConfig.load(path)
+    assert any("failureDetection" in w and "ignored" in w for w in config.warnings)
+    power = config.instantiate().children["power"]
+    assert (power.description, power.methods_description) == ("the bench PSU", {"on": "Switch the DUT on"})

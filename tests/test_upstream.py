@@ -250,14 +250,17 @@ def test_the_same_calls_pass_against_our_exporter(pytester, exporter_process):
 # The wire, side by side ---------------------------------------------------------------------------
 
 
-def _tree(address: str) -> list[tuple[str, dict[str, str], str | None]]:
-    """GetReport as (path, labels, parent's path) per driver, uuids aside; the root's path is ""."""
+def _report(address: str):
     connection = Connection(address)
     try:
         connection.wait_ready(5)
-        report = connection.report()
+        return connection.report()
     finally:
         connection.close()
+
+
+def _tree(report) -> list[tuple[str, dict[str, str], str | None]]:
+    """GetReport as (path, labels, parent's path) per driver, uuids aside; the root's path is ""."""
     paths: dict[str, str] = {}
     tree = []
     for driver in report.reports:
@@ -271,9 +274,17 @@ def _tree(address: str) -> list[tuple[str, dict[str, str], str | None]]:
 def test_driver_tree_reports_agree(upstream, exporter_process, tmp_path):
     ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
     with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
-        theirs = _tree(address)
-    assert _tree(ours.address) == theirs
-    assert [path for path, _, _ in theirs] == ["", "custom", "board", "board.power"]
+        theirs = _report(address)
+    mine = _report(ours.address)
+    assert _tree(mine) == _tree(theirs)
+    assert [path for path, _, _ in _tree(theirs)] == ["", "custom", "board", "board.power"]
+    # Descriptions from the YAML, as upstream serves them; ours adds docstrings for the methods the YAML leaves out.
+    assert [d.description for d in mine.reports] == [d.description for d in theirs.reports]
+    assert theirs.reports[1].description == "runs commands on the exporter host"
+    for my_driver, their_driver in zip(mine.reports, theirs.reports, strict=True):
+        assert dict(their_driver.methods_description).items() <= dict(my_driver.methods_description).items()
+    assert theirs.reports[1].methods_description["execute"].startswith("Run a command")
+    assert mine.reports[2].methods_description["echo"] == "Return the value as it arrived."
 
 
 def test_integers_exact_between_ours_and_floats_from_upstream(upstream, exporter_process, tmp_path):

@@ -60,6 +60,7 @@ class Driver:
     children: dict[str, Driver] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     description: str | None = None
+    methods_description: dict[str, str] = field(default_factory=dict)  # help per method; docstrings otherwise
     uuid: UUID = field(default_factory=uuid4)
 
     def __post_init__(self) -> None:

@@ -226,6 +226,7 @@ def _report(driver: Driver, name: str, parent: Driver | None) -> jumpstarter_pb2
     if parent is not None:
         labels[NAME_LABEL] = name
     methods = {m.name: m.doc for m in exported_methods(type(driver)).values() if m.doc}
+    methods.update(driver.methods_description)
     report = jumpstarter_pb2.DriverInstanceReport(uuid=str(driver.uuid), labels=labels, methods_description=methods)
     if parent is not None:
         report.parent_uuid = str(parent.uuid)
