@@ -8,130 +8,49 @@ these tests with the reason; they are never skipped.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import upstream_peer as peer
+from upstream_peer import CUSTOM_YAML, HERE, PeerError
 
-from conftest import ROOT
 from jumpstarter.client import connect
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.lease import try_lease
 
-HERE = Path(__file__).parent / "upstream"
-CUSTOM_YAML = HERE / "custom.yaml"
-SETUP = ROOT / "scripts" / "setup-upstream.sh"
 SHELL_TIMEOUT = 30  # one `jmp shell` run takes about 1.5 s here
-
-
-class UpstreamSetupError(RuntimeError):
-    """The upstream virtualenv could not be made; the message says why."""
-
-
-def install_upstream(venv: Path, env: dict[str, str] | None = None) -> Path:
-    """Run scripts/setup-upstream.sh for ``venv``; the venv's bin directory."""
-    env = {**os.environ, **(env or {}), "JUMPSTARTER_UPSTREAM_VENV": str(venv)}
-    try:
-        done = subprocess.run([str(SETUP)], capture_output=True, text=True, timeout=900, env=env, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UpstreamSetupError(f"can't set up upstream Jumpstarter in {venv}: {SETUP.name}: {exc}") from None
-    if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if "is ignored: it is neither" not in line]
-        raise UpstreamSetupError(
-            f"can't set up upstream Jumpstarter in {venv}: {SETUP.name} exited with {done.returncode}:\n"
-            + "\n".join(errors[-30:])
-        )
-    return venv / "bin"
 
 
 @pytest.fixture(scope="session")
 def upstream() -> Path:
     """The bin directory of upstream Jumpstarter's virtualenv."""
-    venv = ROOT / os.environ.get("JUMPSTARTER_UPSTREAM_VENV", ".venv-upstream")
     try:
-        return install_upstream(venv)
-    except UpstreamSetupError as exc:
+        return peer.install_upstream()
+    except PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
-
-
-def _peer_env() -> dict[str, str]:
-    """Our environment minus what would make upstream's python find our modules."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
 def upstream_exporter(bin_dir: Path, log: Path, *extra: str) -> Iterator[str]:
-    """Upstream's `jmp run` serving tests/upstream/custom.yaml on a TCP port; yields its address."""
-    address = f"127.0.0.1:{_free_port()}"
-    command = [bin_dir / "jmp", "run", "--exporter-config", CUSTOM_YAML, "--tls-grpc-listener", address]
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*map(str, command), "--tls-grpc-insecure", *extra],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_peer_env(),
-            cwd=log.parent,
-            start_new_session=True,  # its children go with it
-        )
+    """Upstream's `jmp run` serving tests/upstream/custom.yaml; yields its address."""
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"upstream `jmp run` exited with {process.returncode}:\n{log.read_text()}", pytrace=False)
-            try:
-                socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"upstream `jmp run` did not serve at {address} in 60 s:\n{log.read_text()}")
-                time.sleep(0.1)
-        yield address
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(10)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with peer.upstream_exporter(bin_dir, log, *extra) as address:
+            yield address
+    except PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def jmp_shell(bin_dir: Path, address: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run tests/upstream/upstream_client.py through upstream's client, connected to ``address``."""
-    command = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra, "--"]
-    command += [bin_dir / "python", HERE / "upstream_client.py"]
-    process = subprocess.Popen(
-        list(map(str, command)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=_peer_env(),
-        cwd=cwd,
-        start_new_session=True,  # so that a hung script is ended with the shell
-    )
+    script = [bin_dir / "python", HERE / "upstream_client.py"]
     try:
-        out, err = process.communicate(timeout=SHELL_TIMEOUT)
-        return subprocess.CompletedProcess(command, process.returncode, out, err)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    out, err = process.communicate()
-    pytest.fail(f"jmp shell did not finish in {SHELL_TIMEOUT} s; it printed:\n{out}{err}", pytrace=False)
+        return peer.jmp_shell(bin_dir, address, script, *extra, cwd=cwd, timeout=SHELL_TIMEOUT)
+    except PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def results_of(shell: subprocess.CompletedProcess) -> dict:
@@ -309,8 +228,8 @@ def _kinds(value):
 
 
 def test_setup_failure_is_reported_with_its_reason(tmp_path):
-    with pytest.raises(UpstreamSetupError, match=r"(?s)can't set up upstream Jumpstarter in .*exited with"):
-        install_upstream(tmp_path / "venv", env={"PYTHON": str(tmp_path / "no-such-python")})
+    with pytest.raises(PeerError, match=r"(?s)can't set up upstream Jumpstarter in .*exited with"):
+        peer.install_upstream(tmp_path / "venv", env={"PYTHON": str(tmp_path / "no-such-python")})
 
 
 def test_upstream_is_the_pinned_release(upstream):

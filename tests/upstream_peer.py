@@ -1,0 +1,129 @@
+"""Upstream Jumpstarter as a running peer: its virtualenv, its exporter (`jmp run`), its client (`jmp shell`).
+
+Shared by tests/test_upstream.py and bench/bench_interop.py. Every failure is a PeerError whose
+message carries what the peer printed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "tests" / "upstream"
+CUSTOM_YAML = HERE / "custom.yaml"  # served by both exporters in the interop tests and the bench
+SETUP = ROOT / "scripts" / "setup-upstream.sh"
+START_TIMEOUT = 60
+
+
+class PeerError(RuntimeError):
+    """Upstream could not be installed, started or run to the end; the message says why."""
+
+
+def default_venv() -> Path:
+    return ROOT / os.environ.get("JUMPSTARTER_UPSTREAM_VENV", ".venv-upstream")
+
+
+def install_upstream(venv: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    """Run scripts/setup-upstream.sh (quick when nothing changed); the venv's bin directory."""
+    venv = venv or default_venv()
+    env = {**os.environ, **(env or {}), "JUMPSTARTER_UPSTREAM_VENV": str(venv)}
+    try:
+        done = subprocess.run([str(SETUP)], capture_output=True, text=True, timeout=900, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PeerError(f"can't set up upstream Jumpstarter in {venv}: {SETUP.name}: {exc}") from None
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "is ignored: it is neither" not in line]
+        raise PeerError(
+            f"can't set up upstream Jumpstarter in {venv}: {SETUP.name} exited with {done.returncode}:\n"
+            + "\n".join(errors[-30:])
+        )
+    return venv / "bin"
+
+
+def peer_env() -> dict[str, str]:
+    """Our environment minus what would make upstream's python find our modules."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def end_group(process: subprocess.Popen, first: int = signal.SIGTERM, grace: float = 10) -> None:
+    """Signal the process group ``process`` leads, then SIGKILL it after ``grace`` seconds."""
+    try:
+        os.killpg(process.pid, first)
+        process.wait(grace)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextmanager
+def upstream_exporter(bin_dir: Path, log: Path, *extra: str, config: Path = CUSTOM_YAML) -> Iterator[str]:
+    """Upstream's `jmp run` serving ``config`` on a TCP port of 127.0.0.1; yields its address."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    command = [bin_dir / "jmp", "run", "--exporter-config", config, "--tls-grpc-listener", address]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*map(str, command), "--tls-grpc-insecure", *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=peer_env(),
+            cwd=log.parent,
+            start_new_session=True,  # its children end with it
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise PeerError(f"upstream `jmp run` exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise PeerError(
+                        f"upstream `jmp run` did not serve at {address} in {START_TIMEOUT} s:\n{log.read_text()}"
+                    ) from None
+                time.sleep(0.1)
+        yield address
+    finally:
+        end_group(process)
+
+
+def jmp_shell(
+    bin_dir: Path, address: str, command: list[str | Path], *extra: str, cwd: Path, timeout: float
+) -> subprocess.CompletedProcess:
+    """Run ``command`` under upstream's `jmp shell`, connected to the exporter at ``address``."""
+    args = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra, "--", *command]
+    process = subprocess.Popen(
+        list(map(str, args)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=peer_env(),
+        cwd=cwd,
+        start_new_session=True,  # so that a hung command is ended with the shell
+    )
+    try:
+        out, err = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(args, process.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        end_group(process, signal.SIGKILL)
+    out, err = process.communicate()
+    raise PeerError(f"jmp shell did not finish in {timeout:g} s; it printed:\n{out}{err}")
