@@ -95,17 +95,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jumpstarter", description="Hardware-in-the-loop test runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="serve the drivers of an ExporterConfig YAML")
-    run_parser.add_argument("config", help="ExporterConfig YAML file")
+    run_parser.add_argument("config", nargs="?", help="ExporterConfig YAML file")
     run_parser.add_argument(
         "--listen",
+        "--tls-grpc-listener",  # upstream's `jmp run` spelling, so a lab's command line carries over
         metavar="ADDRESS",
         help="HOST:PORT for TCP, or unix:///path; default: a unix socket in the user's runtime directory",
     )
+    # The rest of upstream's `jmp run --exporter-config FILE --tls-grpc-listener A --tls-grpc-insecure`.
+    run_parser.add_argument("--exporter-config", metavar="FILE", help="the ExporterConfig, as upstream names it")
+    run_parser.add_argument(
+        "--tls-grpc-insecure", action="store_true", help="accepted for upstream's command line: gRPC here is plain"
+    )
+    run_parser.add_argument("--tls-cert", help=argparse.SUPPRESS)
+    run_parser.add_argument("--tls-key", help=argparse.SUPPRESS)
     run_parser.add_argument(
         "--passphrase", help=f"require this passphrase from clients (or set {PASSPHRASE_ENV}); default: none"
     )
     run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
     args = parser.parse_args(argv)
+    if args.config and args.exporter_config:
+        parser.error(f"give the config once: {args.config!r} or --exporter-config {args.exporter_config!r}")
+    args.config = args.config or args.exporter_config
+    if not args.config:
+        parser.error("the ExporterConfig YAML file is required (jumpstarter run CONFIG)")
+    if args.tls_cert or args.tls_key:
+        parser.error("--tls-cert/--tls-key: this exporter serves plain gRPC only; tunnel the port for TLS")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

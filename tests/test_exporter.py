@@ -157,6 +157,34 @@ def test_seed_yaml_mistake_exits_2_with_a_suggestion(write):
     assert "Traceback" not in done.stderr
 
 
+def test_upstream_command_line_spelling_is_understood():
+    """`jmp run --exporter-config F --tls-grpc-listener A --tls-grpc-insecure` carries over as `jumpstarter run ...`."""
+    command = [sys.executable, "-m", "jumpstarter", "run", "--exporter-config", str(BOARD_YAML)]
+    command += ["--tls-grpc-listener", "127.0.0.1:0", "--tls-grpc-insecure", "--passphrase", "pw"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            line = process.stdout.readline()
+            assert line.startswith(f"jumpstarter: serving {BOARD_YAML} at 127.0.0.1:"), line
+            with connect(line.rsplit(" at ", 1)[1].strip(), passphrase="pw") as root:
+                assert root.board.add(1, 2) == 3
+        finally:
+            process.terminate()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([str(BOARD_YAML), "--exporter-config", str(BOARD_YAML)], "give the config once"),
+        (["--listen", "127.0.0.1:0"], "the ExporterConfig YAML file is required"),
+        ([str(BOARD_YAML), "--tls-cert", "c.pem", "--tls-key", "k.pem"], "serves plain gRPC only"),
+    ],
+)
+def test_command_line_mistakes_are_named(args, message):
+    done = subprocess.run([sys.executable, "-m", "jumpstarter", "run", *args], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_address_in_use_is_reported(exporter_process):
     first = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
     done = subprocess.run(
