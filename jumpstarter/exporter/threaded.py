@@ -7,6 +7,7 @@ leaner than an executor future chained to an asyncio future).
 ``iterate_in_thread``: a sync generator runs in a thread of its own instead of
 one thread hop per item; the loop wakes only when it is waiting for an item,
 and the generator runs at most ``LOOKAHEAD`` items ahead of what the call sent.
+Once that far ahead, it sleeps until half of them are taken, not after each one.
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ class _Handoff:
         while True:
             with self._cond:
                 if self._entries:
-                    self._cond.notify()
-                    return self._entries.popleft()
+                    entry = self._entries.popleft()
+                    if len(self._entries) <= self._limit // 2:  # a full producer resumes at half: fewer switches
+                        self._cond.notify()
+                    return entry
                 self._waiter = waiter = self._loop.create_future()
             await waiter
 
