@@ -161,6 +161,33 @@ def test_our_plugin_calls_upstream_exporter_with_passphrase(upstream, pytester, 
             refused.stderr.fnmatch_lines([f"*--exporter {address}: exporter at {address}*passphrase*"])
 
 
+OVERLAP_TESTS = """
+    import json, os, time
+
+    import pytest
+
+    @pytest.mark.parametrize("n", range(6))
+    def test_hold_the_board(board, n):
+        started = time.time()
+        assert board.wait(0.2) == 0.2
+        with open(os.environ["INTERVALS"], "a") as log:
+            log.write(json.dumps([started, time.time()]) + "\\n")
+"""
+
+
+def test_parallel_workers_never_share_an_upstream_exporter(upstream, pytester, tmp_path, monkeypatch):
+    """Upstream's exporter has no lease service: the workers of one machine take turns by lock file."""
+    intervals = tmp_path / "intervals.jsonl"
+    monkeypatch.setenv("INTERVALS", str(intervals))
+    pytester.makepyfile(test_hold=OVERLAP_TESTS)
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
+        result = pytester.runpytest_subprocess("--exporter", address, "-n", "3", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    held = sorted(json.loads(line) for line in intervals.read_text().splitlines())
+    assert len(held) == 6
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(held, held[1:], strict=False)), held
+
+
 def test_the_same_calls_pass_against_our_exporter(pytester, exporter_process):
     ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
     run_calls(pytester, ours.address).assert_outcomes(passed=CALL_TESTS)
