@@ -1,4 +1,5 @@
-"""``jumpstarter run CONFIG``: serve the drivers an ExporterConfig describes."""
+"""``jumpstarter run CONFIG`` serves the drivers an ExporterConfig describes; ``jumpstarter shell``
+runs a command connected to an exporter, as upstream's ``jmp shell`` does."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +17,7 @@ from anyio import to_thread
 
 from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL
-from jumpstarter.errors import ConfigError, ConnectError
+from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
 
@@ -91,6 +93,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def shell(args: argparse.Namespace) -> int:
+    """Check the exporter answers (and takes the passphrase), then run the command with it in the environment."""
+    from jumpstarter.client.connection import Connection
+    from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
+
+    passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
+    connection = Connection(args.address, passphrase)
+    try:
+        connection.wait_ready()
+        name = connection.report().labels.get(NAME_LABEL, "direct")
+    except (ConnectError, JumpstarterError) as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+    command = args.cmd or [os.environ.get("SHELL", "/bin/sh")]
+    # What upstream's `jmp shell` gives its command in direct mode, so that upstream's client works inside too
+    # (UNSAFE: it loads whichever client classes the exporter names; ours keeps its own allow list).
+    variables = {
+        JUMPSTARTER_HOST: args.address,
+        JMP_GRPC_INSECURE: "1",  # plain gRPC
+        "JMP_DRIVERS_ALLOW": "UNSAFE",
+        "JMP_EXPORTER": name,
+        "JMP_LEASE": "direct",
+    }
+    if passphrase:
+        variables[JMP_GRPC_PASSPHRASE] = passphrase
+    try:
+        return subprocess.call(command, env={**os.environ, **variables})
+    except OSError as exc:
+        print(f"jumpstarter: can't run {command[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jumpstarter", description="Hardware-in-the-loop test runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,7 +149,27 @@ def main(argv: list[str] | None = None) -> int:
         "--passphrase", help=f"require this passphrase from clients (or set {PASSPHRASE_ENV}); default: none"
     )
     run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
+    shell_parser = commands.add_parser(
+        "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
+    )
+    shell_parser.add_argument("address", nargs="?", help="HOST:PORT or unix:///path of a running exporter")
+    shell_parser.add_argument("--tls-grpc", metavar="ADDRESS", help="the address, in upstream's spelling")
+    shell_parser.add_argument("--tls-grpc-insecure", action="store_true", help="accepted: gRPC here is plain")
+    shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
+    shell_parser.usage = "jumpstarter shell [-h] [ADDRESS | --tls-grpc ADDRESS] [--passphrase P] [-- COMMAND ...]"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command: list[str] = []
+    if argv[:1] == ["shell"] and "--" in argv:  # what follows -- is the command, options and all
+        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args = parser.parse_args(argv)
+    args.cmd = command
+    if args.command == "shell":
+        if args.address and args.tls_grpc:
+            parser.error(f"give the address once: {args.address!r} or --tls-grpc {args.tls_grpc!r}")
+        args.address = args.address or args.tls_grpc
+        if not args.address:
+            parser.error("the exporter's address is required (jumpstarter shell HOST:PORT -- COMMAND)")
+        return shell(args)
     if args.config and args.exporter_config:
         parser.error(f"give the config once: {args.config!r} or --exporter-config {args.exporter_config!r}")
     args.config = args.config or args.exporter_config

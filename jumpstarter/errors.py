@@ -31,6 +31,10 @@ class ClientClassError(JumpstarterError, ImportError):
     """The exporter names a client class this side won't or can't load."""
 
 
+class EnvironmentVariableNotSetError(JumpstarterError, RuntimeError):
+    """A shell-provided variable (``JUMPSTARTER_HOST``) is missing; upstream's name for it."""
+
+
 class LeaseError(JumpstarterError):
     """The exporter is leased by someone else, or the lease this client held has ended."""
 

@@ -1,7 +1,8 @@
 """The plugin's settings: each has a command-line option, an ini key and an environment variable.
 
 Precedence: command line > environment > ini file; for the settings in PER_TEST, a
-``@pytest.mark.jumpstarter(...)`` marker beats them all.
+``@pytest.mark.jumpstarter(...)`` marker beats them all. Last come the variables a `jmp shell`
+(upstream's or ours) gives its command: `jmp shell ... -- pytest` tests the shell's exporter.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -21,6 +24,7 @@ class Setting:
     help: str
     kind: str = "string"  # "string", "list" or "bool"
     default: object = None
+    shell_env: str = ""  # the variable a surrounding `jmp shell` sets, used when nothing else is
 
     @property
     def dest(self) -> str:
@@ -32,15 +36,17 @@ EXPORTERS = Setting(
     "jumpstarter_exporters",
     "JUMPSTARTER_EXPORTERS",
     "an exporter to test with: an ExporterConfig YAML (started by the plugin) or the address of a running "
-    "exporter (HOST:PORT, unix:///path). Repeatable.",
+    "exporter (HOST:PORT, unix:///path). Repeatable. Inside `jmp shell`: the shell's exporter.",
     kind="list",
     default=(),
+    shell_env=JUMPSTARTER_HOST,
 )
 PASSPHRASE = Setting(
     "--exporter-passphrase",
     "jumpstarter_passphrase",
     "JUMPSTARTER_PASSPHRASE",
     "passphrase for exporters given by address, and required by exporters the plugin starts",
+    shell_env=JMP_GRPC_PASSPHRASE,
 )
 MODE = Setting(
     "--exporter-mode",
@@ -129,6 +135,9 @@ def resolve(config: pytest.Config, s: Setting) -> tuple[object, str]:
             base = config.inipath.parent if config.inipath else config.rootpath
             return tuple(_relative_to(v, base) for v in ini), f"ini {s.ini}"
         return ini, f"ini {s.ini}"
+    shell = os.environ.get(s.shell_env, "").strip() if s.shell_env else ""
+    if shell:
+        return ((shell,) if s.kind == "list" else shell), f"env {s.shell_env} (jmp shell)"
     return s.default, "default"
 
 

@@ -303,3 +303,43 @@ def test_exporter_that_fails_to_start_reports_its_output(write):
     config = write("custom.yaml", SEED_YAML)
     with pytest.raises(ExporterStartError, match=r"(?s)exited with code 2:.*did you mean 'jumpstarter_custom_driver"):
         ExporterProcess.start(config)
+
+
+def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_path):
+    """`jumpstarter shell ADDRESS -- COMMAND`: env() inside reaches the exporter; the command's exit code is kept."""
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, sys\n"
+        "from jumpstarter.utils.env import env\n"
+        "with env() as client:\n"
+        "    print(client.board.add(2, 3), os.environ['JMP_EXPORTER'], os.environ['JMP_GRPC_INSECURE'])\n"
+        "sys.exit(3)\n"
+    )
+    command = [sys.executable, "-m", "jumpstarter", "shell", exporter.address, "--passphrase", "pw"]
+    done = subprocess.run([*command, "--", sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (3, "5 demo 1\n"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], 2, "the exporter's address is required"),
+        (["127.0.0.1:1", "--tls-grpc", "127.0.0.1:2"], 2, "give the address once"),
+        (["127.0.0.1:1", "--", "true"], 1, "no exporter answers at 127.0.0.1:1"),
+    ],
+)
+def test_shell_mistakes_are_named(args, code, message):
+    done = subprocess.run([sys.executable, "-m", "jumpstarter", "shell", *args], capture_output=True, text=True)
+    assert done.returncode == code
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_env_outside_a_shell_says_what_to_do(monkeypatch):
+    from jumpstarter.errors import EnvironmentVariableNotSetError
+    from jumpstarter.utils.env import env
+
+    monkeypatch.delenv("JUMPSTARTER_HOST", raising=False)
+    with pytest.raises(EnvironmentVariableNotSetError, match="JUMPSTARTER_HOST is not set: run this inside"):
+        with env():
+            pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,15 @@ def jmp_shell(bin_dir: Path, address: str, *extra: str, cwd: Path) -> subprocess
     script = [bin_dir / "python", HERE / "upstream_client.py"]
     try:
         return peer.jmp_shell(bin_dir, address, script, *extra, cwd=cwd, timeout=SHELL_TIMEOUT)
+    except PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def our_shell(address: str, command: list, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``command`` under our `jumpstarter shell`, connected to ``address``."""
+    args = [sys.executable, "-m", "jumpstarter", "shell", address, *extra, "--", *command]
+    try:
+        return peer.run_group(args, env=peer.peer_env(), cwd=cwd, timeout=SHELL_TIMEOUT)
     except PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -134,6 +144,63 @@ def test_upstream_client_is_refused_while_our_lease_is_held(upstream, exporter_p
         assert holder in results[key]["message"], key
     # A refused byte stream: upstream's client loses the reason and reports the ended call.
     assert results["stream"]["error"] == "InvalidStateError"
+
+
+def test_upstream_client_inside_our_shell(upstream, exporter_process, tmp_path):
+    """`jumpstarter shell` gives its command what upstream's `jmp shell` gives, so upstream's env() works in it."""
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0", "--passphrase", "s3cret")
+    script = [upstream / "python", HERE / "upstream_client.py"]
+    assert_upstream_saw_our_drivers(results_of(our_shell(ours.address, script, "--passphrase", "s3cret", cwd=tmp_path)))
+    refused = our_shell(ours.address, script, "--passphrase", "wrong", cwd=tmp_path)
+    assert refused.returncode == 1 and "RESULTS" not in refused.stdout
+    assert f"exporter at {ours.address} refused the passphrase" in refused.stderr
+
+
+@pytest.mark.parametrize("exporter", ["ours", "upstream"])
+def test_upstream_style_script_runs_unchanged_with_our_client(upstream, exporter_process, tmp_path, exporter):
+    """The same script, under our python: our env() in our shell, against our exporter and upstream's."""
+    script = [sys.executable, HERE / "upstream_client.py"]
+    if exporter == "ours":
+        ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
+        results = results_of(our_shell(ours.address, script, cwd=tmp_path))
+    else:
+        with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
+            results = results_of(our_shell(address, script, cwd=tmp_path))
+    assert results["client"] == "jumpstarter.client.base.CompositeClient"
+    assert_upstream_saw_our_drivers({**results, "client": "jumpstarter_driver_composite.client.CompositeClient"})
+    ints = exporter == "ours"  # exact between ours; floats, equal in value, from upstream's exporter
+    assert type(results["add"]["value"]) is (int if ints else float) and results["add"]["value"] == 5
+    kinds = {key: results[f"raises_{key}"]["error"] for key in ("value", "notimplemented", "timeout", "other")}
+    assert kinds == {
+        "value": "DriverInvalidArgument",
+        "notimplemented": "DriverNotImplemented",
+        "timeout": "DriverTimeout",
+        "other": "DriverError",
+    }
+    assert results["not_found"]["error"] == "MethodNotFound"
+
+
+@pytest.mark.parametrize("exporter", ["ours", "upstream"])
+def test_our_pytest_inside_upstream_jmp_shell_tests_the_shells_exporter(upstream, exporter_process, pytester, exporter):
+    """`jmp shell ... -- pytest`: with no --exporter, the plugin takes the shell's exporter and passphrase."""
+    pytester.makepyfile(test_calls=(HERE / "calls_from_pytest.py").read_text())
+    pytest_command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", pytester.path]
+    if exporter == "ours":
+        address = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw").address
+        shell = jmp_shell_command(upstream, address, pytest_command, pytester.path)
+    else:
+        with upstream_exporter(upstream, pytester.path / "jmp-run.log", "--passphrase", "pw") as address:
+            shell = jmp_shell_command(upstream, address, pytest_command, pytester.path)
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert f"jumpstarter: exporters from env JUMPSTARTER_HOST (jmp shell):\n  {address}: custom, board" in shell.stdout
+    assert f"{CALL_TESTS} passed" in shell.stdout
+
+
+def jmp_shell_command(upstream: Path, address: str, command: list, cwd: Path) -> subprocess.CompletedProcess:
+    try:
+        return peer.jmp_shell(upstream, address, command, "--passphrase", "pw", cwd=cwd, timeout=120)
+    except PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # Our client and pytest plugin -> upstream's exporter -------------------------------------------------

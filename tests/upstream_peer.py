@@ -110,15 +110,20 @@ def jmp_shell(
 ) -> subprocess.CompletedProcess:
     """Run ``command`` under upstream's `jmp shell`, connected to the exporter at ``address``."""
     args = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra, "--", *command]
+    return run_group(args, env=peer_env(), cwd=cwd, timeout=timeout)
+
+
+def run_group(args: list[str | Path], *, env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``args`` to the end, output captured; after ``timeout`` s, kill it with all it started (PeerError)."""
     process = subprocess.Popen(
         list(map(str, args)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
-        env=peer_env(),
+        env=env,
         cwd=cwd,
-        start_new_session=True,  # so that a hung command is ended with the shell
+        start_new_session=True,
     )
     try:
         out, err = process.communicate(timeout=timeout)
@@ -126,4 +131,4 @@ def jmp_shell(
     except subprocess.TimeoutExpired:
         end_group(process, signal.SIGKILL)
     out, err = process.communicate()
-    raise PeerError(f"jmp shell did not finish in {timeout:g} s; it printed:\n{out}{err}")
+    raise PeerError(f"{Path(args[0]).name} {args[1]} did not finish in {timeout:g} s; it printed:\n{out}{err}")

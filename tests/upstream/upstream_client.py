@@ -1,12 +1,14 @@
-"""Run by upstream Jumpstarter's python inside `jmp shell`: drive an exporter through upstream's own client.
+"""A script as upstream's users write them: run inside a `jmp shell` (upstream's or our `jumpstarter shell`)
+by upstream's python or ours, it drives the shell's exporter through that python's client.
 
-Prints one JSON object: for each call, the value that came back or the exception upstream raised
+Prints one JSON object: for each call, the value that came back or the exception the client raised
 (its class, the names of its bases, its message). tests/test_upstream.py asserts on it.
 """
 
 import json
 
 from anyio import EndOfStream
+
 from jumpstarter.utils.env import env
 
 
@@ -24,7 +26,10 @@ def console(board):
         for chunk in (b"ping", b"\x00\xffbinary"):
             stream.send(chunk)
             echoed.append(stream.receive().decode("latin-1"))
-        stream.portal.call(stream.stream.send_eof)  # upstream's BlockingStream has no send_eof of its own
+        if hasattr(stream, "send_eof"):
+            stream.send_eof()
+        else:  # upstream's BlockingStream has no send_eof of its own
+            stream.portal.call(stream.stream.send_eof)
         try:
             stream.receive()
             ended = False

@@ -1,0 +1,1 @@
+"""Helpers under upstream Jumpstarter's names (``jumpstarter.utils.env``)."""
