@@ -48,8 +48,9 @@ def install_upstream(venv: Path | None = None, env: dict[str, str] | None = None
 
 
 def peer_env() -> dict[str, str]:
-    """Our environment minus what would make upstream's python find our modules."""
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    """Our environment minus what would make upstream's python find our modules; wide lines for its logs."""
+    keep = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return {**keep, "COLUMNS": "200"}  # upstream logs through rich, which wraps at the terminal's width
 
 
 def free_port() -> int:
