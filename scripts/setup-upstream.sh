@@ -21,7 +21,10 @@ if [ -x "$venv/bin/jmp" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
 fi
 echo "setup-upstream: installing upstream Jumpstarter and the example drivers into $venv" >&2
 rm -f "$stamp"
-[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+if ! "$venv/bin/python" -c '' 2>/dev/null; then  # missing, or made by a python that is gone
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+fi
 pip="env PIP_DISABLE_PIP_VERSION_CHECK=1 $venv/bin/python -m pip install --quiet"
 $pip -r tests/upstream/requirements.txt
 for example in examples/*/pyproject.toml; do
