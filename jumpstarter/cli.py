@@ -127,6 +127,18 @@ def shell(args: argparse.Namespace) -> int:
         return 127
 
 
+PLAIN_HELP = "with upstream's --tls-grpc* options: plain gRPC, the only kind this runtime speaks"
+
+
+def _refuse_implied_tls(parser: argparse.ArgumentParser, address: str | None, insecure: bool, option: str) -> None:
+    """Upstream reads ``option`` without --tls-grpc-insecure as TLS: never answer that with plain gRPC."""
+    if address and not insecure:
+        parser.error(
+            f"{option} without --tls-grpc-insecure asks for TLS, which this runtime does not speak; add "
+            "--tls-grpc-insecure for plain gRPC (on a trusted network, or through a tunnel)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jumpstarter", description="Hardware-in-the-loop test runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,15 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("config", nargs="?", help="ExporterConfig YAML file")
     run_parser.add_argument(
         "--listen",
-        "--tls-grpc-listener",  # upstream's `jmp run` spelling, so a lab's command line carries over
         metavar="ADDRESS",
         help="HOST:PORT for TCP, or unix:///path; default: a unix socket in the user's runtime directory",
     )
-    # The rest of upstream's `jmp run --exporter-config FILE --tls-grpc-listener A --tls-grpc-insecure`.
+    # Upstream's `jmp run --exporter-config FILE --tls-grpc-listener A --tls-grpc-insecure`, so a lab's
+    # command line carries over.
     run_parser.add_argument("--exporter-config", metavar="FILE", help="the ExporterConfig, as upstream names it")
-    run_parser.add_argument(
-        "--tls-grpc-insecure", action="store_true", help="accepted for upstream's command line: gRPC here is plain"
-    )
+    run_parser.add_argument("--tls-grpc-listener", metavar="ADDRESS", help="--listen, as upstream names it")
+    run_parser.add_argument("--tls-grpc-insecure", action="store_true", help=PLAIN_HELP)
     run_parser.add_argument("--tls-cert", help=argparse.SUPPRESS)
     run_parser.add_argument("--tls-key", help=argparse.SUPPRESS)
     run_parser.add_argument(
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     shell_parser.add_argument("address", nargs="?", help="HOST:PORT or unix:///path of a running exporter")
     shell_parser.add_argument("--tls-grpc", metavar="ADDRESS", help="the address, in upstream's spelling")
-    shell_parser.add_argument("--tls-grpc-insecure", action="store_true", help="accepted: gRPC here is plain")
+    shell_parser.add_argument("--tls-grpc-insecure", action="store_true", help=PLAIN_HELP)
     shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
     shell_parser.usage = "jumpstarter shell [-h] [ADDRESS | --tls-grpc ADDRESS] [--passphrase P] [-- COMMAND ...]"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -166,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shell":
         if args.address and args.tls_grpc:
             parser.error(f"give the address once: {args.address!r} or --tls-grpc {args.tls_grpc!r}")
+        _refuse_implied_tls(parser, args.tls_grpc, args.tls_grpc_insecure, "--tls-grpc")
         args.address = args.address or args.tls_grpc
         if not args.address:
             parser.error("the exporter's address is required (jumpstarter shell HOST:PORT -- COMMAND)")
@@ -177,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the ExporterConfig YAML file is required (jumpstarter run CONFIG)")
     if args.tls_cert or args.tls_key:
         parser.error("--tls-cert/--tls-key: this exporter serves plain gRPC only; tunnel the port for TLS")
+    if args.listen and args.tls_grpc_listener:
+        parser.error(
+            f"give the address once: --listen {args.listen!r} or --tls-grpc-listener {args.tls_grpc_listener!r}"
+        )
+    _refuse_implied_tls(parser, args.tls_grpc_listener, args.tls_grpc_insecure, "--tls-grpc-listener")
+    args.listen = args.listen or args.tls_grpc_listener
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

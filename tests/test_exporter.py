@@ -177,6 +177,8 @@ def test_upstream_command_line_spelling_is_understood():
         ([str(BOARD_YAML), "--exporter-config", str(BOARD_YAML)], "give the config once"),
         (["--listen", "127.0.0.1:0"], "the ExporterConfig YAML file is required"),
         ([str(BOARD_YAML), "--tls-cert", "c.pem", "--tls-key", "k.pem"], "serves plain gRPC only"),
+        ([str(BOARD_YAML), "--tls-grpc-listener", "127.0.0.1:0"], "without --tls-grpc-insecure asks for TLS"),
+        ([str(BOARD_YAML), "--listen", "a:1", "--tls-grpc-listener", "b:2", "--tls-grpc-insecure"], "address once"),
     ],
 )
 def test_command_line_mistakes_are_named(args, message):
@@ -327,6 +329,7 @@ def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_pa
         ([], 2, "the exporter's address is required"),
         (["127.0.0.1:1", "--tls-grpc", "127.0.0.1:2"], 2, "give the address once"),
         (["127.0.0.1:1", "--", "true"], 1, "no exporter answers at 127.0.0.1:1"),
+        (["--tls-grpc", "127.0.0.1:1", "--", "true"], 2, "--tls-grpc without --tls-grpc-insecure asks for TLS"),
     ],
 )
 def test_shell_mistakes_are_named(args, code, message):
