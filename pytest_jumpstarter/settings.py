@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
+from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST, tls_refusal
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,8 @@ def resolve(config: pytest.Config, s: Setting) -> tuple[object, str]:
             return tuple(_relative_to(v, base) for v in ini), f"ini {s.ini}"
         return ini, f"ini {s.ini}"
     shell = os.environ.get(s.shell_env, "").strip() if s.shell_env else ""
+    if shell and s.shell_env == JUMPSTARTER_HOST and tls_refusal(shell):
+        raise pytest.UsageError(f"{JUMPSTARTER_HOST}: {tls_refusal(shell)}")
     if shell:
         return ((shell,) if s.kind == "list" else shell), f"env {s.shell_env} (jmp shell)"
     return s.default, "default"

@@ -346,3 +346,13 @@ def test_env_outside_a_shell_says_what_to_do(monkeypatch):
     with pytest.raises(EnvironmentVariableNotSetError, match="JUMPSTARTER_HOST is not set: run this inside"):
         with env():
             pass
+
+
+def test_env_refuses_a_tls_shell_rather_than_speak_plain_grpc_to_it(monkeypatch):
+    from jumpstarter.utils.env import env
+
+    monkeypatch.setenv("JUMPSTARTER_HOST", "lab-7:7777")
+    monkeypatch.delenv("JMP_GRPC_INSECURE", raising=False)
+    with pytest.raises(ConnectError, match="at lab-7:7777 speaks TLS .*start the shell with --tls-grpc-insecure"):
+        with env():
+            pass

@@ -336,3 +336,18 @@ def test_failing_report_under_xdist_shows_the_exporter_log(pytester):
     result.stdout.fnmatch_lines(
         ["*- jumpstarter calls -*", "board.power.on() -> None*", "*- exporter demo log -*", "*power on*"]
     )
+
+
+def test_exporter_of_a_surrounding_shell_is_used_and_a_tls_one_refused(pytester, monkeypatch):
+    pytester.makepyfile("def test_board(board):\n    assert board.add(2, 3) == 5\n")
+    with ExporterProcess.start(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw") as running:
+        monkeypatch.setenv("JUMPSTARTER_HOST", running.address)
+        monkeypatch.setenv("JMP_GRPC_PASSPHRASE", "pw")
+        monkeypatch.setenv("JMP_GRPC_INSECURE", "1")
+        result = pytester.runpytest_subprocess()
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["jumpstarter: exporters from env JUMPSTARTER_HOST (jmp shell):"])
+        monkeypatch.delenv("JMP_GRPC_INSECURE")
+        tls = pytester.runpytest_subprocess()
+        assert tls.ret == pytest.ExitCode.USAGE_ERROR
+        tls.stderr.fnmatch_lines([f"*JUMPSTARTER_HOST: the shell's exporter at {running.address} speaks TLS*"])

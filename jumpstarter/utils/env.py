@@ -21,12 +21,25 @@ JMP_GRPC_PASSPHRASE = "JMP_GRPC_PASSPHRASE"
 JMP_GRPC_INSECURE = "JMP_GRPC_INSECURE"
 
 
+def tls_refusal(host: str) -> str | None:
+    """Why the shell's exporter can't be reached with plain gRPC, or None when it can.
+
+    Upstream's `jmp shell` sets JMP_GRPC_INSECURE=1 for plain gRPC; without it, a TCP exporter speaks TLS.
+    """
+    if os.environ.get(JMP_GRPC_INSECURE) == "1" or host.startswith(("unix:", "/", "./")):
+        return None
+    return (
+        f"the shell's exporter at {host} speaks TLS ({JMP_GRPC_INSECURE} is not 1), and this runtime speaks "
+        "plain gRPC only: start the shell with --tls-grpc-insecure"
+    )
+
+
 @contextmanager
 def env() -> Iterator[DriverClient]:
     """The root client of the exporter at ``$JUMPSTARTER_HOST``; closed when the block ends."""
     # Imported here: the pytest plugin reads this module's names and must not load grpc until configured.
     from jumpstarter.client.tree import connect
-    from jumpstarter.errors import EnvironmentVariableNotSetError
+    from jumpstarter.errors import ConnectError, EnvironmentVariableNotSetError
 
     host = os.environ.get(JUMPSTARTER_HOST, "").strip()
     if not host:
@@ -34,5 +47,8 @@ def env() -> Iterator[DriverClient]:
             f"{JUMPSTARTER_HOST} is not set: run this inside `jumpstarter shell ADDRESS -- ...` or upstream's "
             "`jmp shell`, or connect with jumpstarter.client.connect(address)"
         )
+    refusal = tls_refusal(host)
+    if refusal:
+        raise ConnectError(refusal)
     with connect(host, passphrase=os.environ.get(JMP_GRPC_PASSPHRASE) or None) as client:
         yield client
