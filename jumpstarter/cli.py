@@ -54,11 +54,12 @@ def exporter_labels(config: ExporterConfig) -> dict[str, str]:
     return {NAME_LABEL: name, **config.labels} if name else dict(config.labels)
 
 
-async def _run(config: ExporterConfig, address: str, passphrase: str | None) -> None:
+async def _run(config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None) -> None:
     root = await to_thread.run_sync(config.instantiate)
     try:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with serving(root, address, passphrase=passphrase, labels=exporter_labels(config)) as where:
+            labels = exporter_labels(config)
+            async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls) as where:
                 print(f"{READY} {config.source} at {where}", flush=True)
                 async for signum in signals:
                     print(f"jumpstarter: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
@@ -83,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
         address = f"unix://{socket}"
     passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
     try:
-        anyio.run(_run, config, address, passphrase)
+        tls = _read_tls(args.tls_cert, args.tls_key)
+    except OSError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 2
+    try:
+        anyio.run(_run, config, address, passphrase, tls)
     except ConfigError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2
@@ -93,13 +99,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_tls(cert: str | None, key: str | None) -> tuple[bytes, bytes] | None:
+    """The certificate chain and private key (PEM) to serve TLS with, or None."""
+    if not cert or not key:
+        return None
+    files = []
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise OSError(f"{option} {path}: {exc.strerror}") from None
+        if b"-----BEGIN " not in data:
+            raise OSError(f"{option} {path}: not a PEM file (no '-----BEGIN' line)")
+        files.append(data)
+    return files[0], files[1]
+
+
 def shell(args: argparse.Namespace) -> int:
     """Check the exporter answers (and takes the passphrase), then run the command with it in the environment."""
     from jumpstarter.client.connection import Connection
     from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
 
     passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
-    connection = Connection(args.address, passphrase)
+    tls = args.tls_ca or bool(args.tls_grpc and not args.tls_grpc_insecure)
+    try:
+        connection = Connection(args.address, passphrase, tls)
+    except ConnectError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 2
     try:
         connection.wait_ready()
         name = connection.report().labels.get(NAME_LABEL, "direct")
@@ -111,13 +138,12 @@ def shell(args: argparse.Namespace) -> int:
     command = args.cmd or [os.environ.get("SHELL", "/bin/sh")]
     # What upstream's `jmp shell` gives its command in direct mode, so that upstream's client works inside too
     # (UNSAFE: it loads whichever client classes the exporter names; ours keeps its own allow list).
-    variables = {
-        JUMPSTARTER_HOST: args.address,
-        JMP_GRPC_INSECURE: "1",  # plain gRPC
-        "JMP_DRIVERS_ALLOW": "UNSAFE",
-        "JMP_EXPORTER": name,
-        "JMP_LEASE": "direct",
-    }
+    variables = {JUMPSTARTER_HOST: args.address, "JMP_DRIVERS_ALLOW": "UNSAFE", "JMP_EXPORTER": name}
+    variables["JMP_LEASE"] = "direct"
+    if not tls:
+        variables[JMP_GRPC_INSECURE] = "1"  # plain gRPC; without it, clients speak TLS
+    if args.tls_ca:  # grpc's own variable: every grpc client inside, ours or upstream's, trusts this CA
+        variables["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(Path(args.tls_ca).resolve())
     if passphrase:
         variables[JMP_GRPC_PASSPHRASE] = passphrase
     try:
@@ -125,18 +151,6 @@ def shell(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"jumpstarter: can't run {command[0]!r}: {exc.strerror}", file=sys.stderr)
         return 127
-
-
-PLAIN_HELP = "with upstream's --tls-grpc* options: plain gRPC, the only kind this runtime speaks"
-
-
-def _refuse_implied_tls(parser: argparse.ArgumentParser, address: str | None, insecure: bool, option: str) -> None:
-    """Upstream reads ``option`` without --tls-grpc-insecure as TLS: never answer that with plain gRPC."""
-    if address and not insecure:
-        parser.error(
-            f"{option} without --tls-grpc-insecure asks for TLS, which this runtime does not speak; add "
-            "--tls-grpc-insecure for plain gRPC (on a trusted network, or through a tunnel)"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     # command line carries over.
     run_parser.add_argument("--exporter-config", metavar="FILE", help="the ExporterConfig, as upstream names it")
     run_parser.add_argument("--tls-grpc-listener", metavar="ADDRESS", help="--listen, as upstream names it")
-    run_parser.add_argument("--tls-grpc-insecure", action="store_true", help=PLAIN_HELP)
-    run_parser.add_argument("--tls-cert", help=argparse.SUPPRESS)
-    run_parser.add_argument("--tls-key", help=argparse.SUPPRESS)
+    run_parser.add_argument("--tls-grpc-insecure", action="store_true", help="serve plain gRPC (no TLS)")
+    run_parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    run_parser.add_argument("--tls-key", metavar="FILE", help="the private key (PEM) of --tls-cert")
     run_parser.add_argument(
         "--passphrase", help=f"require this passphrase from clients (or set {PASSPHRASE_ENV}); default: none"
     )
@@ -164,10 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
     )
     shell_parser.add_argument("address", nargs="?", help="HOST:PORT or unix:///path of a running exporter")
-    shell_parser.add_argument("--tls-grpc", metavar="ADDRESS", help="the address, in upstream's spelling")
-    shell_parser.add_argument("--tls-grpc-insecure", action="store_true", help=PLAIN_HELP)
+    shell_parser.add_argument(
+        "--tls-grpc", metavar="ADDRESS", help="the address of an exporter serving TLS (as upstream spells it)"
+    )
+    shell_parser.add_argument("--tls-grpc-insecure", action="store_true", help="with --tls-grpc: plain gRPC instead")
+    shell_parser.add_argument(
+        "--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM); default: the system's CAs"
+    )
     shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
-    shell_parser.usage = "jumpstarter shell [-h] [ADDRESS | --tls-grpc ADDRESS] [--passphrase P] [-- COMMAND ...]"
+    shell_parser.usage = (
+        "jumpstarter shell [-h] [ADDRESS | --tls-grpc ADDRESS [--tls-grpc-insecure]] [--tls-ca FILE] "
+        "[--passphrase P] [-- COMMAND ...]"
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     command: list[str] = []
     if argv[:1] == ["shell"] and "--" in argv:  # what follows -- is the command, options and all
@@ -177,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shell":
         if args.address and args.tls_grpc:
             parser.error(f"give the address once: {args.address!r} or --tls-grpc {args.tls_grpc!r}")
-        _refuse_implied_tls(parser, args.tls_grpc, args.tls_grpc_insecure, "--tls-grpc")
+        if args.tls_grpc_insecure and args.tls_ca:
+            parser.error("--tls-grpc-insecure (plain gRPC) and --tls-ca (TLS) contradict each other")
         args.address = args.address or args.tls_grpc
         if not args.address:
             parser.error("the exporter's address is required (jumpstarter shell HOST:PORT -- COMMAND)")
@@ -187,13 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     args.config = args.config or args.exporter_config
     if not args.config:
         parser.error("the ExporterConfig YAML file is required (jumpstarter run CONFIG)")
-    if args.tls_cert or args.tls_key:
-        parser.error("--tls-cert/--tls-key: this exporter serves plain gRPC only; tunnel the port for TLS")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("TLS needs both --tls-cert and --tls-key")
+    if args.tls_cert and args.tls_grpc_insecure:
+        parser.error("--tls-grpc-insecure (plain gRPC) and --tls-cert/--tls-key (TLS) contradict each other")
     if args.listen and args.tls_grpc_listener:
-        parser.error(
-            f"give the address once: --listen {args.listen!r} or --tls-grpc-listener {args.tls_grpc_listener!r}"
-        )
-    _refuse_implied_tls(parser, args.tls_grpc_listener, args.tls_grpc_insecure, "--tls-grpc-listener")
+        both = f"--listen {args.listen!r} or --tls-grpc-listener {args.tls_grpc_listener!r}"
+        parser.error(f"give the address once: {both}")
+    if args.tls_grpc_listener and not (args.tls_grpc_insecure or args.tls_cert):
+        parser.error("--tls-grpc-listener serves TLS: give --tls-cert and --tls-key, or --tls-grpc-insecure for plain")
+    if args.tls_cert and not (args.listen or args.tls_grpc_listener):
+        parser.error("--tls-cert/--tls-key need a TCP address: --listen HOST:PORT")
     args.listen = args.listen or args.tls_grpc_listener
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jumpstarter.client import DriverClient, connect
+from jumpstarter.client.connection import TLS
 from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL
@@ -18,8 +19,8 @@ from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 class Exporter:
     """One exporter of the session; ``client()`` connects (and starts it) on first use."""
 
-    def __init__(self, spec: str, passphrase: str | None) -> None:
-        self.spec, self.passphrase = spec, passphrase
+    def __init__(self, spec: str, passphrase: str | None, tls: TLS = False) -> None:
+        self.spec, self.passphrase, self.tls = spec, passphrase, tls
         self.name = spec
         self.exports: list[str] = []
         self.labels: dict[str, str] = {}
@@ -42,7 +43,7 @@ class Exporter:
         return self.client().connection.address
 
     def _open(self):
-        return connect(self.spec, passphrase=self.passphrase)
+        return connect(self.spec, passphrase=self.passphrase, tls=self.tls)
 
     def provides(self, export: str | None) -> bool:
         return export is None or export in self.exports
@@ -81,6 +82,7 @@ class Exporter:
             "spec": self.spec,
             "name": self.name,
             "address": address,
+            "tls": self.tls,
             "exports": self.exports,
             "labels": self.labels,
             "failure": failure or self.failure(),
@@ -101,8 +103,8 @@ class Exporter:
 class AddressExporter(Exporter):
     """An exporter that already runs; its exports and labels are read from it at start-up."""
 
-    def __init__(self, spec: str, passphrase: str | None) -> None:
-        super().__init__(spec, passphrase)
+    def __init__(self, spec: str, passphrase: str | None, tls: TLS = False) -> None:
+        super().__init__(spec, passphrase, tls)
         root = self.client()
         self.exports = list(root.children)
         self.labels = dict(root.connection.report().labels)
@@ -113,14 +115,14 @@ class RemoteExporter(Exporter):
     """In an xdist worker: an exporter the controlling process started or reached, by its handoff."""
 
     def __init__(self, handoff: dict[str, Any], passphrase: str | None) -> None:
-        super().__init__(handoff["spec"], passphrase)
+        super().__init__(handoff["spec"], passphrase, handoff["tls"])
         self.name, self.exports, self.labels = handoff["name"], handoff["exports"], handoff["labels"]
         self._address, self.gone = handoff["address"], handoff["failure"]
 
     def _open(self):
         if self.gone:
             raise ConnectError(self.gone)
-        return connect(self._address, passphrase=self.passphrase)
+        return connect(self._address, passphrase=self.passphrase, tls=self.tls)
 
 
 class YamlExporter(Exporter):

@@ -99,7 +99,7 @@ class Lab:
         from pytest_jumpstarter.lab import AddressExporter, RemoteExporter, YamlExporter, is_yaml, unique_names
         from pytest_jumpstarter.pool import Pool
 
-        mode, passphrase = self.values["mode"], self.values["passphrase"] or None
+        mode, passphrase, tls = self.values["mode"], self.values["passphrase"] or None, self._tls()
         self.scope = self._choice("lease_scope", settings.SCOPES)
         self._choice("mode", settings.MODES)
         timeout = self._seconds("start_timeout", self.values["start_timeout"])
@@ -110,7 +110,7 @@ class Lab:
         for spec in self.values["exporters"] if handoffs is None else ():
             try:
                 exporter = YamlExporter(spec, passphrase, mode, timeout) if is_yaml(spec) else None
-                exporter = exporter or AddressExporter(spec, passphrase)
+                exporter = exporter or AddressExporter(spec, passphrase, tls)
             except (JumpstarterError, OSError) as exc:
                 self.close()
                 raise pytest.UsageError(f"jumpstarter: --exporter {spec}: {exc}") from None
@@ -124,6 +124,22 @@ class Lab:
         fixtures.exporter = pytest.fixture(name="exporter", scope=self.scope)(self._root_fixture())
         self.config.pluginmanager.register(fixtures, "jumpstarter-exports")
         self._add_export_fixtures([n for e in self.exporters for n in e.exports])
+
+    def _tls(self):
+        """How exporters given by address are reached: False (plain gRPC), True (system CAs) or a CA file."""
+        from jumpstarter.utils.env import JUMPSTARTER_HOST, shell_tls
+
+        value = self.values["tls"] or ""
+        if not value:  # a TLS `jmp shell` around pytest: its exporter speaks TLS
+            shell = self.sources["exporters"].startswith(f"env {JUMPSTARTER_HOST}")
+            return shell and shell_tls(self.values["exporters"][0])
+        if value == "system":
+            return True
+        if not os.path.isfile(value):
+            raise pytest.UsageError(
+                f"jumpstarter: --exporter-tls {value} ({self.sources['tls']}): no such CA certificate file"
+            )
+        return os.path.abspath(value)
 
     def _choice(self, key: str, allowed: tuple[str, ...]) -> str:
         value = self.values[key]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST, tls_refusal
+from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,13 @@ PASSPHRASE = Setting(
     "JUMPSTARTER_PASSPHRASE",
     "passphrase for exporters given by address, and required by exporters the plugin starts",
     shell_env=JMP_GRPC_PASSPHRASE,
+)
+TLS = Setting(
+    "--exporter-tls",
+    "jumpstarter_tls",
+    "JUMPSTARTER_TLS",
+    "reach exporters given by address over TLS, trusting this CA certificate (PEM), or 'system' for the "
+    "system's CAs; default: plain gRPC (inside a TLS `jmp shell`: TLS)",
 )
 MODE = Setting(
     "--exporter-mode",
@@ -92,7 +99,7 @@ MATRIX = Setting(
     kind="bool",
     default=False,
 )
-SETTINGS = (EXPORTERS, PASSPHRASE, MODE, LOG, START_TIMEOUT, LEASE_TIMEOUT, LEASE_SCOPE, MATRIX)
+SETTINGS = (EXPORTERS, PASSPHRASE, TLS, MODE, LOG, START_TIMEOUT, LEASE_TIMEOUT, LEASE_SCOPE, MATRIX)
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout")
 MODES = ("subprocess", "inprocess")
@@ -136,8 +143,6 @@ def resolve(config: pytest.Config, s: Setting) -> tuple[object, str]:
             return tuple(_relative_to(v, base) for v in ini), f"ini {s.ini}"
         return ini, f"ini {s.ini}"
     shell = os.environ.get(s.shell_env, "").strip() if s.shell_env else ""
-    if shell and s.shell_env == JUMPSTARTER_HOST and tls_refusal(shell):
-        raise pytest.UsageError(f"{JUMPSTARTER_HOST}: {tls_refusal(shell)}")
     if shell:
         return ((shell,) if s.kind == "list" else shell), f"env {s.shell_env} (jmp shell)"
     return s.default, "default"

@@ -176,8 +176,16 @@ def test_upstream_command_line_spelling_is_understood():
     [
         ([str(BOARD_YAML), "--exporter-config", str(BOARD_YAML)], "give the config once"),
         (["--listen", "127.0.0.1:0"], "the ExporterConfig YAML file is required"),
-        ([str(BOARD_YAML), "--tls-cert", "c.pem", "--tls-key", "k.pem"], "serves plain gRPC only"),
-        ([str(BOARD_YAML), "--tls-grpc-listener", "127.0.0.1:0"], "without --tls-grpc-insecure asks for TLS"),
+        (
+            [str(BOARD_YAML), "--listen", "127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            "--tls-cert c.pem: No such file",
+        ),
+        (
+            [str(BOARD_YAML), "--listen", "127.0.0.1:0", "--tls-cert", "c.pem"],
+            "TLS needs both --tls-cert and --tls-key",
+        ),
+        ([str(BOARD_YAML), "--tls-cert", "c.pem", "--tls-key", "k.pem"], "need a TCP address"),
+        ([str(BOARD_YAML), "--tls-grpc-listener", "127.0.0.1:0"], "--tls-grpc-listener serves TLS: give --tls-cert"),
         ([str(BOARD_YAML), "--listen", "a:1", "--tls-grpc-listener", "b:2", "--tls-grpc-insecure"], "address once"),
     ],
 )
@@ -329,7 +337,8 @@ def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_pa
         ([], 2, "the exporter's address is required"),
         (["127.0.0.1:1", "--tls-grpc", "127.0.0.1:2"], 2, "give the address once"),
         (["127.0.0.1:1", "--", "true"], 1, "no exporter answers at 127.0.0.1:1"),
-        (["--tls-grpc", "127.0.0.1:1", "--", "true"], 2, "--tls-grpc without --tls-grpc-insecure asks for TLS"),
+        (["--tls-grpc", "127.0.0.1:1", "--", "true"], 1, "no exporter answers at 127.0.0.1:1 over TLS"),
+        (["127.0.0.1:1", "--tls-ca", "nope.pem", "--", "true"], 2, "can't read the TLS CA certificate nope.pem"),
     ],
 )
 def test_shell_mistakes_are_named(args, code, message):
@@ -348,11 +357,40 @@ def test_env_outside_a_shell_says_what_to_do(monkeypatch):
             pass
 
 
-def test_env_refuses_a_tls_shell_rather_than_speak_plain_grpc_to_it(monkeypatch):
+def test_env_speaks_tls_to_a_tls_shells_exporter(monkeypatch, exporter_process):
+    """Without JMP_GRPC_INSECURE=1 a shell's exporter speaks TLS: never plain gRPC to it."""
     from jumpstarter.utils.env import env
 
-    monkeypatch.setenv("JUMPSTARTER_HOST", "lab-7:7777")
+    plain = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
+    monkeypatch.setenv("JUMPSTARTER_HOST", plain.address)
     monkeypatch.delenv("JMP_GRPC_INSECURE", raising=False)
-    with pytest.raises(ConnectError, match="at lab-7:7777 speaks TLS .*start the shell with --tls-grpc-insecure"):
+    with pytest.raises(ConnectError, match=f"no exporter answers at {plain.address} over TLS"):
         with env():
             pass
+    monkeypatch.setenv("JMP_GRPC_INSECURE", "1")
+    with env() as client:
+        assert client.board.add(1, 1) == 2
+
+
+def test_tls_exporter_and_client(exporter_process, tls_files, tmp_path):
+    cert, key = tls_files
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key))
+    with connect(exporter.address, tls=str(cert)) as root:  # the self-signed certificate is its own CA
+        assert root.board.add(2, 3) == 5
+        with root.board.stream("console") as console:
+            console.send(b"sealed")
+            assert console.receive() == b"sealed"
+    with pytest.raises(ConnectError, match="over TLS"):  # not trusted by the system's CAs
+        connect(exporter.address, tls=True, timeout=1)
+    with pytest.raises(ConnectError, match=f"no exporter answers at {exporter.address} \\(waited"):  # plain gRPC
+        connect(exporter.address, timeout=1)
+    not_pem = tmp_path / "cert.txt"
+    not_pem.write_text("hello")
+    done = subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "run", str(BOARD_YAML), "--listen", "127.0.0.1:0"]
+        + ["--tls-cert", str(not_pem), "--tls-key", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and f"--tls-cert {not_pem}: not a PEM file" in done.stderr

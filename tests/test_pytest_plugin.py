@@ -338,7 +338,7 @@ def test_failing_report_under_xdist_shows_the_exporter_log(pytester):
     )
 
 
-def test_exporter_of_a_surrounding_shell_is_used_and_a_tls_one_refused(pytester, monkeypatch):
+def test_exporter_of_a_surrounding_shell_is_used_and_tls_spoken_when_it_says_so(pytester, monkeypatch):
     pytester.makepyfile("def test_board(board):\n    assert board.add(2, 3) == 5\n")
     with ExporterProcess.start(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw") as running:
         monkeypatch.setenv("JUMPSTARTER_HOST", running.address)
@@ -350,4 +350,4 @@ def test_exporter_of_a_surrounding_shell_is_used_and_a_tls_one_refused(pytester,
         monkeypatch.delenv("JMP_GRPC_INSECURE")
         tls = pytester.runpytest_subprocess()
         assert tls.ret == pytest.ExitCode.USAGE_ERROR
-        tls.stderr.fnmatch_lines([f"*JUMPSTARTER_HOST: the shell's exporter at {running.address} speaks TLS*"])
+        tls.stderr.fnmatch_lines([f"*no exporter answers at {running.address} over TLS*"])

@@ -23,7 +23,7 @@ from jumpstarter.client import connect
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.lease import try_lease
 
-SHELL_TIMEOUT = 30  # one `jmp shell` run takes about 1.5 s here
+SHELL_TIMEOUT = 60  # one `jmp shell` run takes about 1.5 s here, with our pytest inside about 4 s
 
 
 @pytest.fixture(scope="session")
@@ -36,27 +36,30 @@ def upstream() -> Path:
 
 
 @contextmanager
-def upstream_exporter(bin_dir: Path, log: Path, *extra: str) -> Iterator[str]:
+def upstream_exporter(bin_dir: Path, log: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     """Upstream's `jmp run` serving tests/upstream/custom.yaml; yields its address."""
     try:
-        with peer.upstream_exporter(bin_dir, log, *extra) as address:
+        with peer.upstream_exporter(bin_dir, log, *extra, tls=tls) as address:
             yield address
     except PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
-def jmp_shell(bin_dir: Path, address: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run tests/upstream/upstream_client.py through upstream's client, connected to ``address``."""
-    script = [bin_dir / "python", HERE / "upstream_client.py"]
+def jmp_shell(
+    bin_dir: Path, address: str, *extra: str, cwd: Path, command: list | None = None, tls_ca: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``command`` (default: tests/upstream/upstream_client.py under upstream's python) in upstream's
+    `jmp shell`, connected to ``address``."""
+    command = command or [bin_dir / "python", HERE / "upstream_client.py"]
     try:
-        return peer.jmp_shell(bin_dir, address, script, *extra, cwd=cwd, timeout=SHELL_TIMEOUT)
+        return peer.jmp_shell(bin_dir, address, command, *extra, cwd=cwd, timeout=SHELL_TIMEOUT, tls_ca=tls_ca)
     except PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
-def our_shell(address: str, command: list, *extra: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``command`` under our `jumpstarter shell`, connected to ``address``."""
-    args = [sys.executable, "-m", "jumpstarter", "shell", address, *extra, "--", *command]
+def our_shell(*options: str | Path, command: list, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``command`` under our `jumpstarter shell OPTIONS` (the exporter's address among them)."""
+    args = [sys.executable, "-m", "jumpstarter", "shell", *options, "--", *command]
     try:
         return peer.run_group(args, env=peer.peer_env(), cwd=cwd, timeout=SHELL_TIMEOUT)
     except PeerError as exc:
@@ -150,8 +153,9 @@ def test_upstream_client_inside_our_shell(upstream, exporter_process, tmp_path):
     """`jumpstarter shell` gives its command what upstream's `jmp shell` gives, so upstream's env() works in it."""
     ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0", "--passphrase", "s3cret")
     script = [upstream / "python", HERE / "upstream_client.py"]
-    assert_upstream_saw_our_drivers(results_of(our_shell(ours.address, script, "--passphrase", "s3cret", cwd=tmp_path)))
-    refused = our_shell(ours.address, script, "--passphrase", "wrong", cwd=tmp_path)
+    shell = our_shell(ours.address, "--passphrase", "s3cret", command=script, cwd=tmp_path)
+    assert_upstream_saw_our_drivers(results_of(shell))
+    refused = our_shell(ours.address, "--passphrase", "wrong", command=script, cwd=tmp_path)
     assert refused.returncode == 1 and "RESULTS" not in refused.stdout
     assert f"exporter at {ours.address} refused the passphrase" in refused.stderr
 
@@ -162,10 +166,10 @@ def test_upstream_style_script_runs_unchanged_with_our_client(upstream, exporter
     script = [sys.executable, HERE / "upstream_client.py"]
     if exporter == "ours":
         ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
-        results = results_of(our_shell(ours.address, script, cwd=tmp_path))
+        results = results_of(our_shell(ours.address, command=script, cwd=tmp_path))
     else:
         with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
-            results = results_of(our_shell(address, script, cwd=tmp_path))
+            results = results_of(our_shell(address, command=script, cwd=tmp_path))
     assert results["client"] == "jumpstarter.client.base.CompositeClient"
     assert_upstream_saw_our_drivers({**results, "client": "jumpstarter_driver_composite.client.CompositeClient"})
     ints = exporter == "ours"  # exact between ours; floats, equal in value, from upstream's exporter
@@ -187,20 +191,13 @@ def test_our_pytest_inside_upstream_jmp_shell_tests_the_shells_exporter(upstream
     pytest_command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", pytester.path]
     if exporter == "ours":
         address = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw").address
-        shell = jmp_shell_command(upstream, address, pytest_command, pytester.path)
+        shell = jmp_shell(upstream, address, "--passphrase", "pw", command=pytest_command, cwd=pytester.path)
     else:
         with upstream_exporter(upstream, pytester.path / "jmp-run.log", "--passphrase", "pw") as address:
-            shell = jmp_shell_command(upstream, address, pytest_command, pytester.path)
+            shell = jmp_shell(upstream, address, "--passphrase", "pw", command=pytest_command, cwd=pytester.path)
     assert shell.returncode == 0, shell.stdout + shell.stderr
     assert f"jumpstarter: exporters from env JUMPSTARTER_HOST (jmp shell):\n  {address}: custom, board" in shell.stdout
     assert f"{CALL_TESTS} passed" in shell.stdout
-
-
-def jmp_shell_command(upstream: Path, address: str, command: list, cwd: Path) -> subprocess.CompletedProcess:
-    try:
-        return peer.jmp_shell(upstream, address, command, "--passphrase", "pw", cwd=cwd, timeout=120)
-    except PeerError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 # Our client and pytest plugin -> upstream's exporter -------------------------------------------------
@@ -258,6 +255,40 @@ def test_parallel_workers_never_share_an_upstream_exporter(upstream, pytester, t
 def test_the_same_calls_pass_against_our_exporter(pytester, exporter_process):
     ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
     run_calls(pytester, ours.address).assert_outcomes(passed=CALL_TESTS)
+
+
+# TLS, both ways ----------------------------------------------------------------------------------
+
+
+def test_upstream_client_speaks_tls_to_our_exporter(upstream, exporter_process, tls_files, tmp_path):
+    cert, key = tls_files
+    ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert_upstream_saw_our_drivers(results_of(jmp_shell(upstream, ours.address, cwd=tmp_path, tls_ca=cert)))
+    plain = jmp_shell(upstream, ours.address, cwd=tmp_path)  # --tls-grpc-insecure: plain gRPC gets nowhere
+    assert plain.returncode != 0 and "RESULTS" not in plain.stdout
+
+
+def test_our_plugin_speaks_tls_to_upstream_exporter(upstream, pytester, tls_files, tmp_path):
+    cert, key = tls_files
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log", "--passphrase", "pw", tls=(cert, key)) as address:
+        passphrase = ("--exporter-passphrase", "pw")
+        run_calls(pytester, address, "--exporter-tls", str(cert), *passphrase).assert_outcomes(passed=CALL_TESTS)
+        plain = run_calls(pytester, address, *passphrase)
+        assert plain.ret == pytest.ExitCode.USAGE_ERROR
+        plain.stderr.fnmatch_lines([f"*--exporter {address}: *no exporter answers at {address}*"])
+        # Inside upstream's TLS `jmp shell`, our pytest speaks TLS to the shell's exporter by itself.
+        pytest_command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", pytester.path]
+        shell = jmp_shell(upstream, address, "--passphrase", "pw", command=pytest_command, cwd=tmp_path, tls_ca=cert)
+        assert shell.returncode == 0 and f"{CALL_TESTS} passed" in shell.stdout, shell.stdout + shell.stderr
+
+
+def test_upstream_client_inside_our_tls_shell(upstream, tls_files, tmp_path):
+    """`jumpstarter shell --tls-grpc A --tls-ca F`: both clients inside trust F, upstream's included."""
+    cert, key = tls_files
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log", tls=(cert, key)) as address:
+        script = [upstream / "python", HERE / "upstream_client.py"]
+        results = results_of(our_shell("--tls-grpc", address, "--tls-ca", cert, command=script, cwd=tmp_path))
+    assert results["plain"] == {"value": "hello\n"} and results["stream"]["value"]["ended"] is True
 
 
 # The wire, side by side ---------------------------------------------------------------------------

@@ -72,14 +72,20 @@ def end_group(process: subprocess.Popen, first: int = signal.SIGTERM, grace: flo
 
 
 @contextmanager
-def upstream_exporter(bin_dir: Path, log: Path, *extra: str, config: Path = CUSTOM_YAML) -> Iterator[str]:
-    """Upstream's `jmp run` serving ``config`` on a TCP port of 127.0.0.1; yields its address."""
+def upstream_exporter(
+    bin_dir: Path, log: Path, *extra: str, config: Path = CUSTOM_YAML, tls: tuple[Path, Path] | None = None
+) -> Iterator[str]:
+    """Upstream's `jmp run` serving ``config`` on a TCP port of 127.0.0.1; yields its address.
+
+    ``tls`` (certificate, key) serves TLS; without it, plain gRPC (--tls-grpc-insecure).
+    """
     port = free_port()
     address = f"127.0.0.1:{port}"
     command = [bin_dir / "jmp", "run", "--exporter-config", config, "--tls-grpc-listener", address]
+    command += ["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else ["--tls-grpc-insecure"]
     with log.open("w") as out:
         process = subprocess.Popen(
-            [*map(str, command), "--tls-grpc-insecure", *extra],
+            [*map(str, command), *extra],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -107,11 +113,23 @@ def upstream_exporter(bin_dir: Path, log: Path, *extra: str, config: Path = CUST
 
 
 def jmp_shell(
-    bin_dir: Path, address: str, command: list[str | Path], *extra: str, cwd: Path, timeout: float
+    bin_dir: Path,
+    address: str,
+    command: list[str | Path],
+    *extra: str,
+    cwd: Path,
+    timeout: float,
+    tls_ca: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``command`` under upstream's `jmp shell`, connected to the exporter at ``address``."""
-    args = [bin_dir / "jmp", "shell", "--tls-grpc", address, "--tls-grpc-insecure", *extra, "--", *command]
-    return run_group(args, env=peer_env(), cwd=cwd, timeout=timeout)
+    """Run ``command`` under upstream's `jmp shell`, connected to the exporter at ``address``.
+
+    With ``tls_ca`` the shell speaks TLS and trusts that CA (through grpc's GRPC_DEFAULT_SSL_ROOTS_FILE_PATH,
+    which the command inherits); without it, plain gRPC (--tls-grpc-insecure).
+    """
+    plain = [] if tls_ca else ["--tls-grpc-insecure"]
+    args = [bin_dir / "jmp", "shell", "--tls-grpc", address, *plain, *extra, "--", *command]
+    env = {**peer_env(), "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tls_ca)} if tls_ca else peer_env()
+    return run_group(args, env=env, cwd=cwd, timeout=timeout)
 
 
 def run_group(args: list[str | Path], *, env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:

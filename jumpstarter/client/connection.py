@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,17 +29,38 @@ CONNECT_TIMEOUT = 2.0
 # (target, method, args, outcome, seconds) after every call; outcome is the result or the exception.
 CallObserver = Callable[[str, str, tuple, Any, float], None]
 
+# How a client reaches an exporter: False for plain gRPC, True for TLS trusting grpc's default roots
+# (the system's, or the file in GRPC_DEFAULT_SSL_ROOTS_FILE_PATH), or the path of a CA certificate (PEM).
+TLS = bool | str | Path
+
+
+def channel_credentials(tls: TLS) -> grpc.ChannelCredentials | None:
+    """The credentials for ``tls``; None for plain gRPC."""
+    if tls is False or tls == "":
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    try:
+        return grpc.ssl_channel_credentials(root_certificates=Path(tls).read_bytes())
+    except OSError as exc:
+        raise ConnectError(f"can't read the TLS CA certificate {tls}: {exc.strerror}") from None
+
 
 class Connection:
     """RPCs to one exporter. ``target`` strings name a driver for messages ("custom.power")."""
 
-    def __init__(self, address: str, passphrase: str | None = None) -> None:
+    def __init__(self, address: str, passphrase: str | None = None, tls: TLS = False) -> None:
         self.address = address
         self.target = grpc_address(address)
         self.passphrase = passphrase
+        self.tls = tls
         self.metadata: tuple[tuple[str, str], ...] = ((PASSPHRASE_KEY, passphrase),) if passphrase else ()
         self.observers: list[CallObserver] = []
-        self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
+        self._credentials = channel_credentials(tls)
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
         self._router = router_pb2_grpc.RouterServiceStub(self._channel)
         self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
@@ -50,7 +72,8 @@ class Connection:
             grpc.channel_ready_future(self._channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
             self.close()
-            raise ConnectError(f"no exporter answers at {self.address} (waited {timeout:g} s)") from None
+            how = " over TLS (does it serve TLS, with a certificate this client trusts?)" if self.tls else ""
+            raise ConnectError(f"no exporter answers at {self.address}{how} (waited {timeout:g} s)") from None
 
     def report(self, timeout: float = 10.0) -> jumpstarter_pb2.GetReportResponse:
         try:
@@ -145,7 +168,10 @@ class Connection:
         loop = asyncio.get_running_loop()
         stubs = self._aio.get(loop)
         if stubs is None:
-            channel = grpc.aio.insecure_channel(self.target, options=GRPC_OPTIONS)
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(self.target, options=GRPC_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
             stubs = (
                 channel,
                 jumpstarter_pb2_grpc.ExporterServiceStub(channel),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from jumpstarter.client.allow import load_client_class
 from jumpstarter.client.base import CompositeClient, DriverClient
-from jumpstarter.client.connection import CONNECT_TIMEOUT, Connection
+from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection
 from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL
 from jumpstarter.errors import ClientClassError
 from jumpstarter.v1 import jumpstarter_pb2
@@ -57,6 +57,7 @@ def connect(
     passphrase: str | None = None,
     timeout: float = CONNECT_TIMEOUT,
     trusted: frozenset[str] = frozenset(),
+    tls: TLS = False,
 ) -> DriverClient:
     """Connect to the exporter at ``address`` and return its root client.
 
@@ -64,8 +65,10 @@ def connect(
     a context manager to close the connection: ``with connect(a) as exporter:``.
     Raises ConnectError when nothing answers within ``timeout`` seconds.
     ``trusted`` client class paths are loaded without the allow-list check.
+    ``tls``: False for plain gRPC; True for TLS trusting the system's CAs (or the file named by
+    GRPC_DEFAULT_SSL_ROOTS_FILE_PATH); or the path of the CA certificate (PEM) to trust.
     """
-    connection = Connection(address, passphrase)
+    connection = Connection(address, passphrase, tls)
     try:
         connection.wait_ready(timeout)
         return client_from_report(connection, connection.report(), trusted)

@@ -110,10 +110,12 @@ async def serving(
     *,
     passphrase: str | None = None,
     labels: dict[str, str] | None = None,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``root`` at ``address`` until the block ends; yields the address clients use.
 
-    A TCP address with port 0 gets a free port, reported in the yielded address.
+    A TCP address with port 0 gets a free port, reported in the yielded address. ``tls`` is the
+    server's certificate chain and private key (PEM) to serve TLS with; None serves plain gRPC.
     Leaving the block stops the server; closing the drivers is the caller's job.
     """
     session = Session(root, labels)
@@ -125,7 +127,10 @@ async def serving(
     lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, server)
     target = grpc_address(address)
     try:
-        port = server.add_insecure_port(target)
+        if tls is None:
+            port = server.add_insecure_port(target)
+        else:
+            port = server.add_secure_port(target, grpc.ssl_server_credentials([(tls[1], tls[0])]))
     except RuntimeError as exc:
         raise OSError(f"can't listen on {address}: {exc}") from None
     if not target.startswith("unix:") and target.rsplit(":", 1)[-1] == "0":

@@ -21,17 +21,12 @@ JMP_GRPC_PASSPHRASE = "JMP_GRPC_PASSPHRASE"
 JMP_GRPC_INSECURE = "JMP_GRPC_INSECURE"
 
 
-def tls_refusal(host: str) -> str | None:
-    """Why the shell's exporter can't be reached with plain gRPC, or None when it can.
+def shell_tls(host: str) -> bool:
+    """Whether the shell's exporter speaks TLS: a shell sets JMP_GRPC_INSECURE=1 for plain gRPC over TCP.
 
-    Upstream's `jmp shell` sets JMP_GRPC_INSECURE=1 for plain gRPC; without it, a TCP exporter speaks TLS.
+    TLS then trusts grpc's default roots: the system's, or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH's.
     """
-    if os.environ.get(JMP_GRPC_INSECURE) == "1" or host.startswith(("unix:", "/", "./")):
-        return None
-    return (
-        f"the shell's exporter at {host} speaks TLS ({JMP_GRPC_INSECURE} is not 1), and this runtime speaks "
-        "plain gRPC only: start the shell with --tls-grpc-insecure"
-    )
+    return os.environ.get(JMP_GRPC_INSECURE) != "1" and not host.startswith(("unix:", "/", "./"))
 
 
 @contextmanager
@@ -39,7 +34,7 @@ def env() -> Iterator[DriverClient]:
     """The root client of the exporter at ``$JUMPSTARTER_HOST``; closed when the block ends."""
     # Imported here: the pytest plugin reads this module's names and must not load grpc until configured.
     from jumpstarter.client.tree import connect
-    from jumpstarter.errors import ConnectError, EnvironmentVariableNotSetError
+    from jumpstarter.errors import EnvironmentVariableNotSetError
 
     host = os.environ.get(JUMPSTARTER_HOST, "").strip()
     if not host:
@@ -47,8 +42,6 @@ def env() -> Iterator[DriverClient]:
             f"{JUMPSTARTER_HOST} is not set: run this inside `jumpstarter shell ADDRESS -- ...` or upstream's "
             "`jmp shell`, or connect with jumpstarter.client.connect(address)"
         )
-    refusal = tls_refusal(host)
-    if refusal:
-        raise ConnectError(refusal)
-    with connect(host, passphrase=os.environ.get(JMP_GRPC_PASSPHRASE) or None) as client:
+    passphrase = os.environ.get(JMP_GRPC_PASSPHRASE) or None
+    with connect(host, passphrase=passphrase, tls=shell_tls(host)) as client:
         yield client
