@@ -7,7 +7,6 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -116,44 +115,18 @@ def _read_tls(cert: str | None, key: str | None) -> tuple[bytes, bytes] | None:
 
 
 def shell(args: argparse.Namespace) -> int:
-    """Check the exporter answers (and takes the passphrase), then run the command with it in the environment."""
-    from jumpstarter.client.connection import Connection
-    from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
+    from jumpstarter.shell import run_shell
 
     passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
     tls = args.tls_ca or bool(args.tls_grpc and not args.tls_grpc_insecure)
     try:
-        connection = Connection(args.address, passphrase, tls)
-    except ConnectError as exc:
-        print(f"jumpstarter: {exc}", file=sys.stderr)
-        return 2
-    try:
-        connection.wait_ready()
-        name = connection.report().labels.get(NAME_LABEL, "direct")
-    except (ConnectError, JumpstarterError) as exc:
+        return run_shell(args.address, args.cmd, passphrase=passphrase, tls=tls)
+    except JumpstarterError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 1
-    finally:
-        connection.close()
-    command = args.cmd or [os.environ.get("SHELL", "/bin/sh")]
-    # What upstream's `jmp shell` gives its command in direct mode, so that upstream's client works inside too
-    # (UNSAFE: it loads whichever client classes the exporter names; ours keeps its own allow list).
-    variables = {JUMPSTARTER_HOST: args.address, "JMP_DRIVERS_ALLOW": "UNSAFE", "JMP_EXPORTER": name}
-    variables["JMP_LEASE"] = "direct"
-    if not tls:
-        variables[JMP_GRPC_INSECURE] = "1"  # plain gRPC; without it, clients speak TLS
-    if args.tls_ca:  # grpc's own variable: every grpc client inside, ours or upstream's, trusts this CA
-        variables["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(Path(args.tls_ca).resolve())
-    if passphrase:
-        variables[JMP_GRPC_PASSPHRASE] = passphrase
-    try:
-        return subprocess.call(command, env={**os.environ, **variables})
-    except OSError as exc:
-        print(f"jumpstarter: can't run {command[0]!r}: {exc.strerror}", file=sys.stderr)
-        return 127
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jumpstarter", description="Hardware-in-the-loop test runtime.")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="serve the drivers of an ExporterConfig YAML")
@@ -177,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     shell_parser = commands.add_parser(
         "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
     )
+    shell_parser.usage = (
+        "jumpstarter shell [-h] [ADDRESS | --tls-grpc ADDRESS [--tls-grpc-insecure]] [--tls-ca FILE] "
+        "[--passphrase P] [-- COMMAND ...]"
+    )
     shell_parser.add_argument("address", nargs="?", help="HOST:PORT or unix:///path of a running exporter")
     shell_parser.add_argument(
         "--tls-grpc", metavar="ADDRESS", help="the address of an exporter serving TLS (as upstream spells it)"
@@ -186,25 +163,22 @@ def main(argv: list[str] | None = None) -> int:
         "--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM); default: the system's CAs"
     )
     shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
-    shell_parser.usage = (
-        "jumpstarter shell [-h] [ADDRESS | --tls-grpc ADDRESS [--tls-grpc-insecure]] [--tls-ca FILE] "
-        "[--passphrase P] [-- COMMAND ...]"
-    )
-    argv = sys.argv[1:] if argv is None else list(argv)
-    command: list[str] = []
-    if argv[:1] == ["shell"] and "--" in argv:  # what follows -- is the command, options and all
-        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    args = parser.parse_args(argv)
-    args.cmd = command
-    if args.command == "shell":
-        if args.address and args.tls_grpc:
-            parser.error(f"give the address once: {args.address!r} or --tls-grpc {args.tls_grpc!r}")
-        if args.tls_grpc_insecure and args.tls_ca:
-            parser.error("--tls-grpc-insecure (plain gRPC) and --tls-ca (TLS) contradict each other")
-        args.address = args.address or args.tls_grpc
-        if not args.address:
-            parser.error("the exporter's address is required (jumpstarter shell HOST:PORT -- COMMAND)")
-        return shell(args)
+    return parser
+
+
+def _check_shell_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.address and args.tls_grpc:
+        parser.error(f"give the address once: {args.address!r} or --tls-grpc {args.tls_grpc!r}")
+    if args.tls_grpc_insecure and args.tls_ca:
+        parser.error("--tls-grpc-insecure (plain gRPC) and --tls-ca (TLS) contradict each other")
+    if args.tls_ca and not os.path.isfile(args.tls_ca):
+        parser.error(f"--tls-ca {args.tls_ca}: no such CA certificate file")
+    args.address = args.address or args.tls_grpc
+    if not args.address:
+        parser.error("the exporter's address is required (jumpstarter shell HOST:PORT -- COMMAND)")
+
+
+def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.config and args.exporter_config:
         parser.error(f"give the config once: {args.config!r} or --exporter-config {args.exporter_config!r}")
     args.config = args.config or args.exporter_config
@@ -222,6 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls_cert and not (args.listen or args.tls_grpc_listener):
         parser.error("--tls-cert/--tls-key need a TCP address: --listen HOST:PORT")
     args.listen = args.listen or args.tls_grpc_listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command: list[str] = []
+    if argv[:1] == ["shell"] and "--" in argv:  # what follows -- is the command, options and all
+        argv, command = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    args = parser.parse_args(argv)
+    args.cmd = command
+    if args.command == "shell":
+        _check_shell_args(parser, args)
+        return shell(args)
+    _check_run_args(parser, args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

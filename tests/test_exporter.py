@@ -338,7 +338,7 @@ def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_pa
         (["127.0.0.1:1", "--tls-grpc", "127.0.0.1:2"], 2, "give the address once"),
         (["127.0.0.1:1", "--", "true"], 1, "no exporter answers at 127.0.0.1:1"),
         (["--tls-grpc", "127.0.0.1:1", "--", "true"], 1, "no exporter answers at 127.0.0.1:1 over TLS"),
-        (["127.0.0.1:1", "--tls-ca", "nope.pem", "--", "true"], 2, "can't read the TLS CA certificate nope.pem"),
+        (["127.0.0.1:1", "--tls-ca", "nope.pem", "--", "true"], 2, "--tls-ca nope.pem: no such CA certificate file"),
     ],
 )
 def test_shell_mistakes_are_named(args, code, message):
