@@ -270,3 +270,47 @@ def test_concurrent_sync_calls_run_in_parallel():
         for thread in threads:
             thread.join()
         assert time.monotonic() - started < 2.0
+
+
+def test_uploads_reach_the_driver_and_mistakes_are_named(board_client):
+    """Resource streams: bytes sent with resource_async() for a call that reads them with self.resource()."""
+    import hashlib
+
+    data = bytes(range(256)) * 5000
+    assert board_client.checksum(data) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    async def chunks():
+        yield b"from an async "
+        yield b"iterable"
+
+    async def handles():
+        async with board_client.resource_async(chunks()) as handle:
+            assert handle["kind"] == "client_stream"
+            assert await board_client.call_async("checksum", handle) == {
+                "size": 22,
+                "sha256": hashlib.sha256(b"from an async iterable").hexdigest(),
+            }
+            with pytest.raises(DriverInvalidArgument, match="no upload .* is waiting for Board"):
+                await board_client.call_async("checksum", handle)  # an upload is read once
+        async with board_client.resource_async(chunks()) as unused:  # a call that never reads it: no hang
+            assert await board_client.call_async("add", 1, 2) == 3
+        presigned = {"kind": "presigned_request", "url": "http://x", "method": "GET", "headers": {}}
+        with pytest.raises(DriverNotImplemented, match="resource kind 'presigned_request' is not supported"):
+            await board_client.call_async("checksum", presigned)
+        with pytest.raises(NotImplementedError, match="compressed uploads"):
+            board_client.resource_async(chunks(), content_encoding="gzip")
+        return unused
+
+    assert anyio.run(handles)["uuid"]
+    assert board_client.add(2, 2) == 4
+
+
+def test_an_upload_is_refused_while_someone_else_holds_the_lease(board_client):
+    from jumpstarter.client import connect
+    from jumpstarter.client.lease import try_lease
+    from jumpstarter.errors import LeaseError
+
+    trusted = frozenset({"jumpstarter_driver_demo.client.BoardClient", "jumpstarter_driver_demo.client.PowerClient"})
+    with connect(board_client.connection.address, trusted=trusted) as other, try_lease(other.connection, "other"):
+        with pytest.raises(LeaseError, match="leased by other"):
+            board_client.checksum(b"not now")

@@ -7,6 +7,7 @@ these tests with the reason; they are never skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from jumpstarter.client import connect
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.lease import try_lease
 
+UPLOAD = bytes(range(256)) * 4000  # what tests/upstream/upstream_client.py uploads
 SHELL_TIMEOUT = 60  # one `jmp shell` run takes about 1.5 s here, with our pytest inside about 4 s
 
 
@@ -86,6 +88,7 @@ def assert_upstream_saw_our_drivers(results: dict) -> None:
     assert results["async_generator"] == {"value": [0, 1, 2]}
     assert results["stream"] == {"value": {"echoed": ["ping", "\x00\xffbinary"], "ended": True}}
     assert results["child"] == {"value": True}
+    assert results["upload"] == {"value": {"size": len(UPLOAD), "sha256": hashlib.sha256(UPLOAD).hexdigest()}}
     assert results["after_errors"] == {"value": 2}
 
 
@@ -208,7 +211,7 @@ def run_calls(pytester, address: str, *args: str):
     return pytester.runpytest_subprocess("--exporter", address, "-p", "no:cacheprovider", *args)
 
 
-CALL_TESTS = 13  # the tests in tests/upstream/calls_from_pytest.py
+CALL_TESTS = 14  # the tests in tests/upstream/calls_from_pytest.py
 
 
 def test_our_plugin_calls_upstream_exporter(upstream, pytester, tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from anyio.from_thread import BlockingPortal
 
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.streams import AsyncStream, BlockingStream
@@ -73,6 +75,19 @@ class DriverClient:
     def stream_async(self, method: str = "connect") -> AsyncStream:
         """``async with client.stream_async("connect") as s: await s.send(b"..")``."""
         return self.connection.stream_async(self.uuid, self.name, method)
+
+    def resource_async(self, stream: Any, content_encoding: str | None = None) -> AbstractAsyncContextManager[dict]:
+        """Upload ``stream``'s bytes for a call to this driver: ``async with client.resource_async(s) as
+        handle: await client.call_async("flash", handle)``; the driver reads them with ``self.resource()``.
+        ``content_encoding`` is upstream's; uploads here are sent as they are, so it must be None."""
+        if content_encoding is not None:
+            raise NotImplementedError(f"{self.name}: compressed uploads ({content_encoding}) are not supported")
+        return self.connection.resource_async(self.uuid, self.name, stream)
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """An event loop for using the async API from blocking code, as upstream's clients have it."""
+        return self.connection.portal()
 
     def reset(self) -> None:
         """Ask the exporter to reset every driver (``Driver.reset()``)."""

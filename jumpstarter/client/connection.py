@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import grpc
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.errors import AuthenticationError, ConnectError, error_from_rpc
 from jumpstarter.exporter.lease import LEASE_KEY
 from jumpstarter.exporter.server import GRPC_OPTIONS, PASSPHRASE_KEY, grpc_address
-from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2_grpc
+from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
 from jumpstarter.values import decode_result, encode_args
 
 CONNECT_TIMEOUT = 2.0
@@ -64,6 +68,8 @@ class Connection:
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
         self._router = router_pb2_grpc.RouterServiceStub(self._channel)
         self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
+        self._portal: tuple[Any, BlockingPortal] | None = None
+        self._portal_lock = threading.Lock()
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -93,9 +99,22 @@ class Connection:
     def channel(self) -> grpc.Channel:
         return self._channel
 
+    def portal(self) -> BlockingPortal:
+        """An event loop in a thread of its own, started on first use, for the async API from blocking
+        code: ``client.portal.call(...)``, ``client.portal.wrap_async_context_manager(...)`` (as upstream)."""
+        with self._portal_lock:
+            if self._portal is None:
+                starter = start_blocking_portal()
+                self._portal = (starter, starter.__enter__())
+            return self._portal[1]
+
     def close(self) -> None:
         self._channel.close()
         self._aio.clear()  # aio channels belong to their event loops and end with them
+        with self._portal_lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            portal[0].__exit__(None, None, None)
 
     def _error(self, target: str, method: str) -> Callable[[grpc.RpcError], Exception]:
         return lambda err: error_from_rpc(err, address=self.address, target=target, method=method)
@@ -216,6 +235,48 @@ class Connection:
         metadata = (*self.metadata, ("request", _stream_request(uuid, method)))
         call = self._aio_stubs()[2].Stream(metadata=metadata)
         return AsyncStream(call, self._error(target, method))
+
+    @asynccontextmanager
+    async def resource_async(self, uuid: str, target: str, source: Any) -> AsyncIterator[dict]:
+        """Upload ``source`` (an anyio byte stream, or an async iterable of bytes) for a driver call of
+        ``uuid``; yields the handle to pass to that call, which reads the bytes with ``Driver.resource()``."""
+        request = json.dumps({"kind": "resource", "uuid": uuid, "x_jmp_content_encoding": None})
+        call = self._aio_stubs()[2].Stream(metadata=(*self.metadata, ("request", request)))
+        try:
+            headers = dict(await call.initial_metadata())
+            if "resource" not in headers:
+                await call.read()  # a refused upload (leased, passphrase, no such driver) ends here with its reason
+            handle = json.loads(headers["resource"])
+        except grpc.RpcError as err:
+            raise self._error(target, "resource")(err) from None
+        except (KeyError, ValueError):
+            call.cancel()
+            raise ConnectError(f"exporter at {self.address} sent no resource handle for {target}") from None
+
+        async def upload() -> None:
+            async for chunk in _chunks(source):
+                await call.write(router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA))
+            await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
+            await call.done_writing()
+
+        try:
+            async with anyio.create_task_group() as uploading:
+                uploading.start_soon(upload)
+                yield handle
+                uploading.cancel_scope.cancel()  # what the driver didn't read is not sent
+        finally:
+            call.cancel()
+
+
+async def _chunks(source: Any) -> AsyncIterator[bytes]:
+    if hasattr(source, "receive"):
+        try:
+            while True:
+                yield await source.receive()
+        except anyio.EndOfStream:
+            return
+    async for chunk in source:
+        yield chunk
 
 
 def _encode(request: Any, args: tuple, target: str, method: str) -> None:

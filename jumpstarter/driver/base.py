@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
+
+import anyio
+from anyio.abc import ObjectReceiveStream
 
 from jumpstarter.driver.decorators import MARKER
 from jumpstarter.signature import Signature
@@ -47,6 +52,32 @@ def exported_methods(cls: type) -> dict[str, Exported]:
     return table
 
 
+UPLOAD_BUFFER = 32  # chunks of an upload held while the driver hasn't read them
+
+
+class Upload:
+    """Bytes a client sends for a driver call (a "resource"), held until the driver reads them."""
+
+    def __init__(self) -> None:
+        self._send, self.chunks = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
+        self.finished = anyio.Event()  # set when the driver is done with it
+
+    async def fill(self, frames: AsyncIterator[Any]) -> None:
+        """Copy DATA frames in until the client's GOAWAY or the end of its side; then end the chunks."""
+        from jumpstarter.v1 import router_pb2
+
+        async with self._send:
+            async for frame in frames:
+                if frame.frame_type == router_pb2.FRAME_TYPE_DATA:
+                    await self._send.send(frame.payload)
+                elif frame.frame_type in (router_pb2.FRAME_TYPE_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
+                    break
+
+    async def close(self) -> None:
+        await self._send.aclose()
+        await self.chunks.aclose()
+
+
 @dataclass(kw_only=True)
 class Driver:
     """Base of every exporter-side driver.
@@ -62,6 +93,7 @@ class Driver:
     description: str | None = None
     methods_description: dict[str, str] = field(default_factory=dict)  # help per method; docstrings otherwise
     uuid: UUID = field(default_factory=uuid4)
+    resources: dict[str, Upload] = field(default_factory=dict, init=False, repr=False)  # uploads by handle uuid
 
     def __post_init__(self) -> None:
         cls = type(self)
@@ -92,6 +124,26 @@ class Driver:
         """Bring the hardware back to a known state; the base resets the children."""
         for child in self.children.values():
             child.reset()
+
+    @asynccontextmanager
+    async def resource(self, handle: Any, timeout: float | None = None) -> AsyncIterator[ObjectReceiveStream[bytes]]:
+        """The bytes of an upload the client sent with ``resource_async()``, whose handle it passed to this call.
+
+        ``async with self.resource(handle) as data: async for chunk in data: ...`` (upstream's name and use;
+        ``timeout`` is accepted for upstream's signature: an upload waits as long as the call does).
+        """
+        info = json.loads(handle) if isinstance(handle, str) else handle
+        kind = info.get("kind") if isinstance(info, dict) else None
+        if kind != "client_stream":
+            what = f"kind {kind!r}" if kind else repr(handle)
+            raise NotImplementedError(f"resource {what} is not supported here (only uploads from the client)")
+        upload = self.resources.pop(str(info.get("uuid")), None)
+        if upload is None:
+            raise ValueError(f"no upload {info.get('uuid')!r} is waiting for {type(self).__qualname__}")
+        try:
+            yield upload.chunks
+        finally:
+            upload.finished.set()
 
     def walk(self, name: str = "", parent: Driver | None = None) -> Iterator[tuple[str, Driver | None, Driver]]:
         """(name, parent, driver) for this driver and every descendant, parents first."""

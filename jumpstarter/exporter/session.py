@@ -14,7 +14,7 @@ import anyio
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL, Driver, Exported, exported_methods
+from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL, Driver, Exported, Upload, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
 from jumpstarter.exporter.threaded import iterate_in_thread, run_in_worker
@@ -161,8 +161,12 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             kind, uuid, method = request.get("kind"), request.get("uuid", ""), request.get("method", "")
         except (ValueError, AttributeError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream: metadata 'request' must be a JSON object")
+        if kind == "resource":
+            return await self._receive_resource(uuid, request, request_iterator, context)
         if kind != "driver":
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"stream kind {kind!r} is not supported (only 'driver')")
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, f"stream kind {kind!r} is not supported (only 'driver' and 'resource')"
+            )
         info, func = await self._lookup(uuid, method, STREAM, context)
         where = self.where(uuid, method)
         try:
@@ -176,6 +180,30 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             await _pump(stream, request_iterator, context)
         finally:
             await opened.__aexit__(None, None, None)
+
+    async def _receive_resource(self, uuid: str, request: dict, request_iterator, context) -> None:
+        """An upload from the client: its bytes wait for the driver under a handle, which the headers carry.
+
+        The client passes the handle to a driver call, which reads the bytes with ``Driver.resource()``;
+        the call ends once the driver is done with them. Content encodings are not accepted, so clients
+        send plain bytes (upstream's client decompresses on its side when told so).
+        """
+        driver = self.drivers.get(uuid)
+        if driver is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r} on this exporter")
+        upload = Upload()
+        handle = {"kind": "client_stream", "uuid": str(uuid4()), "x_jmp_content_encoding": None}
+        driver.resources[handle["uuid"]] = upload
+        try:
+            await context.send_initial_metadata((("resource", json.dumps(handle)),))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(upload.fill, request_iterator)
+                await upload.finished.wait()
+                tg.cancel_scope.cancel()
+            await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
+        finally:
+            driver.resources.pop(handle["uuid"], None)
+            await upload.close()
 
     # Helpers -------------------------------------------------------------------
 

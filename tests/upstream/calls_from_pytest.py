@@ -4,6 +4,9 @@ against upstream's exporter and against ours: the same calls, through our client
 Numbers are compared by value: from an upstream exporter every number arrives as a float.
 """
 
+import hashlib
+import os
+
 import anyio
 import pytest
 
@@ -45,6 +48,12 @@ def test_byte_stream(board):
 def test_byte_stream_not_exported(board):
     with board.stream("describe") as stream, pytest.raises(MethodNotFound, match="describe"):
         stream.receive()
+
+
+def test_upload(board):
+    data = os.urandom(1_000_003)
+    assert board.checksum(data) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert board.checksum(b"")["size"] == 0
 
 
 def test_child(board):

@@ -54,6 +54,7 @@ with env() as client:
         "async_generator": outcome(lambda: list(board.ticks(3))),
         "stream": outcome(lambda: console(board)),
         "child": outcome(lambda: (power.on(), power.read())[1]),
+        "upload": outcome(lambda: board.checksum(bytes(range(256)) * 4000)),  # a resource stream
         "not_found": outcome(lambda: board.call("not_exported")),
         **{
             f"raises_{kind}": outcome(lambda k=kind: board.fail(k, f"{k} boom"))

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from anyio import EndOfStream
+from anyio.abc import ObjectStream
+
 from jumpstarter.client import DriverClient
 
 
@@ -44,3 +47,29 @@ class BoardClient(DriverClient):
 
     async def echo_async(self, value):
         return await self.call_async("echo", value)
+
+    def checksum(self, data: bytes) -> dict:
+        """Upload ``data`` and get its size and SHA-256 back (works with upstream's client too)."""
+        with self.portal.wrap_async_context_manager(self.resource_async(Chunks(data))) as handle:
+            return self.call("checksum", handle)
+
+
+class Chunks(ObjectStream[bytes]):
+    """``data`` as a stream of 64 KiB chunks, the source of an upload."""
+
+    def __init__(self, data: bytes, size: int = 64 * 1024) -> None:
+        self._chunks = [data[i : i + size] for i in range(0, len(data), size)]
+
+    async def receive(self) -> bytes:
+        if not self._chunks:
+            raise EndOfStream
+        return self._chunks.pop(0)
+
+    async def send(self, item: bytes) -> None:
+        pass  # nothing comes back on an upload
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self._chunks.clear()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -109,6 +110,16 @@ class Board(Driver):
             "other": RuntimeError,
         }
         raise errors[kind](message)
+
+    @export
+    async def checksum(self, handle) -> dict:
+        """The size and SHA-256 of an upload the client sent with resource_async()."""
+        digest, size = hashlib.sha256(), 0
+        async with self.resource(handle) as data:
+            async for chunk in data:
+                digest.update(chunk)
+                size += len(chunk)
+        return {"size": size, "sha256": digest.hexdigest()}
 
     def not_exported(self) -> str:
         return "only for the exporter"
