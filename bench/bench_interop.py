@@ -4,8 +4,9 @@
 
 Both exporters serve tests/upstream/custom.yaml on loopback TCP, each in its own process. Each
 client runs bench/interop_peer.py in a process of its own: ours connects by address, upstream's
-runs inside `jmp shell`. Rounds alternate over the four pairings so that the machine's drifting
-load falls on all alike; medians over rounds are reported, with ratios against upstream-to-upstream.
+runs inside `jmp shell`. Measured: unary calls, generator items, byte-stream echo and uploads.
+Rounds alternate over the four pairings so that the machine's drifting load falls on all alike;
+medians over rounds are reported, with ratios against upstream-to-upstream.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MEASURES = {
     "unary_us": "unary call, median (us)",
     "items_per_s": "generator items/s",
     "echo_mib_s": "stream echo MiB/s",
+    "upload_mib_s": "upload MiB/s",
 }
 LOWER_IS_BETTER = {"unary_us"}
 
@@ -74,7 +76,7 @@ def main() -> None:
             ours.stop()
 
     print(f"{rounds} round(s); calls, generator items, 64 KiB echo chunks: {', '.join(sizes)}")
-    print(f"{'client -> exporter':26}" + "".join(f"{title:>26}" for title in MEASURES.values()))
+    print(f"{'client -> exporter':22}" + "".join(f"{title:>25}" for title in MEASURES.values()))
     baseline = {m: statistics.median(r[m] for r in results["upstream", "upstream"]) for m in MEASURES}
     for client, exporter in pairings:
         cells = []
@@ -83,7 +85,7 @@ def main() -> None:
             ratio = value / baseline[measure]
             better = 1 / ratio if measure in LOWER_IS_BETTER else ratio
             cells.append(f"{value:>12.1f} ({better:4.2f}x)")
-        print(f"{client + ' -> ' + exporter:26}" + "".join(f"{cell:>26}" for cell in cells))
+        print(f"{client + ' -> ' + exporter:22}" + "".join(f"{cell:>25}" for cell in cells))
     print("(Nx: speed relative to upstream -> upstream; above 1 is faster)")
 
 

@@ -4,7 +4,8 @@
 
 With ADDRESS it runs under our python and connects with our client; without, it runs under
 upstream's python inside `jmp shell` and takes upstream's client from the shell. Both use only
-what the two client APIs share (call, streamingcall, stream, children[...]). Prints one JSON line.
+what the two client APIs share (call, streamingcall, stream, children[...], and the demo client's
+checksum(), which uploads through portal and resource_async). Prints one JSON line.
 """
 
 import json
@@ -38,7 +39,17 @@ def measure(board, calls: int, items: int, chunks: int) -> dict:
             while received < CHUNK:
                 received += len(stream.receive())
         echo = chunks * CHUNK / MIB / (time.perf_counter() - started)
-    return {"unary_us": statistics.median(latencies) * 1e6, "items_per_s": generator, "echo_mib_s": echo}
+
+    image = bytes(chunks * CHUNK)  # an upload (resource stream) of the same size, checksummed by the driver
+    started = time.perf_counter()
+    board.checksum(image)
+    upload = len(image) / MIB / (time.perf_counter() - started)
+    return {
+        "unary_us": statistics.median(latencies) * 1e6,
+        "items_per_s": generator,
+        "echo_mib_s": echo,
+        "upload_mib_s": upload,
+    }
 
 
 def main() -> None:
