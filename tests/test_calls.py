@@ -297,6 +297,8 @@ def test_uploads_reach_the_driver_and_mistakes_are_named(board_client):
         presigned = {"kind": "presigned_request", "url": "http://x", "method": "GET", "headers": {}}
         with pytest.raises(DriverNotImplemented, match="resource kind 'presigned_request' is not supported"):
             await board_client.call_async("checksum", presigned)
+        with pytest.raises(DriverInvalidArgument, match="'not a handle' is not a resource handle"):
+            await board_client.call_async("checksum", "not a handle")
         with pytest.raises(NotImplementedError, match="compressed uploads"):
             board_client.resource_async(chunks(), content_encoding="gzip")
         return unused

@@ -56,25 +56,14 @@ UPLOAD_BUFFER = 32  # chunks of an upload held while the driver hasn't read them
 
 
 class Upload:
-    """Bytes a client sends for a driver call (a "resource"), held until the driver reads them."""
+    """Bytes a client sends for a driver call (a "resource"): the exporter writes them, the driver reads."""
 
     def __init__(self) -> None:
-        self._send, self.chunks = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
+        self.writer, self.chunks = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
         self.finished = anyio.Event()  # set when the driver is done with it
 
-    async def fill(self, frames: AsyncIterator[Any]) -> None:
-        """Copy DATA frames in until the client's GOAWAY or the end of its side; then end the chunks."""
-        from jumpstarter.v1 import router_pb2
-
-        async with self._send:
-            async for frame in frames:
-                if frame.frame_type == router_pb2.FRAME_TYPE_DATA:
-                    await self._send.send(frame.payload)
-                elif frame.frame_type in (router_pb2.FRAME_TYPE_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
-                    break
-
     async def close(self) -> None:
-        await self._send.aclose()
+        await self.writer.aclose()
         await self.chunks.aclose()
 
 
@@ -132,11 +121,15 @@ class Driver:
         ``async with self.resource(handle) as data: async for chunk in data: ...`` (upstream's name and use;
         ``timeout`` is accepted for upstream's signature: an upload waits as long as the call does).
         """
-        info = json.loads(handle) if isinstance(handle, str) else handle
+        try:
+            info = json.loads(handle) if isinstance(handle, str) else handle
+        except ValueError:
+            info = None
         kind = info.get("kind") if isinstance(info, dict) else None
         if kind != "client_stream":
-            what = f"kind {kind!r}" if kind else repr(handle)
-            raise NotImplementedError(f"resource {what} is not supported here (only uploads from the client)")
+            if not kind:
+                raise ValueError(f"{handle!r} is not a resource handle (resource_async() on the client gives one)")
+            raise NotImplementedError(f"resource kind {kind!r} is not supported here (only uploads from the client)")
         upload = self.resources.pop(str(info.get("uuid")), None)
         if upload is None:
             raise ValueError(f"no upload {info.get('uuid')!r} is waiting for {type(self).__qualname__}")

@@ -197,7 +197,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         try:
             await context.send_initial_metadata((("resource", json.dumps(handle)),))
             async with anyio.create_task_group() as tg:
-                tg.start_soon(upload.fill, request_iterator)
+                tg.start_soon(_fill, upload, request_iterator)
                 await upload.finished.wait()
                 tg.cancel_scope.cancel()
             await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
@@ -291,15 +291,25 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
+async def _fill(upload: Upload, request_iterator) -> None:
+    async with upload.writer:  # closed at the client's end: the driver's reading ends there too
+        await _frames_into(upload.writer, request_iterator)
+
+
+async def _frames_into(stream: Any, request_iterator) -> None:
+    """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
+    async for frame in request_iterator:
+        if frame.frame_type == _DATA:
+            await stream.send(frame.payload)
+        elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
+            break
+
+
 async def _pump(stream: Any, request_iterator, context) -> None:
     """Copy frames between a gRPC Stream call and a driver's anyio stream, both ways."""
 
     async def inbound() -> None:
-        async for frame in request_iterator:
-            if frame.frame_type == _DATA:
-                await stream.send(frame.payload)
-            elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
-                break
+        await _frames_into(stream, request_iterator)
         send_eof = getattr(stream, "send_eof", None)
         if send_eof is not None:
             try:
