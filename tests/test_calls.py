@@ -274,7 +274,12 @@ def test_concurrent_sync_calls_run_in_parallel():
 
 def test_uploads_reach_the_driver_and_mistakes_are_named(board_client):
     """Resource streams: bytes sent with resource_async() for a call that reads them with self.resource()."""
+    import bz2
+    import gzip
     import hashlib
+    import lzma
+
+    from jumpstarter_driver_demo.client import Chunks
 
     data = bytes(range(256)) * 5000
     assert board_client.checksum(data) == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -299,8 +304,12 @@ def test_uploads_reach_the_driver_and_mistakes_are_named(board_client):
             await board_client.call_async("checksum", presigned)
         with pytest.raises(DriverInvalidArgument, match="'not a handle' is not a resource handle"):
             await board_client.call_async("checksum", "not a handle")
-        with pytest.raises(NotImplementedError, match="compressed uploads"):
-            board_client.resource_async(chunks(), content_encoding="gzip")
+        for encoding, compress in (("gzip", gzip.compress), ("xz", lzma.compress), ("bz2", bz2.compress)):
+            async with board_client.resource_async(Chunks(compress(b"packed" * 5000)), encoding) as packed:
+                assert (await board_client.call_async("checksum", packed))["size"] == 30000, encoding
+        with pytest.raises(NotImplementedError, match="content encoding 'zstd' is not supported"):
+            async with board_client.resource_async(chunks(), content_encoding="zstd"):
+                pass
         return unused
 
     assert anyio.run(handles)["uuid"]

@@ -79,10 +79,8 @@ class DriverClient:
     def resource_async(self, stream: Any, content_encoding: str | None = None) -> AbstractAsyncContextManager[dict]:
         """Upload ``stream``'s bytes for a call to this driver: ``async with client.resource_async(s) as
         handle: await client.call_async("flash", handle)``; the driver reads them with ``self.resource()``.
-        ``content_encoding`` is upstream's; uploads here are sent as they are, so it must be None."""
-        if content_encoding is not None:
-            raise NotImplementedError(f"{self.name}: compressed uploads ({content_encoding}) are not supported")
-        return self.connection.resource_async(self.uuid, self.name, stream)
+        ``content_encoding`` ("gzip", "xz", "bz2") says ``stream`` is compressed; the driver gets it plain."""
+        return self.connection.resource_async(self.uuid, self.name, stream, content_encoding)
 
     @property
     def portal(self) -> BlockingPortal:

@@ -8,9 +8,12 @@ lazily for the running event loop.
 from __future__ import annotations
 
 import asyncio
+import bz2
 import json
+import lzma
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -237,9 +240,19 @@ class Connection:
         return AsyncStream(call, self._error(target, method))
 
     @asynccontextmanager
-    async def resource_async(self, uuid: str, target: str, source: Any) -> AsyncIterator[dict]:
+    async def resource_async(
+        self, uuid: str, target: str, source: Any, content_encoding: str | None = None
+    ) -> AsyncIterator[dict]:
         """Upload ``source`` (an anyio byte stream, or an async iterable of bytes) for a driver call of
-        ``uuid``; yields the handle to pass to that call, which reads the bytes with ``Driver.resource()``."""
+        ``uuid``; yields the handle to pass to that call, which reads the bytes with ``Driver.resource()``.
+
+        A ``content_encoding`` (gzip, xz, bz2) says ``source`` is compressed: it is decompressed here, and
+        the driver reads plain bytes, as upstream's client does for an exporter that takes no encoding.
+        """
+        make_decompressor = _DECOMPRESSORS.get(content_encoding) if content_encoding else None
+        if content_encoding and make_decompressor is None:
+            known = ", ".join(_DECOMPRESSORS)
+            raise NotImplementedError(f"{target}: content encoding {content_encoding!r} is not supported ({known})")
         request = json.dumps({"kind": "resource", "uuid": uuid, "x_jmp_content_encoding": None})
         call = self._aio_stubs()[2].Stream(metadata=(*self.metadata, ("request", request)))
         try:
@@ -254,7 +267,10 @@ class Connection:
             raise ConnectError(f"exporter at {self.address} sent no resource handle for {target}") from None
 
         async def upload() -> None:
-            async for chunk in _chunks(source):
+            chunks = _chunks(source)
+            if make_decompressor is not None:
+                chunks = _decompressed(chunks, make_decompressor())
+            async for chunk in chunks:
                 await call.write(router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA))
             await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
             await call.done_writing()
@@ -266,6 +282,21 @@ class Connection:
                 uploading.cancel_scope.cancel()  # what the driver didn't read is not sent
         finally:
             call.cancel()
+
+
+_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
+    "gzip": lambda: zlib.decompressobj(wbits=47),  # gzip or zlib header
+    "xz": lzma.LZMADecompressor,
+    "bz2": bz2.BZ2Decompressor,
+}
+
+
+async def _decompressed(chunks: AsyncIterator[bytes], decompressor: Any) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if data := decompressor.decompress(chunk):
+            yield data
+    if hasattr(decompressor, "flush") and (data := decompressor.flush()):
+        yield data
 
 
 async def _chunks(source: Any) -> AsyncIterator[bytes]:

@@ -5,9 +5,11 @@ Prints one JSON object: for each call, the value that came back or the exception
 (its class, the names of its bases, its message). tests/test_upstream.py asserts on it.
 """
 
+import gzip
 import json
 
 from anyio import EndOfStream
+from jumpstarter_driver_demo.client import Chunks
 
 from jumpstarter.utils.env import env
 
@@ -38,6 +40,13 @@ def console(board):
     return {"echoed": echoed, "ended": ended}
 
 
+def gzipped_checksum(board, data):
+    """Upload ``data`` gzip-compressed, saying so; the driver must see it plain."""
+    source = Chunks(gzip.compress(data))
+    with board.portal.wrap_async_context_manager(board.resource_async(source, "gzip")) as handle:
+        return board.call("checksum", handle)
+
+
 with env() as client:
     board = client.board
     power = board.children["power"]  # upstream's DriverClient has no child attributes; children[] works on both
@@ -55,6 +64,7 @@ with env() as client:
         "stream": outcome(lambda: console(board)),
         "child": outcome(lambda: (power.on(), power.read())[1]),
         "upload": outcome(lambda: board.checksum(bytes(range(256)) * 4000)),  # a resource stream
+        "upload_gzip": outcome(lambda: gzipped_checksum(board, bytes(range(256)) * 4000)),
         "not_found": outcome(lambda: board.call("not_exported")),
         **{
             f"raises_{kind}": outcome(lambda k=kind: board.fail(k, f"{k} boom"))
