@@ -139,7 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     # Upstream's `jmp run --exporter-config FILE --tls-grpc-listener A --tls-grpc-insecure`, so a lab's
     # command line carries over.
     run_parser.add_argument("--exporter-config", metavar="FILE", help="the ExporterConfig, as upstream names it")
-    run_parser.add_argument("--tls-grpc-listener", metavar="ADDRESS", help="--listen, as upstream names it")
+    run_parser.add_argument(
+        "--tls-grpc-listener",
+        metavar="ADDRESS",
+        help="--listen, as upstream names it; with --tls-grpc-insecure, or with --tls-cert and --tls-key",
+    )
     run_parser.add_argument("--tls-grpc-insecure", action="store_true", help="serve plain gRPC (no TLS)")
     run_parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
     run_parser.add_argument("--tls-key", metavar="FILE", help="the private key (PEM) of --tls-cert")
