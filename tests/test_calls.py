@@ -325,3 +325,26 @@ def test_an_upload_is_refused_while_someone_else_holds_the_lease(board_client):
     with connect(board_client.connection.address, trusted=trusted) as other, try_lease(other.connection, "other"):
         with pytest.raises(LeaseError, match="leased by other"):
             board_client.checksum(b"not now")
+
+
+def test_open_stream_and_log_stream_as_upstream_clients_use_them(board, caplog):
+    """open_stream() stays open until close() (or the connection's end); log_stream() brings the exporter's logs."""
+    with serve(board) as client:
+        console = client.open_stream("console")
+        console.send(b"kept open")
+        assert console.receive() == b"kept open"
+        client.close()
+        with pytest.raises(anyio.ClosedResourceError):
+            console.send(b"after close")
+        caplog.set_level("INFO", logger="jumpstarter.drivers")  # the in-process exporter's side: let INFO through
+        with caplog.at_level("INFO", logger="jumpstarter.exporter.remote"), client.log_stream():
+            deadline = time.monotonic() + 5
+            while not [r for r in caplog.records if r.name == "jumpstarter.exporter.remote"]:
+                client.power.on()  # logs "power on" on the exporter
+                assert time.monotonic() < deadline, "no exporter log record arrived"
+                time.sleep(0.05)
+        remote = [r for r in caplog.records if r.name == "jumpstarter.exporter.remote"]
+        assert remote[0].getMessage() == "power on" and remote[0].levelname == "INFO"
+        left_open = client.open_stream("console")
+    with pytest.raises(anyio.ClosedResourceError):  # the connection's end closed it
+        left_open.send(b"x")

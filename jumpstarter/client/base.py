@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -87,6 +88,26 @@ class DriverClient:
         """An event loop for using the async API from blocking code, as upstream's clients have it."""
         return self.connection.portal()
 
+    def open_stream(self, method: str = "connect") -> BlockingStream:
+        """A byte stream left open until ``close()`` (upstream's name), for clients that hand one out."""
+        stream = self.connection.stream(self.uuid, self.name, method)
+        self.__dict__.setdefault("_open_streams", []).append(stream)
+        return stream
+
+    def close(self) -> None:
+        """Close the streams ``open_stream()`` opened."""
+        for stream in self.__dict__.pop("_open_streams", []):
+            stream.close()
+
+    @contextmanager
+    def log_stream(self) -> Iterator[None]:
+        """While inside, the exporter's log records are logged here too (logger ``jumpstarter.exporter.remote``)."""
+        stop = self.connection.follow_logs(_log_remote)
+        try:
+            yield
+        finally:
+            stop()
+
     def reset(self) -> None:
         """Ask the exporter to reset every driver (``Driver.reset()``)."""
         self.connection.reset()
@@ -97,7 +118,21 @@ class DriverClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._close_tree()
         self.connection.close()
+
+    def _close_tree(self) -> None:
+        self.close()
+        for child in self.children.values():
+            child._close_tree()
+
+
+_remote_log = logging.getLogger("jumpstarter.exporter.remote")
+
+
+def _log_remote(record: Any) -> None:
+    level = logging.getLevelName(record.severity or "INFO")
+    _remote_log.log(level if isinstance(level, int) else logging.INFO, "%s", record.message)
 
 
 class CompositeClient(DriverClient):

@@ -174,15 +174,25 @@ class Connection:
         except grpc.RpcError as err:
             raise error_from_rpc(err, address=self.address, method="reset") from None
 
-    def log_stream(self) -> Iterator[jumpstarter_pb2.LogStreamResponse]:
+    def follow_logs(self, on_record: Callable[[jumpstarter_pb2.LogStreamResponse], None]) -> Callable[[], None]:
+        """Hand each of the exporter's log records to ``on_record``, from a thread, until the returned stop()."""
         call = self._exporter.LogStream(Empty(), metadata=self.metadata)
-        try:
-            yield from call
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.CANCELLED:
-                raise error_from_rpc(err, address=self.address, method="log_stream") from None
-        finally:
+
+        def follow() -> None:
+            try:
+                for record in call:
+                    on_record(record)
+            except grpc.RpcError:
+                pass  # stopped, or the exporter went away: the calls themselves report that
+
+        thread = threading.Thread(target=follow, name=f"jumpstarter logs {self.address}", daemon=True)
+        thread.start()
+
+        def stop() -> None:
             call.cancel()
+            thread.join(5)
+
+        return stop
 
     # Async ---------------------------------------------------------------------
 
