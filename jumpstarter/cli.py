@@ -124,6 +124,9 @@ def shell(args: argparse.Namespace) -> int:
     except JumpstarterError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the command itself: exit as a shell does for a command it can't run
+        print(f"jumpstarter: can't run {exc.filename!r}: {exc.strerror}", file=sys.stderr)
+        return 127
 
 
 def _parser() -> argparse.ArgumentParser:

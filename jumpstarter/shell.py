@@ -12,7 +12,6 @@ from pathlib import Path
 
 from jumpstarter.client.connection import TLS, Connection
 from jumpstarter.driver.base import NAME_LABEL
-from jumpstarter.errors import ConnectError
 from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
 
 
@@ -32,7 +31,8 @@ def shell_environment(address: str, name: str, passphrase: str | None, tls: TLS)
 
 def run_shell(address: str, command: list[str], *, passphrase: str | None = None, tls: TLS = False) -> int:
     """Check the exporter answers and takes the passphrase, then run ``command`` (default: the user's
-    shell) with it in the environment; the command's exit code. JumpstarterError when it can't start."""
+    shell) with it in the environment; the command's exit code. JumpstarterError when the exporter can't be
+    used, OSError when the command can't be run."""
     connection = Connection(address, passphrase, tls)
     try:
         connection.wait_ready()
@@ -40,7 +40,4 @@ def run_shell(address: str, command: list[str], *, passphrase: str | None = None
     finally:
         connection.close()
     command = command or [os.environ.get("SHELL", "/bin/sh")]
-    try:
-        return subprocess.call(command, env={**os.environ, **shell_environment(address, name, passphrase, tls)})
-    except OSError as exc:
-        raise ConnectError(f"can't run {command[0]!r}: {exc.strerror}") from None
+    return subprocess.call(command, env={**os.environ, **shell_environment(address, name, passphrase, tls)})

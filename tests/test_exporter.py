@@ -329,6 +329,9 @@ def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_pa
     command = [sys.executable, "-m", "jumpstarter", "shell", exporter.address, "--passphrase", "pw"]
     done = subprocess.run([*command, "--", sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (3, "5 demo 1\n"), done.stderr
+    missing = subprocess.run([*command, "--", "/no/such/command"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 127
+    assert "can't run '/no/such/command': No such file or directory" in missing.stderr
 
 
 @pytest.mark.parametrize(

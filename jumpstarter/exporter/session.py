@@ -162,7 +162,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         except (ValueError, AttributeError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream: metadata 'request' must be a JSON object")
         if kind == "resource":
-            return await self._receive_resource(uuid, request, request_iterator, context)
+            return await self._receive_resource(uuid, request_iterator, context)
         if kind != "driver":
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, f"stream kind {kind!r} is not supported (only 'driver' and 'resource')"
@@ -181,7 +181,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         finally:
             await opened.__aexit__(None, None, None)
 
-    async def _receive_resource(self, uuid: str, request: dict, request_iterator, context) -> None:
+    async def _receive_resource(self, uuid: str, request_iterator, context) -> None:
         """An upload from the client: its bytes wait for the driver under a handle, which the headers carry.
 
         The client passes the handle to a driver call, which reads the bytes with ``Driver.resource()``;
