@@ -70,7 +70,9 @@ class DriverOSError(DriverError, OSError):
     kind = "os error"
 
 
-class MethodNotFound(DriverError, AttributeError):
+class MethodNotFound(DriverNotImplemented, AttributeError):
+    """No such exported method. Also a ``DriverNotImplemented``, as upstream's clients report it."""
+
     kind = "not found"
 
 

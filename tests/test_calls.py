@@ -337,13 +337,13 @@ def test_open_stream_and_log_stream_as_upstream_clients_use_them(board, caplog):
         with pytest.raises(anyio.ClosedResourceError):
             console.send(b"after close")
         caplog.set_level("INFO", logger="jumpstarter.drivers")  # the in-process exporter's side: let INFO through
-        with caplog.at_level("INFO", logger="jumpstarter.exporter.remote"), client.log_stream():
+        with caplog.at_level("INFO", logger="exporter:driver"), client.log_stream():
             deadline = time.monotonic() + 5
-            while not [r for r in caplog.records if r.name == "jumpstarter.exporter.remote"]:
+            while not [r for r in caplog.records if r.name == "exporter:driver"]:
                 client.power.on()  # logs "power on" on the exporter
                 assert time.monotonic() < deadline, "no exporter log record arrived"
                 time.sleep(0.05)
-        remote = [r for r in caplog.records if r.name == "jumpstarter.exporter.remote"]
+        remote = [r for r in caplog.records if r.name == "exporter:driver"]
         assert remote[0].getMessage() == "power on" and remote[0].levelname == "INFO"
         left_open = client.open_stream("console")
     with pytest.raises(anyio.ClosedResourceError):  # the connection's end closed it

@@ -5,14 +5,18 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from anyio.from_thread import BlockingPortal
 
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.streams import AsyncStream, BlockingStream
+from jumpstarter.driver.base import CLIENT_LABEL
+from jumpstarter.errors import ClientClassError
+from jumpstarter.v1.common_pb2 import LOG_SOURCE_AFTER_LEASE_HOOK, LOG_SOURCE_BEFORE_LEASE_HOOK, LOG_SOURCE_DRIVER
 
 
 @dataclass(kw_only=True)
@@ -29,9 +33,18 @@ class DriverClient:
     children: dict[str, DriverClient] = field(default_factory=dict)
     connection: Connection = field(repr=False)
     name: str = ""  # dotted path from the root, e.g. "custom.power"; "" for the root
+    description: str | None = None  # the driver's, from the exporter's report (help text of a cli())
+    methods_description: dict[str, str] = field(default_factory=dict)  # help per method, likewise
+    # Context managers entered for this client's lifetime (upstream's name): closed by close().
+    stack: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         pass  # so that subclasses may call super().__post_init__()
+
+    @cached_property
+    def logger(self) -> logging.Logger:
+        """A logger named after the client class, as upstream's clients have."""
+        return logging.getLogger(type(self).__name__)
 
     def __getattr__(self, name: str) -> DriverClient:
         children = self.__dict__.get("children")
@@ -95,13 +108,14 @@ class DriverClient:
         return stream
 
     def close(self) -> None:
-        """Close the streams ``open_stream()`` opened."""
+        """Close the streams ``open_stream()`` opened and what was entered on ``stack``."""
         for stream in self.__dict__.pop("_open_streams", []):
             stream.close()
+        self.stack.close()
 
     @contextmanager
     def log_stream(self) -> Iterator[None]:
-        """While inside, the exporter's log records are logged here too (logger ``jumpstarter.exporter.remote``)."""
+        """While inside, the exporter's log records are logged here too (loggers ``exporter:driver``, ``exporter:system``, as upstream names them)."""
         stop = self.connection.follow_logs(_log_remote)
         try:
             yield
@@ -127,13 +141,61 @@ class DriverClient:
             child._close_tree()
 
 
-_remote_log = logging.getLogger("jumpstarter.exporter.remote")
+# Where the exporter's records are logged on this side, by their source (upstream's logger names).
+_REMOTE_LOGGERS = {
+    LOG_SOURCE_DRIVER: "exporter:driver",
+    LOG_SOURCE_BEFORE_LEASE_HOOK: "exporter:beforeLease",
+    LOG_SOURCE_AFTER_LEASE_HOOK: "exporter:afterLease",
+}
 
 
 def _log_remote(record: Any) -> None:
     level = logging.getLevelName(record.severity or "INFO")
-    _remote_log.log(level if isinstance(level, int) else logging.INFO, "%s", record.message)
+    logger = logging.getLogger(_REMOTE_LOGGERS.get(record.source, "exporter:system"))
+    logger.log(level if isinstance(level, int) else logging.INFO, "%s", record.message)
 
 
 class CompositeClient(DriverClient):
     """Client of a driver that only groups children (an exporter's root from YAML)."""
+
+
+class StubDriverClient(DriverClient):
+    """Stands in for a client class whose package is not installed on this side (upstream's name).
+
+    The rest of the tree stays usable; using this driver raises an ImportError naming what to install.
+    """
+
+    def _missing(self) -> ClientClassError:
+        class_path = self.labels.get(CLIENT_LABEL, "")
+        package = class_path.partition(".")[0].replace("_", "-")
+        where = f"export {self.name!r}" if self.name else "the exporter's root driver"
+        return ClientClassError(
+            f"{where}: driver client {class_path!r} is not installed here; install it on this side too "
+            f"(pip install {package}), in the same version as on the exporter"
+        )
+
+    def call(self, method: str, *args: Any) -> Any:
+        raise self._missing()
+
+    def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
+        raise self._missing()
+
+    async def call_async(self, method: str, *args: Any) -> Any:
+        raise self._missing()
+
+    def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        raise self._missing()
+
+    def stream(self, method: str = "connect") -> Any:
+        raise self._missing()
+
+    def stream_async(self, method: str = "connect") -> Any:
+        raise self._missing()
+
+    def log_stream(self) -> Any:
+        raise self._missing()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("children",):
+            raise AttributeError(name)
+        raise self._missing()

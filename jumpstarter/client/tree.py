@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+
 from jumpstarter.client.allow import load_client_class
-from jumpstarter.client.base import CompositeClient, DriverClient
+from jumpstarter.client.base import CompositeClient, DriverClient, StubDriverClient
 from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection
 from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL
 from jumpstarter.errors import ClientClassError
 from jumpstarter.v1 import jumpstarter_pb2
 
-# Upstream's client classes that ours stand in for (their modules never share an environment with us).
+log = logging.getLogger("jumpstarter.client")
+
+# Upstream's client classes that ours stand in for when their package is not installed.
 ALIASES: dict[str, type[DriverClient]] = {
     "jumpstarter_driver_composite.client.CompositeClient": CompositeClient,
 }
@@ -20,35 +25,60 @@ def client_from_report(
 ) -> DriverClient:
     """Instantiate each driver's client class, children before parents; return the root.
 
+    Reports come parents first. A driver may be reported twice (upstream's ``Proxy`` stands in for
+    another driver under a second name), so a parent is the latest report with the parent's uuid.
     ``trusted`` client class paths skip the allow list (serve() trusts the drivers it was handed).
     """
-    by_uuid = {r.uuid: r for r in report.reports}
-    children: dict[str, list[str]] = {r.uuid: [] for r in report.reports}
-    roots = []
-    for r in report.reports:
-        if r.HasField("parent_uuid") and r.parent_uuid in by_uuid:
-            children[r.parent_uuid].append(r.uuid)
-        else:
-            roots.append(r.uuid)
-    if not roots:
+    reports = list(report.reports)
+    if not reports:
         raise ClientClassError(f"exporter at {connection.address} reports no drivers")
+    children: list[list[int]] = [[] for _ in reports]
+    roots: list[int] = []
+    last_seen: dict[str, int] = {}
+    for index, r in enumerate(reports):
+        parent = last_seen.get(r.parent_uuid) if r.HasField("parent_uuid") else None
+        (children[parent] if parent is not None else roots).append(index)
+        last_seen[r.uuid] = index
 
-    def build(uuid: str, path: str) -> DriverClient:
-        r = by_uuid[uuid]
+    def build(index: int, path: str) -> DriverClient:
+        r = reports[index]
         labels = dict(r.labels)
         kids = {}
-        for child in children[uuid]:
-            name = by_uuid[child].labels.get(NAME_LABEL, child)
+        for child in children[index]:
+            name = reports[child].labels.get(NAME_LABEL, reports[child].uuid)
             kids[name] = build(child, f"{path}.{name}".lstrip("."))
         class_path = labels.get(CLIENT_LABEL, "")
-        cls = ALIASES.get(class_path) or load_client_class(class_path, path, DriverClient, class_path in trusted)
+        cls = client_class(class_path, path, class_path in trusted)
         try:
-            return cls(uuid=uuid, labels=labels, children=kids, connection=connection, name=path)
+            return cls(
+                uuid=r.uuid,
+                labels=labels,
+                children=kids,
+                connection=connection,
+                name=path,
+                description=r.description if r.HasField("description") else None,
+                methods_description=dict(r.methods_description),
+            )
         except TypeError as exc:
             raise ClientClassError(f"export {path!r}: client class {class_path!r} can't be built: {exc}") from exc
 
-    root = report.uuid if report.uuid in by_uuid else roots[0]
+    root = last_seen.get(report.uuid, roots[0] if roots else 0)
     return build(root, "")
+
+
+def client_class(class_path: str, path: str, trusted: bool) -> type[DriverClient]:
+    """The client class for the driver at export ``path``; a stub when its package is not installed here.
+
+    As upstream does, a driver whose client package is missing on this side doesn't stop the others
+    from being used: its client raises, naming the package to install, when it is used.
+    """
+    top = class_path.partition(".")[0]
+    if top.isidentifier() and importlib.util.find_spec(top) is None:
+        if class_path in ALIASES:
+            return ALIASES[class_path]
+        log.warning("export %r: driver client %r is not installed here; using a stub", path or "<root>", class_path)
+        return StubDriverClient
+    return load_client_class(class_path, path, DriverClient, trusted)
 
 
 def connect(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,11 @@ from jumpstarter.client.base import DriverClient
 from jumpstarter.client.tree import connect
 from jumpstarter.driver.base import Driver
 from jumpstarter.exporter.server import serving
+from jumpstarter.utils.env import env
+
+__all__ = ["env", "serve"]
+
+log = logging.getLogger("jumpstarter.exporter")
 
 
 @contextmanager
@@ -23,7 +29,7 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
     values), so serialization is exercised. The drivers are closed on exit.
     """
     # The client classes of drivers handed to us in-process are not network input: trust them.
-    trusted = frozenset(driver.client() for _, _, driver in root.walk())
+    trusted = frozenset(driver.client() for _, _, _, driver in root.enumerate())
     with tempfile.TemporaryDirectory(prefix="jumpstarter-") as tmp:
         socket = f"unix://{Path(tmp) / 'exporter.sock'}"
         try:
@@ -32,4 +38,12 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
                     with connect(address, passphrase=passphrase, trusted=trusted) as client:
                         yield client
         finally:
-            root.close()
+            _close(root)
+
+
+def _close(root: Driver) -> None:
+    """Close the drivers; a driver failing to close is logged, not raised over the test's own outcome."""
+    try:
+        root.close()
+    except Exception as exc:
+        log.error("closing %s failed: %s", type(root).__qualname__, exc, exc_info=exc)

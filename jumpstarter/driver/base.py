@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ from anyio.abc import ObjectReceiveStream
 
 from jumpstarter.driver.decorators import MARKER
 from jumpstarter.signature import Signature
+from jumpstarter.v1 import jumpstarter_pb2
 
 CLIENT_LABEL = "jumpstarter.dev/client"
 NAME_LABEL = "jumpstarter.dev/name"
@@ -82,9 +83,14 @@ class Driver:
     description: str | None = None
     methods_description: dict[str, str] = field(default_factory=dict)  # help per method; docstrings otherwise
     uuid: UUID = field(default_factory=uuid4)
-    resources: dict[str, Upload] = field(default_factory=dict, init=False, repr=False)  # uploads by handle uuid
+    log_level: str = "INFO"  # level of this driver's logger, as upstream's drivers take it from their config
+    # Uploads waiting for a call, by handle uuid (Upload objects; typed Any so that drivers declared with
+    # pydantic's dataclass decorator, as upstream's are, can subclass this one).
+    resources: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if hasattr(super(), "__post_init__"):  # a mixin before us in the MRO may need its own
+            super().__post_init__()  # type: ignore[misc]
         cls = type(self)
         if getattr(cls.client, "__func__", None) is Driver.client.__func__:
             raise TypeError(
@@ -97,6 +103,7 @@ class Driver:
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"jumpstarter.drivers.{cls.__qualname__}"), {"driver_uuid": str(self.uuid)}
         )
+        self.logger.setLevel(self.log_level)
         exported_methods(cls)
 
     @classmethod
@@ -138,11 +145,36 @@ class Driver:
         finally:
             upload.finished.set()
 
-    def walk(self, name: str = "", parent: Driver | None = None) -> Iterator[tuple[str, Driver | None, Driver]]:
-        """(name, parent, driver) for this driver and every descendant, parents first."""
-        yield name, parent, self
+    def extra_labels(self) -> dict[str, str]:
+        """Labels computed by the driver, added to its ``labels`` in the exporter's report (upstream's hook)."""
+        return {}
+
+    def report(self, *, parent: Driver | None = None, name: str | None = None) -> jumpstarter_pb2.DriverInstanceReport:
+        """How this driver appears in the exporter's GetReport: its uuid, parent, labels and help texts.
+
+        Upstream's hook: a driver standing in for another (upstream's ``Proxy``) reports that one instead.
+        """
+        labels = {**self.labels, **self.extra_labels(), CLIENT_LABEL: self.client()}
+        if name:
+            labels[NAME_LABEL] = name
+        methods = {m.name: m.doc for m in exported_methods(type(self)).values() if m.doc}
+        methods.update(self.methods_description)
+        report = jumpstarter_pb2.DriverInstanceReport(uuid=str(self.uuid), labels=labels, methods_description=methods)
+        if parent is not None:
+            report.parent_uuid = str(parent.uuid)
+        if self.description:
+            report.description = self.description
+        return report
+
+    def enumerate(
+        self, *, root: Driver | None = None, parent: Driver | None = None, name: str | None = None
+    ) -> list[tuple[UUID, Driver | None, str | None, Driver]]:
+        """(uuid, parent, name, driver) for this driver and every descendant, parents first (upstream's hook:
+        a driver standing in for another enumerates that one, so the same driver may appear twice)."""
+        found: list[tuple[UUID, Driver | None, str | None, Driver]] = [(self.uuid, parent, name, self)]
         for child_name, child in self.children.items():
-            yield from child.walk(child_name, self)
+            found.extend(child.enumerate(root=root or self, parent=self, name=child_name))
+        return found
 
     def method(self, name: str) -> tuple[Exported, Callable[..., Any]] | None:
         """The exported method ``name`` and its bound function, or None."""

@@ -14,7 +14,7 @@ import anyio
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL, Driver, Exported, Upload, exported_methods
+from jumpstarter.driver.base import Driver, Exported, Upload
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
 from jumpstarter.exporter.threaded import iterate_in_thread, run_in_worker
@@ -38,14 +38,14 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         self.drivers: dict[str, Driver] = {}
         self.paths: dict[str, str] = {}  # uuid -> dotted export path, for messages
         self.reports: list[jumpstarter_pb2.DriverInstanceReport] = []
-        for name, parent, driver in root.walk():
-            uuid = str(driver.uuid)
-            if uuid in self.drivers:
-                raise ValueError(f"driver {name or type(driver).__qualname__!r} appears twice in the tree")
+        for uuid_, parent, name, driver in root.enumerate():
+            uuid = str(uuid_)
+            if self.drivers.get(uuid, driver) is not driver:  # the same driver twice is a stand-in (Proxy)
+                raise ValueError(f"driver {name or type(driver).__qualname__!r} has the uuid of another driver")
             self.drivers[uuid] = driver
             parent_path = self.paths.get(str(parent.uuid), "") if parent is not None else ""
-            self.paths[uuid] = f"{parent_path}.{name}".lstrip(".") if parent is not None else ""
-            self.reports.append(_report(driver, name, parent))
+            self.paths.setdefault(uuid, f"{parent_path}.{name}".lstrip(".") if parent is not None else "")
+            self.reports.append(driver.report(parent=parent, name=name))
         self._log_subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
         self._log_lock = threading.Lock()
         self._log_handler = _ForwardingHandler(self)
@@ -247,20 +247,6 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         if code == grpc.StatusCode.UNAVAILABLE:
             context.set_trailing_metadata(((DRIVER_ERROR_KEY, type(exc).__name__),))
         await context.abort(code, message_for(exc))
-
-
-def _report(driver: Driver, name: str, parent: Driver | None) -> jumpstarter_pb2.DriverInstanceReport:
-    labels = {**driver.labels, CLIENT_LABEL: driver.client()}
-    if parent is not None:
-        labels[NAME_LABEL] = name
-    methods = {m.name: m.doc for m in exported_methods(type(driver)).values() if m.doc}
-    methods.update(driver.methods_description)
-    report = jumpstarter_pb2.DriverInstanceReport(uuid=str(driver.uuid), labels=labels, methods_description=methods)
-    if parent is not None:
-        report.parent_uuid = str(parent.uuid)
-    if driver.description:
-        report.description = driver.description
-    return report
 
 
 async def _aiter_async(func, args) -> AsyncIterator[Any]:
