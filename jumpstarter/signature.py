@@ -119,9 +119,7 @@ def convert(value: Any, tp: Any) -> Any:
             raise ArgumentError(f"must be one of {[m.value for m in tp]!r}, got {value!r:.60}") from None
     if tp in (list, tuple, dict, str, set, frozenset):
         return _convert_generic(value, tp, tp)
-    if isinstance(value, tp):
-        return value
-    return value  # a class we can't build from JSON-like data: leave it to the method
+    return value  # a class we can't build from JSON-like data (a TypedDict, a model): leave it to the method
 
 
 def _convert_union(value: Any, tp: Any) -> Any:

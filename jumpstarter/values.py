@@ -12,6 +12,7 @@ import enum
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+from uuid import UUID
 
 from google.protobuf.struct_pb2 import NULL_VALUE, ListValue, Value
 
@@ -67,6 +68,8 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
             encode(item, fields[key], ints, (*path, key))
     elif isinstance(obj, enum.Enum):
         encode(obj.value, value, ints, path)
+    elif isinstance(obj, UUID):  # sent as its text, as upstream sends it
+        value.string_value = str(obj)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         encode({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, value, ints, path)
     elif callable(getattr(obj, "model_dump", None)):  # pydantic models, as upstream drivers return

@@ -115,7 +115,8 @@ class DriverClient:
 
     @contextmanager
     def log_stream(self) -> Iterator[None]:
-        """While inside, the exporter's log records are logged here too (loggers ``exporter:driver``, ``exporter:system``, as upstream names them)."""
+        """While inside, the exporter's log records are logged here too: a driver's to logger ``exporter:driver``,
+        others to ``exporter:system`` (upstream's names)."""
         stop = self.connection.follow_logs(_log_remote)
         try:
             yield

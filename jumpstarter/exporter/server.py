@@ -111,6 +111,7 @@ async def serving(
     passphrase: str | None = None,
     labels: dict[str, str] | None = None,
     tls: tuple[bytes, bytes] | None = None,
+    session: Session | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``root`` at ``address`` until the block ends; yields the address clients use.
 
@@ -118,7 +119,7 @@ async def serving(
     server's certificate chain and private key (PEM) to serve TLS with; None serves plain gRPC.
     Leaving the block stops the server; closing the drivers is the caller's job.
     """
-    session = Session(root, labels)
+    session = session or Session(root, labels)
     leases = Leases()
     interceptors = [*([_Passphrase(passphrase)] if passphrase else []), _LeaseGuard(leases)]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)

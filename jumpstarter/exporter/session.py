@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import anyio
 import grpc
+from anyio.from_thread import start_blocking_portal
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.driver.base import Driver, Exported, Upload
@@ -32,8 +36,14 @@ _LOG_QUEUE = 1000  # records kept per LogStream subscriber before dropping
 class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.RouterServiceServicer):
     """Serves one driver tree. ``labels`` become the exporter's labels in GetReport."""
 
-    def __init__(self, root: Driver, labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, root: Driver | None = None, labels: dict[str, str] | None = None, *, root_device: Driver | None = None
+    ) -> None:
+        root = root or root_device  # upstream's keyword
+        if root is None:
+            raise TypeError("Session needs the root driver")
         self.root = root
+        self.status = common_pb2.EXPORTER_STATUS_LEASE_READY
         self.labels = dict(labels or {})
         self.drivers: dict[str, Driver] = {}
         self.paths: dict[str, str] = {}  # uuid -> dotted export path, for messages
@@ -49,6 +59,31 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         self._log_subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
         self._log_lock = threading.Lock()
         self._log_handler = _ForwardingHandler(self)
+
+    # Upstream's in-process use: ``with Session(root_device=d) as s, s.serve_unix() as path:`` ---------
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.root.close()
+        except Exception as error:
+            log.error("closing %s failed: %s", type(self.root).__qualname__, error, exc_info=error)
+
+    @contextmanager
+    def serve_unix(self) -> Iterator[str]:
+        """Serve on a private unix socket from a background event loop; yields the socket's path."""
+        from jumpstarter.exporter.server import serving
+
+        with tempfile.TemporaryDirectory(prefix="jumpstarter-") as tmp, start_blocking_portal() as portal:
+            path = str(Path(tmp) / "exporter.sock")
+            with portal.wrap_async_context_manager(serving(self.root, f"unix://{path}", session=self)):
+                yield path
+
+    def update_status(self, status: int, message: str = "") -> None:
+        """Set the status GetStatus reports (direct mode is always ready; upstream's tests set it so)."""
+        self.status = int(status)
 
     def where(self, uuid: str, method: str) -> str:
         path = self.paths.get(uuid, "")
@@ -145,9 +180,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         return jumpstarter_pb2.ResetResponse()
 
     async def GetStatus(self, request, context):
-        return jumpstarter_pb2.GetStatusResponse(
-            status=common_pb2.EXPORTER_STATUS_LEASE_READY, message="direct mode: ready", status_version=1
-        )
+        return jumpstarter_pb2.GetStatusResponse(status=self.status, message="direct mode", status_version=1)
 
     async def EndSession(self, request, context):
         return jumpstarter_pb2.EndSessionResponse(success=True)
