@@ -15,12 +15,14 @@ import os
 import socket
 import sys
 import types
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import pytest
 
+from jumpstarter.utils.env import set_fallback as set_env_fallback
 from pytest_jumpstarter import settings
 
 MOCK_MARKER = "jumpstarter_mock"
@@ -120,6 +122,7 @@ class Lab:
             exporter.observers.append(self._record)
         offset = int(self.workerid.removeprefix("gw")) if self.workerid else 0
         self.pool = Pool(self.exporters, offset)
+        set_env_fallback(self._env_lease)
         fixtures = types.ModuleType("pytest_jumpstarter.exports")
         fixtures.exporter = pytest.fixture(name="exporter", scope=self.scope)(self._root_fixture())
         self.config.pluginmanager.register(fixtures, "jumpstarter-exports")
@@ -199,6 +202,22 @@ class Lab:
 
         exporter._jumpstarter_export = None
         return exporter
+
+    @contextmanager
+    def _env_lease(self) -> Iterator[Any]:
+        """An exporter of this run, leased while inside: what ``env()`` gives tests when no shell is around."""
+        from jumpstarter.errors import LeaseError
+        from pytest_jumpstarter.pool import ClaimError
+
+        timeout = self._seconds("lease_timeout", self.values["lease_timeout"])
+        try:
+            claim = self.pool.claim({None: {}}, f"{self.holder}: env()", timeout, notify=self._say)
+        except ClaimError as exc:
+            raise LeaseError(f"jumpstarter: env(): {exc}") from None
+        try:
+            yield claim.first.client()
+        finally:
+            claim.release()
 
     def _claim(self, request: pytest.FixtureRequest, target: str | None):
         """The leases of this fixture scope (a test by default), taken once for all of its exports."""
@@ -414,6 +433,8 @@ class Lab:
         self.close()
 
     def close(self) -> None:
+        if self.exporters:
+            set_env_fallback(None)
         for exporter in self.exporters:
             try:
                 exporter.close()

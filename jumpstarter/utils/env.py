@@ -8,8 +8,8 @@ connects to it, so such a script runs unchanged with either client.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,14 +31,32 @@ def shell_tls(host: str) -> bool:
     return os.environ.get(JMP_GRPC_INSECURE) != "1" and not grpc_address(host).startswith("unix:")
 
 
+# Where env() gets a client when no shell gives one: the pytest plugin's exporters (a lease per use).
+_fallback: Callable[[], AbstractContextManager[DriverClient]] | None = None
+
+
+def set_fallback(provider: Callable[[], AbstractContextManager[DriverClient]] | None) -> None:
+    """Let env() lease from ``provider`` when $JUMPSTARTER_HOST is unset (the pytest plugin's exporters)."""
+    global _fallback
+    _fallback = provider
+
+
 @contextmanager
 def env() -> Iterator[DriverClient]:
-    """The root client of the exporter at ``$JUMPSTARTER_HOST``; closed when the block ends."""
+    """The root client of the exporter at ``$JUMPSTARTER_HOST``; closed when the block ends.
+
+    Under pytest with ``--exporter``, and no shell around, it is an exporter of the run, leased until the
+    block ends: upstream-style tests (``jumpstarter_testing.JumpstarterTest``) share the suite's exporters.
+    """
     # Imported here: the pytest plugin reads this module's names and must not load grpc until configured.
     from jumpstarter.client.tree import connect
     from jumpstarter.errors import EnvironmentVariableNotSetError
 
     host = os.environ.get(JUMPSTARTER_HOST, "").strip()
+    if not host and _fallback is not None:
+        with _fallback() as client:
+            yield client
+        return
     if not host:
         raise EnvironmentVariableNotSetError(
             f"{JUMPSTARTER_HOST} is not set: run this inside `jumpstarter shell ADDRESS -- ...` or upstream's "
