@@ -299,8 +299,13 @@ def test_uploads_reach_the_driver_and_mistakes_are_named(board_client):
                 await board_client.call_async("checksum", handle)  # an upload is read once
         async with board_client.resource_async(chunks()) as unused:  # a call that never reads it: no hang
             assert await board_client.call_async("add", 1, 2) == 3
-        presigned = {"kind": "presigned_request", "url": "http://x", "method": "GET", "headers": {}}
-        with pytest.raises(DriverNotImplemented, match="resource kind 'presigned_request' is not supported"):
+        presigned = {
+            "kind": "presigned_request",
+            "url": "http://127.0.0.1:9/image?sig=secret",
+            "method": "GET",
+            "headers": {},
+        }
+        with pytest.raises(DriverError, match=r"presigned HTTP GET of http://127.0.0.1:9/image\?\[REDACTED\] failed"):
             await board_client.call_async("checksum", presigned)
         with pytest.raises(DriverInvalidArgument, match="'not a handle' is not a resource handle"):
             await board_client.call_async("checksum", "not a handle")

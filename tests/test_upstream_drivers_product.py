@@ -35,7 +35,7 @@ export:
         greet: "echo hello $1"
 """
 
-TESTS = '''
+TESTS = """
 import time
 
 from jumpstarter_testing import JumpstarterTest
@@ -71,7 +71,7 @@ class TestUpstreamStyle(JumpstarterTest):
     def test_client(self, client):
         client.power.on()
         assert sorted(client.children) == ["power", "serial", "shell"]
-'''
+"""
 
 
 @pytest.fixture(scope="module")

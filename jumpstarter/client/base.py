@@ -98,8 +98,19 @@ class DriverClient:
 
     @property
     def portal(self) -> BlockingPortal:
-        """An event loop for using the async API from blocking code, as upstream's clients have it."""
-        return self.connection.portal()
+        """An event loop for using the async API from blocking code, as upstream's clients have it.
+
+        Assignable, as upstream's field is (tests patch it); deleting the assigned one restores ours.
+        """
+        return self.__dict__.get("_portal") or self.connection.portal()
+
+    @portal.setter
+    def portal(self, portal: BlockingPortal) -> None:
+        self.__dict__["_portal"] = portal
+
+    @portal.deleter
+    def portal(self) -> None:
+        self.__dict__.pop("_portal", None)
 
     def open_stream(self, method: str = "connect") -> BlockingStream:
         """A byte stream left open until ``close()`` (upstream's name), for clients that hand one out."""

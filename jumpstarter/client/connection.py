@@ -8,14 +8,11 @@ lazily for the running event loop.
 from __future__ import annotations
 
 import asyncio
-import bz2
 import json
-import lzma
 import threading
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +25,12 @@ from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.errors import AuthenticationError, ConnectError, error_from_rpc
 from jumpstarter.exporter.lease import LEASE_KEY
 from jumpstarter.exporter.server import GRPC_OPTIONS, PASSPHRASE_KEY, grpc_address
+from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
 from jumpstarter.values import decode_result, encode_args
 
 CONNECT_TIMEOUT = 2.0
+REPLY_GRACE = 30.0  # seconds a resource stream's end is awaited after its block (see resource_async)
 
 # (target, method, args, outcome, seconds) after every call; outcome is the result or the exception.
 CallObserver = Callable[[str, str, tuple, Any, float], None]
@@ -73,6 +72,11 @@ class Connection:
         self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
         self._portal: tuple[Any, BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
+        self.closed = False
+
+    def _closed_error(self, target: str, method: str) -> ConnectError:
+        where = f"{target}.{method}" if target else method
+        return ConnectError(f"{where}: the connection to the exporter at {self.address} is closed")
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -112,6 +116,7 @@ class Connection:
             return self._portal[1]
 
     def close(self) -> None:
+        self.closed = True
         self._channel.close()
         self._aio.clear()  # aio channels belong to their event loops and end with them
         with self._portal_lock:
@@ -130,6 +135,8 @@ class Connection:
     # Blocking ------------------------------------------------------------------
 
     def call(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        if self.closed:  # e.g. a client's __del__ calling its driver after the test ended
+            raise self._closed_error(target, method)
         request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
         started = time.perf_counter()
@@ -145,6 +152,8 @@ class Connection:
         return result
 
     def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Iterator[Any]:
+        if self.closed:
+            raise self._closed_error(target, method)
         request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
         started = time.perf_counter()
@@ -255,14 +264,18 @@ class Connection:
     ) -> AsyncIterator[dict]:
         """Upload ``source`` (an anyio byte stream, or an async iterable of bytes) for a driver call of
         ``uuid``; yields the handle to pass to that call, which reads the bytes with ``Driver.resource()``.
+        What the driver sends back on it (a dump) goes to ``source.send()``, all of it by the block's end,
+        where ``source`` is closed (``aclose()``), as upstream's client closes it.
 
-        A ``content_encoding`` (gzip, xz, bz2) says ``source`` is compressed: it is decompressed here, and
+        A ``content_encoding`` (gzip, xz, bz2, zstd) says ``source`` is compressed: it is decompressed here, and
         the driver reads plain bytes, as upstream's client does for an exporter that takes no encoding.
         """
-        make_decompressor = _DECOMPRESSORS.get(content_encoding) if content_encoding else None
-        if content_encoding and make_decompressor is None:
-            known = ", ".join(_DECOMPRESSORS)
-            raise NotImplementedError(f"{target}: content encoding {content_encoding!r} is not supported ({known})")
+        try:
+            decompressor = create_decompressor(content_encoding) if content_encoding else None
+        except (ValueError, ModuleNotFoundError) as exc:  # a name we don't know; zstd without its codec installed
+            why = exc if isinstance(exc, ModuleNotFoundError) else ", ".join(Compression)
+            message = f"{target}: content encoding {content_encoding!r} is not supported ({why})"
+            raise NotImplementedError(message) from None
         request = json.dumps({"kind": "resource", "uuid": uuid, "x_jmp_content_encoding": None})
         call = self._aio_stubs()[2].Stream(metadata=(*self.metadata, ("request", request)))
         try:
@@ -278,35 +291,62 @@ class Connection:
 
         async def upload() -> None:
             chunks = _chunks(source)
-            if make_decompressor is not None:
-                chunks = _decompressed(chunks, make_decompressor())
+            if decompressor is not None:
+                chunks = decompress_chunks(chunks, decompressor)
             async for chunk in chunks:
                 await call.write(router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA))
             await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
             await call.done_writing()
 
+        replied = anyio.Event()
+        refused: list[TypeError] = []
+
+        async def replies() -> None:
+            """Bytes the driver sends back (a dump into ``source``), until the exporter ends the stream."""
+            send = getattr(source, "send", None)
+            while (frame := await call.read()) is not grpc.aio.EOF:
+                if frame.frame_type != router_pb2.FRAME_TYPE_DATA:
+                    break  # GOAWAY: the driver is done with it
+                if frame.payload and send is None:
+                    refused.append(
+                        TypeError(
+                            f"{target}: the driver sent bytes back, but the source "
+                            f"({type(source).__name__}) can't take them: pass a stream with send()"
+                        )
+                    )
+                    break
+                if frame.payload:
+                    await send(frame.payload)
+            with suppress(AttributeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await source.send_eof()
+            replied.set()
+
+        failed: BaseException | None = None
         try:
             async with anyio.create_task_group() as uploading:
                 uploading.start_soon(upload)
-                yield handle
+                uploading.start_soon(replies)
+                try:
+                    yield handle
+                except BaseException as exc:  # raised again below, not wrapped in the task group's ExceptionGroup
+                    failed = exc
+                else:
+                    # The calls given the handle have returned; the exporter ends the stream once it has sent what
+                    # the driver sent back. A peer that never ends it (a handle no call was given) gets this long.
+                    with anyio.move_on_after(REPLY_GRACE):
+                        await replied.wait()
                 uploading.cancel_scope.cancel()  # what the driver didn't read is not sent
+        except grpc.RpcError as err:
+            raise self._error(target, "resource")(err) from None
         finally:
             call.cancel()
-
-
-_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
-    "gzip": lambda: zlib.decompressobj(wbits=47),  # gzip or zlib header
-    "xz": lzma.LZMADecompressor,
-    "bz2": bz2.BZ2Decompressor,
-}
-
-
-async def _decompressed(chunks: AsyncIterator[bytes], decompressor: Any) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        if data := decompressor.decompress(chunk):
-            yield data
-    if hasattr(decompressor, "flush") and (data := decompressor.flush()):
-        yield data
+            if hasattr(source, "aclose"):  # as upstream's client does: a file written by a dump is flushed here
+                with anyio.CancelScope(shield=True):
+                    await source.aclose()
+        if failed is not None:
+            raise failed
+        if refused:
+            raise refused[0]
 
 
 async def _chunks(source: Any) -> AsyncIterator[bytes]:

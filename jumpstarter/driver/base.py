@@ -12,7 +12,8 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.abc import ObjectStream
+from anyio.streams.stapled import StapledObjectStream
 
 from jumpstarter.driver.decorators import MARKER
 from jumpstarter.signature import Signature
@@ -57,15 +58,28 @@ UPLOAD_BUFFER = 32  # chunks of an upload held while the driver hasn't read them
 
 
 class Upload:
-    """Bytes a client sends for a driver call (a "resource"): the exporter writes them, the driver reads."""
+    """A resource stream for a driver call: the bytes the client sends, which the driver reads, and the bytes
+    the driver sends back (a dump into the client's file), which the exporter forwards to the client."""
 
     def __init__(self) -> None:
         self.writer, self.chunks = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
+        self.replies, self.outgoing = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
         self.finished = anyio.Event()  # set when the driver is done with it
 
+    def stream(self) -> StapledObjectStream[bytes]:
+        """What ``Driver.resource()`` gives the driver: receive the client's bytes, send bytes back."""
+        return StapledObjectStream(self.replies, self.chunks)
+
+    def finish(self) -> None:
+        """The driver is done with it (or the call it was passed to has ended): no more replies."""
+        self.replies.close()
+        self.finished.set()
+
     async def close(self) -> None:
+        self.finish()
         await self.writer.aclose()
         await self.chunks.aclose()
+        await self.outgoing.aclose()
 
 
 @dataclass(kw_only=True)
@@ -122,28 +136,35 @@ class Driver:
             child.reset()
 
     @asynccontextmanager
-    async def resource(self, handle: Any, timeout: float | None = None) -> AsyncIterator[ObjectReceiveStream[bytes]]:
-        """The bytes of an upload the client sent with ``resource_async()``, whose handle it passed to this call.
+    async def resource(self, handle: Any, timeout: float | None = None) -> AsyncIterator[ObjectStream[bytes]]:
+        """The resource stream the client opened with ``resource_async()``, whose handle it passed to this call.
 
-        ``async with self.resource(handle) as data: async for chunk in data: ...`` (upstream's name and use;
-        ``timeout`` is accepted for upstream's signature: an upload waits as long as the call does).
+        ``async with self.resource(handle) as data: async for chunk in data: ...`` reads what the client sends;
+        ``await data.send(chunk)`` sends bytes back into the client's stream (upstream's name and use;
+        ``timeout`` is accepted for upstream's signature: a resource waits as long as the call does).
         """
         try:
             info = json.loads(handle) if isinstance(handle, str) else handle
         except ValueError:
             info = None
         kind = info.get("kind") if isinstance(info, dict) else None
+        if kind == "presigned_request":
+            from jumpstarter.driver.presigned import presigned
+
+            async with presigned(info["url"], info["method"], info.get("headers") or {}, timeout or 7200) as stream:
+                yield stream
+            return
         if kind != "client_stream":
             if not kind:
                 raise ValueError(f"{handle!r} is not a resource handle (resource_async() on the client gives one)")
-            raise NotImplementedError(f"resource kind {kind!r} is not supported here (only uploads from the client)")
+            raise NotImplementedError(f"resource kind {kind!r} is not supported here")
         upload = self.resources.pop(str(info.get("uuid")), None)
         if upload is None:
             raise ValueError(f"no upload {info.get('uuid')!r} is waiting for {type(self).__qualname__}")
         try:
-            yield upload.chunks
+            yield upload.stream()
         finally:
-            upload.finished.set()
+            upload.finish()
 
     def extra_labels(self) -> dict[str, str]:
         """Labels computed by the driver, added to its ``labels`` in the exporter's report (upstream's hook)."""

@@ -136,6 +136,8 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
                 result = await run_in_worker(func, *args)
         except Exception as exc:
             await self._fail(exc, where, context)
+        finally:
+            self._end_uploads(request.uuid, args)
         response = jumpstarter_pb2.DriverCallResponse(uuid=str(uuid4()))
         await self._encode(result, response, where, context)
         return response
@@ -158,6 +160,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
                 yield response
         finally:
             await items.aclose()
+            self._end_uploads(request.uuid, args)
 
     async def LogStream(self, request, context):
         loop = asyncio.get_running_loop()
@@ -231,12 +234,30 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             await context.send_initial_metadata((("resource", json.dumps(handle)),))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_fill, upload, request_iterator)
-                await upload.finished.wait()
+                async for reply in upload.outgoing:  # until the driver is done with it
+                    await context.write(router_pb2.StreamResponse(payload=bytes(reply), frame_type=_DATA))
                 tg.cancel_scope.cancel()
             await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
         finally:
             driver.resources.pop(handle["uuid"], None)
             await upload.close()
+
+    def _end_uploads(self, uuid: str, args: list[Any]) -> None:
+        """A call has ended: the uploads whose handles it was given end too, read or not (so that a client
+        waiting for the rest of what the driver sent back isn't left waiting by a call that never opened it)."""
+        driver = self.drivers.get(uuid)
+        if driver is None or not driver.resources:
+            return
+        for arg in args:
+            if isinstance(arg, str) and arg.startswith("{"):
+                try:
+                    arg = json.loads(arg)
+                except ValueError:
+                    continue
+            if isinstance(arg, dict) and arg.get("kind") == "client_stream":
+                upload = driver.resources.pop(str(arg.get("uuid")), None)
+                if upload is not None:
+                    upload.finish()
 
     # Helpers -------------------------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""Resources the driver fetches itself: a client hands over an HTTP(S) URL (upstream's "presigned request")
+instead of streaming the bytes, so a large image goes from its server straight to the exporter.
+
+GET streams the body to the driver; PUT streams what the driver sends to the URL. Redirects are followed by
+hand, so that a signed URL's percent-encoding reaches the next server unchanged, and credentials are not
+carried to another origin. Errors name the URL with its query (where signatures live) redacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+from anyio.abc import ObjectStream
+from anyio.streams.stapled import StapledObjectStream
+
+from jumpstarter.extras import missing_extra
+
+try:
+    import aiohttp
+    import yarl
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, __name__) from None
+
+MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Headers that carry credentials: dropped when a redirect leads to another scheme, host or port.
+SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization", "x-amz-", "x-ms-", "x-goog-")
+CHUNK = 64 * 1024
+
+
+def redact(url: str) -> str:
+    """``url`` without its query string, for messages."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="[REDACTED]")) if parts.query else url
+
+
+def _same_origin(a: str, b: yarl.URL) -> bool:
+    first = yarl.URL(a, encoded=True)
+    return (first.scheme, first.host, first.port) == (b.scheme, b.host, b.port)
+
+
+@asynccontextmanager
+async def presigned(url: str, method: str, headers: dict[str, str], timeout: float) -> AsyncIterator[ObjectStream]:
+    """The driver's side of a presigned request: receive the body (GET), or send the upload (PUT)."""
+    try:
+        async with _request(url, method, headers, aiohttp.ClientTimeout(total=timeout)) as stream:
+            yield stream
+    except aiohttp.ClientResponseError as exc:
+        raise RuntimeError(
+            f"presigned HTTP {method} of {redact(url)} failed: status={exc.status}, reason={exc.message!r}"
+        ) from exc
+    except (aiohttp.ClientError, anyio.BrokenResourceError) as exc:
+        raise RuntimeError(f"presigned HTTP {method} of {redact(url)} failed: {type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
+        raise TimeoutError(f"presigned HTTP {method} of {redact(url)} timed out after {timeout:g} s") from exc
+
+
+@asynccontextmanager
+async def _request(url: str, method: str, headers: dict[str, str], timeout: Any) -> AsyncIterator[ObjectStream]:
+    if method == "GET":
+        async with _get(url, headers, timeout) as stream:
+            yield stream
+    elif method == "PUT":
+        sender, receiver = anyio.create_memory_object_stream[bytes](32)
+
+        async def body() -> AsyncIterator[bytes]:
+            async with receiver:
+                async for chunk in receiver:
+                    yield chunk
+
+        async with aiohttp.ClientSession(timeout=timeout) as session, anyio.create_task_group() as tg:
+            done = anyio.Event()
+
+            async def put() -> None:
+                async with session.put(yarl.URL(url, encoded=True), headers=headers, data=body()) as response:
+                    response.raise_for_status()
+                done.set()
+
+            tg.start_soon(put)
+            async with sender:
+                yield StapledObjectStream(sender, _Nothing())
+            await done.wait()
+    else:
+        raise ValueError(f"presigned request method {method!r} is neither GET nor PUT")
+
+
+@asynccontextmanager
+async def _get(url: str, headers: dict[str, str], timeout: Any) -> AsyncIterator[ObjectStream]:
+    current, current_headers = url, dict(headers)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            target = yarl.URL(current, encoded=True)  # as given: a signature covers the encoded form
+            async with session.get(target, headers=current_headers, allow_redirects=False) as response:
+                if response.status in REDIRECTS:
+                    location = response.headers.get("Location")
+                    if not location:
+                        raise RuntimeError(f"presigned HTTP GET of {redact(current)}: redirect missing Location header")
+                    following = target.join(yarl.URL(location, encoded=True))
+                    if not _same_origin(current, following):
+                        current_headers = {
+                            k: v for k, v in current_headers.items() if not k.lower().startswith(SECRET_HEADERS)
+                        }
+                    current = str(following)
+                    continue
+                response.raise_for_status()
+                yield StapledObjectStream(_Nothing(), _Body(response.content))
+                return
+    raise RuntimeError(f"Too many redirects (more than {MAX_REDIRECTS}) for presigned HTTP GET of {redact(url)}")
+
+
+class _Body(anyio.abc.ObjectReceiveStream[bytes]):
+    """An HTTP response body as an anyio object stream of chunks."""
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self.content = content
+
+    async def receive(self) -> bytes:
+        chunk = await self.content.read(CHUNK)
+        if not chunk:
+            raise anyio.EndOfStream
+        return chunk
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Nothing(anyio.abc.ObjectStream[bytes]):
+    """The direction a presigned request doesn't have (a GET takes nothing; a PUT gives nothing back)."""
+
+    async def send(self, item: bytes) -> None:
+        raise anyio.BrokenResourceError("a presigned GET sends nothing to its URL")
+
+    async def receive(self) -> bytes:
+        raise anyio.EndOfStream
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
