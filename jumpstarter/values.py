@@ -23,7 +23,7 @@ Path = tuple[str | int, ...]
 # Integers beyond this can't round-trip through a double.
 MAX_EXACT_INT = 2**53
 
-CARRIED = "None, bool, int, float, str, list, tuple and dict with str keys"
+CARRIED = "None, bool, int, float, str, list, tuple, set and dict with str keys"
 
 
 class ValueTypeError(TypeError):
@@ -52,7 +52,7 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
         ints.append(path)
     elif isinstance(obj, float):
         value.number_value = obj
-    elif isinstance(obj, (list, tuple)):
+    elif isinstance(obj, (list, tuple, set, frozenset)):  # a set arrives as a list, as upstream sends it
         items = value.list_value.values
         if not obj:
             value.list_value.SetInParent()
