@@ -49,14 +49,24 @@ async def presigned(url: str, method: str, headers: dict[str, str], timeout: flo
     try:
         async with _request(url, method, headers, aiohttp.ClientTimeout(total=timeout)) as stream:
             yield stream
-    except aiohttp.ClientResponseError as exc:
-        raise RuntimeError(
-            f"presigned HTTP {method} of {redact(url)} failed: status={exc.status}, reason={exc.message!r}"
-        ) from exc
-    except (aiohttp.ClientError, anyio.BrokenResourceError) as exc:
-        raise RuntimeError(f"presigned HTTP {method} of {redact(url)} failed: {type(exc).__name__}: {exc}") from exc
-    except TimeoutError as exc:
-        raise TimeoutError(f"presigned HTTP {method} of {redact(url)} timed out after {timeout:g} s") from exc
+    except BaseExceptionGroup as group:  # the PUT's task group: one failure is the one to name
+        if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
+            raise
+        raise _explained(group.exceptions[0], url, method, timeout) from group.exceptions[0]
+    except Exception as exc:
+        raise _explained(exc, url, method, timeout) from exc
+
+
+def _explained(exc: Exception, url: str, method: str, timeout: float) -> Exception:
+    """An HTTP failure as an error naming the request (query redacted); other errors as they are."""
+    where = f"presigned HTTP {method} of {redact(url)}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return RuntimeError(f"{where} failed: status={exc.status}, reason={exc.message!r}")
+    if isinstance(exc, (aiohttp.ClientError, anyio.BrokenResourceError)):
+        return RuntimeError(f"{where} failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, TimeoutError):
+        return TimeoutError(f"{where} timed out after {timeout:g} s")
+    return exc
 
 
 @asynccontextmanager
@@ -73,17 +83,18 @@ async def _request(url: str, method: str, headers: dict[str, str], timeout: Any)
                     yield chunk
 
         async with aiohttp.ClientSession(timeout=timeout) as session, anyio.create_task_group() as tg:
-            done = anyio.Event()
 
             async def put() -> None:
-                async with session.put(yarl.URL(url, encoded=True), headers=headers, data=body()) as response:
-                    response.raise_for_status()
-                done.set()
+                try:
+                    async with session.put(yarl.URL(url, encoded=True), headers=headers, data=body()) as response:
+                        response.raise_for_status()
+                except BaseException:
+                    receiver.close()  # the driver's next send fails instead of waiting for a reader
+                    raise
 
             tg.start_soon(put)
-            async with sender:
+            async with sender:  # its end ends the body; leaving the task group waits for the response
                 yield StapledObjectStream(sender, _Nothing())
-            await done.wait()
     else:
         raise ValueError(f"presigned request method {method!r} is neither GET nor PUT")
 

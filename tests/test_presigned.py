@@ -1,0 +1,101 @@
+"""Presigned HTTP resources: the driver fetches from, or uploads to, a URL the client hands it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from jumpstarter.common.utils import serve
+from jumpstarter.driver import Driver, export
+from jumpstarter.errors import DriverError
+
+PUT: list[bytes] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"image" * 1000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        if self.path.startswith("/denied"):
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        data = self.rfile.read(length) if length else _read_chunked(self.rfile)
+        PUT.append(data)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _read_chunked(stream) -> bytes:
+    data = b""
+    while (size := int(stream.readline().strip() or b"0", 16)) > 0:
+        data += stream.read(size)
+        stream.readline()
+    stream.readline()
+    return data
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = HTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@dataclass(kw_only=True)
+class Storage(Driver):
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    @export
+    async def size(self, source) -> int:
+        total = 0
+        async with self.resource(source) as data:
+            async for chunk in data:
+                total += len(chunk)
+        return total
+
+    @export
+    async def dump(self, target) -> None:
+        async with self.resource(target) as data:
+            for _ in range(3):
+                await data.send(b"dump" * 100)
+
+
+def _handle(url: str, method: str) -> dict:
+    return {"kind": "presigned_request", "url": url, "method": method, "headers": {}}
+
+
+def test_get_and_put_reach_the_url(server: str) -> None:
+    PUT.clear()
+    with serve(Storage()) as client:
+        assert client.call("size", _handle(f"{server}/image", "GET")) == 5000
+        client.call("dump", _handle(f"{server}/upload?sig=1", "PUT"))
+    assert PUT == [b"dump" * 300]
+
+
+def test_a_refused_put_is_named_with_its_status(server: str) -> None:
+    with serve(Storage()) as client, pytest.raises(DriverError) as failed:
+        client.call("dump", _handle(f"{server}/denied?sig=secret", "PUT"))
+    message = str(failed.value)
+    assert "presigned HTTP PUT of" in message and "status=403" in message, message
+    assert "secret" not in message
