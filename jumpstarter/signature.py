@@ -120,6 +120,12 @@ def convert(value: Any, tp: Any) -> Any:
             return tp(convert(value, type(next(iter(tp)).value)) if len(tp) else value)
         except (ValueError, ArgumentError):
             raise ArgumentError(f"must be one of {[m.value for m in tp]!r}, got {value!r:.60}") from None
+    if tp in (bytes, bytearray):
+        if isinstance(value, (bytes, bytearray)):
+            return tp(value)
+        if isinstance(value, str):  # bytes travel as UTF-8 text (see jumpstarter.values)
+            return tp(value.encode())
+        raise _fail(value, tp)
     if tp is str and isinstance(value, dict) and value.get("kind") in RESOURCE_KINDS:
         return value  # upstream's drivers annotate resource handles as str; clients send them as objects
     if tp in (list, tuple, dict, str, set, frozenset):

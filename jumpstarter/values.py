@@ -23,7 +23,7 @@ Path = tuple[str | int, ...]
 # Integers beyond this can't round-trip through a double.
 MAX_EXACT_INT = 2**53
 
-CARRIED = "None, bool, int, float, str, list, tuple, set and dict with str keys"
+CARRIED = "None, bool, int, float, str, UTF-8 bytes, list, tuple, set and dict with str keys"
 
 
 class ValueTypeError(TypeError):
@@ -68,6 +68,18 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
             encode(item, fields[key], ints, (*path, key))
     elif isinstance(obj, enum.Enum):
         encode(obj.value, value, ints, path)
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        # As upstream sends bytes: UTF-8 text (a driver parameter annotated bytes turns it back). Binary that
+        # isn't UTF-8 would reach the other side changed, or not at all: refused here, pointing to streams.
+        try:
+            value.string_value = bytes(obj).decode()
+        except UnicodeDecodeError as exc:
+            bad = f"byte {exc.start} is {bytes(obj)[exc.start]:#04x}"
+            raise ValueTypeError(
+                f"{type(obj).__name__} value that isn't UTF-8 text can't be sent ({bad}); "
+                "use @exportstream or a resource stream for binary data",
+                path,
+            ) from None
     elif isinstance(obj, UUID):  # sent as its text, as upstream sends it
         value.string_value = str(obj)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -75,8 +87,7 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
     elif callable(getattr(obj, "model_dump", None)):  # pydantic models, as upstream drivers return
         encode(obj.model_dump(mode="json"), value, ints, path)
     else:
-        hint = "; use @exportstream for bytes" if isinstance(obj, (bytes, bytearray, memoryview)) else ""
-        raise ValueTypeError(f"{type(obj).__name__} can't be sent{hint}", path)
+        raise ValueTypeError(f"{type(obj).__name__} can't be sent", path)
 
 
 def decode(value: Value) -> Any:

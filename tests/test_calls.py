@@ -126,8 +126,9 @@ def test_bad_requests_are_answered_and_the_next_call_works(board_client):
         board.call("add", 1, "two")
     with pytest.raises(MethodNotFound, match=r"'count' is reached with streamingcall\(\), not call\(\)"):
         board.call("count", 3)
-    with pytest.raises(TypeError, match="bytes"):
-        board.echo(b"raw")
+    with pytest.raises(TypeError, match=r"bytes value that isn't UTF-8 text can't be sent \(byte 1 is 0xff\)"):
+        board.echo(b"r\xffw")
+    assert board.echo(b"raw\x00") == "raw\x00"  # bytes travel as UTF-8 text, as upstream sends them
     with pytest.raises(TypeError, match="complex"):
         board.echo(1 + 2j)
     assert board.echo({1, 2}) == [1, 2]  # a set travels as a list, as upstream sends it

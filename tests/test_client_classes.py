@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -11,6 +11,7 @@ import pytest
 from anyio.from_thread import start_blocking_portal
 
 from jumpstarter.client import DriverClient, allow_client_modules, connect
+from jumpstarter.common.utils import serve
 from jumpstarter.driver import Driver, export
 from jumpstarter.errors import ClientClassError
 from jumpstarter.exporter.server import serving
@@ -108,3 +109,54 @@ def test_async_connect_is_not_needed_for_async_calls(tmp_path):
 
             assert anyio.run(main) == "pong"
             assert anyio.run(main) == "pong"  # a second loop gets its own channel
+
+
+@dataclass(kw_only=True)
+class Echoes(Driver):
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    @export
+    def echo(self, value: str) -> str:
+        return value
+
+
+@dataclass(kw_only=True)
+class Relay(DriverClient):
+    def on(self) -> None:
+        self.call("on")
+
+
+def test_client_built_by_hand_takes_upstreams_keywords_and_says_it_has_no_connection():
+    # Upstream's driver tests build clients with mocks, then patch call(): Client(stub=..., portal=..., stack=...).
+    portal, stack = object(), ExitStack()
+    relay = Relay(stub=object(), portal=portal, stack=stack)
+    assert relay.portal is portal and relay.stack is stack and relay.uuid
+    relay.uuid = "test-uuid"
+    with pytest.raises(ConnectionError, match="built by hand, without an exporter connection"):
+        relay.on()
+    relay.call = lambda method, *args: f"called {method}"
+    assert relay.on() is None
+    relay.close()  # nothing to close: no error
+
+
+def test_assigned_portal_wins_and_none_restores_the_connections_own():
+    with serve(Echoes()) as client:
+        own = client.portal
+        assert own.call(anyio.sleep, 0) is None
+        client.portal = marker = object()
+        assert client.portal is marker
+        client.portal = None
+        assert client.portal is own
+
+
+def test_driver_built_field_by_field_logs_with_its_uuid_set_later(caplog):
+    # Upstream's tests build drivers with object.__new__ and call __post_init__() themselves.
+    driver = object.__new__(Echoes)
+    driver.children = {}
+    driver.__post_init__()
+    driver.uuid = "later"
+    with caplog.at_level("INFO"):
+        driver.logger.info("hello")
+    assert [(r.getMessage(), r.driver_uuid) for r in caplog.records] == [("hello", "later")]

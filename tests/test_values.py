@@ -69,7 +69,8 @@ def test_without_int_paths_numbers_are_floats_as_upstream_sends_them():
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (b"raw", r"^argument 1: bytes can't be sent; use @exportstream for bytes"),
+        (b"\x80raw", r"^argument 1: bytes value that isn't UTF-8 text can't be sent \(byte 0 is 0x80\); use @export"),
+        ([bytearray(b"ok\xc3")], r"^argument 1\[0\]: bytearray value that isn't UTF-8"),
         ({1: "a"}, r"dict key 1 is int, not str"),
         ([1, {"deep": object()}], r"^argument 1\[1\]\['deep'\]: object can't be sent"),
         (2**60, r"too large to travel exactly"),
@@ -79,6 +80,20 @@ def test_without_int_paths_numbers_are_floats_as_upstream_sends_them():
 def test_values_that_cant_travel_name_type_and_place(value, message):
     with pytest.raises(ValueTypeError, match=message):
         roundtrip_args(value)
+
+
+def test_bytes_travel_as_utf8_text_and_a_bytes_parameter_gets_bytes_back():
+    assert roundtrip_args(b"\x01\x02 caf\xc3\xa9") == ["\x01\x02 café"]  # upstream's wire form: text
+    assert roundtrip_result(bytearray(b"ok")) == "ok"
+
+    def download(address: int, data: bytes, spare: bytearray | None = None):
+        pass
+
+    bound = Signature(download, "download").bind([4096.0, "\x01\x02 café", "x"])
+    assert bound == [4096, b"\x01\x02 caf\xc3\xa9", bytearray(b"x")]
+    assert type(bound[1]) is bytes and type(bound[2]) is bytearray
+    with pytest.raises(ArgumentError, match="argument 'data' must be bytes, got int 5"):
+        Signature(download, "download").bind([1, 5])
 
 
 def typed(a: int, b: float, flag: bool, names: list[str], table: dict[str, int], maybe: Optional[int] = None):  # noqa: UP045

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from uuid import uuid4
 
 from anyio.from_thread import BlockingPortal
 
@@ -17,6 +18,43 @@ from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.driver.base import CLIENT_LABEL
 from jumpstarter.errors import ClientClassError
 from jumpstarter.v1.common_pb2 import LOG_SOURCE_AFTER_LEASE_HOOK, LOG_SOURCE_BEFORE_LEASE_HOOK, LOG_SOURCE_DRIVER
+
+
+class NotConnected:
+    """The connection of a client built by hand: using it says so, instead of failing on None."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionError(
+            "this client was built by hand, without an exporter connection; use the clients that serve(), "
+            "connect() or the pytest plugin's fixtures give (or patch the client's call methods in a unit test)"
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class _Portal:
+    """``DriverClient.portal``: an event loop for using the async API from blocking code, as upstream's clients
+    have it. A keyword argument and assignable, as upstream's field is (tests pass or patch it); unset or set to
+    None, it is the connection's own. (A dataclass field whose default is this descriptor: ``__get__`` on the
+    class gives the default, None; ``__init__`` assigns through ``__set__``.)"""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = f"_{name}"
+
+    def __get__(self, client: DriverClient | None, owner: type | None = None) -> Any:
+        if client is None:
+            return None
+        return client.__dict__.get(self.key) or client.connection.portal()
+
+    def __set__(self, client: DriverClient, portal: BlockingPortal | None) -> None:
+        if portal is None:
+            client.__dict__.pop(self.key, None)
+        else:
+            client.__dict__[self.key] = portal
+
+    def __delete__(self, client: DriverClient) -> None:
+        client.__dict__.pop(self.key, None)
 
 
 @dataclass(kw_only=True)
@@ -28,15 +66,19 @@ class DriverClient:
     the driver are attributes of the client (``client.power.on()``).
     """
 
-    uuid: str
+    uuid: str = field(default_factory=lambda: str(uuid4()))
     labels: dict[str, str] = field(default_factory=dict)
     children: dict[str, DriverClient] = field(default_factory=dict)
-    connection: Connection = field(repr=False)
+    # serve(), connect() and the plugin give every client its exporter's connection; a client built by hand
+    # (upstream's tests build them with mocks: ``Client(stub=..., portal=..., stack=...)``) has none.
+    connection: Connection = field(default_factory=lambda: NotConnected(), repr=False, compare=False)
     name: str = ""  # dotted path from the root, e.g. "custom.power"; "" for the root
     description: str | None = None  # the driver's, from the exporter's report (help text of a cli())
     methods_description: dict[str, str] = field(default_factory=dict)  # help per method, likewise
     # Context managers entered for this client's lifetime (upstream's name): closed by close().
     stack: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
+    portal: BlockingPortal | None = _Portal()  # type: ignore[assignment]  # see _Portal
+    stub: Any = field(default=None, repr=False, compare=False)  # upstream's gRPC stub: accepted, unused here
 
     def __post_init__(self) -> None:
         pass  # so that subclasses may call super().__post_init__()
@@ -95,22 +137,6 @@ class DriverClient:
         handle: await client.call_async("flash", handle)``; the driver reads them with ``self.resource()``.
         ``content_encoding`` ("gzip", "xz", "bz2") says ``stream`` is compressed; the driver gets it plain."""
         return self.connection.resource_async(self.uuid, self.name, stream, content_encoding)
-
-    @property
-    def portal(self) -> BlockingPortal:
-        """An event loop for using the async API from blocking code, as upstream's clients have it.
-
-        Assignable, as upstream's field is (tests patch it); deleting the assigned one restores ours.
-        """
-        return self.__dict__.get("_portal") or self.connection.portal()
-
-    @portal.setter
-    def portal(self, portal: BlockingPortal) -> None:
-        self.__dict__["_portal"] = portal
-
-    @portal.deleter
-    def portal(self) -> None:
-        self.__dict__.pop("_portal", None)
 
     def open_stream(self, method: str = "connect") -> BlockingStream:
         """A byte stream left open until ``close()`` (upstream's name), for clients that hand one out."""

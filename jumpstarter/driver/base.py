@@ -54,6 +54,21 @@ def exported_methods(cls: type) -> dict[str, Exported]:
     return table
 
 
+class DriverLogger(logging.LoggerAdapter):
+    """A driver's logger: its records carry the driver's uuid, so that the exporter's LogStream can say which
+    instance spoke. The uuid is read when a record is made: upstream's tests build drivers field by field
+    (``object.__new__`` then ``__post_init__()``), and may set the uuid last."""
+
+    def __init__(self, logger: logging.Logger, driver: Driver) -> None:
+        super().__init__(logger, {})
+        self.driver = driver
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        uuid = getattr(self.driver, "uuid", None)
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), "driver_uuid": str(uuid) if uuid else None}
+        return msg, kwargs
+
+
 UPLOAD_BUFFER = 32  # chunks of an upload held while the driver hasn't read them
 
 
@@ -113,10 +128,7 @@ class Driver:
         for name, child in self.children.items():
             if not isinstance(child, Driver):
                 raise TypeError(f"{cls.__qualname__}: child {name!r} is {type(child).__name__}, not a Driver")
-        # Records carry the driver's uuid, so the exporter's LogStream can say which instance spoke.
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"jumpstarter.drivers.{cls.__qualname__}"), {"driver_uuid": str(self.uuid)}
-        )
+        self.logger = DriverLogger(logging.getLogger(f"jumpstarter.drivers.{cls.__qualname__}"), self)
         self.logger.setLevel(self.log_level)
         exported_methods(cls)
 
