@@ -25,7 +25,7 @@ import pytest
 HERE = Path(__file__).resolve().parent / "upstream_drivers"
 RUNNER = HERE / "run.py"
 PACKAGES = list(tomllib.loads((HERE / "packages.toml").read_text()))
-RUN_TIMEOUT = 1800  # s: setup from scratch (about 1 min) and both sides (about 1 min), with a wide margin
+RUN_TIMEOUT = 1800  # s: setup from scratch (about 1.5 min) and both sides (about 2 min), with a wide margin
 
 
 def load_runner():
@@ -71,7 +71,7 @@ def overview(report: dict) -> str:
 def test_packages_are_the_requirements():
     """packages.toml (what run.py runs) lists exactly the driver packages that requirements.txt installs."""
     text = (HERE / "requirements.txt").read_text()
-    required = re.findall(r"^(jumpstarter-[a-z-]+)==0\.9\.0", text, re.MULTILINE)
+    required = re.findall(r"^(jumpstarter-[a-z0-9-]+)==0\.9\.0", text, re.MULTILINE)
     assert sorted(required) == sorted(PACKAGES)
 
 
@@ -83,15 +83,18 @@ def test_deselected_tests_name_their_reason():
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_tests_ran_on_both_sides(comparison, package):
-    """No empty run: each side collected and ran the package's tests (an import error on our side counts)."""
+    """No empty run: each side collected and ran the package's tests, as many on ours as on upstream's (an
+    import error on our side counts). A package for hardware this machine lacks (dutlink, yepkit, ...) may
+    only skip, on both sides: its modules still import and its tests still collect on ours."""
     entry = comparison["packages"][package]
     upstream, ours = entry["upstream"], entry["ours"]
     ran = {side: s["passed"] + s["failed"] + s["skipped"] for side, s in entry.items()}
     problems = [f"{p['side']}: {p['problem']}" for p in comparison["problems"] if p["package"] == package]
     detail = "\n".join(problems) + overview(comparison)
-    assert upstream["passed"] > 0, f"{package}: no test passed on upstream's side\n{detail}"
-    assert ran["ours"] > 0 and not ours["collect_errors"], (
-        f"{package}: our side ran {ran['ours']} tests, with {ours['collect_errors']} collection errors\n{detail}"
+    assert ran["upstream"] > 0, f"{package}: no test ran on upstream's side\n{detail}"
+    assert ran["ours"] == ran["upstream"] and not ours["collect_errors"], (
+        f"{package}: our side ran {ran['ours']} tests (upstream's {ran['upstream']}), "
+        f"with {ours['collect_errors']} collection errors\n{detail}"
     )
 
 

@@ -150,6 +150,7 @@ class Package:
     addopts: tuple[str, ...]
     ini: tuple[tuple[str, str], ...]
     deselect: tuple[str, ...]  # node ids, relative to site-packages (MODULE/file.py::test)
+    workers: int = 0  # pytest-xdist workers for its tests (packages.toml `workers`), on both sides; 0: none
 
 
 def load_deselected(path: Path = DESELECT) -> dict[str, str]:
@@ -176,7 +177,10 @@ def load_packages(deselected: dict[str, str]) -> list[Package]:
         if spec.get("settings") not in ("package", "workspace"):
             raise HarnessError(f'{PACKAGES.name}: {name}: settings must be "package" or "workspace"')
         workspace = spec["settings"] == "workspace"
-        packages.append(Package(name, module, workspace, tuple(spec.get("addopts", ())), ini, mine))
+        workers = spec.get("workers", 0)
+        if not isinstance(workers, int) or workers < 0:
+            raise HarnessError(f"{PACKAGES.name}: {name}: workers must be a whole number, got {workers!r}")
+        packages.append(Package(name, module, workspace, tuple(spec.get("addopts", ())), ini, mine, workers))
     known = {p.module for p in packages}
     strays = [n for n in deselected if n.split("/", 1)[0] not in known]
     if strays:
@@ -288,7 +292,12 @@ def pytest_command(python: Path, package: Package, folder: Path, ini: Path, juni
     if package.workspace:
         command += ["-p", WORKSPACE_PLUGIN_NAME]
     for node_id in package.deselect:
-        command += ["--deselect", node_id]
+        if "::" in node_id:
+            command += ["--deselect", node_id]
+        else:  # a whole file: not even imported (one that fails at import would still count as an error)
+            command += ["--ignore", str(folder.parent / node_id)]
+    if package.workers:
+        command += ["-n", str(package.workers)]
     return command
 
 
@@ -474,6 +483,7 @@ def cache_key(package: Package, python: Path, timeout: int) -> str:
         package.addopts,
         package.ini,
         sorted(package.deselect),
+        package.workers,
         timeout,
     ]
     spec += [platform.machine(), os.path.realpath(python)]
