@@ -87,7 +87,7 @@ def test_tests_ran_on_both_sides(comparison, package):
     import error on our side counts). A package for hardware this machine lacks (dutlink, yepkit, ...) may
     only skip, on both sides: its modules still import and its tests still collect on ours."""
     entry = comparison["packages"][package]
-    upstream, ours = entry["upstream"], entry["ours"]
+    ours = entry["ours"]
     ran = {side: s["passed"] + s["failed"] + s["skipped"] for side, s in entry.items()}
     problems = [f"{p['side']}: {p['problem']}" for p in comparison["problems"] if p["package"] == package]
     detail = "\n".join(problems) + overview(comparison)
