@@ -9,7 +9,8 @@ rounds so that the machine's drifting load falls on both alike. A small
 plugin records each test's setup+call+teardown time and the moment the first
 test starts. Reported: median per-test time with the fixture (a lease per
 test, and one lease for the session) and without it, their differences
-(target for the fixture: <= 1 ms), and launch-to-first-test with the exporter
+(target for the fixture: <= 1 ms), per-test time with a mocked export (a third file, the
+jumpstarter_mock marker on each test: target <= 5 ms over none), and launch-to-first-test with the exporter
 against a run without any exporter.
 """
 
@@ -78,14 +79,22 @@ def main() -> None:
             "".join(f"def test_{i}(custom):\n    pass\n" for i in range(options.tests))
         )
         (project / "test_without.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(options.tests)))
+        (project / "test_mocked.py").write_text(
+            "import pytest\nfrom jumpstarter_driver_demo import Board\n\n"
+            + "".join(
+                f"@pytest.mark.jumpstarter_mock(board=Board)\ndef test_{i}(board):\n    pass\n"
+                for i in range(options.tests)
+            )
+        )
         (project / "test_one.py").write_text("def test_one(custom):\n    pass\n")
         (project / "test_one_plain.py").write_text("def test_one():\n    pass\n")
-        with_fixture, session_lease, without, start_yaml, start_plain = [], [], [], [], []
+        with_fixture, session_lease, without, start_yaml, start_plain, mocked = [], [], [], [], [], []
         for _ in range(options.rounds):
             with_fixture.append(statistics.median(run(project, "test_with.py", *exporter)["durations"]))
             session = run(project, "test_with.py", *exporter, "--lease-scope", "session")["durations"]
             session_lease.append(statistics.median(session))
             without.append(statistics.median(run(project, "test_without.py", *exporter)["durations"]))
+            mocked.append(statistics.median(run(project, "test_mocked.py")["durations"]))
             start_yaml.append(run(project, "test_one.py", *exporter)["to_first_test"])
             start_plain.append(run(project, "test_one_plain.py")["to_first_test"])
     w, s, wo = statistics.median(with_fixture), statistics.median(session_lease), statistics.median(without)
@@ -96,6 +105,9 @@ def main() -> None:
     print(f"  fixture overhead per test, lease aside: {(s - wo) * 1e3:.3f} ms (target <= 1 ms); ratio {s / wo:.2f}x")
     print(f"  fixture overhead per test with its lease: {(w - wo) * 1e3:.3f} ms; ratio {w / wo:.2f}x")
     print(f"  the lease itself (take + release) per test: {(w - s) * 1e3:.3f} ms")
+    m = statistics.median(mocked)
+    print(f"  per test with a mocked export (in-process serve()):    {m * 1e3:7.3f} ms")
+    print(f"  mock overhead per test: {(m - wo) * 1e3:.3f} ms (target <= 5 ms); ratio {m / wo:.2f}x")
     sy, sp = statistics.median(start_yaml), statistics.median(start_plain)
     print(f"  launch to first test, one YAML exporter (subprocess): {sy * 1e3:7.1f} ms")
     print(f"  launch to first test, no exporter:                    {sp * 1e3:7.1f} ms")

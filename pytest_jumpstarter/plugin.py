@@ -84,7 +84,7 @@ class Lab:
         self.exporters: list = []
         self.pool = None
         self.scope = "function"
-        self.live = False  # show calls as they happen (--jumpstarter-log, its marker, or -v)
+        self.live = False  # show calls as they happen (--jumpstarter-log or its marker; not -v: noisy under xdist)
         self.fixture_names: set[str] = set()
         self.calls: list[str] = []
         self.notes: list[str] = []
@@ -224,6 +224,15 @@ class Lab:
         from pytest_jumpstarter.pool import ClaimError
 
         node = request.node
+        if self.pool is None:  # no exporters: the export's fixture exists because other tests mock it
+            fixture = request.fixturename if request.fixturename != "exporter" else None
+            what = f"export {fixture!r}" if fixture else "the exporter fixture"
+            pytest.fail(
+                f"jumpstarter: {what} needs an exporter, and no exporter is configured (it is mocked, with "
+                f"@pytest.mark.{MOCK_MARKER}, only in other tests): pass --exporter YAML|ADDRESS (or set "
+                "jumpstarter_exporters / JUMPSTARTER_EXPORTERS), or mock it in this test too",
+                pytrace=False,
+            )
         claims = node.stash.setdefault(_CLAIMS, {})
         if target in claims:
             return claims[target]
@@ -342,7 +351,7 @@ class Lab:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.calls, self.notes = [], []
-        self.live = bool(self._per_test(item, "log")[0]) or self.config.get_verbosity() > 0
+        self.live = bool(self._per_test(item, "log")[0])
         info = getattr(item, "_fixtureinfo", None)
         manager = getattr(item.session, "_fixturemanager", None)
         if info is None or manager is None:

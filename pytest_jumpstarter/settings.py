@@ -66,7 +66,7 @@ LOG = Setting(
     "--jumpstarter-log",
     "jumpstarter_log",
     "JUMPSTARTER_LOG",
-    "show every driver call live (as -v does)",
+    "show every driver call live (a failing test's report lists its calls anyway)",
     kind="bool",
     default=False,
 )

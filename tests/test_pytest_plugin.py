@@ -41,7 +41,7 @@ def test_running_exporter_by_address_with_passphrase(pytester):
         """
     )
     with ExporterProcess.start(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw") as running:
-        result = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "pw", "-s", "-v")
+        result = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "pw", "-s", "--jumpstarter-log")
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["jumpstarter: board.power.on() -> None*"])  # calls recorded by address too
         wrong = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "nope")
@@ -202,6 +202,28 @@ def test_mocks_from_conftest_and_marker_without_hardware(pytester):
     result.assert_outcomes(passed=2)
 
 
+def test_export_mocked_only_in_another_test_fails_the_real_one_without_exporters(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+        from jumpstarter_driver_demo import Board
+
+        @pytest.mark.jumpstarter_mock(board=Board)
+        def test_mocked(board):
+            assert board.add(1, 2) == 3
+
+        def test_real(board):
+            board.add(1, 2)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)  # at set-up, as a missing fixture is
+    result.stdout.fnmatch_lines(
+        ["*jumpstarter: export 'board' needs an exporter, and no exporter is configured*pass --exporter YAML|ADDRESS*"]
+    )
+    assert "AttributeError" not in result.stdout.str()
+
+
 def test_plugin_is_inert_and_documented(pytester):
     pytester.makepyfile("import sys\n\ndef test_plain():\n    assert 'grpc' not in sys.modules\n")
     result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
@@ -320,7 +342,7 @@ def test_a_marker_turns_the_live_call_log_on_for_one_test(pytester):
             pass
         """
     )
-    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "-s")
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "-s", "-v")  # -v alone logs no calls
     result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines(["*jumpstarter: board.echo('loud') -> 'loud'*", "*unknown setting colour*"])
     result.stdout.fnmatch_lines(

@@ -22,7 +22,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.streams import AsyncStream, BlockingStream
-from jumpstarter.errors import AuthenticationError, ConnectError, error_from_rpc
+from jumpstarter.errors import AuthenticationError, ConnectError, JumpstarterError, error_from_rpc
 from jumpstarter.exporter.lease import LEASE_KEY
 from jumpstarter.exporter.server import GRPC_OPTIONS, PASSPHRASE_KEY, grpc_address
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
@@ -81,25 +81,32 @@ class Connection:
     # Lifecycle -----------------------------------------------------------------
 
     def wait_ready(self, timeout: float = CONNECT_TIMEOUT) -> None:
-        """Wait until the exporter answers. Asked with a call that waits for the channel, not with
-        grpc.channel_ready_future: its watcher thread would hold the channel's close() up to 0.2 s."""
+        """Wait until the exporter answers (whatever it answers: report() and the calls say what is wrong)."""
         try:
-            self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout, wait_for_ready=True)
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                return  # something answered: report() and the calls say what is wrong, if anything
-            self.close()
-            how = " over TLS (does it serve TLS, with a certificate this client trusts?)" if self.tls else ""
-            raise ConnectError(f"no exporter answers at {self.address}{how} (waited {timeout:g} s)") from None
+            self.report(timeout, wait=True)
+        except JumpstarterError:
+            if self.closed:  # nothing answered in time
+                raise
+            # something answered: report() and the calls say what is wrong
 
-    def report(self, timeout: float = 10.0) -> jumpstarter_pb2.GetReportResponse:
+    def report(self, timeout: float = 10.0, *, wait: bool = False) -> jumpstarter_pb2.GetReportResponse:
+        """The exporter's report. ``wait``: the exporter may not be up yet (a new connection); wait for it up to
+        ``timeout``. Asked with a call that waits for the channel, not with grpc.channel_ready_future, whose
+        watcher thread holds the channel's close() up to 0.2 s."""
         try:
-            return self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout)
+            return self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout, wait_for_ready=wait)
         except grpc.RpcError as err:
+            if wait and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self.close()
+                raise self._no_answer(timeout) from None
             exc = error_from_rpc(err, address=self.address)
             if isinstance(exc, AuthenticationError) and not self.passphrase:
                 exc = AuthenticationError(f"exporter at {self.address} requires a passphrase")
             raise exc from None
+
+    def _no_answer(self, timeout: float) -> ConnectError:
+        how = " over TLS (does it serve TLS, with a certificate this client trusts?)" if self.tls else ""
+        return ConnectError(f"no exporter answers at {self.address}{how} (waited {timeout:g} s)")
 
     def hold(self, lease_id: str | None) -> None:
         """Send ``lease_id`` with every call from now on (None: send none); see jumpstarter.client.lease."""

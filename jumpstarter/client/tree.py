@@ -100,8 +100,7 @@ def connect(
     """
     connection = Connection(address, passphrase, tls)
     try:
-        connection.wait_ready(timeout)
-        return client_from_report(connection, connection.report(), trusted)
+        return client_from_report(connection, connection.report(timeout, wait=True), trusted)
     except BaseException:
         connection.close()
         raise

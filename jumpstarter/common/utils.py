@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import logging
+import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from anyio.from_thread import start_blocking_portal
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from jumpstarter.client.base import DriverClient
 from jumpstarter.client.tree import connect
@@ -30,15 +35,37 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
     """
     # The client classes of drivers handed to us in-process are not network input: trust them.
     trusted = frozenset(driver.client() for _, _, _, driver in root.enumerate())
-    with tempfile.TemporaryDirectory(prefix="jumpstarter-") as tmp:
-        socket = f"unix://{Path(tmp) / 'exporter.sock'}"
-        try:
-            with start_blocking_portal() as portal:
-                with portal.wrap_async_context_manager(serving(root, socket, passphrase=passphrase)) as address:
-                    with connect(address, passphrase=passphrase, trusted=trusted) as client:
-                        yield client
-        finally:
-            _close(root)
+    socket = f"unix://{_socket_folder() / f'exporter-{next(_serial)}.sock'}"
+    try:
+        with _loop().wrap_async_context_manager(serving(root, socket, passphrase=passphrase)) as address:
+            with connect(address, passphrase=passphrase, trusted=trusted) as client:
+                yield client
+    finally:
+        _close(root)
+
+
+# One event loop thread and one socket folder for all of a process's serve() uses: a mocked test pays
+# for neither (about 1 ms of a use's 6). Each use's server ends with the use.
+_lock = threading.Lock()
+_serial = itertools.count()
+_shared: dict[str, Any] = {}
+
+
+def _loop() -> BlockingPortal:
+    with _lock:
+        if _shared.get("pid") != os.getpid():  # new, or a forked child: the parent's thread isn't here
+            starter = start_blocking_portal()
+            _shared.update(pid=os.getpid(), portal=starter.__enter__())
+            atexit.register(starter.__exit__, None, None, None)
+        return _shared["portal"]
+
+
+def _socket_folder() -> Path:
+    with _lock:
+        if _shared.get("folder_pid") != os.getpid():
+            folder = tempfile.TemporaryDirectory(prefix="jumpstarter-")
+            _shared.update(folder_pid=os.getpid(), folder=folder)
+        return Path(_shared["folder"].name)
 
 
 def _close(root: Driver) -> None:
