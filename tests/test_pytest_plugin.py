@@ -41,7 +41,9 @@ def test_running_exporter_by_address_with_passphrase(pytester):
         """
     )
     with ExporterProcess.start(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw") as running:
-        result = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "pw", "-s", "--jumpstarter-log")
+        result = pytester.runpytest_subprocess(
+            "--exporter", running.address, "--exporter-passphrase", "pw", "-s", "--jumpstarter-log"
+        )
         result.assert_outcomes(passed=1)
         result.stdout.fnmatch_lines(["jumpstarter: board.power.on() -> None*"])  # calls recorded by address too
         wrong = pytester.runpytest_subprocess("--exporter", running.address, "--exporter-passphrase", "nope")
