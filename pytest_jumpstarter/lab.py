@@ -23,6 +23,7 @@ class Exporter:
         self.spec, self.passphrase, self.tls = spec, passphrase, tls
         self.name = spec
         self.exports: list[str] = []
+        self.descendants: list[str] = []  # dotted paths of the drivers below the exports ("dut.power")
         self.labels: dict[str, str] = {}
         self.gone: str | None = None  # why it can't be reached any more
         self._root: DriverClient | None = None
@@ -84,6 +85,7 @@ class Exporter:
             "address": address,
             "tls": self.tls,
             "exports": self.exports,
+            "descendants": self.descendants,
             "labels": self.labels,
             "failure": failure or self.failure(),
         }
@@ -107,6 +109,7 @@ class AddressExporter(Exporter):
         super().__init__(spec, passphrase, tls)
         root = self.client()
         self.exports = list(root.children)
+        self.descendants = _paths({name: child.children for name, child in root.children.items()})
         self.labels = dict(root.connection.report().labels)
         self.name = self.labels.get(NAME_LABEL) or spec  # ours label themselves with their name
 
@@ -117,6 +120,7 @@ class RemoteExporter(Exporter):
     def __init__(self, handoff: dict[str, Any], passphrase: str | None) -> None:
         super().__init__(handoff["spec"], passphrase, handoff["tls"])
         self.name, self.exports, self.labels = handoff["name"], handoff["exports"], handoff["labels"]
+        self.descendants = handoff["descendants"]
         self._address, self.gone = handoff["address"], handoff["failure"]
 
     def _open(self):
@@ -134,6 +138,7 @@ class YamlExporter(Exporter):
         self.config.check()
         self.name = self.config.name or Path(spec).stem
         self.exports = list(self.config.export)
+        self.descendants = _paths({name: entry.children for name, entry in self.config.export.items()})
         self.labels = dict(self.config.labels)
         self.mode, self.start_timeout = mode, start_timeout
         self.process = None
@@ -165,6 +170,21 @@ class YamlExporter(Exporter):
     @property
     def log_position(self) -> int:
         return len(self.process.lines) if self.process else 0
+
+
+def _paths(exports: dict[str, dict[str, Any]]) -> list[str]:
+    """Dotted paths of every driver below the exports, from a mapping of export name to its children (config
+    entries or clients, whichever have ``children``)."""
+    found: list[str] = []
+
+    def walk(prefix: str, children: dict[str, Any]) -> None:
+        for name, child in children.items():
+            found.append(f"{prefix}.{name}")
+            walk(f"{prefix}.{name}", child.children)
+
+    for name, children in exports.items():
+        walk(name, children)
+    return found
 
 
 def is_yaml(spec: str) -> bool:

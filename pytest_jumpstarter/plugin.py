@@ -364,10 +364,17 @@ class Lab:
                 if any(item.iter_markers(MOCK_MARKER)):
                     continue
                 return  # pytest's own "fixture not found" stands; see pytest_runtest_makereport
+            below = sorted({path for e in self.exporters for path in e.descendants if path.endswith(f".{name}")})
             close = difflib.get_close_matches(name, provided, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            if not below and not close:
+                return  # not an export's name: pytest's own "fixture not found", with its list, stands
             where = "; ".join(f"{e.name}: {', '.join(e.exports) or 'none'}" for e in self.exporters)
-            pytest.fail(f"no exporter provides export {name!r}{hint} (exports: {where})", pytrace=False)
+            if below:
+                uses = " or ".join(below)
+                pytest.fail(
+                    f"{name!r} is not an export but a child of one: use {uses} (exports: {where})", pytrace=False
+                )
+            pytest.fail(f"no exporter provides export {name!r}; did you mean {close[0]!r}? (exports: {where})", False)
 
     def pytest_runtest_call(self, item: pytest.Item) -> None:
         """junitxml and the controller's log sections learn which exporters the test used."""

@@ -61,7 +61,7 @@ def test_exporters_from_ini_and_env_with_precedence(pytester, monkeypatch):
     result = pytester.runpytest_subprocess()  # env beats ini: no 'custom' export now
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(
-        ["jumpstarter: exporters from env JUMPSTARTER_EXPORTERS:", "*no exporter provides export 'custom'*"]
+        ["jumpstarter: exporters from env JUMPSTARTER_EXPORTERS:", "*fixture 'custom' not found*"]
     )
     result = pytester.runpytest_subprocess("--exporter", str(CUSTOM_YAML))  # command line beats env
     result.assert_outcomes(passed=2)
@@ -74,6 +74,17 @@ def test_unknown_export_fails_at_setup_listing_what_exists(pytester):
     result.stdout.fnmatch_lines(
         ["*no exporter provides export 'custm'; did you mean 'custom'? (exports: custom: custom)*"]
     )
+
+
+def test_a_childs_name_says_which_export_and_other_typos_get_pytests_own_error(pytester):
+    pytester.makepyfile("def test_child(power):\n    pass\n\ndef test_typo(tmp_pth):\n    pass\n")
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML))
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        ["*'power' is not an export but a child of one: use board.power (exports: demo: board)*"]
+    )
+    result.stdout.fnmatch_lines(["*fixture 'tmp_pth' not found", "*available fixtures:*tmp_path*", "*.py:4"])
+    assert "no exporter provides export 'tmp_pth'" not in result.stdout.str()
 
 
 def test_no_exporter_configured_is_an_error_with_a_hint(pytester):
@@ -224,6 +235,30 @@ def test_export_mocked_only_in_another_test_fails_the_real_one_without_exporters
         ["*jumpstarter: export 'board' needs an exporter, and no exporter is configured*pass --exporter YAML|ADDRESS*"]
     )
     assert "AttributeError" not in result.stdout.str()
+
+
+def test_failure_report_is_short_the_test_line_and_the_drivers_message(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+        from jumpstarter_driver_demo import Board
+
+        @pytest.mark.jumpstarter_mock(board=Board)
+        def test_call_fails(board):
+            board.fail("other", "relay stuck")
+
+        @pytest.mark.jumpstarter_mock(board=Board)
+        def test_assert_on_client(board):
+            assert board is None
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(['>*board.fail("other", "relay stuck")', "E*relay stuck*"])
+    result.stdout.fnmatch_lines(["E*assert BoardClient(name='') is None"])  # not the whole tree with uuids
+    for ours in ("jumpstarter/client/base.py", "jumpstarter/client/connection.py"):
+        assert ours not in out  # the client's own frames are hidden
 
 
 def test_plugin_is_inert_and_documented(pytester):

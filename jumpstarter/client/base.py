@@ -36,25 +36,27 @@ class NotConnected:
 class _Portal:
     """``DriverClient.portal``: an event loop for using the async API from blocking code, as upstream's clients
     have it. A keyword argument and assignable, as upstream's field is (tests pass or patch it); unset or set to
-    None, it is the connection's own. (A dataclass field whose default is this descriptor: ``__get__`` on the
-    class gives the default, None; ``__init__`` assigns through ``__set__``.)"""
+    None, it is the connection's own, started when first used. (The dataclass field's default is this descriptor
+    itself, which ``__init__`` assigns when no portal is given: that means unset.)"""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.key = f"_{name}"
+    key = "_portal"
 
     def __get__(self, client: DriverClient | None, owner: type | None = None) -> Any:
         if client is None:
-            return None
+            return self
         return client.__dict__.get(self.key) or client.connection.portal()
 
     def __set__(self, client: DriverClient, portal: BlockingPortal | None) -> None:
-        if portal is None:
+        if portal is None or portal is self:
             client.__dict__.pop(self.key, None)
         else:
             client.__dict__[self.key] = portal
 
     def __delete__(self, client: DriverClient) -> None:
         client.__dict__.pop(self.key, None)
+
+
+_PORTAL = _Portal()
 
 
 @dataclass(kw_only=True)
@@ -66,18 +68,20 @@ class DriverClient:
     the driver are attributes of the client (``client.power.on()``).
     """
 
-    uuid: str = field(default_factory=lambda: str(uuid4()))
-    labels: dict[str, str] = field(default_factory=dict)
-    children: dict[str, DriverClient] = field(default_factory=dict)
+    # Only ``name`` shows in a client's repr (``PowerClient(name='dut.power')``): assertion lines in a failing
+    # test's report stay short. Subclasses declared with @dataclass get the same, plus their own fields.
+    uuid: str = field(default_factory=lambda: str(uuid4()), repr=False)
+    labels: dict[str, str] = field(default_factory=dict, repr=False)
+    children: dict[str, DriverClient] = field(default_factory=dict, repr=False)
     # serve(), connect() and the plugin give every client its exporter's connection; a client built by hand
     # (upstream's tests build them with mocks: ``Client(stub=..., portal=..., stack=...)``) has none.
     connection: Connection = field(default_factory=lambda: NotConnected(), repr=False, compare=False)
     name: str = ""  # dotted path from the root, e.g. "custom.power"; "" for the root
-    description: str | None = None  # the driver's, from the exporter's report (help text of a cli())
-    methods_description: dict[str, str] = field(default_factory=dict)  # help per method, likewise
+    description: str | None = field(default=None, repr=False)  # the driver's, from the exporter's report
+    methods_description: dict[str, str] = field(default_factory=dict, repr=False)  # help per method, likewise
     # Context managers entered for this client's lifetime (upstream's name): closed by close().
     stack: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
-    portal: BlockingPortal | None = _Portal()  # type: ignore[assignment]  # see _Portal
+    portal: BlockingPortal | None = field(default=_PORTAL, repr=False, compare=False)  # see _Portal
     stub: Any = field(default=None, repr=False, compare=False)  # upstream's gRPC stub: accepted, unused here
 
     def __post_init__(self) -> None:
@@ -110,6 +114,7 @@ class DriverClient:
 
     def call(self, method: str, *args: Any) -> Any:
         """Call exported ``method`` with positional ``args``; returns its result."""
+        __tracebackhide__ = True
         return self.connection.call(self.uuid, self.name, method, args)
 
     def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
@@ -123,6 +128,7 @@ class DriverClient:
             yield stream
 
     async def call_async(self, method: str, *args: Any) -> Any:
+        __tracebackhide__ = True
         return await self.connection.call_async(self.uuid, self.name, method, args)
 
     def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:

@@ -146,6 +146,7 @@ class Connection:
     # Blocking ------------------------------------------------------------------
 
     def call(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         if self.closed:  # e.g. a client's __del__ calling its driver after the test ended
             raise self._closed_error(target, method)
         request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
@@ -163,6 +164,7 @@ class Connection:
         return result
 
     def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Iterator[Any]:
+        __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         if self.closed:
             raise self._closed_error(target, method)
         request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
@@ -234,6 +236,7 @@ class Connection:
         return stubs
 
     async def call_async(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
         started = time.perf_counter()
@@ -247,6 +250,7 @@ class Connection:
         return result
 
     async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncIterator[Any]:
+        __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
         started = time.perf_counter()
