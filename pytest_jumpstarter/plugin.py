@@ -180,15 +180,16 @@ class Lab:
 
     def _export_fixture(self, name: str):
         def export(request: pytest.FixtureRequest, jumpstarter_target: str | None):
-            mocked = self._mock(name, request)
-            if mocked is not None:
-                return mocked
-            claim = self._claim(request, jumpstarter_target)
-            if name not in claim.chosen:
-                pytest.fail(
-                    f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
-                )
-            return getattr(claim.chosen[name].client(), name)
+            client = self._mock(name, request)
+            if client is None:
+                claim = self._claim(request, jumpstarter_target)
+                if name not in claim.chosen:
+                    pytest.fail(
+                        f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
+                    )
+                client = getattr(claim.chosen[name].client(), name)
+            self._mock_children(name, client, request)
+            return client
 
         providers = [e.describe() for e in self.exporters if name in e.exports]
         export.__doc__ = f"client of export {name!r} ({', '.join(providers) or f'@pytest.mark.{MOCK_MARKER}'})"
@@ -308,17 +309,43 @@ class Lab:
     def _mock(self, name: str, request: pytest.FixtureRequest):
         for marker in request.node.iter_markers(MOCK_MARKER):
             if name in marker.kwargs:
-                from jumpstarter.common.utils import serve
-                from jumpstarter.driver import Driver
-
-                driver = marker.kwargs[name]
-                driver = driver if isinstance(driver, Driver) else driver()
-                stack = ExitStack()
-                client = stack.enter_context(serve(driver))
-                request.addfinalizer(stack.close)
-                client.connection.observers.append(self._record)
-                return client
+                return self._serve_mock(marker.kwargs[name], request)
         return None
+
+    def _serve_mock(self, driver: Any, request: pytest.FixtureRequest):
+        """``driver`` (a Driver, or a factory of one) served in-process until the test's fixtures end."""
+        from jumpstarter.common.utils import serve
+        from jumpstarter.driver import Driver
+
+        driver = driver if isinstance(driver, Driver) else driver()
+        stack = ExitStack()
+        client = stack.enter_context(serve(driver))
+        request.addfinalizer(stack.close)
+        client.connection.observers.append(self._record)
+        return client
+
+    def _mock_children(self, name: str, client: Any, request: pytest.FixtureRequest) -> None:
+        """Mocks of drivers below export ``name`` (``jumpstarter_mock(**{"dut.power": MockPower})``): for this
+        test, the child's client is the mock's, in the export's client (real or mocked) it is a child of."""
+        mocks: dict[str, Any] = {}
+        for marker in request.node.iter_markers(MOCK_MARKER):  # the closest marker wins
+            for key, driver in marker.kwargs.items():
+                if key.startswith(f"{name}."):
+                    mocks.setdefault(key, driver)
+        for path, driver in mocks.items():
+            parent = client
+            *between, last = path.split(".")[1:]
+            try:
+                for step in between:
+                    parent = parent.children[step]
+                original = parent.children[last]
+            except KeyError:
+                pytest.fail(f"@pytest.mark.{MOCK_MARKER}: {path!r}: {name!r} has no such child", pytrace=False)
+            children = parent.children
+            children[last] = self._serve_mock(driver, request)
+            request.addfinalizer(
+                lambda children=children, last=last, original=original: children.update({last: original})
+            )
 
     # xdist -------------------------------------------------------------------------
 
@@ -334,7 +361,9 @@ class Lab:
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Export names that only mocks provide get fixtures too (a test may mock without any exporter)."""
-        mocked = {name for item in items for m in item.iter_markers(MOCK_MARKER) for name in m.kwargs}
+        mocked = {
+            name for item in items for m in item.iter_markers(MOCK_MARKER) for name in m.kwargs if "." not in name
+        }
         new = sorted(mocked - self.fixture_names)
         if new:
             self._add_export_fixtures(new)
@@ -352,6 +381,7 @@ class Lab:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.calls, self.notes = [], []
         self.live = bool(self._per_test(item, "log")[0])
+        self._check_mocks(item)
         info = getattr(item, "_fixtureinfo", None)
         manager = getattr(item.session, "_fixturemanager", None)
         if info is None or manager is None:
@@ -375,6 +405,25 @@ class Lab:
                     f"{name!r} is not an export but a child of one: use {uses} (exports: {where})", pytrace=False
                 )
             pytest.fail(f"no exporter provides export {name!r}; did you mean {close[0]!r}? (exports: {where})", False)
+
+    def _check_mocks(self, item: pytest.Item) -> None:
+        """Every jumpstarter_mock keyword names an export the test uses, or a driver below one: a mock that
+        would be ignored (and the real driver driven instead) is an error."""
+        used = set(getattr(item, "fixturenames", ()))
+        for node, marker in item.iter_markers_with_node(MOCK_MARKER):
+            if node is not item:  # a module's or class's mock applies to those of its tests that use it
+                continue
+            for key in marker.kwargs:
+                if key.split(".")[0] in used:
+                    continue
+                below = sorted({p for e in self.exporters for p in e.descendants if p.endswith(f".{key}")})
+                hint = f"; to mock a child, name its path: {', '.join(below)}" if below else ""
+                exports = sorted(used & self.fixture_names) or ["none"]
+                pytest.fail(
+                    f"@pytest.mark.{MOCK_MARKER}({key}=...): this test uses no export {key!r}{hint} "
+                    f"(the exports it uses: {', '.join(exports)})",
+                    pytrace=False,
+                )
 
     def pytest_runtest_call(self, item: pytest.Item) -> None:
         """junitxml and the controller's log sections learn which exporters the test used."""

@@ -237,6 +237,44 @@ def test_export_mocked_only_in_another_test_fails_the_real_one_without_exporters
     assert "AttributeError" not in result.stdout.str()
 
 
+def test_mock_one_child_of_a_real_export_and_unused_mock_keywords_are_errors(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+        from jumpstarter_driver_demo import Power
+
+        switch = Power(on_at_start=True)
+
+        @pytest.mark.jumpstarter_mock(**{"board.power": switch})
+        def test_real_board_mocked_power(board):
+            assert board.describe() == {"name": "demo-1", "baudrate": 9600}  # the exporter's board
+            board.power.off()
+            assert switch.history == ["off"]  # the mock switched, in this process
+
+        def test_after_it_the_real_power_again(board):
+            board.power.on()
+            assert board.power.read() is True and switch.history == ["off"]
+
+        @pytest.mark.jumpstarter_mock(power=Power)
+        def test_child_name_as_keyword(board):
+            pass
+
+        @pytest.mark.jumpstarter_mock(**{"board.fan": Power})
+        def test_no_such_child(board):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML))
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.jumpstarter_mock(power=...): this test uses no export 'power'; to mock a child, "
+            "name its path: board.power (the exports it uses: board)"
+        ]
+    )
+    result.stdout.fnmatch_lines(["*@pytest.mark.jumpstarter_mock: 'board.fan': 'board' has no such child"])
+
+
 def test_failure_report_is_short_the_test_line_and_the_drivers_message(pytester):
     pytester.makepyfile(
         """
