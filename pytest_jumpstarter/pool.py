@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from jumpstarter.client.lease import Busy, Lease
 from jumpstarter.errors import ConnectError
-from pytest_jumpstarter.lab import Exporter
+from pytest_jumpstarter.exporters import Exporter
 
 # export name (None: any exporter, for the `exporter` fixture alone) -> labels the exporter must carry
 Needs = dict[str | None, dict[str, str]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -153,3 +154,76 @@ def _relative_to(spec: str, base) -> str:
     if spec.endswith((".yaml", ".yml")) and not os.path.isabs(spec):
         return str(base / spec)
     return spec
+
+
+MARKER = "jumpstarter"  # @pytest.mark.jumpstarter(**settings): a test's own PER_TEST settings
+
+
+class Values:
+    """The session's settings, each resolved once with where it came from, and the checks that go with them:
+    a bad session setting stops the run (a usage error naming its source); a bad marker fails its test."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+        for s in SETTINGS:
+            key = s.ini.removeprefix("jumpstarter_")
+            self.values[key], self.sources[key] = resolve(config, s)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.values[key]
+        if value not in allowed:
+            raise pytest.UsageError(
+                f"jumpstarter: {key.replace('_', ' ')} {value!r} ({self.sources[key]}) "
+                f"must be one of {', '.join(allowed)}"
+            )
+        return value
+
+    def seconds(self, key: str, item: pytest.Item | None = None) -> float:
+        """Setting ``key`` in seconds; for ``item``, its marker's value first (PER_TEST settings)."""
+        value, where = self.per_test(item, key)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+        message = f"jumpstarter: {key.replace('_', ' ')} {value!r} ({where}) is not a number"
+        if where != self.sources[key]:
+            pytest.fail(message, pytrace=False)
+        raise pytest.UsageError(message)
+
+    def per_test(self, item: pytest.Item | None, key: str) -> tuple[Any, str]:
+        """A PER_TEST setting for ``item``: its marker's value, else the session's; and where it came from."""
+        for marker in item.iter_markers(MARKER) if item is not None else ():
+            unknown = set(marker.kwargs) - set(PER_TEST)
+            if unknown:
+                pytest.fail(
+                    f"@pytest.mark.{MARKER}: unknown setting {', '.join(sorted(unknown))} "
+                    f"(per-test settings: {', '.join(PER_TEST)})",
+                    pytrace=False,
+                )
+            if key in marker.kwargs:
+                return marker.kwargs[key], f"@pytest.mark.{MARKER} of {item.nodeid}"
+        return self.values[key], self.sources[key]
+
+    def tls(self) -> bool | str:
+        """How exporters given by address are reached: False (plain gRPC), True (system CAs) or a CA file."""
+        from jumpstarter.utils.env import shell_tls
+
+        value = self.values["tls"] or ""
+        if not value:  # a TLS `jmp shell` around pytest: its exporter speaks TLS
+            shell = self.sources["exporters"].startswith(f"env {JUMPSTARTER_HOST}")
+            return shell and shell_tls(self.values["exporters"][0])
+        if value == "system":
+            return True
+        if not os.path.isfile(value):
+            raise pytest.UsageError(
+                f"jumpstarter: --exporter-tls {value} ({self.sources['tls']}): no such CA certificate file"
+            )
+        return os.path.abspath(value)
+
+    def others(self) -> str:
+        """Every setting but the exporters, with its source: for the report header."""
+        return ", ".join(f"{k}={v!r} ({self.sources[k]})" for k, v in self.values.items() if k != "exporters")

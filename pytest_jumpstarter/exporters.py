@@ -1,0 +1,230 @@
+"""The exporters of a test session: YAML ones the plugin starts, running ones reached by address."""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jumpstarter.client import DriverClient, connect
+from jumpstarter.client.connection import TLS
+from jumpstarter.client.lease import Busy, Lease, try_lease
+from jumpstarter.config import ExporterConfig
+from jumpstarter.driver.base import NAME_LABEL
+from jumpstarter.errors import ConnectError, JumpstarterError
+from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
+
+
+class Exporter:
+    """One exporter of the session; ``client()`` connects (and starts it) on first use."""
+
+    def __init__(self, spec: str, passphrase: str | None, tls: TLS = False) -> None:
+        self.spec, self.passphrase, self.tls = spec, passphrase, tls
+        self.name = spec
+        self.exports: list[str] = []
+        self.descendants: list[str] = []  # dotted paths of the drivers below the exports ("dut.power")
+        self.labels: dict[str, str] = {}
+        self.gone: str | None = None  # why it can't be reached any more
+        self._root: DriverClient | None = None
+        self._stack = ExitStack()
+        self.observers: list[Any] = []
+
+    def describe(self) -> str:
+        return self.spec
+
+    def client(self) -> DriverClient:
+        if self._root is None:
+            self._root = self._stack.enter_context(self._open())
+            self._root.connection.observers = self.observers  # shared: observers added later see every call
+        return self._root
+
+    @property
+    def address(self) -> str:
+        return self.client().connection.address
+
+    def _open(self):
+        return connect(self.spec, passphrase=self.passphrase, tls=self.tls)
+
+    def provides(self, export: str | None) -> bool:
+        return export is None or export in self.exports
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(self.labels.get(key) == value for key, value in labels.items())
+
+    def try_lease(self, holder: str) -> Lease | Busy:
+        """Lease it if free. One that can't start or be reached is gone for the rest of the session
+        (ConnectError): tests that need it fail fast instead of each trying again."""
+        if self.failure():
+            raise ConnectError(self.failure())
+        try:
+            connection = self.client().connection
+        except (ExporterStartError, JumpstarterError, OSError) as exc:
+            self.gone = f"jumpstarter: {exc}"
+            raise ConnectError(self.gone) from None
+        try:
+            return try_lease(connection, holder)
+        except ConnectError as exc:
+            self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"
+            raise ConnectError(self.gone) from None
+
+    def failure(self) -> str | None:
+        """Why this exporter can't be used any more (it died, or is gone), or None."""
+        return self.gone
+
+    def handoff(self) -> dict[str, Any]:
+        """What an xdist worker needs to use this exporter (see ``RemoteExporter``)."""
+        failure = None
+        try:
+            address = self.address
+        except (JumpstarterError, OSError) as exc:
+            address, failure = "", f"jumpstarter: {exc}"
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "address": address,
+            "tls": self.tls,
+            "exports": self.exports,
+            "descendants": self.descendants,
+            "labels": self.labels,
+            "failure": failure or self.failure(),
+        }
+
+    def output(self, since: int = 0) -> str:
+        return ""
+
+    @property
+    def log_position(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self._root = None
+        self._stack.close()
+
+
+class AddressExporter(Exporter):
+    """An exporter that already runs; its exports and labels are read from it at start-up."""
+
+    def __init__(self, spec: str, passphrase: str | None, tls: TLS = False) -> None:
+        super().__init__(spec, passphrase, tls)
+        root = self.client()
+        self.exports = list(root.children)
+        self.descendants = _paths({name: child.children for name, child in root.children.items()})
+        self.labels = dict(root.connection.report().labels)
+        self.name = self.labels.get(NAME_LABEL) or spec  # ours label themselves with their name
+
+
+class RemoteExporter(Exporter):
+    """In an xdist worker: an exporter the controlling process started or reached, by its handoff."""
+
+    def __init__(self, handoff: dict[str, Any], passphrase: str | None) -> None:
+        super().__init__(handoff["spec"], passphrase, handoff["tls"])
+        self.name, self.exports, self.labels = handoff["name"], handoff["exports"], handoff["labels"]
+        self.descendants = handoff["descendants"]
+        self._address, self.gone = handoff["address"], handoff["failure"]
+
+    def _open(self):
+        if self.gone:
+            raise ConnectError(self.gone)
+        return connect(self._address, passphrase=self.passphrase, tls=self.tls)
+
+
+class YamlExporter(Exporter):
+    """An exporter the plugin starts from an ExporterConfig, in a child process or in-process."""
+
+    def __init__(self, spec: str, passphrase: str | None, mode: str, start_timeout: float) -> None:
+        super().__init__(spec, passphrase)
+        self.config = ExporterConfig.load(spec)  # ConfigError now, at start-up, not once per test
+        self.config.check()
+        self.name = self.config.name or Path(spec).stem
+        self.exports = list(self.config.export)
+        self.descendants = _paths({name: entry.children for name, entry in self.config.export.items()})
+        self.labels = dict(self.config.labels)
+        self.mode, self.start_timeout = mode, start_timeout
+        self.process = None
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.mode})"
+
+    def _open(self):
+        if self.mode == "inprocess":
+            from jumpstarter.common.utils import serve
+
+            return serve(self.config.instantiate(), passphrase=self.passphrase)
+        folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")))
+        args = ["--listen", f"unix://{folder / 'exporter.sock'}"]
+        env = {"JUMPSTARTER_PASSPHRASE": self.passphrase} if self.passphrase else {}
+        self.process = ExporterProcess.start(self.spec, *args, env=env, timeout=self.start_timeout)
+        self._stack.callback(self.process.stop)
+        return connect(self.process.address, passphrase=self.passphrase)
+
+    def failure(self) -> str | None:
+        if self.process is not None and not self.process.alive:
+            tail = "".join(self.process.lines[-20:]).rstrip()
+            return f"exporter {self.spec} died (exit code {self.process.returncode}); its last output:\n{tail}"
+        return self.gone
+
+    def output(self, since: int = 0) -> str:
+        return self.process.output(since) if self.process else ""
+
+    @property
+    def log_position(self) -> int:
+        return len(self.process.lines) if self.process else 0
+
+
+def _paths(exports: dict[str, dict[str, Any]]) -> list[str]:
+    """Dotted paths of every driver below the exports, from a mapping of export name to its children (config
+    entries or clients, whichever have ``children``)."""
+    found: list[str] = []
+
+    def walk(prefix: str, children: dict[str, Any]) -> None:
+        for name, child in children.items():
+            found.append(f"{prefix}.{name}")
+            walk(f"{prefix}.{name}", child.children)
+
+    for name, children in exports.items():
+        walk(name, children)
+    return found
+
+
+def is_yaml(spec: str) -> bool:
+    return spec.endswith((".yaml", ".yml")) or Path(spec).is_file()
+
+
+def unique_names(exporters: list[Exporter]) -> None:
+    """Give exporters that share a name a numbered suffix: names become test ids in matrix mode."""
+    seen: dict[str, int] = {}
+    for exporter in exporters:
+        count = seen.get(exporter.name, 0)
+        seen[exporter.name] = count + 1
+        if count:
+            exporter.name = f"{exporter.name}-{count + 1}"
+
+
+def load(
+    specs: tuple[str, ...],
+    handoffs: list[dict] | None,
+    passphrase: str | None,
+    mode: str,
+    tls: TLS,
+    start_timeout: float,
+) -> list[Exporter]:
+    """The session's exporters: in an xdist worker, those the controlling process handed over (``handoffs``);
+    else one per ``--exporter`` spec, a YAML started by the plugin or a running exporter's address. A spec that
+    can't be used is a usage error naming it (the exporters made so far are closed)."""
+    if handoffs is not None:
+        exporters: list[Exporter] = [RemoteExporter(h, passphrase) for h in handoffs]
+    else:
+        exporters = []
+        for spec in specs:
+            try:
+                exporter = YamlExporter(spec, passphrase, mode, start_timeout) if is_yaml(spec) else None
+                exporters.append(exporter or AddressExporter(spec, passphrase, tls))
+            except (JumpstarterError, OSError) as exc:
+                for made in exporters:
+                    made.close()
+                raise pytest.UsageError(f"jumpstarter: --exporter {spec}: {exc}") from None
+    unique_names(exporters)
+    return exporters

@@ -1,0 +1,193 @@
+"""The fixtures: a client per export name, ``exporter`` (the leased root), and in-process mocks.
+
+An export's fixture gives the client of that export on the exporter the test leased, or, where the test's
+``@pytest.mark.jumpstarter_mock`` names it, the client of a driver served in-process (a driver below an
+export is mocked by its path, ``**{"board.power": MockPower}``). In matrix mode a test runs once per
+exporter that fits it. Set-up checks turn silent mistakes into errors: a mock keyword no fixture of the
+test uses, an export name misspelt, a child's name used as an export's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
+
+if TYPE_CHECKING:
+    from pytest_jumpstarter.lab import Lab
+    from pytest_jumpstarter.leasing import Leasing
+    from pytest_jumpstarter.reporting import Reporting
+
+TARGET = "jumpstarter_target"  # the fixture that pins a test to one exporter in matrix mode
+
+
+class Fixtures:
+    def __init__(self, lab: Lab, leasing: Leasing, reporting: Reporting) -> None:
+        self.lab, self.leasing, self.reporting = lab, leasing, reporting
+        self.names: set[str] = set()  # the export names that have a fixture
+        if lab.exporters:
+            root = types.ModuleType("pytest_jumpstarter.exports")
+            root.exporter = pytest.fixture(name=ROOT, scope=lab.scope)(self._root_fixture())
+            lab.config.pluginmanager.register(root, "jumpstarter-exports")
+            self.add([n for e in lab.exporters for n in e.exports])
+
+    def add(self, names: list[str]) -> None:
+        """Register a fixture for each export name that has none yet."""
+        names = [n for n in dict.fromkeys(names) if n not in self.names]
+        if not names:
+            return
+        scope = self.lab.scope
+        fixtures = types.ModuleType(f"pytest_jumpstarter.exports.{'_'.join(names)}")
+        if not self.names:
+            setattr(fixtures, TARGET, pytest.fixture(name=TARGET, scope=scope)(_target))
+        for name in names:
+            setattr(fixtures, name, pytest.fixture(name=name, scope=scope)(self._export_fixture(name)))
+        self.lab.config.pluginmanager.register(fixtures, f"jumpstarter-exports-{'-'.join(names)}")
+        self.names.update(names)
+
+    def _export_fixture(self, name: str):
+        def export(request: pytest.FixtureRequest, jumpstarter_target: str | None):
+            client = self._mock(name, request)
+            if client is None:
+                claim = self.leasing.claim(request, jumpstarter_target)
+                if name not in claim.chosen:
+                    pytest.fail(
+                        f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
+                    )
+                client = getattr(claim.chosen[name].client(), name)
+            self._mock_children(name, client, request)
+            return client
+
+        providers = [e.describe() for e in self.lab.exporters if name in e.exports]
+        export.__doc__ = f"client of export {name!r} ({', '.join(providers) or f'@pytest.mark.{MOCK_MARKER}'})"
+        setattr(export, EXPORT_ATTRIBUTE, name)
+        return export
+
+    def _root_fixture(self):
+        def exporter(request: pytest.FixtureRequest, jumpstarter_target: str | None):
+            """The root client of the exporter this test leased (children: its exports)."""
+            return self.leasing.claim(request, jumpstarter_target).first.client()
+
+        setattr(exporter, EXPORT_ATTRIBUTE, None)
+        return exporter
+
+    # Mocks -------------------------------------------------------------------------------------
+
+    def _mock(self, name: str, request: pytest.FixtureRequest):
+        for marker in request.node.iter_markers(MOCK_MARKER):
+            if name in marker.kwargs:
+                return self._serve_mock(marker.kwargs[name], request)
+        return None
+
+    def _serve_mock(self, driver: Any, request: pytest.FixtureRequest):
+        """``driver`` (a Driver, or a factory of one) served in-process until the test's fixtures end."""
+        from jumpstarter.common.utils import serve
+        from jumpstarter.driver import Driver
+
+        driver = driver if isinstance(driver, Driver) else driver()
+        stack = ExitStack()
+        client = stack.enter_context(serve(driver))
+        request.addfinalizer(stack.close)
+        client.connection.observers.append(self.reporting.record)
+        return client
+
+    def _mock_children(self, name: str, client: Any, request: pytest.FixtureRequest) -> None:
+        """Mocks of drivers below export ``name`` (``jumpstarter_mock(**{"dut.power": MockPower})``): for this
+        test, the child's client is the mock's, in the export's client (real or mocked) it is a child of."""
+        mocks: dict[str, Any] = {}
+        for marker in request.node.iter_markers(MOCK_MARKER):  # the closest marker wins
+            for key, driver in marker.kwargs.items():
+                if key.startswith(f"{name}."):
+                    mocks.setdefault(key, driver)
+        for path, driver in mocks.items():
+            parent = client
+            *between, last = path.split(".")[1:]
+            try:
+                for step in between:
+                    parent = parent.children[step]
+                original = parent.children[last]
+            except KeyError:
+                pytest.fail(f"@pytest.mark.{MOCK_MARKER}: {path!r}: {name!r} has no such child", pytrace=False)
+            children = parent.children
+            children[last] = self._serve_mock(driver, request)
+            request.addfinalizer(
+                lambda children=children, last=last, original=original: children.update({last: original})
+            )
+
+    # Hooks ---------------------------------------------------------------------------------------
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Export names that only mocks provide get fixtures too (a test may mock without any exporter)."""
+        mocked = {
+            name for item in items for m in item.iter_markers(MOCK_MARKER) for name in m.kwargs if "." not in name
+        }
+        self.add(sorted(mocked - self.names))
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """Matrix mode: a test that uses exports runs once per exporter that fits it."""
+        lab = self.lab
+        if not lab.values["matrix"] or lab.pool is None or TARGET not in metafunc.fixturenames:
+            return
+        needs = self.leasing.needs_of(metafunc.definition)
+        names = [e.name for e in lab.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]
+        if names:  # none fits: unparametrized, the test fails at set-up saying why
+            metafunc.parametrize(TARGET, names, ids=names, indirect=True, scope=lab.scope)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._check_mocks(item)
+        self._check_names(item)
+
+    def _check_mocks(self, item: pytest.Item) -> None:
+        """Every jumpstarter_mock keyword of a test names an export it uses, or a driver below one: a mock
+        that would be ignored (and the real driver driven instead) is an error."""
+        used = set(getattr(item, "fixturenames", ()))
+        for node, marker in item.iter_markers_with_node(MOCK_MARKER):
+            if node is not item:  # a module's or class's mock applies to those of its tests that use it
+                continue
+            for key in marker.kwargs:
+                if key.split(".")[0] in used:
+                    continue
+                below = self._paths_ending(key)
+                hint = f"; to mock a child, name its path: {', '.join(below)}" if below else ""
+                exports = sorted(used & self.names) or ["none"]
+                pytest.fail(
+                    f"@pytest.mark.{MOCK_MARKER}({key}=...): this test uses no export {key!r}{hint} "
+                    f"(the exports it uses: {', '.join(exports)})",
+                    pytrace=False,
+                )
+
+    def _check_names(self, item: pytest.Item) -> None:
+        """A fixture nobody defines whose name is close to an export's, or is a child's: say which export.
+        Any other unknown name is left to pytest's own "fixture not found", with its list."""
+        provided = self.lab.provided()
+        if not provided:
+            return  # no exporters: pytest's error stands, and the report adds a hint (reporting.py)
+        for name in getattr(item, "fixturenames", ()):
+            if name == "request" or fixture_definitions(item, name):
+                continue
+            below = self._paths_ending(name)
+            close = difflib.get_close_matches(name, provided, n=1)
+            if not below and not close:
+                continue
+            where = "; ".join(f"{e.name}: {', '.join(e.exports) or 'none'}" for e in self.lab.exporters)
+            if below:
+                pytest.fail(
+                    f"{name!r} is not an export but a child of one: use {' or '.join(below)} (exports: {where})",
+                    pytrace=False,
+                )
+            pytest.fail(f"no exporter provides export {name!r}; did you mean {close[0]!r}? (exports: {where})", False)
+
+    def _paths_ending(self, name: str) -> list[str]:
+        """The paths of drivers below the exports whose own name is ``name`` ("power": "board.power")."""
+        return sorted({path for e in self.lab.exporters for path in e.descendants if path.endswith(f".{name}")})
+
+
+def _target(request: pytest.FixtureRequest) -> str | None:
+    """The exporter a matrix-mode test runs on (None: any that fits and is free)."""
+    return getattr(request, "param", None)

@@ -1,0 +1,42 @@
+"""pytest-xdist: the controlling process starts every exporter once and hands the workers their addresses.
+
+Each worker then reaches the same exporters; the exporters' own leases keep two workers' tests off one
+board. ``-n auto`` starts one worker per exporter.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_jumpstarter.lab import Lab
+
+HANDOFF = "jumpstarter_exporters"  # key of xdist's workerinput
+
+
+def worker_id(config: pytest.Config) -> str | None:
+    """This process's xdist worker id ("gw0"), or None in the controlling (or only) process."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def handoffs(config: pytest.Config) -> list[dict[str, Any]] | None:
+    """In a worker: what the controlling process said about each exporter; else None."""
+    return getattr(config, "workerinput", {}).get(HANDOFF)
+
+
+class Handoff:
+    """In the controlling process: start the exporters once, and tell each worker where they are."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self._handoffs: list[dict[str, Any]] | None = None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self._handoffs is None:
+            with ThreadPoolExecutor(max(1, len(self.lab.exporters))) as starting:
+                self._handoffs = list(starting.map(lambda e: e.handoff(), self.lab.exporters))
+        node.workerinput[HANDOFF] = self._handoffs
