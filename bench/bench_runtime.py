@@ -28,8 +28,8 @@ from anyio.from_thread import start_blocking_portal
 from jumpstarter_driver_demo import Board
 
 from jumpstarter.common.utils import serve
+from jumpstarter.common.wire import GRPC_OPTIONS
 from jumpstarter.driver import Driver, export
-from jumpstarter.exporter.server import GRPC_OPTIONS
 
 CHUNK = 64 * 1024
 MIB = 1024 * 1024

@@ -93,3 +93,25 @@ def test_a_killed_holder_loses_its_lease_within_seconds(exporter_process, tmp_pa
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+def test_every_rpc_but_the_few_open_ones_needs_the_lease():
+    """Deny by default: walking the services the exporter serves, only the named open RPCs skip the lease, so
+    an RPC added to the .proto files later is guarded without anyone remembering a list."""
+    from jumpstarter.exporter.lease import OPEN, guarded
+    from jumpstarter.v1 import jumpstarter_pb2, lease_pb2, router_pb2
+
+    methods = {
+        f"/{service.full_name}/{method.name}"
+        for module in (jumpstarter_pb2, router_pb2, lease_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+    assert OPEN <= methods  # no stale name in the open list
+    assert {m for m in methods if guarded(m)} == {
+        "/jumpstarter.v1.ExporterService/DriverCall",
+        "/jumpstarter.v1.ExporterService/StreamingDriverCall",
+        "/jumpstarter.v1.ExporterService/Reset",
+        "/jumpstarter.v1.RouterService/Stream",
+    }
+    assert guarded("/jumpstarter.v1.ExporterService/FlashEverything")  # a new RPC

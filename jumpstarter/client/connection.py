@@ -22,9 +22,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.streams import AsyncStream, BlockingStream
+from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, JumpstarterError, error_from_rpc
-from jumpstarter.exporter.lease import LEASE_KEY
-from jumpstarter.exporter.server import GRPC_OPTIONS, PASSPHRASE_KEY, grpc_address
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
 from jumpstarter.values import decode_result, encode_args

@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 
 from jumpstarter.client.connection import Connection
+from jumpstarter.common.wire import when
 from jumpstarter.errors import ConnectError, error_from_rpc
-from jumpstarter.exporter.lease import when
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
 RELEASE_TIMEOUT = 5.0

@@ -15,25 +15,30 @@ import time
 from collections import deque
 from uuid import uuid4
 
+from jumpstarter.common.wire import when
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
-LEASE_KEY = "x-jumpstarter-lease"
-
-# The RPCs that drive hardware. GetReport, GetStatus and LogStream stay open to everyone.
-GUARDED = frozenset(
+# The RPCs that stay open to everyone while the exporter is leased: they read, or they are the leasing itself.
+# Every other RPC, a new one included, is refused without the lease (deny by default).
+OPEN = frozenset(
     {
-        "/jumpstarter.v1.ExporterService/DriverCall",
-        "/jumpstarter.v1.ExporterService/StreamingDriverCall",
-        "/jumpstarter.v1.ExporterService/Reset",
-        "/jumpstarter.v1.RouterService/Stream",
+        "/jumpstarter.v1.ExporterService/GetReport",
+        "/jumpstarter.v1.ExporterService/GetStatus",
+        "/jumpstarter.v1.ExporterService/LogStream",
+        "/jumpstarter.v1.ExporterService/EndSession",
+        "/jumpstarter.hil.v1.LeaseService/Lease",
+        "/jumpstarter.hil.v1.LeaseService/Release",
+        "/jumpstarter.hil.v1.LeaseService/GetLeases",
     }
 )
 
+
+def guarded(method: str) -> bool:
+    """Whether RPC ``method`` (``/package.Service/Method``) needs the lease while one is held."""
+    return method not in OPEN
+
+
 log = logging.getLogger("jumpstarter.exporter")
-
-
-def when(stamp: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(stamp))
 
 
 class Leases(lease_pb2_grpc.LeaseServiceServicer):

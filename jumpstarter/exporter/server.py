@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
 
+from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
-from jumpstarter.exporter.lease import GUARDED, LEASE_KEY, Leases
+from jumpstarter.exporter.lease import Leases, guarded
 from jumpstarter.exporter.session import Session
 from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, router_pb2_grpc
-
-PASSPHRASE_KEY = "x-jumpstarter-passphrase"
-
-# Generous but bounded: a 1 MiB string argument must pass, a runaway one must not exhaust memory.
-MAX_MESSAGE = 64 * 1024 * 1024
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    # Notice a vanished peer (a killed client, a pulled cable) within seconds.
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
 
 # grpc sets SO_REUSEPORT by default: a second exporter on a busy port would silently share its clients.
 # The server pings idle clients every 2 s so that a lease whose holder's connection was cut without a
@@ -40,15 +26,6 @@ SERVER_OPTIONS = list(
         "grpc.http2.max_pings_without_data": 0,
     }.items()
 )
-
-
-def grpc_address(address: str) -> str:
-    """The gRPC target for an address: ``unix:///p``, ``unix:p``, a path, or ``HOST:PORT``."""
-    if address.startswith("unix:"):
-        return address
-    if address.startswith("/") or address.startswith("./"):
-        return f"unix://{os.path.abspath(address)}"
-    return address
 
 
 class _Passphrase(grpc.aio.ServerInterceptor):
@@ -73,7 +50,7 @@ class _LeaseGuard(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if details.method not in GUARDED:
+        if not guarded(details.method):
             return handler
         refusal = self.leases.refusal(dict(details.invocation_metadata or ()).get(LEASE_KEY, ""))
         return handler if refusal is None else _refusing(handler, grpc.StatusCode.FAILED_PRECONDITION, refusal)

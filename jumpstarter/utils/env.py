@@ -26,7 +26,7 @@ def shell_tls(host: str) -> bool:
 
     TLS then trusts grpc's default roots: the system's, or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH's.
     """
-    from jumpstarter.exporter.server import grpc_address  # which addresses are unix sockets: one place says
+    from jumpstarter.common.wire import grpc_address  # which addresses are unix sockets: one place says
 
     return os.environ.get(JMP_GRPC_INSECURE) != "1" and not grpc_address(host).startswith("unix:")
 

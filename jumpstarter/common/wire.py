@@ -1,0 +1,38 @@
+"""Names both ends of the wire agree on: metadata keys, gRPC channel options, address forms.
+
+The client and the exporter import them from here, so that importing a client loads no server code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+PASSPHRASE_KEY = "x-jumpstarter-passphrase"  # metadata: the exporter's passphrase, on every call
+LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is made under
+
+# Generous but bounded: a 1 MiB string argument must pass, a runaway one must not exhaust memory.
+MAX_MESSAGE = 64 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    # Notice a vanished peer (a killed client, a pulled cable) within seconds.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def grpc_address(address: str) -> str:
+    """The gRPC target for an address: ``unix:///p``, ``unix:p``, a path, or ``HOST:PORT``."""
+    if address.startswith("unix:"):
+        return address
+    if address.startswith("/") or address.startswith("./"):
+        return f"unix://{os.path.abspath(address)}"
+    return address
+
+
+def when(stamp: float) -> str:
+    """A lease's time as both ends show it to people: local ``HH:MM:SS``."""
+    return time.strftime("%H:%M:%S", time.localtime(stamp))
