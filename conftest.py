@@ -126,8 +126,3 @@ def tls_files(tmp_path_factory) -> tuple[Path, Path]:
         pytest.fail(f"can't make a test certificate with openssl: {exc} {getattr(exc, 'stderr', '')}", pytrace=False)
     return cert, key
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The xdist groups first (tests/test_upstream_drivers.py's: minutes, waiting on one run.py), so that
-    scripts/test.sh's workers start them at once and run the rest of the suite beside them, not after."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)

@@ -38,10 +38,6 @@ def load_runner():
 
 run = load_runner()
 
-# Under xdist (scripts/test.sh), one worker runs all of these (--dist loadgroup), which wait on one run.py
-# run; the other workers go on with the rest of the suite meanwhile.
-pytestmark = pytest.mark.xdist_group("upstream-drivers")
-
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory) -> dict:
