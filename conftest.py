@@ -125,4 +125,3 @@ def tls_files(tmp_path_factory) -> tuple[Path, Path]:
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.fail(f"can't make a test certificate with openssl: {exc} {getattr(exc, 'stderr', '')}", pytrace=False)
     return cert, key
-

@@ -71,12 +71,24 @@ class Leasing:
             failed = str(exc)
         if failed is not None:  # failing outside the except: no chained traceback in the report
             pytest.fail(f"jumpstarter: {failed}", pytrace=False)
-        claims[target] = claim
+        hook = request.config.hook
+        exporters = list(dict.fromkeys(claim.chosen.values()))
 
         def release() -> None:
             claims.pop(target, None)
-            claim.release()
+            try:
+                for exporter in exporters:
+                    hook.pytest_jumpstarter_lease_released(node=node, exporter=exporter)
+            finally:
+                claim.release()
 
+        try:
+            for exporter in exporters:
+                hook.pytest_jumpstarter_lease_acquired(node=node, exporter=exporter)
+        except BaseException:
+            claim.release()
+            raise
+        claims[target] = claim
         request.addfinalizer(release)
         return claim
 

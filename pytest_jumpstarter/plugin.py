@@ -8,7 +8,8 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 - ``fixtures``: a client fixture per export, ``exporter``, mocks, set-up checks of names;
 - ``leasing``: which exporters a test gets, and holding them for it;
 - ``reporting``: calls, lease notes and exporter logs in a test's report;
-- ``xdist``: handing the exporters to pytest-xdist's workers.
+- ``xdist``: handing the exporters to pytest-xdist's workers;
+- ``hooks``: what other plugins may implement (a lease acquired, released).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from pytest_jumpstarter.reporting import Reporting
 from pytest_jumpstarter.xdist import Handoff
 
 REPORTING = pytest.StashKey[Reporting]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_jumpstarter import hooks
+
+    pluginmanager.add_hookspecs(hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -33,7 +33,6 @@ class Claim:
 
     chosen: dict[str | None, Exporter]
     leases: dict[Exporter, Lease] = field(default_factory=dict)
-    waited: float = 0.0
 
     @property
     def first(self) -> Exporter:
@@ -76,7 +75,6 @@ class Pool:
         while True:
             claim, busy = self._attempt(needs, holder, pinned)
             if claim is not None:
-                claim.waited = time.monotonic() - started
                 return claim
             waited = time.monotonic() - started
             why = "; ".join(f"{e.name} {b}" for e, b in busy.items())

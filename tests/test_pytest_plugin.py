@@ -275,6 +275,43 @@ def test_mock_one_child_of_a_real_export_and_unused_mock_keywords_are_errors(pyt
     result.stdout.fnmatch_lines(["*@pytest.mark.jumpstarter_mock: 'board.fan': 'board' has no such child"])
 
 
+def test_lease_hooks_prepare_the_board_a_test_gets_and_tidy_it_after(pytester):
+    pytester.makeconftest(
+        """
+        events = []
+
+        def pytest_jumpstarter_lease_acquired(node, exporter):
+            events.append(f"acquired {exporter.name} for {node.name}")
+            if node.name == "test_refused":
+                raise RuntimeError("flashing failed")
+            exporter.client().board.power.on()  # e.g. power the board up for the test
+
+        def pytest_jumpstarter_lease_released(node, exporter):
+            events.append(f"released {exporter.name} for {node.name}")
+            exporter.client().board.power.off()
+        """
+    )
+    pytester.makepyfile(
+        """
+        from conftest import events
+
+        def test_powered(board):
+            assert board.power.read() is True
+            assert events == ["acquired demo for test_powered"]
+
+        def test_refused(board):
+            pass
+
+        def test_after(board):
+            assert events[-3:] == ["released demo for test_powered", "acquired demo for test_refused",
+                                   "acquired demo for test_after"]
+        """
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)  # the refused lease was given back: test_after got the board
+    result.stdout.fnmatch_lines(["*RuntimeError: flashing failed"])
+
+
 def test_failure_report_is_short_the_test_line_and_the_drivers_message(pytester):
     pytester.makepyfile(
         """

@@ -168,7 +168,8 @@ class _Parser:
             raise self.error(
                 doc.lines["hooks"],
                 "'hooks': upstream's beforeLease/afterLease hooks are not run by this runtime; remove them "
-                "and do those steps in a pytest fixture (a module-scoped one runs once per board)",
+                "and do those steps in the pytest plugin's pytest_jumpstarter_lease_acquired/_released hooks "
+                "(or a fixture)",
             )
         if "failureDetection" in doc:
             self.warnings.append(
