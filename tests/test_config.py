@@ -90,10 +90,32 @@ def test_seed_yaml_names_the_wrong_module_and_suggests_the_installed_one(write):
             HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Power\n    methods_description: {on: x}\n",
             r"^:6: export 'a' methods_description: key True is a boolean in YAML; quote it \('on', 'off'",
         ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Board\n    config:\n"
+            "      name: x\n      baudrate: fast\n",
+            r"^:8: export 'a': config 'baudrate' of Board must be int, got str 'fast'",
+        ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Board\n    config:\n      name: [x]\n",
+            r"^:7: export 'a': config 'name' of Board must be str, got list",
+        ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Power\n    config:\n      on: true\n",
+            r"^:7: export 'a' config: key True is a boolean in YAML; quote it \('on', 'off'",
+        ),
     ],
 )
 def test_config_errors_name_the_line_and_the_problem(write, text, expected):
     assert re.search(expected, load_error(write, text))
+
+
+def test_config_values_are_converted_as_call_arguments_are(write):
+    path = write(
+        "exporter.yaml",
+        HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Board\n    config: {baudrate: 9600.0}\n",
+    )
+    board = ExporterConfig.load(path).instantiate().children["a"]
+    assert board.baudrate == 9600 and type(board.baudrate) is int
 
 
 def test_missing_file_is_named(tmp_path):

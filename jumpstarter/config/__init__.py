@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
 import pkgutil
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import yaml
 
 from jumpstarter.driver.base import Composite, Driver, exported_methods
 from jumpstarter.errors import ConfigError
+from jumpstarter.signature import ArgumentError, convert
 
 API_VERSION = "jumpstarter.dev/v1alpha1"
 KIND = "ExporterConfig"
@@ -73,6 +76,7 @@ class DriverEntry:
     labels: dict[str, str] = field(default_factory=dict)
     description: str | None = None
     methods_description: dict[str, str] = field(default_factory=dict)
+    config_lines: dict[str, int] = field(default_factory=dict)  # line of each config key
 
 
 @dataclass
@@ -118,7 +122,7 @@ class ExporterConfig:
 
         def visit(entry: DriverEntry) -> None:
             where = f"{self.source}:{entry.line}: export {entry.path!r}"
-            _check_params(import_driver_class(entry.type, where), entry, where)
+            _check_params(import_driver_class(entry.type, where), entry, where, self.source)
             for child in entry.children.values():
                 visit(child)
 
@@ -225,11 +229,19 @@ class _Parser:
         config = node.get("config") or {}
         if not isinstance(config, dict):
             raise self.error(node.lines["config"], f"{where}: 'config' must be a mapping of parameter names to values")
+        config_lines = dict(getattr(config, "lines", {}))
+        for key in config:
+            if isinstance(key, bool):  # YAML 1.1 reads on/off/yes/no as booleans
+                raise self.error(
+                    config_lines.get(key, node.line),
+                    f"{where} config: key {key} is a boolean in YAML; quote it ('on', 'off', 'yes', 'no')",
+                )
         return DriverEntry(
             path=path,
             line=type_line,
             type=type_path.strip(),
             config=dict(config),
+            config_lines={str(k): v for k, v in config_lines.items()},
             children=children,
             labels=self.string_map(node.get("labels"), f"{where} labels", node.lines.get("labels", node.line)),
             description=node.get("description"),
@@ -271,7 +283,7 @@ class _Parser:
 def _build(entry: DriverEntry, source: str, built: list[Driver]) -> Driver:
     where = f"{source}:{entry.line}: export {entry.path!r}"
     cls = import_driver_class(entry.type, where)
-    _check_params(cls, entry, where)
+    _check_params(cls, entry, where, source)
     children = {name: _build(child, source, built) for name, child in entry.children.items()}
     extra: dict[str, Any] = {}
     if entry.labels:
@@ -290,7 +302,7 @@ def _build(entry: DriverEntry, source: str, built: list[Driver]) -> Driver:
     return driver
 
 
-def _check_params(cls: type[Driver], entry: DriverEntry, where: str) -> None:
+def _check_params(cls: type[Driver], entry: DriverEntry, where: str, source: str) -> None:
     params = inspect.signature(cls).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     takes = sorted(n for n in params if n not in RESERVED_PARAMS | {"labels", "description", "methods_description"})
@@ -321,6 +333,29 @@ def _check_params(cls: type[Driver], entry: DriverEntry, where: str) -> None:
         ):
             if name not in entry.config and name not in RESERVED_PARAMS:
                 raise ConfigError(f"{where}: missing config parameter {name!r} for {cls.__qualname__}")
+    _check_values(cls, entry, source)
+
+
+def _check_values(cls: type[Driver], entry: DriverEntry, source: str) -> None:
+    """Config values checked (and converted: 1 for a float) against the fields' annotations, as a call's
+    arguments are: a mistake is named with its line now, not met later inside a test. Drivers declared with
+    pydantic's dataclass decorator (as upstream's are) validate their own fields, with pydantic's rules."""
+    if hasattr(cls, "__pydantic_fields__") or not dataclasses.is_dataclass(cls):
+        return
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that can't be resolved here: leave the values to the driver
+        return
+    for name, value in list(entry.config.items()):
+        if name not in hints:
+            continue
+        try:
+            entry.config[name] = convert(value, hints[name])
+        except ArgumentError as exc:
+            line = entry.config_lines.get(name, entry.line)
+            raise ConfigError(
+                f"{source}:{line}: export {entry.path!r}: config {name!r} of {cls.__qualname__} {exc}"
+            ) from None
 
 
 def import_driver_class(path: str, where: str) -> type[Driver]:
