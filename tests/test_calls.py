@@ -323,6 +323,32 @@ def test_uploads_reach_the_driver_and_mistakes_are_named(board_client):
     assert board_client.add(2, 2) == 4
 
 
+def test_uploads_from_ordinary_test_code_bytes_a_path_or_a_binary_file(board_client, tmp_path):
+    import hashlib
+
+    data = b"\x7fELF" + bytes(range(256)) * 1000
+    image = tmp_path / "image.bin"
+    image.write_bytes(data)
+    expected = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def upload(source):
+        with board_client.portal.wrap_async_context_manager(board_client.resource_async(source)) as handle:
+            return board_client.call("checksum", handle)
+
+    assert upload(data) == upload(bytearray(data)) == upload(image) == upload(str(image)) == expected
+    with image.open("rb") as file:
+        assert upload(file) == expected
+        assert not file.closed  # the caller's file stays the caller's
+    with pytest.raises(TypeError, match=r"can't upload a file opened as text .*open it in binary mode, 'rb'"):
+        with image.open() as text:
+            upload(text)
+    with pytest.raises(TypeError, match=r"can't upload a int: pass bytes, a path, a file opened with 'rb'"):
+        upload(42)
+    with pytest.raises(FileNotFoundError, match=r"can't upload '.*missing.bin': No such file"):
+        upload(tmp_path / "missing.bin")
+    assert board_client.add(1, 1) == 2  # nothing left half-open
+
+
 def test_an_upload_is_refused_while_someone_else_holds_the_lease(board_client):
     from jumpstarter.client import connect
     from jumpstarter.client.lease import try_lease

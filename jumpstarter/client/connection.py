@@ -8,7 +8,9 @@ lazily for the running event loop.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -72,6 +74,16 @@ class Connection:
         self._portal: tuple[Any, BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
         self.closed = False
+        self._handed: set[str] = set()  # uuids of upload handles given to a call (see resource_async)
+
+    def _note_handles(self, args: tuple) -> None:
+        """Remember the upload handles among a call's arguments (or one level inside them): the exporter ends
+        those uploads when the call ends; one given to no call is not waited for."""
+        for arg in args:
+            inside = arg.values() if isinstance(arg, dict) else arg if isinstance(arg, (list, tuple)) else ()
+            for value in (arg, *inside):
+                if isinstance(value, dict) and value.get("kind") == "client_stream" and "uuid" in value:
+                    self._handed.add(value["uuid"])
 
     def _closed_error(self, target: str, method: str) -> ConnectError:
         where = f"{target}.{method}" if target else method
@@ -150,6 +162,7 @@ class Connection:
             raise self._closed_error(target, method)
         request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
+        self._note_handles(args)
         started = time.perf_counter()
         try:
             result = decode_result(self._exporter.DriverCall(request, metadata=self.metadata))
@@ -168,6 +181,7 @@ class Connection:
             raise self._closed_error(target, method)
         request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
+        self._note_handles(args)
         started = time.perf_counter()
         call = self._exporter.StreamingDriverCall(request, metadata=self.metadata)
         count = 0
@@ -238,6 +252,7 @@ class Connection:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
+        self._note_handles(args)
         started = time.perf_counter()
         try:
             result = decode_result(await self._aio_stubs()[1].DriverCall(request, metadata=self.metadata))
@@ -252,6 +267,7 @@ class Connection:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
         _encode(request, args, target, method)
+        self._note_handles(args)
         started = time.perf_counter()
         call = self._aio_stubs()[1].StreamingDriverCall(request, metadata=self.metadata)
         count = 0
@@ -284,6 +300,7 @@ class Connection:
         A ``content_encoding`` (gzip, xz, bz2, zstd) says ``source`` is compressed: it is decompressed here, and
         the driver reads plain bytes, as upstream's client does for an exporter that takes no encoding.
         """
+        source, opened = upload_source(source, target)
         try:
             decompressor = create_decompressor(content_encoding) if content_encoding else None
         except (ValueError, ModuleNotFoundError) as exc:  # a name we don't know; zstd without its codec installed
@@ -307,15 +324,29 @@ class Connection:
             chunks = _chunks(source)
             if decompressor is not None:
                 chunks = decompress_chunks(chunks, decompressor)
-            async for chunk in chunks:
-                await call.write(router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA))
-            await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
-            await call.done_writing()
+            try:
+                async for chunk in chunks:
+                    frame = router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA)
+                    await call.write(frame)
+                await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
+                await call.done_writing()
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                # The exporter ended the stream first (the driver was done with it, or the call failed): no
+                # more to send. What the stream ended with is for replies() to read.
+                pass
 
         replied = anyio.Event()
         refused: list[TypeError] = []
 
         async def replies() -> None:
+            try:
+                await read_replies()
+            except grpc.RpcError as err:  # raised after the task group, not wrapped in its ExceptionGroup
+                ended.append(err)
+
+        ended: list[grpc.RpcError] = []
+
+        async def read_replies() -> None:
             """Bytes the driver sends back (a dump into ``source``), until the exporter ends the stream."""
             send = getattr(source, "send", None)
             while (frame := await call.read()) is not grpc.aio.EOF:
@@ -346,21 +377,69 @@ class Connection:
                     failed = exc
                 else:
                     # The calls given the handle have returned; the exporter ends the stream once it has sent what
-                    # the driver sent back. A peer that never ends it (a handle no call was given) gets this long.
-                    with anyio.move_on_after(REPLY_GRACE):
-                        await replied.wait()
+                    # the driver sent back (a peer that never ends it gets this long). A handle given to no call
+                    # has nothing to wait for.
+                    if handle.get("uuid") in self._handed:
+                        with anyio.move_on_after(REPLY_GRACE):
+                            await replied.wait()
                 uploading.cancel_scope.cancel()  # what the driver didn't read is not sent
         except grpc.RpcError as err:
             raise self._error(target, "resource")(err) from None
         finally:
             call.cancel()
+            self._handed.discard(handle.get("uuid"))
             if hasattr(source, "aclose"):  # as upstream's client does: a file written by a dump is flushed here
                 with anyio.CancelScope(shield=True):
                     await source.aclose()
+            if opened is not None:
+                opened.close()
         if failed is not None:
             raise failed
+        if ended:
+            raise self._error(target, "resource")(ended[0]) from None
         if refused:
             raise refused[0]
+
+
+UPLOAD_CHUNK = 64 * 1024
+
+
+def upload_source(source: Any, target: str) -> tuple[Any, Any]:
+    """What ``resource_async()`` uploads from, and the file it opened for that (to close), if any.
+
+    An anyio byte stream or an async iterable of bytes is taken as it is; from ordinary test code also
+    bytes, a path (``str`` or ``os.PathLike``) and a file opened in binary mode, read in a worker thread.
+    Anything else is refused here, naming its type, before the upload starts.
+    """
+    if hasattr(source, "receive") or hasattr(source, "__aiter__"):
+        return source, None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return _from_bytes(data), None
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            opened = open(source, "rb")  # noqa: SIM115 - closed when the upload ends
+        except OSError as exc:
+            raise FileNotFoundError(f"{target}: can't upload {os.fspath(source)!r}: {exc.strerror}") from None
+        return _from_file(opened), opened
+    if isinstance(source, io.TextIOBase):
+        raise TypeError(f"{target}: can't upload a file opened as text ({source!r}): open it in binary mode, 'rb'")
+    if callable(getattr(source, "read", None)):
+        return _from_file(source), None
+    raise TypeError(
+        f"{target}: can't upload a {type(source).__name__}: pass bytes, a path, a file opened with 'rb', "
+        "or an async byte stream"
+    )
+
+
+async def _from_bytes(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), UPLOAD_CHUNK):
+        yield data[start : start + UPLOAD_CHUNK]
+
+
+async def _from_file(file: Any) -> AsyncIterator[bytes]:
+    while chunk := await anyio.to_thread.run_sync(file.read, UPLOAD_CHUNK):
+        yield chunk
 
 
 async def _chunks(source: Any) -> AsyncIterator[bytes]:
