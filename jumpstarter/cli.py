@@ -129,8 +129,18 @@ def shell(args: argparse.Namespace) -> int:
         return 127
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jumpstarter")
+    except PackageNotFoundError:  # run from a source tree that isn't installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jumpstarter", description="Hardware-in-the-loop test runtime.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="serve the drivers of an ExporterConfig YAML")
     run_parser.add_argument("config", nargs="?", help="ExporterConfig YAML file")
@@ -203,6 +213,8 @@ def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.tls_cert and not (args.listen or args.tls_grpc_listener):
         parser.error("--tls-cert/--tls-key need a TCP address: --listen HOST:PORT")
     args.listen = args.listen or args.tls_grpc_listener
+    if args.listen and args.listen.isdigit():  # gRPC would try to resolve "7777" as a host name
+        parser.error(f"--listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:{args.listen} (or 0.0.0.0:{args.listen})")
 
 
 def main(argv: list[str] | None = None) -> int:

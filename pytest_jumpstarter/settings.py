@@ -26,6 +26,7 @@ class Setting:
     kind: str = "string"  # "string", "list" or "bool"
     default: object = None
     shell_env: str = ""  # the variable a surrounding `jmp shell` sets, used when nothing else is
+    metavar: str = "VALUE"  # how --help shows the option's value
 
     @property
     def dest(self) -> str:
@@ -48,6 +49,7 @@ PASSPHRASE = Setting(
     "JUMPSTARTER_PASSPHRASE",
     "passphrase for exporters given by address, and required by exporters the plugin starts",
     shell_env=JMP_GRPC_PASSPHRASE,
+    metavar="PASSPHRASE",
 )
 TLS = Setting(
     "--exporter-tls",
@@ -55,6 +57,7 @@ TLS = Setting(
     "JUMPSTARTER_TLS",
     "reach exporters given by address over TLS, trusting this CA certificate (PEM), or 'system' for the "
     "system's CAs; default: plain gRPC (inside a TLS `jmp shell`: TLS)",
+    metavar="CA_FILE|system",
 )
 MODE = Setting(
     "--exporter-mode",
@@ -62,6 +65,7 @@ MODE = Setting(
     "JUMPSTARTER_MODE",
     "how YAML exporters run: 'subprocess' (default; a crashing driver can't take pytest down) or 'inprocess'",
     default="subprocess",
+    metavar="subprocess|inprocess",
 )
 LOG = Setting(
     "--jumpstarter-log",
@@ -77,6 +81,7 @@ START_TIMEOUT = Setting(
     "JUMPSTARTER_START_TIMEOUT",
     "seconds to wait for a YAML exporter to serve (default 60)",
     default="60",
+    metavar="SECONDS",
 )
 LEASE_TIMEOUT = Setting(
     "--lease-timeout",
@@ -84,6 +89,7 @@ LEASE_TIMEOUT = Setting(
     "JUMPSTARTER_LEASE_TIMEOUT",
     "seconds a test waits for a free exporter before it fails naming who holds them (default 300)",
     default="300",
+    metavar="SECONDS",
 )
 LEASE_SCOPE = Setting(
     "--lease-scope",
@@ -91,6 +97,7 @@ LEASE_SCOPE = Setting(
     "JUMPSTARTER_LEASE_SCOPE",
     "how long a lease is kept: 'function' (default, one test), 'module' or 'session' (for expensive set-up)",
     default="function",
+    metavar="function|module|session",
 )
 MATRIX = Setting(
     "--exporter-matrix",
@@ -118,7 +125,7 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(s.option, action="store_true", default=None, dest=s.dest, help=s.help + twins)
             parser.addini(s.ini, s.help, type="bool", default=False)
         else:
-            group.addoption(s.option, dest=s.dest, help=s.help + twins)
+            group.addoption(s.option, dest=s.dest, metavar=s.metavar, help=s.help + twins)
             parser.addini(s.ini, s.help)
 
 

@@ -381,3 +381,23 @@ def test_open_stream_and_log_stream_as_upstream_clients_use_them(board, caplog):
         left_open = client.open_stream("console")
     with pytest.raises(anyio.ClosedResourceError):  # the connection's end closed it
         left_open.send(b"x")
+
+
+def test_exportstream_under_asynccontextmanager_is_refused_when_the_driver_is_built():
+    from contextlib import asynccontextmanager
+
+    from jumpstarter.driver import exportstream
+
+    @dataclass(kw_only=True)
+    class Console(Driver):
+        @classmethod
+        def client(cls) -> str:
+            return "jumpstarter.client.DriverClient"
+
+        @asynccontextmanager
+        @exportstream
+        async def connect(self):
+            yield None
+
+    with pytest.raises(TypeError, match=r"Console.connect: @exportstream must be the outer decorator, above @asyncc"):
+        Console()

@@ -397,3 +397,17 @@ def test_tls_exporter_and_client(exporter_process, tls_files, tmp_path):
         timeout=30,
     )
     assert done.returncode == 2 and f"--tls-cert {not_pem}: not a PEM file" in done.stderr
+
+
+def test_version_and_a_port_alone_in_listen():
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "jumpstarter", "--version"], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, f"jumpstarter {version('jumpstarter')}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "run", str(BOARD_YAML), "--listen", "7777"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "--listen 7777: give HOST:PORT, e.g. 127.0.0.1:7777" in done.stderr and "add_port" not in done.stderr

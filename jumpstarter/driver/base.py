@@ -15,7 +15,7 @@ import anyio
 from anyio.abc import ObjectStream
 from anyio.streams.stapled import StapledObjectStream
 
-from jumpstarter.driver.decorators import MARKER
+from jumpstarter.driver.decorators import MARKER, STREAM
 from jumpstarter.signature import Signature
 from jumpstarter.v1 import jumpstarter_pb2
 
@@ -47,6 +47,13 @@ def exported_methods(cls: type) -> dict[str, Exported]:
         kind = getattr(func, MARKER, None)
         if kind is None or not callable(func):
             continue
+        if kind == STREAM and getattr(getattr(func, "__wrapped__", None), MARKER, None) == STREAM:
+            # @asynccontextmanager above @exportstream wraps a context manager in another: it would fail only
+            # on the client's first receive() ("'_AsyncGeneratorContextManager' object is not an async iterator").
+            raise TypeError(
+                f"{cls.__qualname__}.{name}: @exportstream must be the outer decorator, above "
+                "@asynccontextmanager (or alone, on an async generator that yields one stream)"
+            )
         is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
         doc = inspect.cleandoc(func.__doc__) if func.__doc__ else ""
         table[name] = Exported(name, kind, is_async, Signature(func, name), doc)
