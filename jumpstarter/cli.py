@@ -87,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2
+    if not address.startswith("unix:") and not (passphrase or tls):
+        host = address.rpartition(":")[0].strip("[]")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(
+                f"jumpstarter: warning: serving every driver at {address} to anyone who can reach it: "
+                f"no --passphrase (or {PASSPHRASE_ENV}) and no TLS (--tls-cert/--tls-key)",
+                file=sys.stderr,
+            )
     try:
         anyio.run(_run, config, address, passphrase, tls)
     except ConfigError as exc:
@@ -161,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
     run_parser.add_argument("--tls-key", metavar="FILE", help="the private key (PEM) of --tls-cert")
     run_parser.add_argument(
-        "--passphrase", help=f"require this passphrase from clients (or set {PASSPHRASE_ENV}); default: none"
+        "--passphrase",
+        help=f"require this passphrase from clients; default: none. Other users see a command line (ps): "
+        f"prefer {PASSPHRASE_ENV}",
     )
     run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
     shell_parser = commands.add_parser(

@@ -160,3 +160,28 @@ def test_driver_built_field_by_field_logs_with_its_uuid_set_later(caplog):
     with caplog.at_level("INFO"):
         driver.logger.info("hello")
     assert [(r.getMessage(), r.driver_uuid) for r in caplog.records] == [("hello", "later")]
+
+
+@pytest.mark.parametrize(
+    ("client_path", "message"),
+    [
+        ("jumpstarter.__main__.X", "'jumpstarter.__main__' is not a module of client classes"),
+        ("jumpstarter.cli.X", "'jumpstarter.cli' is not a module of client classes"),
+        ("jumpstarter_driver_demo.__main__.X", "'jumpstarter_driver_demo.__main__' is not a module of client classes"),
+    ],
+)
+def test_a_hostile_exporter_cant_make_the_client_run_a_program(tmp_path, client_path, message):
+    """Only client modules are imported: jumpstarter.__main__ would run the CLI (SystemExit) on import."""
+    with exporter(naming(client_path), tmp_path) as address:
+        with pytest.raises(ClientClassError, match=message):
+            connect(address)
+    assert "jumpstarter.__main__" not in sys.modules
+
+
+def test_a_module_that_exits_on_import_is_a_client_class_error(tmp_path, monkeypatch, write):
+    write("exiting_client.py", "raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("JUMPSTARTER_CLIENT_MODULES", "exiting_client")
+    with exporter(naming("exiting_client.Client"), tmp_path) as address:
+        with pytest.raises(ClientClassError, match=r"importing module 'exiting_client' .* failed: SystemExit: 3"):
+            connect(address)

@@ -411,3 +411,12 @@ def test_version_and_a_port_alone_in_listen():
     )
     assert done.returncode == 2
     assert "--listen 7777: give HOST:PORT, e.g. 127.0.0.1:7777" in done.stderr and "add_port" not in done.stderr
+
+
+def test_serving_the_network_without_passphrase_or_tls_warns(exporter_process):
+    open_to_all = exporter_process(BOARD_YAML, "--listen", "0.0.0.0:0")
+    warning = "warning: serving every driver at 0.0.0.0:0 to anyone who can reach it: no --passphrase"
+    assert warning in open_to_all.output()
+    loopback = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
+    guarded = exporter_process(BOARD_YAML, "--listen", "0.0.0.0:0", "--passphrase", "pw")
+    assert "warning" not in loopback.output() + guarded.output()

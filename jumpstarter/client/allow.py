@@ -3,7 +3,7 @@
 A client class path arrives from the network, and importing a module runs its
 code, so the module is checked before anything is imported. Allowed are:
 
-- ``jumpstarter`` itself;
+- ``jumpstarter.client`` (our own client classes);
 - the top-level modules of installed distributions that depend on
   ``jumpstarter`` (every driver package does, as the seed's pyproject shows);
 - modules named in the ``JUMPSTARTER_CLIENT_MODULES`` environment variable
@@ -65,8 +65,13 @@ def driver_package_modules() -> frozenset[str]:
 
 
 def allowed(module: str) -> bool:
-    top = module.split(".")[0]
-    if top == "jumpstarter" or top in _extra:
+    parts = module.split(".")
+    if any(part.startswith("__") for part in parts):  # __main__ runs a program on import
+        return False
+    top = parts[0]
+    if top == "jumpstarter":  # our own client classes live in jumpstarter.client; nothing else of ours is imported
+        return parts[:2] == ["jumpstarter", "client"]
+    if top in _extra:
         return True
     if top in {m.strip().split(".")[0] for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()}:
         return True
@@ -80,6 +85,11 @@ def load_client_class(path: str, export: str, base: type, trusted: bool = False)
     if not module_name or not class_name:
         raise ClientClassError(f"{where}: client class path {path!r} is not of the form 'module.Class'")
     if not trusted and not allowed(module_name):
+        if module_name.split(".")[0] == "jumpstarter" or "__" in module_name:
+            raise ClientClassError(
+                f"{where}: the exporter names client class {path!r}, but {module_name!r} is not a module of client "
+                "classes (jumpstarter.client, or a driver package's own), so it was not imported"
+            )
         raise ClientClassError(
             f"{where}: the exporter names client class {path!r}, but module {module_name.split('.')[0]!r} is not "
             f"from an installed driver package (a distribution that depends on jumpstarter), so it was not "
@@ -90,6 +100,10 @@ def load_client_class(path: str, export: str, base: type, trusted: bool = False)
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ClientClassError(f"{where}: can't import client class {path!r}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # a module that fails, or exits, on import: not the client's end
+        raise ClientClassError(
+            f"{where}: importing module {module_name!r} for client class {path!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ClientClassError(f"{where}: module {module_name!r} has no client class {class_name!r}")

@@ -14,6 +14,8 @@ from jumpstarter.v1 import jumpstarter_pb2
 
 log = logging.getLogger("jumpstarter.client")
 
+MAX_DEPTH = 64  # levels of children below the root a report may have
+
 # Upstream's client classes that ours stand in for when their package is not installed.
 ALIASES: dict[str, type[DriverClient]] = {
     "jumpstarter_driver_composite.client.CompositeClient": CompositeClient,
@@ -41,6 +43,8 @@ def client_from_report(
         last_seen[r.uuid] = index
 
     def build(index: int, path: str) -> DriverClient:
+        if path.count(".") >= MAX_DEPTH:  # parents come first, so no cycle; but a hostile report may nest deep
+            raise ClientClassError(f"exporter at {connection.address} reports a driver tree deeper than {MAX_DEPTH}")
         r = reports[index]
         labels = dict(r.labels)
         kids = {}
