@@ -50,6 +50,19 @@ def test_one_holder_at_a_time_and_others_are_told_who(board_client, second):
     assert all(r.released >= r.granted > 0 for r in records)
 
 
+def test_the_held_lease_id_is_its_holders_secret(board_client):
+    from jumpstarter.client.lease import lease_records
+
+    with try_lease(board_client.connection, "alice") as lease:
+        (held,) = [r for r in lease_records(board_client.connection) if not r.ended]
+        assert (held.holder, held.lease_id) == ("alice", "")  # others can't call through it, nor release it
+        board_client.connection.hold(held.lease_id)
+        with pytest.raises(LeaseError, match="leased by alice"):
+            board_client.echo("x")
+        board_client.connection.hold(None)
+        assert isinstance(lease, Lease)
+
+
 def test_a_call_with_an_ended_lease_is_refused(board_client):
     lease = try_lease(board_client.connection, "me")
     stale = lease.lease_id

@@ -89,4 +89,11 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         log.info("lease %s %s after %.3f s", record.lease_id, how, record.released - record.granted)
 
     async def GetLeases(self, request, context):
-        return lease_pb2.GetLeasesResponse(leases=list(self.records))
+        """Who held the exporter and when. A lease id is its holder's secret (it lets calls through, and
+        releases): the one held now is never shown."""
+        leases = []
+        for record in self.records:
+            if not record.ended:
+                record = lease_pb2.LeaseRecord(holder=record.holder, granted=record.granted)
+            leases.append(record)
+        return lease_pb2.GetLeasesResponse(leases=leases)
