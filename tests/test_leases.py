@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -85,8 +86,11 @@ time.sleep(600)
 """
 
 
-@pytest.mark.parametrize("listen", ["unix", "tcp"])
-def test_a_killed_holder_loses_its_lease_within_seconds(exporter_process, tmp_path, listen):
+@pytest.mark.parametrize(
+    ("listen", "fault"), [("unix", "killed"), ("tcp", "killed"), ("tcp", "frozen")], ids=lambda v: v
+)
+def test_a_killed_or_frozen_holder_loses_its_lease_within_seconds(exporter_process, tmp_path, listen, fault):
+    """Frozen: stopped (SIGSTOP, as a suspended laptop), its TCP connection up: the exporter's pings go unanswered."""
     address = f"unix://{tmp_path / 'x.sock'}" if listen == "unix" else "127.0.0.1:0"
     running = exporter_process(BOARD_YAML, "--listen", address)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, running.address], stdout=subprocess.PIPE, text=True)
@@ -94,7 +98,7 @@ def test_a_killed_holder_loses_its_lease_within_seconds(exporter_process, tmp_pa
         assert holder.stdout.readline().strip() == "held"
         with connect(running.address, trusted=_trusted()) as client:
             assert isinstance(try_lease(client.connection, "waiting"), Busy)
-            holder.kill()
+            holder.send_signal(signal.SIGSTOP) if fault == "frozen" else holder.kill()
             killed = time.monotonic()
             while isinstance(lease := try_lease(client.connection, "next"), Busy):
                 assert time.monotonic() - killed < 5, "the killed holder's lease was not freed within 5 s"

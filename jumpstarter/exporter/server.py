@@ -23,6 +23,9 @@ SERVER_OPTIONS = list(
         "grpc.so_reuseport": 0,
         "grpc.keepalive_time_ms": 2_000,
         "grpc.keepalive_timeout_ms": 2_000,
+        # An unanswered ping closes the connection after this (gRPC's default: 60 s): a frozen holder (a
+        # suspended laptop, a tunnel whose far end vanished) loses its lease as fast as a killed one.
+        "grpc.http2.ping_timeout_ms": 2_000,
         "grpc.http2.max_pings_without_data": 0,
     }.items()
 )
