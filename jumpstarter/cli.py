@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 from anyio import to_thread
 
+from jumpstarter.common.folders import private_folder
 from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
@@ -26,8 +27,10 @@ PASSPHRASE_ENV = "JUMPSTARTER_PASSPHRASE"
 def default_socket(config_path: Path) -> Path:
     """Where ``run`` listens without --listen: a per-user runtime directory, named after the config."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    folder = Path(base) / f"jumpstarter-{os.getuid()}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        folder = private_folder(Path(base) / f"jumpstarter-{os.getuid()}")
+    except PermissionError as exc:
+        raise SystemExit(f"jumpstarter: {exc}") from None
     return folder / f"{config_path.stem}.sock"
 
 

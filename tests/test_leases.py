@@ -132,3 +132,55 @@ def test_every_rpc_but_the_few_open_ones_needs_the_lease():
         "/jumpstarter.v1.RouterService/Stream",
     }
     assert guarded("/jumpstarter.v1.ExporterService/FlashEverything")  # a new RPC
+
+
+def test_folders_in_shared_places_must_be_ours_and_private(tmp_path, monkeypatch):
+    import os
+
+    from jumpstarter.cli import default_socket
+    from jumpstarter.common.folders import private_folder
+
+    made = private_folder(tmp_path / "new")
+    assert made.is_dir() and (made.stat().st_mode & 0o777) == 0o700
+    squatted = tmp_path / "squatted"
+    squatted.mkdir()
+    squatted.chmod(0o777)  # as another user would leave it for us
+    with pytest.raises(PermissionError, match=r"squatted may be written by others \(mode 0777\)"):
+        private_folder(squatted)
+    (tmp_path / "link").symlink_to(made)
+    with pytest.raises(PermissionError, match="is not a folder"):
+        private_folder(tmp_path / "link")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / f"jumpstarter-{os.getuid()}").mkdir(mode=0o777)
+    (tmp_path / f"jumpstarter-{os.getuid()}").chmod(0o777)
+    with pytest.raises(SystemExit, match=r"may be written by others .* set XDG_RUNTIME_DIR"):
+        default_socket(tmp_path / "board.yaml")
+
+
+def test_lock_file_leases_are_per_user_and_follow_no_symlink(tmp_path, monkeypatch):
+    """The fallback for exporters without our lease service (upstream's): a lock file per exporter address."""
+    import os
+    import tempfile
+
+    from jumpstarter.client.connection import Connection
+    from jumpstarter.client.lease import _lock_file
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    connection = Connection("127.0.0.1:1")
+    try:
+        first = _lock_file(connection, "alice")
+        assert isinstance(first, Lease)
+        assert isinstance(busy := _lock_file(connection, "bob"), Busy) and busy.holder == "alice"
+        first.release()
+        folder = tmp_path / f"jumpstarter-leases-{os.getuid()}"
+        assert (folder.stat().st_mode & 0o777) == 0o700
+        (lock,) = folder.iterdir()
+        lock.unlink()
+        victim = tmp_path / "victim"
+        victim.write_text("keep")
+        lock.symlink_to(victim)
+        with pytest.raises(OSError):
+            _lock_file(connection, "mallory's trap")
+        assert victim.read_text() == "keep"
+    finally:
+        connection.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from jumpstarter.client.connection import Connection
+from jumpstarter.common.folders import private_folder
 from jumpstarter.common.wire import when
 from jumpstarter.errors import ConnectError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
@@ -99,10 +100,11 @@ def lease_records(connection: Connection) -> list[lease_pb2.LeaseRecord]:
 
 
 def _lock_file(connection: Connection, holder: str) -> Lease | Busy:
-    folder = Path(tempfile.gettempdir()) / "jumpstarter-leases"
-    folder.mkdir(exist_ok=True)
+    # Per user, private, and no symlink followed: another user can't make us write a file of their choosing.
+    folder = private_folder(Path(tempfile.gettempdir()) / f"jumpstarter-leases-{os.getuid()}")
     path = folder / (hashlib.sha256(connection.target.encode()).hexdigest()[:16] + ".lock")
-    file = open(path, "a+")  # noqa: SIM115 - held open for the lease's lifetime
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    file = open(descriptor, "a+")  # noqa: SIM115 - held open for the lease's lifetime
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
