@@ -1,0 +1,87 @@
+"""The lease pool alone, with fake exporters: which exporters a claim takes, all or none, and what it says."""
+
+from __future__ import annotations
+
+import pytest
+
+from jumpstarter.client.lease import Busy
+from jumpstarter.errors import ConnectError
+from pytest_jumpstarter.pool import ClaimError, Pool
+
+
+class FakeLease:
+    def __init__(self, exporter: FakeExporter) -> None:
+        self.exporter = exporter
+
+    def release(self) -> None:
+        self.exporter.holder = None
+
+
+class FakeExporter:
+    """The part of an Exporter the pool uses: what it provides, its labels, and its lease."""
+
+    def __init__(self, name: str, exports: list[str], labels: dict[str, str] | None = None) -> None:
+        self.name, self.exports, self.labels = name, exports, labels or {}
+        self.holder: str | None = None
+        self.gone: str | None = None
+        self.unreachable = False
+
+    def provides(self, export: str | None) -> bool:
+        return export is None or export in self.exports
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(self.labels.get(k) == v for k, v in labels.items())
+
+    def failure(self) -> str | None:
+        return self.gone
+
+    def try_lease(self, holder: str) -> FakeLease | Busy:
+        if self.unreachable:
+            self.gone = f"exporter {self.name} can't be reached"
+            raise ConnectError(self.gone)
+        if self.holder is not None:
+            return Busy(self.holder, 0.0)
+        self.holder = holder
+        return FakeLease(self)
+
+
+def test_a_claim_takes_every_lease_or_none_and_names_who_is_in_the_way():
+    dut, peer = FakeExporter("a", ["dut"]), FakeExporter("b", ["peer"])
+    peer.holder = "someone else"
+    notes: list[str] = []
+    with pytest.raises(ClaimError, match=r"waited 0.05 s for export 'dut' and export 'peer': b leased by someone"):
+        Pool([dut, peer]).claim({"dut": {}, "peer": {}}, "me", timeout=0.05, notify=notes.append)
+    assert dut.holder is None  # the free one was given back while waiting, not held: no deadlock
+    assert notes and notes[0].startswith("waiting for export 'dut' and export 'peer': b leased by someone else")
+    peer.holder = None
+    claim = Pool([dut, peer]).claim({"dut": {}, "peer": {}}, "me", timeout=1)
+    assert (claim.chosen["dut"], claim.chosen["peer"]) == (dut, peer) and dut.holder == peer.holder == "me"
+    claim.release()
+    assert dut.holder is None and peer.holder is None
+
+
+def test_labels_choose_and_the_bare_exporter_need_reuses_one_taken():
+    rpi4, rpi5 = FakeExporter("x", ["dut"], {"board": "rpi4"}), FakeExporter("y", ["dut"], {"board": "rpi5"})
+    claim = Pool([rpi4, rpi5]).claim({"dut": {"board": "rpi5"}, None: {}}, "me", timeout=1)
+    assert claim.chosen == {"dut": rpi5, None: rpi5} and rpi4.holder is None
+    claim.release()
+
+
+def test_workers_start_at_different_exporters():
+    boards = [FakeExporter(f"b{i}", ["dut"]) for i in range(3)]
+    assert [Pool(boards, offset).claim({"dut": {}}, f"gw{offset}", 1).first.name for offset in range(3)] == [
+        "b0",
+        "b1",
+        "b2",
+    ]
+
+
+def test_no_fit_and_gone_exporters_fail_at_once_saying_why():
+    board = FakeExporter("rpi", ["dut"], {"board": "rpi4"})
+    with pytest.raises(ClaimError, match=r"no exporter provides export 'dut' with board=pi9 \(exporters: rpi \(board="):
+        Pool([board]).claim({"dut": {"board": "pi9"}}, "me", timeout=60)
+    board.unreachable = True
+    with pytest.raises(ClaimError, match="no exporter left for export 'dut': exporter rpi can't be reached"):
+        Pool([board]).claim({"dut": {}}, "me", timeout=60)
+    spare = FakeExporter("spare", ["dut"])
+    assert Pool([board, spare]).claim({"dut": {}}, "me", timeout=60).first is spare  # the others go on
