@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from samples import SEED_YAML
 
-from conftest import SEED_YAML
 from jumpstarter.config import ExporterConfig
 from jumpstarter.errors import ConfigError
 

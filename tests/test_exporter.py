@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
+from samples import EXAMPLES, SEED_YAML
 
-from conftest import EXAMPLES, SEED_YAML
 from jumpstarter.client import CompositeClient, connect
 from jumpstarter.errors import AuthenticationError, ConnectError
 from jumpstarter.exporter.process import ExporterProcess

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
+from samples import EXAMPLES
 
-from conftest import EXAMPLES
 from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, Lease, lease_records, try_lease
 from jumpstarter.errors import LeaseError

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from samples import CRASHY_DRIVER, exporter_yaml
 
-from conftest import CRASHY_DRIVER, exporter_yaml
 from jumpstarter.client import connect
 from jumpstarter.client.lease import lease_records
 

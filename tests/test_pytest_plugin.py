@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from samples import CRASHY_DRIVER, EXAMPLES, SEED_YAML, exporter_yaml
 
-from conftest import CRASHY_DRIVER, EXAMPLES, SEED_YAML, exporter_yaml
 from jumpstarter.exporter.process import ExporterProcess
 
 CUSTOM_YAML = EXAMPLES / "jumpstarter-custom-driver" / "custom.yaml"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import ROOT
+from samples import ROOT
 
 EXAMPLE = re.compile(r"<!-- file: (?P<path>\S+) -->\n```python\n(?P<code>.*?)```", re.S)
 CUSTOM_YAML = ROOT / "examples" / "jumpstarter-custom-driver" / "custom.yaml"
