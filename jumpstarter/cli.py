@@ -62,12 +62,26 @@ async def _run(config: ExporterConfig, address: str, passphrase: str | None, tls
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             labels = exporter_labels(config)
             async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls) as where:
+                print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
                 print(f"{READY} {config.source} at {where}", flush=True)
                 async for signum in signals:
                     print(f"jumpstarter: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
                     break
     finally:
         await to_thread.run_sync(root.close)
+
+
+def export_tree(config: ExporterConfig) -> str:
+    """The exports and their children, a line each with its driver class: what clients will find."""
+    lines = ["jumpstarter: exports:"]
+
+    def walk(entries: dict, depth: int) -> None:
+        for name, entry in entries.items():
+            lines.append(f"{'  ' * depth}{name}: {entry.type}")
+            walk(entry.children, depth + 1)
+
+    walk(config.export, 1)
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -420,3 +420,8 @@ def test_serving_the_network_without_passphrase_or_tls_warns(exporter_process):
     loopback = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
     guarded = exporter_process(BOARD_YAML, "--listen", "0.0.0.0:0", "--passphrase", "pw")
     assert "warning" not in loopback.output() + guarded.output()
+    # Each prints the tree it serves: the exports, their children, their driver classes.
+    assert (
+        "jumpstarter: exports:\n  board: jumpstarter_driver_demo.Board\n    power: jumpstarter_driver_demo.Power\n"
+        in (loopback.output())
+    )
