@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -300,7 +300,7 @@ class Connection:
         A ``content_encoding`` (gzip, xz, bz2, zstd) says ``source`` is compressed: it is decompressed here, and
         the driver reads plain bytes, as upstream's client does for an exporter that takes no encoding.
         """
-        source, opened = upload_source(source, target)
+        source = upload_source(source, target)
         try:
             decompressor = create_decompressor(content_encoding) if content_encoding else None
         except (ValueError, ModuleNotFoundError) as exc:  # a name we don't know; zstd without its codec installed
@@ -324,16 +324,20 @@ class Connection:
             chunks = _chunks(source)
             if decompressor is not None:
                 chunks = decompress_chunks(chunks, decompressor)
+            # A write after the exporter has ended the stream fails, and gRPC then ends the call as INTERNAL, which
+            # the replies still to read would report: so nothing is written once the call is done. (This task may
+            # start late: a dump's whole call can be over before its empty upload says GOAWAY.)
             try:
                 async for chunk in chunks:
+                    if call.done():
+                        return
                     frame = router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA)
                     await call.write(frame)
-                await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
-                await call.done_writing()
+                if not call.done():
+                    await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
+                    await call.done_writing()
             except (grpc.RpcError, asyncio.InvalidStateError):
-                # The exporter ended the stream first (the driver was done with it, or the call failed): no
-                # more to send. What the stream ended with is for replies() to read.
-                pass
+                pass  # the exporter ended the stream first: what it ended with is for replies() to read
 
         replied = anyio.Event()
         refused: list[TypeError] = []
@@ -391,8 +395,6 @@ class Connection:
             if hasattr(source, "aclose"):  # as upstream's client does: a file written by a dump is flushed here
                 with anyio.CancelScope(shield=True):
                     await source.aclose()
-            if opened is not None:
-                opened.close()
         if failed is not None:
             raise failed
         if ended:
@@ -404,28 +406,27 @@ class Connection:
 UPLOAD_CHUNK = 64 * 1024
 
 
-def upload_source(source: Any, target: str) -> tuple[Any, Any]:
-    """What ``resource_async()`` uploads from, and the file it opened for that (to close), if any.
+def upload_source(source: Any, target: str) -> Any:
+    """What ``resource_async()`` uploads from.
 
     An anyio byte stream or an async iterable of bytes is taken as it is; from ordinary test code also
     bytes, a path (``str`` or ``os.PathLike``) and a file opened in binary mode, read in a worker thread.
     Anything else is refused here, naming its type, before the upload starts.
     """
     if hasattr(source, "receive") or hasattr(source, "__aiter__"):
-        return source, None
+        return source
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        return _from_bytes(data), None
+        return _from_bytes(bytes(source))
     if isinstance(source, (str, os.PathLike)):
         try:
-            opened = open(source, "rb")  # noqa: SIM115 - closed when the upload ends
+            os.stat(source)  # a missing file fails here, before anything is sent
         except OSError as exc:
             raise FileNotFoundError(f"{target}: can't upload {os.fspath(source)!r}: {exc.strerror}") from None
-        return _from_file(opened), opened
+        return file_chunks(source)
     if isinstance(source, io.TextIOBase):
         raise TypeError(f"{target}: can't upload a file opened as text ({source!r}): open it in binary mode, 'rb'")
     if callable(getattr(source, "read", None)):
-        return _from_file(source), None
+        return file_chunks(source)
     raise TypeError(
         f"{target}: can't upload a {type(source).__name__}: pass bytes, a path, a file opened with 'rb', "
         "or an async byte stream"
@@ -437,7 +438,15 @@ async def _from_bytes(data: bytes) -> AsyncIterator[bytes]:
         yield data[start : start + UPLOAD_CHUNK]
 
 
-async def _from_file(file: Any) -> AsyncIterator[bytes]:
+async def file_chunks(file: Any) -> AsyncGenerator[bytes, None]:
+    """A binary file's bytes, a chunk at a time, read in a worker thread. ``file`` is a path (opened here, and
+    closed when the generator ends or is closed: resource_async() closes it) or a file opened 'rb' (left open:
+    the caller's)."""
+    if isinstance(file, (str, os.PathLike)):
+        async with await anyio.open_file(file, "rb") as opened:
+            async for chunk in file_chunks(opened.wrapped):
+                yield chunk
+        return
     while chunk := await anyio.to_thread.run_sync(file.read, UPLOAD_CHUNK):
         yield chunk
 

@@ -27,6 +27,7 @@ from anyio.abc import ObjectStream
 
 from jumpstarter.client.adapters import blocking
 from jumpstarter.client.base import DriverClient
+from jumpstarter.client.connection import file_chunks
 from jumpstarter.client.decorators import driver_click_group
 from jumpstarter.extras import missing_extra
 
@@ -45,8 +46,6 @@ __all__ = ["FlasherClient", "FlasherClientInterface", "PathBuf"]
 
 PathBuf = str | PathLike
 """What ``flash()``/``dump()`` take as a path: a string (local path or URL) or a path object."""
-
-CHUNK_SIZE = 65536  # bytes read from a local image at a time
 
 
 @dataclass(kw_only=True)
@@ -117,12 +116,6 @@ def _parse_path(path: PathBuf) -> tuple[Path, None] | tuple[None, str]:
     return Path(path).resolve(), None
 
 
-async def _read_chunks(path: Path) -> AsyncGenerator[bytes, None]:
-    async with await anyio.open_file(path, "rb") as file:
-        while chunk := await file.read(CHUNK_SIZE):
-            yield chunk
-
-
 @blocking
 @asynccontextmanager
 async def _local_file_adapter(
@@ -136,7 +129,7 @@ async def _local_file_adapter(
     stream: ObjectStream[bytes]
     if mode == "rb":
         size = path.stat().st_size  # a missing file fails here, before anything is sent
-        stream = _AsyncIteratorStream(iterator=_read_chunks(path), total=size)
+        stream = _AsyncIteratorStream(iterator=file_chunks(path), total=size)
     else:
         stream = _FileWriteObjectStream(path=path)
     async with client.resource_async(stream, content_encoding=compression) as handle:

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -35,9 +34,10 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
     """
     # The client classes of drivers handed to us in-process are not network input: trust them.
     trusted = frozenset(driver.client() for _, _, _, driver in root.enumerate())
-    socket = f"unix://{_socket_folder() / f'exporter-{next(_serial)}.sock'}"
+    portal, folder = _shared()
+    socket = f"unix://{folder / f'exporter-{next(_serial)}.sock'}"
     try:
-        with _loop().wrap_async_context_manager(serving(root, socket, passphrase=passphrase)) as address:
+        with portal.wrap_async_context_manager(serving(root, socket, passphrase=passphrase)) as address:
             with connect(address, passphrase=passphrase, trusted=trusted) as client:
                 yield client
     finally:
@@ -48,24 +48,20 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
 # for neither (about 1 ms of a use's 6). Each use's server ends with the use.
 _lock = threading.Lock()
 _serial = itertools.count()
-_shared: dict[str, Any] = {}
+_per_process: dict[int, tuple[BlockingPortal, Path]] = {}
 
 
-def _loop() -> BlockingPortal:
+def _shared() -> tuple[BlockingPortal, Path]:
+    """This process's event loop thread and private socket folder, made on first use (again in a forked
+    child: the parent's thread isn't there)."""
     with _lock:
-        if _shared.get("pid") != os.getpid():  # new, or a forked child: the parent's thread isn't here
+        if os.getpid() not in _per_process:
             starter = start_blocking_portal()
-            _shared.update(pid=os.getpid(), portal=starter.__enter__())
+            folder = tempfile.TemporaryDirectory(prefix="jumpstarter-")  # private (0700), removed at exit
             atexit.register(starter.__exit__, None, None, None)
-        return _shared["portal"]
-
-
-def _socket_folder() -> Path:
-    with _lock:
-        if _shared.get("folder_pid") != os.getpid():
-            folder = tempfile.TemporaryDirectory(prefix="jumpstarter-")
-            _shared.update(folder_pid=os.getpid(), folder=folder)
-        return Path(_shared["folder"].name)
+            atexit.register(folder.cleanup)
+            _per_process[os.getpid()] = (starter.__enter__(), Path(folder.name))
+        return _per_process[os.getpid()]
 
 
 def _close(root: Driver) -> None:
