@@ -10,8 +10,9 @@ plugin records each test's setup+call+teardown time and the moment the first
 test starts. Reported: median per-test time with the fixture (a lease per
 test, and one lease for the session) and without it, their differences
 (target for the fixture: <= 1 ms), per-test time with a mocked export (a third file, the
-jumpstarter_mock marker on each test: target <= 5 ms over none), and launch-to-first-test with the exporter
-against a run without any exporter.
+jumpstarter_mock marker on each test: target <= 5 ms over none), per-test time replayed from a recording
+(a fourth file, recorded once with --jumpstarter-record, replayed with --jumpstarter-replay), and
+launch-to-first-test with the exporter against a run without any exporter.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CUSTOM_YAML = ROOT / "examples" / "jumpstarter-custom-driver" / "custom.yaml"
+BOARD_YAML = ROOT / "examples" / "jumpstarter-driver-demo" / "board.yaml"
 
 TIMER = """
 import json, os, time
@@ -86,15 +88,23 @@ def main() -> None:
                 for i in range(options.tests)
             )
         )
+        (project / "test_replayed.py").write_text(
+            "".join(f"def test_{i}(board):\n    assert board.add({i}, 1) == {i + 1}\n" for i in range(options.tests))
+        )
+        recordings = str(project / "recordings")
+        run(project, "test_replayed.py", "--exporter", str(BOARD_YAML), "--jumpstarter-record", recordings)
         (project / "test_one.py").write_text("def test_one(custom):\n    pass\n")
         (project / "test_one_plain.py").write_text("def test_one():\n    pass\n")
-        with_fixture, session_lease, without, start_yaml, start_plain, mocked = [], [], [], [], [], []
+        with_fixture, session_lease, without, start_yaml, start_plain, mocked, replayed = [], [], [], [], [], [], []
         for _ in range(options.rounds):
             with_fixture.append(statistics.median(run(project, "test_with.py", *exporter)["durations"]))
             session = run(project, "test_with.py", *exporter, "--lease-scope", "session")["durations"]
             session_lease.append(statistics.median(session))
             without.append(statistics.median(run(project, "test_without.py", *exporter)["durations"]))
             mocked.append(statistics.median(run(project, "test_mocked.py")["durations"]))
+            replayed.append(
+                statistics.median(run(project, "test_replayed.py", "--jumpstarter-replay", recordings)["durations"])
+            )
             start_yaml.append(run(project, "test_one.py", *exporter)["to_first_test"])
             start_plain.append(run(project, "test_one_plain.py")["to_first_test"])
     w, s, wo = statistics.median(with_fixture), statistics.median(session_lease), statistics.median(without)
@@ -108,6 +118,9 @@ def main() -> None:
     m = statistics.median(mocked)
     print(f"  per test with a mocked export (in-process serve()):    {m * 1e3:7.3f} ms")
     print(f"  mock overhead per test: {(m - wo) * 1e3:.3f} ms (target <= 5 ms); ratio {m / wo:.2f}x")
+    r = statistics.median(replayed)
+    print(f"  per test replayed (--jumpstarter-replay, one call each): {r * 1e3:7.3f} ms")
+    print(f"  replay overhead per test: {(r - wo) * 1e3:.3f} ms; ratio to a mocked test {r / m:.2f}x")
     sy, sp = statistics.median(start_yaml), statistics.median(start_plain)
     print(f"  launch to first test, one YAML exporter (subprocess): {sy * 1e3:7.1f} ms")
     print(f"  launch to first test, no exporter:                    {sp * 1e3:7.1f} ms")

@@ -21,20 +21,30 @@ from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixt
 if TYPE_CHECKING:
     from pytest_jumpstarter.lab import Lab
     from pytest_jumpstarter.leasing import Leasing
+    from pytest_jumpstarter.recording import Recorder
+    from pytest_jumpstarter.replay import Replayer
     from pytest_jumpstarter.reporting import Reporting
 
 TARGET = "jumpstarter_target"  # the fixture that pins a test to one exporter in matrix mode
 
 
 class Fixtures:
-    def __init__(self, lab: Lab, leasing: Leasing, reporting: Reporting) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        leasing: Leasing,
+        reporting: Reporting,
+        recorder: Recorder | None = None,
+        replayer: Replayer | None = None,
+    ) -> None:
         self.lab, self.leasing, self.reporting = lab, leasing, reporting
+        self.recorder, self.replayer = recorder, replayer
         self.names: set[str] = set()  # the export names that have a fixture
-        if lab.exporters:
+        if lab.exporters or replayer:
             root = types.ModuleType("pytest_jumpstarter.exports")
             root.exporter = pytest.fixture(name=ROOT, scope=lab.scope)(self._root_fixture())
             lab.config.pluginmanager.register(root, "jumpstarter-exports")
-            self.add([n for e in lab.exporters for n in e.exports])
+            self.add([n for e in lab.exporters for n in e.exports] + (replayer.names() if replayer else []))
 
     def add(self, names: list[str]) -> None:
         """Register a fixture for each export name that has none yet."""
@@ -53,13 +63,18 @@ class Fixtures:
     def _export_fixture(self, name: str):
         def export(request: pytest.FixtureRequest, jumpstarter_target: str | None):
             client = self._mock(name, request)
-            if client is None:
+            if client is None and self.replayer:
+                client = self.replayer.client(name, request)
+                client.connection.observers.append(self.reporting.record)
+            elif client is None:
                 claim = self.leasing.claim(request, jumpstarter_target)
                 if name not in claim.chosen:
                     pytest.fail(
                         f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
                     )
                 client = getattr(claim.chosen[name].client(), name)
+                if self.recorder:
+                    self.recorder.attach(name, client, request)
             self._mock_children(name, client, request)
             return client
 
@@ -71,7 +86,12 @@ class Fixtures:
     def _root_fixture(self):
         def exporter(request: pytest.FixtureRequest, jumpstarter_target: str | None):
             """The root client of the exporter this test leased (children: its exports)."""
-            return self.leasing.claim(request, jumpstarter_target).first.client()
+            if self.replayer:
+                return self.replayer.client(ROOT, request)
+            client = self.leasing.claim(request, jumpstarter_target).first.client()
+            if self.recorder:
+                self.recorder.attach(ROOT, client, request)
+            return client
 
         setattr(exporter, EXPORT_ATTRIBUTE, None)
         return exporter

@@ -10,6 +10,7 @@ import getpass
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -33,8 +34,22 @@ class Lab:
         self.holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}" + (
             f" {self.workerid}" if self.workerid else ""
         )
-        if self.values["exporters"]:
+        # Record and replay (see recording.py, replay.py): replaying uses no exporter, even configured ones.
+        self.record = self._folder("record")
+        self.replay = self._folder("replay")
+        if self.record and self.replay:
+            raise pytest.UsageError("jumpstarter: --jumpstarter-record and --jumpstarter-replay: use one at a time")
+        if self.values["exporters"] and not self.replay:
             self._load()
+        if self.record and not self.exporters:
+            raise pytest.UsageError(
+                f"jumpstarter: --jumpstarter-record {self.record} records the calls made to exporters, and none is "
+                "configured: pass --exporter YAML|ADDRESS too"
+            )
+
+    def _folder(self, key: str) -> Path | None:
+        value = self.values[key]
+        return (self.config.invocation_params.dir / value).resolve() if value else None
 
     def _load(self) -> None:
         from pytest_jumpstarter import exporters

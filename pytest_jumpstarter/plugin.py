@@ -8,6 +8,7 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 - ``fixtures``: a client fixture per export, ``exporter``, mocks, set-up checks of names;
 - ``leasing``: which exporters a test gets, and holding them for it;
 - ``reporting``: calls, lease notes and exporter logs in a test's report;
+- ``recording``, ``replay`` (and ``tapes``, their files): record driver calls on the bench, replay them in CI;
 - ``xdist``: handing the exporters to pytest-xdist's workers;
 - ``hooks``: what other plugins may implement (a lease acquired, released).
 """
@@ -56,7 +57,18 @@ def pytest_configure(config: pytest.Config) -> None:
     manager = config.pluginmanager
     manager.register(reporting, "jumpstarter-reporting")
     manager.register(leasing, "jumpstarter-leasing")
-    manager.register(Fixtures(lab, leasing, reporting), "jumpstarter-fixtures")
+    recorder = replayer = None
+    if lab.record:
+        from pytest_jumpstarter.recording import Recorder
+
+        recorder = Recorder(lab.record, controller=lab.workerid is None)
+        manager.register(recorder, "jumpstarter-recorder")
+    if lab.replay:
+        from pytest_jumpstarter.replay import Replayer
+
+        replayer = Replayer(lab.replay)
+        manager.register(replayer, "jumpstarter-replayer")
+    manager.register(Fixtures(lab, leasing, reporting, recorder, replayer), "jumpstarter-fixtures")
     manager.register(Handoff(lab), "jumpstarter-xdist")
 
 

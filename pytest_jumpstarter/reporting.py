@@ -37,6 +37,8 @@ class Reporting:
 
     def header(self) -> list[str]:
         lab = self.lab
+        if lab.replay:
+            return [f"jumpstarter: replaying the recordings under {lab.replay}; no exporter is used"]
         if not lab.exporters:
             return []
         lines = [f"jumpstarter: exporters from {lab.values.sources['exporters']}:"]

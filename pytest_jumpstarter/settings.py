@@ -107,7 +107,23 @@ MATRIX = Setting(
     kind="bool",
     default=False,
 )
-SETTINGS = (EXPORTERS, PASSPHRASE, TLS, MODE, LOG, START_TIMEOUT, LEASE_TIMEOUT, LEASE_SCOPE, MATRIX)
+RECORD = Setting(
+    "--jumpstarter-record",
+    "jumpstarter_record",
+    "JUMPSTARTER_RECORD",
+    "write every driver call the tests make through their fixtures to recordings under this folder (a YAML file "
+    "per test module), for --jumpstarter-replay",
+    metavar="DIR",
+)
+REPLAY = Setting(
+    "--jumpstarter-replay",
+    "jumpstarter_replay",
+    "JUMPSTARTER_REPLAY",
+    "run with no exporter: the export fixtures answer from the recordings under this folder, and a test whose "
+    "calls differ from its recording fails",
+    metavar="DIR",
+)
+SETTINGS = (EXPORTERS, PASSPHRASE, TLS, MODE, LOG, START_TIMEOUT, LEASE_TIMEOUT, LEASE_SCOPE, MATRIX, RECORD, REPLAY)
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout")
 MODES = ("subprocess", "inprocess")

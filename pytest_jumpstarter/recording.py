@@ -1,0 +1,359 @@
+"""``--jumpstarter-record DIR``: write down every driver call tests make through their fixtures.
+
+While a test holds an export's client, the clients of its tree talk through a ``RecordingConnection``: the real
+connection, which also appends each call (arguments, result or error), generator item, byte-stream chunk and
+upload digest to the running test's recording. The recording travels with the test's report (so xdist workers'
+reach the controller), and the controller writes each module's file when the session ends (see ``tapes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from pytest_jumpstarter import tapes
+
+REPORT_ATTRIBUTE = "jumpstarter_recording"  # on a test's teardown report: its recording (plain data)
+
+
+class Recorder:
+    """The plugin's room for recording: per-test recordings in the worker, files in the controller."""
+
+    def __init__(self, folder: Path, controller: bool) -> None:
+        self.folder = folder
+        self.controller = controller
+        self.current: dict | None = None  # the running test's recording
+        self.attached: dict[str, Any] = {}  # fixture name -> its client, while attached
+        self.received: dict[str, dict] = {}  # controller: node id -> recording
+
+    # Fixtures ---------------------------------------------------------------------------------
+
+    def attach(self, fixture: str, client: Any, request: pytest.FixtureRequest) -> None:
+        """Record what ``client``'s tree does until the fixture ends."""
+        swapped = []
+
+        def walk(node: Any) -> None:
+            if not isinstance(node.connection, RecordingConnection):
+                swapped.append((node, node.connection))
+                node.connection = RecordingConnection(node.connection, self)
+            for child in node.children.values():
+                walk(child)
+
+        walk(client)
+        self.attached[fixture] = client
+        self._note(fixture, client)
+
+        def detach() -> None:
+            self.attached.pop(fixture, None)
+            for node, connection in swapped:
+                node.connection = connection
+
+        request.addfinalizer(detach)
+
+    def _note(self, fixture: str, client: Any) -> None:
+        if self.current is not None and fixture not in self.current["fixtures"]:
+            self.current["fixtures"][fixture] = client.name or tapes.ROOT_PATH
+            self.current["drivers"].update(tapes.describe(client))
+
+    def begin(self, kind: str, target: str, method: str | None = None, args: tuple | None = None) -> dict:
+        """A step of the running test, written down as it starts (so steps keep the order they were made in);
+        the caller adds how it ended. Outside a test, a step goes nowhere."""
+        entry: dict[str, Any] = {kind: f"{target}.{method}".lstrip(".") if method else target}
+        if args:  # none written: none given
+            entry["args"] = tapes.wire_args(args, self.current["aliases"] if self.current else {})
+        if self.current is not None:
+            self.current["calls"].append(entry)
+        return entry
+
+    def alias(self, uuid: str) -> str:
+        """A stable name for an upload handle's uuid, for the arguments it appears in."""
+        if self.current is None:
+            return uuid
+        aliases = self.current["aliases"]
+        return aliases.setdefault(uuid, f"upload {len(aliases) + 1}")
+
+    # Hooks ------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.current = {"fixtures": {}, "drivers": {}, "calls": [], "aliases": {}}
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, client in self.attached.items():  # module- or session-scoped fixtures, attached earlier
+            if fixture in used:
+                self._note(fixture, client)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        if call.when == "teardown" and self.current is not None:
+            recording, self.current = self.current, None
+            if recording["fixtures"]:
+                recording.pop("aliases")
+                setattr(report, REPORT_ATTRIBUTE, recording)
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        recording = getattr(report, REPORT_ATTRIBUTE, None)
+        if self.controller and recording is not None:
+            self.received[report.nodeid] = recording
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Each module's file: the tests recorded now replace their old recordings; the others stay."""
+        if not self.controller or not self.received:
+            return
+        by_file: dict[Path, dict[str, dict]] = {}
+        for nodeid, recording in self.received.items():
+            by_file.setdefault(tapes.file_for(self.folder, nodeid), {})[tapes.test_key(nodeid)] = recording
+        for path, tests in by_file.items():
+            old = tapes.load(path) if path.exists() else {}
+            tapes.save(path, {**old, **tests})
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"jumpstarter: recorded {len(self.received)} tests' driver calls in {len(by_file)} files under "
+                f"{self.folder}"
+            )
+
+
+class RecordingConnection:
+    """A client connection that writes down what passes through it (see the module's docstring)."""
+
+    def __init__(self, real: Any, recorder: Recorder) -> None:
+        self._real = real
+        self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def _begin(self, kind: str, target: str, method: str, args: tuple) -> dict | None:
+        try:
+            return self._recorder.begin(kind, target, method, args)
+        except TypeError:  # arguments that can't travel: the call itself says so, and nothing is sent
+            return None
+
+    def call(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True
+        entry = self._begin("call", target, method, args)
+        try:
+            result = self._real.call(uuid, target, method, args)
+        except Exception as exc:
+            _failed(entry, exc)
+            raise
+        if entry is not None and result is not None:  # no result written: None
+            entry["result"] = tapes.plain(result)
+        return result
+
+    async def call_async(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True
+        entry = self._begin("call", target, method, args)
+        try:
+            result = await self._real.call_async(uuid, target, method, args)
+        except Exception as exc:
+            _failed(entry, exc)
+            raise
+        if entry is not None and result is not None:  # no result written: None
+            entry["result"] = tapes.plain(result)
+        return result
+
+    def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Iterator[Any]:
+        __tracebackhide__ = True
+        entry = self._begin("generate", target, method, args) or {}
+        items = entry["items"] = []
+        entry["end"] = "stopped"  # until the generator ends: the test stopped reading
+        try:
+            for item in self._real.streamingcall(uuid, target, method, args):
+                items.append(tapes.plain(item))
+                yield item
+        except Exception as exc:
+            entry.pop("end")
+            _failed(entry, exc)
+            raise
+        entry["end"] = "done"
+
+    async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncIterator[Any]:
+        __tracebackhide__ = True
+        entry = self._begin("generate", target, method, args) or {}
+        items = entry["items"] = []
+        entry["end"] = "stopped"
+        try:
+            async for item in self._real.streamingcall_async(uuid, target, method, args):
+                items.append(tapes.plain(item))
+                yield item
+        except Exception as exc:
+            entry.pop("end")
+            _failed(entry, exc)
+            raise
+        entry["end"] = "done"
+
+    def stream(self, uuid: str, target: str, method: str) -> RecordingStream:
+        entry = self._recorder.begin("stream", target, method)
+        return RecordingStream(self._real.stream(uuid, target, method), entry.setdefault("traffic", []))
+
+    def stream_async(self, uuid: str, target: str, method: str) -> AsyncRecordingStream:
+        entry = self._recorder.begin("stream", target, method)
+        return AsyncRecordingStream(self._real.stream_async(uuid, target, method), entry.setdefault("traffic", []))
+
+    @asynccontextmanager
+    async def resource_async(
+        self, uuid: str, target: str, source: Any, content_encoding: str | None = None
+    ) -> AsyncIterator[dict]:
+        """An upload: its bytes' size and digest are written down (an image is too big to keep), and the bytes the
+        driver sent back (a dump), whole."""
+        from jumpstarter.client.connection import upload_source
+
+        entry = self._recorder.begin("upload", target)
+        tap = _UploadTap(upload_source(source, target))
+        async with self._real.resource_async(uuid, target, tap, content_encoding) as handle:
+            entry["handle"] = tapes.plain({**handle, "uuid": self._recorder.alias(handle.get("uuid", ""))})
+            yield handle
+        entry.update(size=tap.size, sha256=tap.digest.hexdigest())
+        if tap.returned:
+            entry["returned"] = tapes.data(b"".join(tap.returned))
+
+    def reset(self) -> None:
+        self._recorder.begin("reset", "exporter")
+        self._real.reset()
+
+
+def _failed(entry: dict | None, exc: BaseException) -> None:
+    if entry is not None:
+        entry["error"] = tapes.error(exc)
+
+
+class RecordingStream:
+    """A byte stream whose traffic is written down, in order: ``send``/``receive`` chunks, ``eof`` (this side
+    ended), ``end`` (the driver's side ended), or the error it ended with."""
+
+    def __init__(self, real: Any, traffic: list) -> None:
+        self._real, self._traffic = real, traffic
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def send(self, data: bytes) -> None:
+        self._traffic.append({"send": tapes.data(bytes(data))})
+        self._real.send(data)
+
+    def send_eof(self) -> None:
+        if "eof" not in self._traffic:
+            self._traffic.append("eof")
+        self._real.send_eof()
+
+    def receive(self) -> bytes:
+        try:
+            data = self._real.receive()
+        except anyio.EndOfStream:
+            self._traffic.append("end")
+            raise
+        except Exception as exc:
+            self._traffic.append({"error": tapes.error(exc)})
+            raise
+        self._traffic.append({"receive": tapes.data(data)})
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield self.receive()
+            except anyio.EndOfStream:
+                return
+
+    def close(self) -> None:
+        self._real.close()
+
+    def __enter__(self) -> RecordingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRecordingStream:
+    """The async twin of RecordingStream."""
+
+    def __init__(self, real: Any, traffic: list) -> None:
+        self._real, self._traffic = real, traffic
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def send(self, data: bytes) -> None:
+        self._traffic.append({"send": tapes.data(bytes(data))})
+        await self._real.send(data)
+
+    async def send_eof(self) -> None:
+        if "eof" not in self._traffic:
+            self._traffic.append("eof")
+        await self._real.send_eof()
+
+    async def receive(self) -> bytes:
+        try:
+            data = await self._real.receive()
+        except anyio.EndOfStream:
+            self._traffic.append("end")
+            raise
+        except Exception as exc:
+            self._traffic.append({"error": tapes.error(exc)})
+            raise
+        self._traffic.append({"receive": tapes.data(data)})
+        return data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.receive()
+            except anyio.EndOfStream:
+                return
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
+
+    async def __aenter__(self) -> AsyncRecordingStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class _UploadTap:
+    """An upload's source, counted and hashed as it is read; what the driver sends back is kept too."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.returned: list[bytes] = []
+        if hasattr(source, "send"):  # only a source that can take a dump offers send()
+
+            async def send(data: bytes) -> None:
+                self.returned.append(bytes(data))
+                await source.send(data)
+
+            self.send = send
+        for name in ("send_eof", "aclose"):
+            if hasattr(source, name):
+                setattr(self, name, getattr(source, name))
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in upload_chunks(self._source):
+            self.size += len(chunk)
+            self.digest.update(chunk)
+            yield chunk
+
+
+async def upload_chunks(source: Any) -> AsyncIterator[bytes]:
+    """The chunks of an upload's source: an anyio byte stream, or an async iterable of bytes."""
+    if hasattr(source, "receive"):
+        try:
+            while True:
+                yield await source.receive()
+        except anyio.EndOfStream:
+            return
+    async for chunk in source:
+        yield chunk

@@ -1,0 +1,383 @@
+"""``--jumpstarter-replay DIR``: answer the tests' fixtures from recordings, with no exporter at all.
+
+An export's fixture gives the same client classes the recording's test had, talking to a ``ReplayConnection``:
+each call must be the next one recorded for the running test (same driver, method and arguments, as they travel
+on the wire), and gets the recorded result or error. The first step that differs fails the test naming
+expected and got and the file; so does a test that makes fewer calls than recorded, and a test with no
+recording. Nothing is sent anywhere: a replayed test runs at mocked-test speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from jumpstarter import errors
+from pytest_jumpstarter import tapes
+from pytest_jumpstarter.leasing import ROOT
+from pytest_jumpstarter.recording import upload_chunks
+
+
+class ReplayMismatch(AssertionError):
+    """The test did something other than what its recording holds."""
+
+
+class Replayer:
+    """The plugin's room for replay: the recordings of a folder, and each test's place in its own."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        if not folder.is_dir():
+            raise pytest.UsageError(f"jumpstarter: --jumpstarter-replay {folder}: no such folder of recordings")
+        self.files: dict[Path, dict[str, dict]] = {}  # recording file -> test key -> recording
+        for path in sorted(folder.rglob("*.yaml")):
+            try:
+                self.files[path] = tapes.load(path)
+            except (OSError, ValueError) as exc:
+                raise pytest.UsageError(f"jumpstarter: --jumpstarter-replay: {exc}") from None
+        self.tape: Tape | None = None  # the running test's
+
+    def names(self) -> list[str]:
+        """The export names some recording's fixtures use: each gets a fixture."""
+        names = {name for tests in self.files.values() for test in tests.values() for name in test.get("fixtures", {})}
+        return sorted(names - {ROOT})
+
+    def client(self, fixture: str, request: pytest.FixtureRequest) -> Any:
+        """The client fixture ``fixture`` gives the running test, built from its recording."""
+        from jumpstarter.client.tree import client_from_report
+
+        tape = self.tape
+        if tape is None or tape.recording is None:
+            nodeid = tape.nodeid if tape else request.node.nodeid
+            pytest.fail(
+                f"jumpstarter: no recording of {nodeid} in {tapes.file_for(self.folder, nodeid)}: record it on the "
+                f"bench with `pytest --exporter ... --jumpstarter-record {self.folder}`",
+                pytrace=False,
+            )
+        path = tape.recording.get("fixtures", {}).get(fixture)
+        if path is None:
+            pytest.fail(
+                f"jumpstarter: the recording of {tape.nodeid} ({tape.file}) has no fixture {fixture!r} (it has "
+                f"{', '.join(tape.recording.get('fixtures', {})) or 'none'}): record the test again",
+                pytrace=False,
+            )
+        connection = ReplayConnection(self, tape.file)
+        request.addfinalizer(connection.close)
+        root = client_from_report(connection, tapes.report(tape.recording.get("drivers", {})))
+        client = root
+        for step in path.split(".") if path != tapes.ROOT_PATH else ():
+            client = client.children[step]
+        return client
+
+    # Hooks ------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        file = tapes.file_for(self.folder, item.nodeid)
+        self.tape = Tape(item.nodeid, file, self.files.get(file, {}).get(tapes.test_key(item.nodeid)))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """A difference the test swallowed (``except Exception``), or calls it never made, fail it at the end."""
+        report = yield
+        tape = self.tape
+        if tape is not None and tape.nodeid == item.nodeid:
+            if call.when == "call":
+                tape.passed = report.passed
+            elif call.when == "teardown":
+                self.tape = None
+                problem = tape.problem()
+                if problem and tape.passed and report.passed:
+                    report.outcome = "failed"
+                    report.longrepr = f"jumpstarter replay: {problem}"
+        return report
+
+
+class Tape:
+    """One test's recording, and how far the test has got through it."""
+
+    def __init__(self, nodeid: str, file: Path, recording: dict | None) -> None:
+        self.nodeid, self.file, self.recording = nodeid, file, recording
+        self.steps: list[dict] = list(recording.get("calls", [])) if recording else []
+        self.position = 0
+        self.aliases: dict[str, str] = {}
+        self.mismatch: str | None = None  # the first difference
+        self.passed = False
+
+    def fail(self, text: str) -> ReplayMismatch:
+        message = f"{text} (replaying {self.nodeid} from {self.file})"
+        if self.mismatch is None:
+            self.mismatch = message
+        return ReplayMismatch(message)
+
+    def next(self, kind: str, what: str, args: tuple | None = None) -> dict:
+        """The recorded step that must come now: a ``kind`` step of ``what`` with these arguments."""
+        __tracebackhide__ = True
+        got: dict[str, Any] = {kind: what}
+        if args is not None:
+            got["args"] = tapes.wire_args(args, self.aliases)
+        number = self.position + 1
+        if self.position >= len(self.steps):
+            raise self.fail(
+                f"step {number}: expected no more driver calls (the recording has {len(self.steps)}), "
+                f"got {tapes.show(got)}"
+            )
+        expected = self.steps[self.position]
+        if expected.get(kind) != what or ("args" in got and expected.get("args", []) != got["args"]):
+            raise self.fail(f"step {number} differs: expected {tapes.show(expected)}, got {tapes.show(got)}")
+        self.position += 1
+        return expected
+
+    def problem(self) -> str | None:
+        if self.mismatch:
+            return self.mismatch
+        if self.position < len(self.steps):
+            missing = self.steps[self.position]
+            return (
+                f"the test made {self.position} of the {len(self.steps)} recorded driver calls; the first it didn't "
+                f"make: {tapes.show(missing)} (replaying {self.nodeid} from {self.file})"
+            )
+        return None
+
+
+def _raise(tape: Tape, entry: dict, target: str, method: str) -> None:
+    """The recorded error, as the same class the live call raised."""
+    __tracebackhide__ = True
+    failure = entry.get("error")
+    if failure is None:
+        return
+    cls = getattr(errors, failure.get("kind", ""), None)
+    message = failure.get("message", "")
+    if isinstance(cls, type) and issubclass(cls, errors.DriverError):
+        raise cls(message, target=target, method=method)
+    if isinstance(cls, type) and issubclass(cls, errors.JumpstarterError):
+        raise cls(message)
+    raise errors.DriverError(f"{failure.get('kind')}: {message}", target=target, method=method)
+
+
+class ReplayConnection:
+    """Stands where a client's connection does, answering from the running test's recording."""
+
+    def __init__(self, replayer: Replayer, file: Path) -> None:
+        self._replayer = replayer
+        self.address = f"recording {file}"
+        self.observers: list[Callable] = []
+        self.metadata: tuple = ()
+        self.closed = False
+        self._portal: Any = None
+        self._portal_lock = threading.Lock()
+
+    @property
+    def tape(self) -> Tape:
+        tape = self._replayer.tape
+        if tape is None:
+            raise ReplayMismatch("a replayed client was used outside a test")
+        return tape
+
+    def _answer(self, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True
+        entry = self.tape.next("call", f"{target}.{method}".lstrip("."), args)
+        try:
+            _raise(self.tape, entry, target, method)
+        except Exception as exc:
+            self._notify(target, method, args, exc)
+            raise
+        result = entry.get("result")
+        self._notify(target, method, args, result)
+        return result
+
+    def _notify(self, target: str, method: str, args: tuple, outcome: Any) -> None:
+        for observer in self.observers:
+            observer(target, method, args, outcome, 0.0)
+
+    def call(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True
+        return self._answer(target, method, args)
+
+    async def call_async(self, uuid: str, target: str, method: str, args: tuple) -> Any:
+        __tracebackhide__ = True
+        return self._answer(target, method, args)
+
+    def _items(self, target: str, method: str, args: tuple) -> Iterator[Any]:
+        __tracebackhide__ = True
+        tape = self.tape
+        entry = tape.next("generate", f"{target}.{method}".lstrip("."), args)
+        yield from entry.get("items", [])
+        _raise(tape, entry, target, method)
+        if entry.get("end") == "stopped":
+            raise tape.fail(
+                f"{target}.{method}: the recorded test stopped reading after {len(entry.get('items', []))} items; "
+                "this one reads on"
+            )
+
+    def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Iterator[Any]:
+        __tracebackhide__ = True
+        yield from self._items(target, method, args)
+
+    async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncIterator[Any]:
+        __tracebackhide__ = True
+        for item in self._items(target, method, args):
+            yield item
+
+    def stream(self, uuid: str, target: str, method: str) -> ReplayStream:
+        tape = self.tape
+        entry = tape.next("stream", f"{target}.{method}".lstrip("."))
+        return ReplayStream(tape, f"{target}.{method}", entry.get("traffic", []))
+
+    def stream_async(self, uuid: str, target: str, method: str) -> AsyncReplayStream:
+        return AsyncReplayStream(self.stream(uuid, target, method))
+
+    @asynccontextmanager
+    async def resource_async(
+        self, uuid: str, target: str, source: Any, content_encoding: str | None = None
+    ) -> AsyncIterator[dict]:
+        """The upload's bytes are read and must be those recorded (size and digest); a recorded dump is sent
+        back into ``source``."""
+        from jumpstarter.client.connection import upload_source
+
+        tape = self.tape
+        entry = tape.next("upload", target)
+        source = upload_source(source, target)
+        digest, size = hashlib.sha256(), 0
+        async for chunk in upload_chunks(source):
+            digest.update(chunk)
+            size += len(chunk)
+        if (size, digest.hexdigest()) != (entry.get("size"), entry.get("sha256")):
+            raise tape.fail(
+                f"upload to {target}: expected {entry.get('size')} bytes with sha256 {entry.get('sha256')}, "
+                f"got {size} bytes with sha256 {digest.hexdigest()}"
+            )
+        handle = dict(entry.get("handle") or {"kind": "client_stream", "uuid": "upload"})
+        fresh = f"replay-upload-{tape.position}"  # a uuid of this run, written as the recorded handle's name
+        tape.aliases[fresh], handle["uuid"] = handle["uuid"], fresh
+        try:
+            yield handle
+        finally:
+            if "returned" in entry and hasattr(source, "send"):
+                await source.send(tapes.chunk(entry["returned"]))
+            if hasattr(source, "send_eof"):
+                await source.send_eof()
+            if hasattr(source, "aclose"):
+                await source.aclose()
+
+    def reset(self) -> None:
+        self.tape.next("reset", "exporter")
+
+    def follow_logs(self, on_record: Callable) -> Callable[[], None]:
+        return lambda: None  # no exporter, no log
+
+    def hold(self, lease_id: str | None) -> None:
+        pass
+
+    def portal(self) -> Any:
+        """An event loop in a thread, for clients that run their async API from blocking code."""
+        from anyio.from_thread import start_blocking_portal
+
+        with self._portal_lock:
+            if self._portal is None:
+                starter = start_blocking_portal()
+                self._portal = (starter, starter.__enter__())
+            return self._portal[1]
+
+    def close(self) -> None:
+        self.closed = True
+        with self._portal_lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            portal[0].__exit__(None, None, None)
+
+
+class ReplayStream:
+    """A byte stream that plays the driver's side of a recorded one: what the test sends must be the recorded
+    bytes (chunked any way), and it receives the recorded chunks, then the end or error."""
+
+    def __init__(self, tape: Tape, where: str, traffic: list) -> None:
+        self._tape, self._where = tape, where
+        self._expected = b"".join(tapes.chunk(s["send"]) for s in traffic if isinstance(s, dict) and "send" in s)
+        self._sent = 0
+        self._incoming = [s for s in traffic if s == "end" or (isinstance(s, dict) and "send" not in s)]
+        self._closed = False
+
+    def send(self, data: bytes) -> None:
+        __tracebackhide__ = True
+        data = bytes(data)
+        expected = self._expected[self._sent : self._sent + len(data)]
+        if data != expected:
+            raise self._tape.fail(
+                f"byte stream {self._where}: after {self._sent} bytes sent as recorded, expected to send "
+                f"{expected!r}, got {data!r}"
+            )
+        self._sent += len(data)
+
+    def send_eof(self) -> None:
+        pass
+
+    def receive(self) -> bytes:
+        __tracebackhide__ = True
+        if not self._incoming:
+            raise self._tape.fail(f"byte stream {self._where}: the test receives more than the recorded test did")
+        step = self._incoming[0]
+        if step == "end":
+            raise anyio.EndOfStream
+        self._incoming.pop(0)
+        if "error" in step:
+            self._incoming.insert(0, "end")
+            _raise(self._tape, step, *self._where.rsplit(".", 1))
+        return tapes.chunk(step["receive"])
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield self.receive()
+            except anyio.EndOfStream:
+                return
+
+    def close(self) -> None:
+        if not self._closed and self._sent < len(self._expected):
+            self._tape.fail(
+                f"byte stream {self._where}: the test sent {self._sent} of the {len(self._expected)} recorded bytes; "
+                f"the rest: {self._expected[self._sent : self._sent + 60]!r}"
+            )
+        self._closed = True
+
+    def __enter__(self) -> ReplayStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncReplayStream:
+    """The async twin of ReplayStream."""
+
+    def __init__(self, stream: ReplayStream) -> None:
+        self._stream = stream
+
+    async def send(self, data: bytes) -> None:
+        self._stream.send(data)
+
+    async def send_eof(self) -> None:
+        self._stream.send_eof()
+
+    async def receive(self) -> bytes:
+        return self._stream.receive()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._stream.close()
+
+    async def __aenter__(self) -> AsyncReplayStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

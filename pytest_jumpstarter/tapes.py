@@ -1,0 +1,190 @@
+"""Recordings of the driver calls tests make: the file format that record and replay share.
+
+One YAML file per test module (``DIR/tests/test_board.yaml`` for ``tests/test_board.py``), written to be read
+and diffed: each test's drivers (the client tree its fixtures reached, by path) and its calls, in order. Values
+are written as they travel on the wire (protobuf Values: JSON-like); byte-stream traffic as text where it is
+UTF-8, else as ``!!binary``. Nothing of the connection (addresses, passphrases, leases) is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL
+from jumpstarter.errors import DriverError
+from jumpstarter.v1 import jumpstarter_pb2
+from jumpstarter.values import decode_args, encode_args
+
+VERSION = 1
+HEADER = (
+    "# Driver calls recorded by `pytest --jumpstarter-record`; `pytest --jumpstarter-replay DIR` answers the\n"
+    "# tests' fixtures from them, with no exporter. Re-record rather than edit by hand.\n"
+)
+ROOT_CLIENT = "jumpstarter.client.CompositeClient"  # the root of a replayed tree whose test used no root fixture
+
+
+def file_for(folder: Path, nodeid: str) -> Path:
+    """The recording file of the module of test ``nodeid``."""
+    module = nodeid.split("::", 1)[0] or "tests"  # no module part: a test outside the rootdir, under xdist
+    parts = ["_up_" if part == ".." else part for part in Path(module).with_suffix(".yaml").parts]
+    return folder.joinpath(*parts)
+
+
+def test_key(nodeid: str) -> str:
+    """A test's key in its module's file: its id without the module's path."""
+    return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
+
+
+def load(path: Path) -> dict[str, dict]:
+    """The tests recorded in ``path`` (test key -> recording); a clear error for a file that isn't one."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a jumpstarter recording: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
+        raise ValueError(f"{path}: not a jumpstarter recording (no 'tests' mapping)")
+    if data.get("version") != VERSION:
+        raise ValueError(f"{path}: recording version {data.get('version')!r}; this jumpstarter reads {VERSION}")
+    return data["tests"]
+
+
+def save(path: Path, tests: dict[str, dict]) -> None:
+    """Write ``tests`` (sorted by key: stable for diffs) to ``path``, whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.dump(
+        {"version": VERSION, "tests": dict(sorted(tests.items()))},
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=120,
+    )
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(HEADER + text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, one fact a line; short lists of plain values on one line."""
+
+
+def _str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    style = "|" if "\n" in text.rstrip("\n") and len(text) > 60 else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+def _list(dumper: yaml.SafeDumper, items: list) -> yaml.Node:
+    """A short list of scalars on one line (``args: [2, 3]``); anything else a line an item."""
+    flat = all(isinstance(i, (str, int, float, bool)) or i is None for i in items)
+    short = flat and sum(len(str(i)) + 2 for i in items) <= 80 and not any("\n" in str(i) for i in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=short)
+
+
+_Dumper.add_representer(str, _str)
+_Dumper.add_representer(list, _list)
+_Dumper.add_representer(tuple, lambda d, t: _list(d, list(t)))
+
+
+# Values ------------------------------------------------------------------------------------------
+
+
+def wire_args(args: tuple, aliases: dict[str, str]) -> list[Any]:
+    """``args`` as the exporter receives them (the comparison replay makes is on these), with upload handles'
+    uuids replaced by their stable names ("upload 1")."""
+    request = jumpstarter_pb2.DriverCallRequest()
+    encode_args(args, request)
+    return plain(decode_args(request), aliases)
+
+
+def plain(value: Any, aliases: dict[str, str] | None = None) -> Any:
+    """A value as written: mappings in key order (a protobuf Struct's order is not stable from run to run, and
+    a diff would show it), uuids named by ``aliases``."""
+    if isinstance(value, str):
+        return aliases.get(value, value) if aliases else value
+    if isinstance(value, (list, tuple)):
+        return [plain(v, aliases) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(value[k], aliases) for k in sorted(value, key=str)}
+    return value
+
+
+def data(chunk: bytes) -> str | bytes:
+    """A chunk of byte-stream traffic as written: text where it is UTF-8 (readable), else bytes (``!!binary``)."""
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return bytes(chunk)
+
+
+def chunk(written: str | bytes) -> bytes:
+    return written.encode("utf-8") if isinstance(written, str) else bytes(written)
+
+
+def error(exc: BaseException) -> dict[str, str]:
+    """A call's error as written: its class's name and the driver's message."""
+    message = exc.message if isinstance(exc, DriverError) else str(exc)
+    return {"kind": type(exc).__name__, "message": message}
+
+
+def show(entry: dict) -> str:
+    """One recorded step, as a failure message names it: ``dut.power.on(1, 'a')``."""
+    for kind in ("call", "generate"):
+        if kind in entry:
+            args = ", ".join(repr(a) for a in entry.get("args", []))
+            return f"{entry[kind]}({args})" + (" [generator]" if kind == "generate" else "")
+    if "stream" in entry:
+        return f"byte stream {entry['stream']}"
+    if "upload" in entry:
+        return f"upload to {entry['upload']} ({entry.get('size', '?')} bytes)"
+    if "reset" in entry:
+        return "reset of every driver"
+    return repr(entry)
+
+
+# Client trees ------------------------------------------------------------------------------------
+
+
+ROOT_PATH = "."  # the root driver's path as written (its own path is "")
+
+
+def describe(client: Any) -> dict[str, Any]:
+    """The drivers of ``client``'s tree, by path: what replay needs to build the same client classes. A driver
+    with no labels and no description is just its client class."""
+    drivers: dict[str, Any] = {}
+
+    def walk(node: Any) -> None:
+        labels = {k: v for k, v in node.labels.items() if k not in (CLIENT_LABEL, NAME_LABEL)}
+        cls = node.labels.get(CLIENT_LABEL, f"{type(node).__module__}.{type(node).__name__}")
+        info: dict[str, Any] = {"client": cls}
+        if labels:
+            info["labels"] = labels
+        if node.description:
+            info["description"] = node.description
+        drivers[node.name or ROOT_PATH] = info if len(info) > 1 else cls
+        for child in node.children.values():
+            walk(child)
+
+    walk(client)
+    return drivers
+
+
+def report(drivers: dict[str, Any]) -> jumpstarter_pb2.GetReportResponse:
+    """A report of the recorded tree (fresh uuids, named by path), for the client tree builder."""
+    response = jumpstarter_pb2.GetReportResponse(uuid="replay:")
+    nodes = {"": drivers.get(ROOT_PATH, ROOT_CLIENT)}
+    nodes.update((path, info) for path, info in sorted(drivers.items()) if path != ROOT_PATH)
+    for path, info in nodes.items():
+        info = info if isinstance(info, dict) else {"client": info}
+        entry = response.reports.add(uuid=f"replay:{path}")
+        if path:
+            parent, _, name = path.rpartition(".")
+            entry.parent_uuid = f"replay:{parent}"
+            entry.labels[NAME_LABEL] = name
+        entry.labels.update({k: str(v) for k, v in info.get("labels", {}).items()})
+        entry.labels[CLIENT_LABEL] = str(info["client"])
+        if info.get("description"):
+            entry.description = info["description"]
+    return response

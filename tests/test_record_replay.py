@@ -1,0 +1,206 @@
+"""Record on the bench, replay in CI: --jumpstarter-record DIR, then --jumpstarter-replay DIR with no exporter."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from samples import EXAMPLES
+
+BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
+
+BOARD_TESTS = """
+    import anyio
+    import pytest
+    from jumpstarter.errors import DriverInvalidArgument
+    from jumpstarter_driver_demo.client import BoardClient
+
+    def test_calls(board):
+        assert isinstance(board, BoardClient)
+        assert board.describe() == {"name": "demo-1", "baudrate": 9600}
+        board.power.on()
+        assert board.power.read() is True
+        assert board.add(2, 3) == 5
+        assert list(board.count(3)) == [0, 1, 2]
+        with pytest.raises(DriverInvalidArgument, match="bad"):
+            board.fail("value", "bad")
+
+    def test_stream(board):
+        with board.stream("console") as console:
+            console.send(b"hello")
+            assert console.receive() == b"hello"
+            console.send(bytes([0, 254]))
+            assert console.receive() == bytes([0, 254])
+
+    def test_upload_and_async(board):
+        assert board.checksum(b"x" * 100_000)["size"] == 100_000
+        assert board.portal.call(board.echo_async, "async") == "async"
+
+    def test_stops_reading(board):
+        for tick in board.count(10):
+            if tick == 2:
+                break
+
+    def test_root(exporter):
+        assert exporter.board.add(1, 1) == 2
+"""
+
+
+def record(pytester, *args: str):
+    return pytester.runpytest_subprocess(
+        "--exporter", str(BOARD_YAML), "--exporter-passphrase", "s3cret", "--jumpstarter-record", "rec", *args
+    )
+
+
+def test_record_then_replay_without_an_exporter(pytester):
+    pytester.makepyfile(test_board=BOARD_TESTS)
+    result = record(pytester)
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*jumpstarter: recorded 5 tests' driver calls in 1 files under *rec"])
+    written = (pytester.path / "rec" / "test_board.yaml").read_text()
+    assert "s3cret" not in written and "127.0.0.1" not in written and "unix:" not in written
+    tests = yaml.safe_load(written)["tests"]
+    assert sorted(tests) == ["test_calls", "test_root", "test_stops_reading", "test_stream", "test_upload_and_async"]
+    calls = tests["test_calls"]["calls"]
+    assert calls[0] == {"call": "board.describe", "result": {"baudrate": 9600, "name": "demo-1"}}
+    assert calls[3] == {"call": "board.add", "args": [2, 3], "result": 5}
+    assert calls[4] == {"generate": "board.count", "args": [3], "items": [0, 1, 2], "end": "done"}
+    assert calls[5]["error"] == {"kind": "DriverInvalidArgument", "message": "bad"}
+    assert "    - call: board.add\n      args: [2, 3]\n      result: 5\n" in written  # a line a fact
+    traffic = tests["test_stream"]["calls"][0]["traffic"]
+    assert traffic == [{"send": "hello"}, {"receive": "hello"}, {"send": b"\x00\xfe"}, {"receive": b"\x00\xfe"}]
+    upload = tests["test_upload_and_async"]["calls"][0]
+    assert upload["upload"] == "board" and upload["size"] == 100_000 and upload["handle"]["uuid"] == "upload 1"
+    assert tests["test_stops_reading"]["calls"][0]["end"] == "stopped"
+    assert tests["test_root"]["fixtures"] == {"exporter": "."}
+
+    replayed = pytester.runpytest_subprocess("--jumpstarter-replay", "rec")
+    replayed.assert_outcomes(passed=5)
+    replayed.stdout.fnmatch_lines(["jumpstarter: replaying the recordings under *rec; no exporter is used"])
+    parallel = pytester.runpytest_subprocess("--jumpstarter-replay", "rec", "-n", "2")
+    parallel.assert_outcomes(passed=5)
+
+
+def test_recording_under_xdist_writes_the_same_file(pytester):
+    pytester.makepyfile(test_board=BOARD_TESTS)
+    record(pytester).assert_outcomes(passed=5)
+    alone = (pytester.path / "rec" / "test_board.yaml").read_text()
+    (pytester.path / "rec" / "test_board.yaml").unlink()
+    result = record(pytester, "--exporter", str(BOARD_YAML), "-n", "2")
+    result.assert_outcomes(passed=5)
+    assert (pytester.path / "rec" / "test_board.yaml").read_text() == alone
+
+
+def test_re_recording_some_tests_keeps_the_others(pytester):
+    pytester.makepyfile(test_board=BOARD_TESTS)
+    record(pytester).assert_outcomes(passed=5)
+    pytester.makepyfile(test_board=BOARD_TESTS.replace("board.add(1, 1) == 2", "board.add(1, 2) == 3"))
+    record(pytester, "-k", "test_root").assert_outcomes(passed=1, deselected=4)
+    tests = yaml.safe_load((pytester.path / "rec" / "test_board.yaml").read_text())["tests"]
+    assert len(tests) == 5
+    assert tests["test_root"]["calls"] == [{"call": "board.add", "args": [1, 2], "result": 3}]
+
+
+REPLAYED = """
+    def test_changed(board):
+        board.power.on()
+        assert board.add(2, 4) == 6
+
+    def test_swallowed(board):
+        try:
+            board.add(9, 9)
+        except Exception:
+            pass
+
+    def test_fewer(board):
+        board.add(1, 1)
+
+    def test_sends_otherwise(board):
+        with board.stream("console") as console:
+            console.send(b"help")
+
+    def test_unrecorded(board):
+        board.power.on()
+
+    def test_no_hardware():
+        pass
+"""
+
+RECORDING = """
+version: 1
+tests:
+  test_changed:
+    fixtures: {board: board}
+    drivers:
+      board: jumpstarter_driver_demo.client.BoardClient
+      board.power: jumpstarter_driver_demo.client.PowerClient
+    calls:
+    - call: board.power.on
+    - {call: board.add, args: [2, 3], result: 5}
+  test_swallowed:
+    fixtures: {board: board}
+    drivers: {board: jumpstarter_driver_demo.client.BoardClient}
+    calls:
+    - {call: board.add, args: [1, 1], result: 2}
+  test_fewer:
+    fixtures: {board: board}
+    drivers: {board: jumpstarter_driver_demo.client.BoardClient}
+    calls:
+    - {call: board.add, args: [1, 1], result: 2}
+    - call: board.power.off
+  test_sends_otherwise:
+    fixtures: {board: board}
+    drivers: {board: jumpstarter_driver_demo.client.BoardClient}
+    calls:
+    - stream: board.console
+      traffic: [send: hello, receive: hello]
+"""
+
+
+def test_a_replay_that_differs_fails_naming_the_step_and_the_file(pytester):
+    pytester.makepyfile(test_board=REPLAYED)
+    (pytester.path / "rec").mkdir()
+    (pytester.path / "rec" / "test_board.yaml").write_text(RECORDING)
+    result = pytester.runpytest_subprocess("--jumpstarter-replay", "rec")
+    outcomes = result.parseoutcomes()
+    assert (outcomes["failed"], outcomes["errors"], outcomes["passed"]) == (2, 3, 3)  # passed: 2 then errored
+    where = "(replaying test_board.py::{} from */rec/test_board.yaml)"
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_swallowed*",
+            "*step 1 differs: expected board.add(1, 1), got board.add(9, 9) " + where.format("test_swallowed"),
+            "*ERROR at teardown of test_fewer*",
+            "*the test made 1 of the 2 recorded driver calls; the first it didn't make: board.power.off() "
+            + where.format("test_fewer"),
+            "*ERROR at setup of test_unrecorded*",
+            "*no recording of test_board.py::test_unrecorded in */rec/test_board.yaml: record it on the bench with "
+            "`pytest --exporter ... --jumpstarter-record *rec`",
+            "*ReplayMismatch: step 2 differs: expected board.add(2, 3), got board.add(2, 4) "
+            + where.format("test_changed"),
+            "*byte stream board.console: after 0 bytes sent as recorded, expected to send b'hell', got b'help'*",
+        ]
+    )
+    assert "test_no_hardware" not in "\n".join(line for line in result.outlines if "FAILED" in line or "ERROR" in line)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--jumpstarter-record", "rec"], "*--jumpstarter-record *rec records the calls made to exporters, and none*"),
+        (["--jumpstarter-record", "a", "--jumpstarter-replay", "b"], "*use one at a time*"),
+        (["--jumpstarter-replay", "missing"], "*--jumpstarter-replay *missing: no such folder of recordings*"),
+    ],
+)
+def test_record_and_replay_usage_errors(pytester, args, message):
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_a_file_that_is_not_a_recording_is_named(pytester):
+    pytester.makepyfile("def test_x():\n    pass\n")
+    (pytester.path / "rec").mkdir()
+    (pytester.path / "rec" / "notes.yaml").write_text("- just a list\n")
+    result = pytester.runpytest_subprocess("--jumpstarter-replay", "rec")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*rec/notes.yaml: not a jumpstarter recording (no 'tests' mapping)*"])
