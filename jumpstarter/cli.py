@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import anyio
@@ -65,7 +66,7 @@ async def _run(config: ExporterConfig, address: str, passphrase: str | None, tls
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
                 print(f"{READY} {config.source} at {where}", flush=True)
                 async for signum in signals:
-                    print(f"jumpstarter: {signal.Signals(signum).name}, stopping", file=sys.stderr, flush=True)
+                    _say(f"jumpstarter: {signal.Signals(signum).name}, stopping")
                     break
     finally:
         await to_thread.run_sync(root.close)
@@ -112,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
                 f"no --passphrase (or {PASSPHRASE_ENV}) and no TLS (--tls-cert/--tls-key)",
                 file=sys.stderr,
             )
+    if args.exit_with_stdin:
+        _exit_with_stdin()
     try:
         anyio.run(_run, config, address, passphrase, tls)
     except ConfigError as exc:
@@ -121,6 +124,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say(line: str) -> None:
+    """A line on stderr, if anyone still reads it: a parent that died took the pipe with it, and stopping
+    cleanly (closing the drivers) matters more than saying so."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _exit_with_stdin() -> None:
+    """SIGTERM to this process once standard input ends: the parent holding its other end is gone."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass  # the parent writes nothing; whatever comes is ignored
+        except OSError:
+            pass
+        _say("jumpstarter: standard input ended: the process that started this exporter is gone")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="jumpstarter stdin watch", daemon=True).start()
 
 
 def _read_tls(cert: str | None, key: str | None) -> tuple[bytes, bytes] | None:
@@ -191,6 +218,12 @@ def _parser() -> argparse.ArgumentParser:
         f"prefer {PASSPHRASE_ENV}",
     )
     run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
+    run_parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop (as on SIGTERM) when standard input ends: run under a process that holds a pipe to it, this "
+        "exporter ends with that process, even one killed with SIGKILL (the pytest plugin runs exporters so)",
+    )
     shell_parser = commands.add_parser(
         "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
     )

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ class Lab:
         self.exporters: list[Exporter] = []
         self.pool: Pool | None = None
         self.scope = "function"  # of the export fixtures: how long a lease is kept
+        self._restore_sigterm: Callable[[], object] = lambda: None
         # Who holds a lease, as the exporters show it to other holders.
         self.holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}" + (
             f" {self.workerid}" if self.workerid else ""
@@ -66,12 +70,30 @@ class Lab:
         )
         offset = int(self.workerid.removeprefix("gw")) if self.workerid else 0
         self.pool = Pool(self.exporters, offset)
+        if self.workerid is None:
+            self._stop_on_sigterm()
+
+    def _stop_on_sigterm(self) -> None:
+        """SIGTERM (a cancelled CI job) ends the run as Ctrl-C does: tests' fixtures end, leases are given back,
+        exporters stop and close their drivers. (Python's default would exit at once; the exporters would still
+        stop, seeing their standard input end, but the tests' own teardown would not run.)"""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # someone else's handler: theirs to decide
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt("jumpstarter: SIGTERM: the run stops as on Ctrl-C")  # pytest shows this line
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        self._restore_sigterm = lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def provided(self) -> list[str]:
         """Every export name some exporter provides."""
         return sorted({name for e in self.exporters for name in e.exports})
 
     def close(self) -> None:
+        self._restore_sigterm()
         for exporter in self.exporters:
             try:
                 exporter.close()

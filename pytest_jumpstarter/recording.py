@@ -20,6 +20,7 @@ import pytest
 from pytest_jumpstarter import tapes
 
 REPORT_ATTRIBUTE = "jumpstarter_recording"  # on a test's teardown report: its recording (plain data)
+FILE = "file"  # in that recording, until the controller writes it: the file it goes to
 
 
 class Recorder:
@@ -95,6 +96,7 @@ class Recorder:
             recording, self.current = self.current, None
             if recording["fixtures"]:
                 recording.pop("aliases")
+                recording[FILE] = str(tapes.file_for(self.folder, item.path, item.nodeid))
                 setattr(report, REPORT_ATTRIBUTE, recording)
         return report
 
@@ -109,7 +111,7 @@ class Recorder:
             return
         by_file: dict[Path, dict[str, dict]] = {}
         for nodeid, recording in self.received.items():
-            by_file.setdefault(tapes.file_for(self.folder, nodeid), {})[tapes.test_key(nodeid)] = recording
+            by_file.setdefault(Path(recording.pop(FILE)), {})[tapes.test_key(nodeid)] = recording
         for path, tests in by_file.items():
             old = tapes.load(path) if path.exists() else {}
             tapes.save(path, {**old, **tests})

@@ -56,8 +56,9 @@ class Replayer:
         tape = self.tape
         if tape is None or tape.recording is None:
             nodeid = tape.nodeid if tape else request.node.nodeid
+            file = tape.file if tape else self.folder
             pytest.fail(
-                f"jumpstarter: no recording of {nodeid} in {tapes.file_for(self.folder, nodeid)}: record it on the "
+                f"jumpstarter: no recording of {nodeid} in {file}: record it on the "
                 f"bench with `pytest --exporter ... --jumpstarter-record {self.folder}`",
                 pytrace=False,
             )
@@ -80,7 +81,7 @@ class Replayer:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        file = tapes.file_for(self.folder, item.nodeid)
+        file = tapes.file_for(self.folder, item.path, item.nodeid)
         self.tape = Tape(item.nodeid, file, self.files.get(file, {}).get(tapes.test_key(item.nodeid)))
 
     @pytest.hookimpl(wrapper=True)

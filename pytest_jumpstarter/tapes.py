@@ -27,10 +27,15 @@ HEADER = (
 ROOT_CLIENT = "jumpstarter.client.CompositeClient"  # the root of a replayed tree whose test used no root fixture
 
 
-def file_for(folder: Path, nodeid: str) -> Path:
-    """The recording file of the module of test ``nodeid``."""
-    module = nodeid.split("::", 1)[0] or "tests"  # no module part: a test outside the rootdir, under xdist
-    parts = ["_up_" if part == ".." else part for part in Path(module).with_suffix(".yaml").parts]
+def file_for(folder: Path, module: Path, nodeid: str) -> Path:
+    """The recording file of test module ``module`` (its test ``nodeid``): its path below the recordings folder's
+    parent (``tests/recordings/hw/test_boot.yaml`` for ``tests/hw/test_boot.py``), the same whatever rootdir
+    pytest picks; a module elsewhere goes by its node id's path."""
+    try:
+        relative = module.resolve().relative_to(folder.parent)
+    except ValueError:
+        relative = Path(nodeid.split("::", 1)[0] or "tests")  # no module part: outside the rootdir, under xdist
+    parts = ["_up_" if part == ".." else part for part in relative.with_suffix(".yaml").parts]
     return folder.joinpath(*parts)
 
 

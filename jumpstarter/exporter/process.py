@@ -28,11 +28,13 @@ class ExporterProcess:
         self.lines: list[str] = []
         self.address = ""
         self._ready = threading.Event()
+        # Its standard input is a pipe this process holds and never writes: when this process ends, however it
+        # ends (SIGKILL included), the pipe closes and the exporter stops, closing its drivers (--exit-with-stdin).
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jumpstarter", "run", self.config, *args],
+            [sys.executable, "-m", "jumpstarter", "run", self.config, "--exit-with-stdin", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
@@ -47,6 +49,7 @@ class ExporterProcess:
         return exporter
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             self.lines.append(line)
             if not self._ready.is_set() and line.startswith(READY):
@@ -93,11 +96,17 @@ class ExporterProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._reader.join(5)
+        self._close_stdin()
         return self.process.returncode
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
 
     def __enter__(self) -> ExporterProcess:
         return self
