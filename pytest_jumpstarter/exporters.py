@@ -95,6 +95,10 @@ class Exporter:
     def output(self, since: int = 0) -> str:
         return ""
 
+    def exit_code(self) -> int | None:
+        """The exit code of the exporter's process once it has ended (one the plugin started), else None."""
+        return None
+
     @property
     def log_position(self) -> int:
         return 0
@@ -168,6 +172,9 @@ class YamlExporter(Exporter):
 
     def output(self, since: int = 0) -> str:
         return self.process.output(since) if self.process else ""
+
+    def exit_code(self) -> int | None:
+        return self.process.returncode if self.process else None
 
     @property
     def log_position(self) -> int:

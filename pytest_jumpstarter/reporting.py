@@ -8,6 +8,7 @@ the test's marker) shows the calls live. Per-test state lives on the item (``ite
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 CALLS = pytest.StashKey[list[str]]()  # the current test's driver calls, one line each
 NOTES = pytest.StashKey[list[str]]()  # the current test's lease notes, not yet in a report section
 EXPORTER_PROPERTY = "jumpstarter_exporter"  # user_properties key: an exporter the test used (junitxml too)
+
+# How a call cut off by its exporter's death fails (jumpstarter.errors.error_from_rpc's words, gRPC's).
+TRANSPORT_FAILURES = ("is unavailable", "was cancelled", "Socket closed", "Connection reset")
 
 NO_EXPORTER_HINT = (
     "no exporter is configured: if the missing fixture is an export, pass "
@@ -32,6 +36,7 @@ class Reporting:
         self.item: pytest.Item | None = None  # the test running now, whose calls are recorded
         self.live = False  # show calls as they happen (--jumpstarter-log or its marker; not -v: noisy under xdist)
         self._log_positions: dict[str, dict[str, int]] = {}
+        self._dead: set[str] = set()  # exporters whose death a test's report has told
         for exporter in lab.exporters:
             exporter.observers.append(self.record)
 
@@ -116,9 +121,28 @@ class Reporting:
         used = {value for key, value in report.user_properties if key == EXPORTER_PROPERTY}
         for exporter in self.lab.exporters:
             if exporter.name in used or (report.when == "setup" and exporter.name in since):
+                died = self._died_now(exporter, report)
+                if died:
+                    report.sections.append(("jumpstarter", died))
                 text = exporter.output(since.get(exporter.name, 0))
                 if text:
                     report.sections.append((f"exporter {exporter.name} log", text))
+
+    def _died_now(self, exporter: Any, report: pytest.TestReport) -> str | None:
+        """Whether ``exporter`` died during this failed test: told to the test that caused it (the next ones
+        hear that it is gone). A call cut off by the death fails a moment before the exit is seen: wait for it."""
+        if exporter.name in self._dead:
+            return None
+        code = exporter.exit_code()
+        if code is None and any(sign in report.longreprtext for sign in TRANSPORT_FAILURES):
+            deadline = time.monotonic() + 1.0
+            while code is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+                code = exporter.exit_code()
+        if code is None:
+            return None
+        self._dead.add(exporter.name)
+        return f"exporter {exporter.name} ({exporter.spec}) died during this test, exit code {code}: its log follows"
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         self._log_positions.pop(nodeid, None)

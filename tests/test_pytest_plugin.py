@@ -374,6 +374,13 @@ def test_exporter_dying_mid_session_fails_the_tests_that_need_it_fast(pytester):
     result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines([f"*exporter {config} died (exit code 3)*"])
     assert result.duration < 30
+    # Without pytest.raises, the test whose call killed the exporter is told so, not only the next one.
+    pytester.makepyfile(test_it="def test_crash(dut):\n    dut.call('crash')\n")
+    result = pytester.runpytest_subprocess("--exporter", config, timeout=60)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*- jumpstarter -*", f"exporter crashy ({config}) died during this test, exit code 3: its log follows"]
+    )
 
 
 def test_junitxml_names_the_exporter_each_test_used(pytester):
