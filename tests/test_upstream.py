@@ -38,10 +38,12 @@ def upstream() -> Path:
 
 
 @contextmanager
-def upstream_exporter(bin_dir: Path, log: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
-    """Upstream's `jmp run` serving tests/upstream/custom.yaml; yields its address."""
+def upstream_exporter(
+    bin_dir: Path, log: Path, *extra: str, tls: tuple[Path, Path] | None = None, config: Path = CUSTOM_YAML
+) -> Iterator[str]:
+    """Upstream's `jmp run` serving ``config`` (tests/upstream/custom.yaml); yields its address."""
     try:
-        with peer.upstream_exporter(bin_dir, log, *extra, tls=tls) as address:
+        with peer.upstream_exporter(bin_dir, log, *extra, tls=tls, config=config) as address:
             yield address
     except PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -218,6 +220,13 @@ CALL_TESTS = 14  # the tests in tests/upstream/calls_from_pytest.py
 def test_our_plugin_calls_upstream_exporter(upstream, pytester, tmp_path):
     with upstream_exporter(upstream, tmp_path / "jmp-run.log") as address:
         run_calls(pytester, address).assert_outcomes(passed=CALL_TESTS)
+
+
+def test_upstream_serves_the_readmes_example_yaml_as_written(upstream, tmp_path):
+    """README: `jmp run --exporter-config custom.yaml ...` on examples/jumpstarter-custom-driver/custom.yaml."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "jumpstarter-custom-driver" / "custom.yaml"
+    with upstream_exporter(upstream, tmp_path / "jmp-run.log", config=example) as address, connect(address) as exporter:
+        assert exporter.custom.execute("echo", ["hi"]) == "hi\n"
 
 
 def test_our_plugin_calls_upstream_exporter_with_passphrase(upstream, pytester, tmp_path):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Self
 
 READY = "jumpstarter: serving"  # the line `jumpstarter run` prints once clients can connect
 
@@ -42,7 +43,7 @@ class ExporterProcess:
         self._reader.start()
 
     @classmethod
-    def start(cls, config: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30):
+    def start(cls, config: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> Self:
         """Start the exporter and return once it serves; ExporterStartError with its output if it doesn't."""
         exporter = cls(config, *args, env=env)
         exporter.wait_ready(timeout)
@@ -72,6 +73,7 @@ class ExporterProcess:
         else:
             why = f"exited with code {self.process.returncode}"
         self._reader.join(5)
+        self._close_stdin()
         raise ExporterStartError(f"exporter {self.config} {why}:\n{self.output().rstrip()}")
 
     @property
