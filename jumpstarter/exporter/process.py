@@ -24,7 +24,9 @@ class ExporterStartError(RuntimeError):
 class ExporterProcess:
     """A running ``jumpstarter run CONFIG``; ``address`` is where it serves."""
 
-    def __init__(self, config: str | Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: str | Path, *args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None
+    ) -> None:
         self.config = str(config)
         self.lines: list[str] = []
         self.address = ""
@@ -38,14 +40,22 @@ class ExporterProcess:
             stdin=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=cwd,
         )
         self._reader = threading.Thread(target=self._read, name=f"exporter output {self.config}", daemon=True)
         self._reader.start()
 
     @classmethod
-    def start(cls, config: str | Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> Self:
+    def start(
+        cls,
+        config: str | Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 30,
+        cwd: str | Path | None = None,
+    ) -> Self:
         """Start the exporter and return once it serves; ExporterStartError with its output if it doesn't."""
-        exporter = cls(config, *args, env=env)
+        exporter = cls(config, *args, env=env, cwd=cwd)
         exporter.wait_ready(timeout)
         return exporter
 
