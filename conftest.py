@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,24 @@ import pytest
 from jumpstarter.exporter.process import ExporterProcess
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def say(pytestconfig: pytest.Config) -> Callable[[str], None]:
+    """Write a line to the terminal now, past pytest's capture: progress of a long set-up inside a test. An xdist
+    worker's standard error is the terminal of the run."""
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    worker = hasattr(pytestconfig, "workerinput")
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if reporter is not None and not worker:
+                reporter.write_line(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
+
+    return write
 
 
 @pytest.fixture

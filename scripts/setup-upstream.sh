@@ -19,7 +19,7 @@ wanted=$(cat tests/upstream/requirements.txt tests/upstream/constraints.txt \
 if [ -x "$venv/bin/jmp" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
     exit 0
 fi
-echo "setup-upstream: installing upstream Jumpstarter and the example drivers into $venv" >&2
+echo "setup-upstream: installing upstream Jumpstarter 0.9.0 into $venv (the first run only: about a minute)" >&2
 rm -f "$stamp"
 if ! "$venv/bin/python" -c '' 2>/dev/null; then  # missing, or made by a python that is gone
     rm -rf "$venv"
@@ -27,8 +27,10 @@ if ! "$venv/bin/python" -c '' 2>/dev/null; then  # missing, or made by a python 
 fi
 pip="env PIP_DISABLE_PIP_VERSION_CHECK=1 $venv/bin/python -m pip install --quiet"
 $pip -r tests/upstream/requirements.txt
+echo "setup-upstream: upstream installed ($SECONDS s); now the example driver packages" >&2
 for example in examples/*/pyproject.toml; do
     $pip --force-reinstall --no-deps "./$(dirname "$example")"
 done
 "$venv/bin/python" -c 'import jumpstarter_driver_composite, jumpstarter_cli' # fail here, not in a test
 echo "$wanted" > "$stamp"
+echo "setup-upstream: ready in $SECONDS s" >&2

@@ -29,10 +29,10 @@ SHELL_TIMEOUT = 60  # one `jmp shell` run takes about 1.5 s here, with our pytes
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Path:
-    """The bin directory of upstream Jumpstarter's virtualenv."""
+def upstream(say) -> Path:
+    """The bin directory of upstream Jumpstarter's virtualenv (set up on the first run, saying so)."""
     try:
-        return peer.install_upstream()
+        return peer.install_upstream(progress=say)
     except PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
 

@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from upstream_peer import run_showing_progress
 
 HERE = Path(__file__).resolve().parent / "upstream_drivers"
 RUNNER = HERE / "run.py"
@@ -40,7 +41,7 @@ run = load_runner()
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory) -> dict:
+def comparison(tmp_path_factory, say) -> dict:
     """run.py's report (its --json), made once per pytest run: under xdist, the first worker makes it
     and the others read it."""
     shared = tmp_path_factory.getbasetemp()
@@ -53,7 +54,8 @@ def comparison(tmp_path_factory) -> dict:
             out = shared / "upstream-drivers"
             command = [sys.executable, str(RUNNER), "--out", str(out), "--json", str(report_file) + ".tmp"]
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+                say(f"\n{RUNNER.name}: upstream's driver packages' own tests, on upstream and on ours (minutes):")
+                done = run_showing_progress(command, lambda line: say(f"{RUNNER.name}: {line}"), RUN_TIMEOUT)
             except subprocess.TimeoutExpired as exc:
                 pytest.fail(f"{RUNNER.name} did not finish in {RUN_TIMEOUT} s:\n{exc.stderr}", pytrace=False)
             if done.returncode not in (0, 1):  # 1: some regression, which the tests below tell one by one

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from upstream_peer import run_showing_progress
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "scripts" / "setup-upstream-drivers.sh"
@@ -75,9 +76,9 @@ class TestUpstreamStyle(JumpstarterTest):
 
 
 @pytest.fixture(scope="module")
-def drivers_python() -> Path:
-    """The python of the drivers' virtualenv, made (or reused) by the project's own script."""
-    done = subprocess.run(["bash", SETUP], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+def drivers_python(say) -> Path:
+    """The python of the drivers' virtualenv, made (or reused) by the project's own script, saying what it does."""
+    done = run_showing_progress(["bash", SETUP], say, 1200, cwd=ROOT)
     if done.returncode != 0:
         pytest.fail(f"{SETUP.name} failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
     return ROOT / ".venv-drivers" / "bin" / "python"

@@ -10,10 +10,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "tests" / "upstream"
@@ -30,12 +32,43 @@ def default_venv() -> Path:
     return ROOT / os.environ.get("JUMPSTARTER_UPSTREAM_VENV", ".venv-upstream")
 
 
-def install_upstream(venv: Path | None = None, env: dict[str, str] | None = None) -> Path:
-    """Run scripts/setup-upstream.sh (quick when nothing changed); the venv's bin directory."""
+def run_showing_progress(
+    command: list, progress: Callable[[str], None] | None, timeout: float, **options: Any
+) -> subprocess.CompletedProcess:
+    """subprocess.run(command) with its output captured; its standard error's lines also go to ``progress`` as
+    they come (a long set-up says what it is doing, not a minute of silence)."""
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
+
+        def follow() -> None:
+            for line in process.stderr:
+                lines.append(line)
+                if progress is not None and "is ignored: it is neither" not in line:  # pip, of extra index folders
+                    progress(line.rstrip("\n"))
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        try:
+            stdout = process.stdout.read()
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            follower.join(5)
+            raise subprocess.TimeoutExpired(command, timeout, "", "".join(lines)) from None
+        follower.join(5)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, "".join(lines))
+
+
+def install_upstream(
+    venv: Path | None = None, env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None
+) -> Path:
+    """Run scripts/setup-upstream.sh (quick when nothing changed); the venv's bin directory. ``progress`` gets
+    what the script says it is doing."""
     venv = venv or default_venv()
     env = {**os.environ, **(env or {}), "JUMPSTARTER_UPSTREAM_VENV": str(venv)}
     try:
-        done = subprocess.run([str(SETUP)], capture_output=True, text=True, timeout=900, env=env, check=False)
+        done = run_showing_progress([str(SETUP)], progress, timeout=900, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PeerError(f"can't set up upstream Jumpstarter in {venv}: {SETUP.name}: {exc}") from None
     if done.returncode != 0:
