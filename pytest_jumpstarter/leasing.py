@@ -8,6 +8,7 @@ of the run the same way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
+from pytest_jumpstarter.timeline import LeaseRecord
 
 if TYPE_CHECKING:
     from pytest_jumpstarter.lab import Lab
@@ -31,6 +33,7 @@ class Leasing:
     def __init__(self, lab: Lab, notify: Callable[[str], None]) -> None:
         self.lab = lab
         self.notify = notify  # lease notes (waits, who holds what), for the test's report
+        self.records: list[LeaseRecord] = []  # this process's claims, their waits and leases: the timeline's
 
     def claim(self, request: pytest.FixtureRequest, target: str | None) -> Claim:
         """The leases of this fixture scope (a test by default), taken once for all of its exports."""
@@ -65,14 +68,19 @@ class Leasing:
         timeout = self.lab.values.seconds("lease_timeout", test)
         holder = f"{self.lab.holder}: {node.nodeid or 'session'}"
         failed = None
+        record = LeaseRecord(node.nodeid, (), time.time(), worker=self.lab.workerid)
+        self.records.append(record)
         try:
             claim = self.lab.pool.claim(needs, holder, timeout, pinned=target, notify=self.notify)
         except ClaimError as exc:
-            failed = str(exc)
+            failed, record.waited_for = str(exc), exc.waited_for
         if failed is not None:  # failing outside the except: no chained traceback in the report
+            record.released, record.error = time.time(), failed
             pytest.fail(f"jumpstarter: {failed}", pytrace=False)
         hook = request.config.hook
         exporters = list(dict.fromkeys(claim.chosen.values()))
+        record.taken, record.waited_for = time.time(), claim.waited_for
+        record.exporters = tuple(e.name for e in exporters)
 
         def release() -> None:
             claims.pop(target, None)
@@ -81,12 +89,14 @@ class Leasing:
                     hook.pytest_jumpstarter_lease_released(node=node, exporter=exporter)
             finally:
                 claim.release()
+                record.released = time.time()
 
         try:
             for exporter in exporters:
                 hook.pytest_jumpstarter_lease_acquired(node=node, exporter=exporter)
         except BaseException:
             claim.release()
+            record.released = time.time()
             raise
         claims[target] = claim
         request.addfinalizer(release)

@@ -10,6 +10,7 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 - ``reporting``: calls, lease notes and exporter logs in a test's report;
 - ``recording``, ``replay`` (and ``tapes``, their files): record driver calls on the bench, replay them in CI;
 - ``xdist``: handing the exporters to pytest-xdist's workers;
+- ``timeline``: who held which exporter and who waited, as a summary table and an HTML chart;
 - ``hooks``: what other plugins may implement (a lease acquired, released).
 """
 
@@ -24,6 +25,7 @@ from pytest_jumpstarter.lab import LAB, Lab
 from pytest_jumpstarter.leasing import MARKER as EXPORTER_MARKER
 from pytest_jumpstarter.leasing import MOCK_MARKER, Leasing
 from pytest_jumpstarter.reporting import Reporting
+from pytest_jumpstarter.timeline import Timeline
 from pytest_jumpstarter.xdist import Handoff
 
 REPORTING = pytest.StashKey[Reporting]()
@@ -70,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
         manager.register(replayer, "jumpstarter-replayer")
     manager.register(Fixtures(lab, leasing, reporting, recorder, replayer), "jumpstarter-fixtures")
     manager.register(Handoff(lab), "jumpstarter-xdist")
+    manager.register(Timeline(lab, leasing), "jumpstarter-timeline")
 
 
 @pytest.hookimpl(optionalhook=True)

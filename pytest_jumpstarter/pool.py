@@ -26,6 +26,8 @@ REPEAT_NOTICE = 30.0  # while waiting, repeat who holds what this often
 class ClaimError(Exception):
     """No exporter can serve the claim: none fits, all are gone, or the wait timed out."""
 
+    waited_for: tuple[str, ...] = ()  # the exporters it found busy meanwhile
+
 
 @dataclass
 class Claim:
@@ -33,6 +35,7 @@ class Claim:
 
     chosen: dict[str | None, Exporter]
     leases: dict[Exporter, Lease] = field(default_factory=dict)
+    waited_for: tuple[str, ...] = ()  # the exporters it found busy before it got these (the timeline's)
 
     @property
     def first(self) -> Exporter:
@@ -72,14 +75,19 @@ class Pool:
                 raise ClaimError(self._no_fit(export, labels, pinned))
         started = time.monotonic()
         delay, last_notice, last_busy = FIRST_DELAY, 0.0, ""
+        blocked: dict[str, None] = {}
         while True:
             claim, busy = self._attempt(needs, holder, pinned)
             if claim is not None:
+                claim.waited_for = tuple(blocked)
                 return claim
+            blocked.update(dict.fromkeys(e.name for e in busy))
             waited = time.monotonic() - started
             why = "; ".join(f"{e.name} {b}" for e, b in busy.items())
             if waited >= timeout:
-                raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {why}")
+                error = ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {why}")
+                error.waited_for = tuple(blocked)
+                raise error
             if why != last_busy or waited - last_notice >= REPEAT_NOTICE:
                 notify(f"waiting for {self._wanted(needs)}: {why}")
                 last_busy, last_notice = why, waited

@@ -123,7 +123,28 @@ REPLAY = Setting(
     "calls differ from its recording fails",
     metavar="DIR",
 )
-SETTINGS = (EXPORTERS, PASSPHRASE, TLS, MODE, LOG, START_TIMEOUT, LEASE_TIMEOUT, LEASE_SCOPE, MATRIX, RECORD, REPLAY)
+TIMELINE = Setting(
+    "--jumpstarter-timeline",
+    "jumpstarter_timeline",
+    "JUMPSTARTER_TIMELINE",
+    "write a chart of the run to this HTML file: a row per exporter, a bar per lease (the test, its outcome), "
+    "the waits before them, exporters that died",
+    metavar="FILE.html",
+)
+SETTINGS = (
+    EXPORTERS,
+    PASSPHRASE,
+    TLS,
+    MODE,
+    LOG,
+    START_TIMEOUT,
+    LEASE_TIMEOUT,
+    LEASE_SCOPE,
+    MATRIX,
+    RECORD,
+    REPLAY,
+    TIMELINE,
+)
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout")
 MODES = ("subprocess", "inprocess")

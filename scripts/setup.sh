@@ -10,6 +10,8 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 
+scripts/browser.sh >/dev/null  # Debian's chromium, for the timeline's browser test
+
 stamp=.venv/.setup-stamp
 wanted=$(cat pyproject.toml $(find examples -type f \( -name '*.py' -o -name pyproject.toml \) | sort) | sha256sum)
 if [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then

@@ -391,7 +391,10 @@ def test_junitxml_names_the_exporter_each_test_used(pytester):
     result.assert_outcomes(passed=2)
     cases = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
     used = {case.get("name"): [(p.get("name"), p.get("value")) for p in case.iter("property")] for case in cases}
-    assert used == {name: [("jumpstarter_exporter", "custom")] for name in ("test_ls", "test_root")}
+    assert {name: props[:1] for name, props in used.items()} == {
+        name: [("jumpstarter_exporter", "custom")] for name in ("test_ls", "test_root")
+    }
+    assert {props[1][0] for props in used.values()} == {"jumpstarter_waited"}  # see tests/test_timeline.py
 
 
 def test_async_tests_use_the_same_fixtures(pytester):
