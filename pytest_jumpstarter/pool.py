@@ -19,7 +19,8 @@ from pytest_jumpstarter.exporters import Exporter
 # export name (None: any exporter, for the `exporter` fixture alone) -> labels the exporter must carry
 Needs = dict[str | None, dict[str, str]]
 
-FIRST_DELAY, MAX_DELAY = 0.005, 0.25  # seconds between attempts while waiting: doubling, with jitter
+FIRST_DELAY, MAX_DELAY = 0.005, 0.05  # seconds between attempts while waiting: doubling, with jitter (a board
+# freed sits idle up to MAX_DELAY before the next test takes it; an attempt costs the exporter one small RPC)
 REPEAT_NOTICE = 30.0  # while waiting, repeat who holds what this often
 
 
