@@ -181,6 +181,21 @@ def shell(args: argparse.Namespace) -> int:
         return 127
 
 
+def inspect_exporter(args: argparse.Namespace) -> int:
+    """Print what the exporter at ``args.address`` offers: its drivers, their methods and signatures."""
+    from jumpstarter.client import connect
+    from jumpstarter.describe import describe
+
+    passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
+    try:
+        with connect(args.address, passphrase=passphrase, tls=args.tls_ca or False) as root:
+            print(describe(root, args.address, dict(root.connection.report().labels)))
+    except JumpstarterError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -240,6 +255,12 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM); default: the system's CAs"
     )
     shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
+    inspect_parser = commands.add_parser(
+        "inspect", help="show a running exporter's drivers, their exported methods and their clients' signatures"
+    )
+    inspect_parser.add_argument("address", help="HOST:PORT or unix:///path of a running exporter")
+    inspect_parser.add_argument("--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM)")
+    inspect_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
     return parser
 
 
@@ -288,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shell":
         _check_shell_args(parser, args)
         return shell(args)
+    if args.command == "inspect":
+        return inspect_exporter(args)
     _check_run_args(parser, args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -334,6 +334,25 @@ def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_pa
     assert "can't run '/no/such/command': No such file or directory" in missing.stderr
 
 
+def test_inspect_shows_the_drivers_methods_and_signatures(exporter_process):
+    """`jumpstarter inspect ADDRESS`: the tree, each driver's client class, exported methods' help, and the
+    client methods a test calls with their signatures."""
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0", "--passphrase", "pw")
+    command = [sys.executable, "-m", "jumpstarter", "inspect", exporter.address]
+    done = subprocess.run([*command, "--passphrase", "pw"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"exporter at {exporter.address} (board=demo, jumpstarter.dev/name=demo)"
+    assert "  board: jumpstarter_driver_demo.client.BoardClient" in lines
+    assert "      count: Yield 0 .. n-1." in lines  # exported, with its docstring
+    assert "      add(a: int, b: int) -> int" in lines  # the client's method, as a test calls it
+    assert "      ticks(n: int, interval: float = 0.0) -> Iterator[int]" in lines
+    assert "    board.power: jumpstarter_driver_demo.client.PowerClient" in lines
+    assert "        read() -> bool" in lines
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "requires a passphrase" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
