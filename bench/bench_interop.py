@@ -42,7 +42,7 @@ def run_client(client: str, address: str, upstream_bin: Path, sizes: list[str], 
             [sys.executable, str(PEER), *sizes, address], capture_output=True, text=True, timeout=300, check=False
         )
     else:
-        command = [upstream_bin / "python", PEER, *sizes]
+        command: list[str | Path] = [upstream_bin / "python", PEER, *sizes]
         done = peer.jmp_shell(upstream_bin, address, command, cwd=cwd, timeout=300)
     lines = [line for line in done.stdout.splitlines() if line.startswith("MEASURED ")]
     if done.returncode != 0 or not lines:

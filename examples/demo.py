@@ -19,6 +19,7 @@ def main() -> int:
     command = [sys.executable, "-m", "jumpstarter", "run", str(config), "--listen", "127.0.0.1:0"]
     print("$", " ".join(command[2:]).replace("-m jumpstarter", "jumpstarter"))
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as exporter:
+        assert exporter.stdout is not None  # stdout=PIPE
         try:
             ready = exporter.stdout.readline()
             if " at " not in ready:

@@ -61,6 +61,7 @@ class Signature:
             if i < len(self.positional):
                 tp, pname = self.types[i], self.positional[i].name
             else:
+                assert self.variadic is not None  # more arguments than positional parameters: checked above
                 tp, pname = self.rest_type, f"{self.variadic.name}[{i - len(self.positional)}]"
             try:
                 out.append(convert(arg, tp))

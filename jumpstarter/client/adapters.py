@@ -10,15 +10,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-__all__ = ["blocking"]
+__all__ = ["BlockingAdapter", "blocking"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def blocking(f: Callable[P, AbstractAsyncContextManager[T]]) -> Callable[P, AbstractContextManager[T]]:
+class BlockingAdapter(Protocol[P, T]):
+    """What ``@blocking`` makes: called as the adapter is, a blocking context manager; the async adapter itself
+    is its ``__wrapped__`` (for async code, and for tests that drive it under their own event loop)."""
+
+    __wrapped__: Callable[P, AbstractAsyncContextManager[T]]
+    __name__: str  # the adapter's, as functools.wraps copies them
+    __qualname__: str
+    __doc__: str | None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AbstractContextManager[T]: ...
+
+
+def blocking(f: Callable[P, AbstractAsyncContextManager[T]]) -> BlockingAdapter[P, T]:
     """Turn an adapter returning an async context manager into one returning a blocking context manager.
 
     The adapter must be called with ``client=`` (a keyword argument): its ``portal`` runs the async

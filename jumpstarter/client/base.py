@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast, overload
 from uuid import uuid4
 
 from anyio.from_thread import BlockingPortal
@@ -33,6 +33,12 @@ class NotConnected:
         pass
 
 
+def _not_connected() -> Connection:
+    """The default ``DriverClient.connection``: typed as the Connection it stands in for, so that client code
+    type-checks as it runs once connected; any use of it raises."""
+    return cast(Connection, NotConnected())
+
+
 class _Portal:
     """``DriverClient.portal``: an event loop for using the async API from blocking code, as upstream's clients
     have it. A keyword argument and assignable, as upstream's field is (tests pass or patch it); unset or set to
@@ -41,7 +47,11 @@ class _Portal:
 
     key = "_portal"
 
-    def __get__(self, client: DriverClient | None, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self, client: None, owner: type | None = None) -> _Portal: ...
+    @overload
+    def __get__(self, client: DriverClient, owner: type | None = None) -> BlockingPortal: ...
+    def __get__(self, client: DriverClient | None, owner: type | None = None) -> BlockingPortal | _Portal:
         if client is None:
             return self
         return client.__dict__.get(self.key) or client.connection.portal()
@@ -75,13 +85,14 @@ class DriverClient:
     children: dict[str, DriverClient] = field(default_factory=dict, repr=False)
     # serve(), connect() and the plugin give every client its exporter's connection; a client built by hand
     # (upstream's tests build them with mocks: ``Client(stub=..., portal=..., stack=...)``) has none.
-    connection: Connection = field(default_factory=lambda: NotConnected(), repr=False, compare=False)
+    connection: Connection = field(default_factory=_not_connected, repr=False, compare=False)
     name: str = ""  # dotted path from the root, e.g. "custom.power"; "" for the root
     description: str | None = field(default=None, repr=False)  # the driver's, from the exporter's report
     methods_description: dict[str, str] = field(default_factory=dict, repr=False)  # help per method, likewise
     # Context managers entered for this client's lifetime (upstream's name): closed by close().
     stack: ExitStack = field(default_factory=ExitStack, repr=False, compare=False)
-    portal: BlockingPortal | None = field(default=_PORTAL, repr=False, compare=False)  # see _Portal
+    # A descriptor-typed field: ``portal=`` takes a BlockingPortal or None, ``client.portal`` is a BlockingPortal.
+    portal: _Portal = field(default=_PORTAL, repr=False, compare=False)
     stub: Any = field(default=None, repr=False, compare=False)  # upstream's gRPC stub: accepted, unused here
 
     def __post_init__(self) -> None:
@@ -92,7 +103,7 @@ class DriverClient:
         """A logger named after the client class, as upstream's clients have."""
         return logging.getLogger(type(self).__name__)
 
-    def __getattr__(self, name: str) -> DriverClient:
+    def __getattr__(self, name: str) -> Any:  # a child: its client class is known only at run time
         children = self.__dict__.get("children")
         if children is None or name.startswith("__"):
             raise AttributeError(name)
@@ -117,7 +128,7 @@ class DriverClient:
         __tracebackhide__ = True
         return self.connection.call(self.uuid, self.name, method, args)
 
-    def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
+    def streamingcall(self, method: str, *args: Any) -> Generator[Any, None, None]:
         """Iterate the items an exported generator method yields."""
         return self.connection.streamingcall(self.uuid, self.name, method, args)
 
@@ -131,7 +142,7 @@ class DriverClient:
         __tracebackhide__ = True
         return await self.connection.call_async(self.uuid, self.name, method, args)
 
-    def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
+    def streamingcall_async(self, method: str, *args: Any) -> AsyncGenerator[Any, None]:
         return self.connection.streamingcall_async(self.uuid, self.name, method, args)
 
     def stream_async(self, method: str = "connect") -> AsyncStream:
@@ -221,13 +232,13 @@ class StubDriverClient(DriverClient):
     def call(self, method: str, *args: Any) -> Any:
         raise self._missing()
 
-    def streamingcall(self, method: str, *args: Any) -> Iterator[Any]:
+    def streamingcall(self, method: str, *args: Any) -> Generator[Any, None, None]:
         raise self._missing()
 
     async def call_async(self, method: str, *args: Any) -> Any:
         raise self._missing()
 
-    def streamingcall_async(self, method: str, *args: Any) -> AsyncIterator[Any]:
+    def streamingcall_async(self, method: str, *args: Any) -> AsyncGenerator[Any, None]:
         raise self._missing()
 
     def stream(self, method: str = "connect") -> Any:

@@ -13,10 +13,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import grpc
@@ -53,6 +53,61 @@ def channel_credentials(tls: TLS) -> grpc.ChannelCredentials | None:
         raise ConnectError(f"can't read the TLS CA certificate {tls}: {exc.strerror}") from None
 
 
+class _AioStubs(NamedTuple):
+    """A grpc.aio channel of one event loop and the stubs on it."""
+
+    channel: Any  # grpc.aio.Channel: kept with its stubs, and ended with its event loop
+    exporter: jumpstarter_pb2_grpc.ExporterServiceStub
+    router: router_pb2_grpc.RouterServiceStub
+
+
+_Request = TypeVar("_Request", jumpstarter_pb2.DriverCallRequest, jumpstarter_pb2.StreamingDriverCallRequest)
+
+
+class _Pending:
+    """One driver call under way, blocking or async: its replies decoded, its RPC error made the caller's
+    exception, and the observers told how it ended (the pytest plugin's call log). Observers are looked for
+    only at the end, and only timed when there are some: the blocking path is measured against bare gRPC."""
+
+    __slots__ = ("_connection", "_target", "_method", "_args", "_started", "_count")
+
+    def __init__(self, connection: Connection, target: str, method: str, args: tuple) -> None:
+        self._connection = connection
+        self._target = target
+        self._method = method
+        self._args = args
+        self._count = 0
+        self._started = time.perf_counter()
+
+    def returned(self, reply: jumpstarter_pb2.DriverCallResponse) -> Any:
+        """A unary call's result."""
+        result = decode_result(reply)
+        self._ended(result)
+        return result
+
+    def item(self, reply: jumpstarter_pb2.StreamingDriverCallResponse) -> Any:
+        """One item of a streaming call."""
+        self._count += 1
+        return decode_result(reply)
+
+    def streamed(self) -> None:
+        """A streaming call's end: its observers see how many items it yielded."""
+        self._ended(f"<{self._count} items>")
+
+    def failed(self, err: grpc.RpcError) -> Exception:
+        """The exception to raise for ``err`` (a driver's own error by its kind, or the connection's)."""
+        exc = error_from_rpc(err, address=self._connection.address, target=self._target, method=self._method)
+        self._ended(exc)
+        return exc
+
+    def _ended(self, outcome: Any) -> None:
+        observers = self._connection.observers
+        if observers:
+            elapsed = time.perf_counter() - self._started
+            for observer in observers:
+                observer(self._target, self._method, self._args, outcome, elapsed)
+
+
 class Connection:
     """RPCs to one exporter. ``target`` strings name a driver for messages ("custom.power")."""
 
@@ -70,7 +125,7 @@ class Connection:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
         self._router = router_pb2_grpc.RouterServiceStub(self._channel)
-        self._aio: dict[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = {}
+        self._aio: dict[asyncio.AbstractEventLoop, _AioStubs] = {}
         self._portal: tuple[Any, BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
         self.closed = False
@@ -86,8 +141,7 @@ class Connection:
                     self._handed.add(value["uuid"])
 
     def _closed_error(self, target: str, method: str) -> ConnectError:
-        where = f"{target}.{method}" if target else method
-        return ConnectError(f"{where}: the connection to the exporter at {self.address} is closed")
+        return ConnectError(f"{_where(target, method)}: the connection to the exporter at {self.address} is closed")
 
     # Lifecycle -----------------------------------------------------------------
 
@@ -149,58 +203,56 @@ class Connection:
     def _error(self, target: str, method: str) -> Callable[[grpc.RpcError], Exception]:
         return lambda err: error_from_rpc(err, address=self.address, target=target, method=method)
 
-    def _notify(self, target: str, method: str, args: tuple, outcome: Any, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        for observer in self.observers:
-            observer(target, method, args, outcome, elapsed)
+    def _stream_metadata(self, **request: str | None) -> tuple[tuple[str, str], ...]:
+        """A RouterService.Stream's metadata: what the stream is for (a driver's byte stream, an upload) goes
+        as JSON beside the passphrase and lease, as upstream's exporter expects it."""
+        return (*self.metadata, ("request", json.dumps(request)))
+
+    def _begin(
+        self, kind: type[_Request], uuid: str, target: str, method: str, args: tuple
+    ) -> tuple[_Request, _Pending]:
+        """A driver call's request and its record: the one place both paths encode arguments (a value the wire
+        can't carry fails here, naming the call), note upload handles and start the clock."""
+        request = kind(uuid=uuid, method=method)
+        try:
+            encode_args(args, request)
+        except TypeError as exc:
+            raise TypeError(f"{_where(target, method)}: {exc}") from None
+        self._note_handles(args)
+        return request, _Pending(self, target, method, args)
 
     # Blocking ------------------------------------------------------------------
+    # The blocking and async calls differ only in how they reach the stub; what a call sends, decodes, raises
+    # and tells the observers is _begin()'s and _Pending's.
 
     def call(self, uuid: str, target: str, method: str, args: tuple) -> Any:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         if self.closed:  # e.g. a client's __del__ calling its driver after the test ended
             raise self._closed_error(target, method)
-        request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
-        _encode(request, args, target, method)
-        self._note_handles(args)
-        started = time.perf_counter()
+        request, pending = self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
         try:
-            result = decode_result(self._exporter.DriverCall(request, metadata=self.metadata))
+            reply = self._exporter.DriverCall(request, metadata=self.metadata)
         except grpc.RpcError as err:
-            exc = error_from_rpc(err, address=self.address, target=target, method=method)
-            if self.observers:
-                self._notify(target, method, args, exc, started)
-            raise exc from None
-        if self.observers:
-            self._notify(target, method, args, result, started)
-        return result
+            raise pending.failed(err) from None
+        return pending.returned(reply)
 
-    def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Iterator[Any]:
+    def streamingcall(self, uuid: str, target: str, method: str, args: tuple) -> Generator[Any, None, None]:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         if self.closed:
             raise self._closed_error(target, method)
-        request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
-        _encode(request, args, target, method)
-        self._note_handles(args)
-        started = time.perf_counter()
+        request, pending = self._begin(jumpstarter_pb2.StreamingDriverCallRequest, uuid, target, method, args)
         call = self._exporter.StreamingDriverCall(request, metadata=self.metadata)
-        count = 0
         try:
             for response in call:
-                count += 1
-                yield decode_result(response)
+                yield pending.item(response)
         except grpc.RpcError as err:
-            exc = error_from_rpc(err, address=self.address, target=target, method=method)
-            if self.observers:
-                self._notify(target, method, args, exc, started)
-            raise exc from None
+            raise pending.failed(err) from None
         finally:
             call.cancel()
-        if self.observers:
-            self._notify(target, method, args, f"<{count} items>", started)
+        pending.streamed()
 
     def stream(self, uuid: str, target: str, method: str) -> BlockingStream:
-        metadata = (*self.metadata, ("request", _stream_request(uuid, method)))
+        metadata = self._stream_metadata(kind="driver", uuid=uuid, method=method)
         return BlockingStream(self._router.Stream, metadata, self._error(target, method))
 
     def reset(self) -> None:
@@ -231,7 +283,7 @@ class Connection:
 
     # Async ---------------------------------------------------------------------
 
-    def _aio_stubs(self) -> tuple[Any, Any, Any]:
+    def _aio_stubs(self) -> _AioStubs:
         loop = asyncio.get_running_loop()
         stubs = self._aio.get(loop)
         if stubs is None:
@@ -239,10 +291,8 @@ class Connection:
                 channel = grpc.aio.insecure_channel(self.target, options=GRPC_OPTIONS)
             else:
                 channel = grpc.aio.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
-            stubs = (
-                channel,
-                jumpstarter_pb2_grpc.ExporterServiceStub(channel),
-                router_pb2_grpc.RouterServiceStub(channel),
+            stubs = _AioStubs(
+                channel, jumpstarter_pb2_grpc.ExporterServiceStub(channel), router_pb2_grpc.RouterServiceStub(channel)
             )
             self._aio = {lp: s for lp, s in self._aio.items() if not lp.is_closed()}
             self._aio[loop] = stubs
@@ -250,42 +300,28 @@ class Connection:
 
     async def call_async(self, uuid: str, target: str, method: str, args: tuple) -> Any:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
-        request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method=method)
-        _encode(request, args, target, method)
-        self._note_handles(args)
-        started = time.perf_counter()
+        request, pending = self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
         try:
-            result = decode_result(await self._aio_stubs()[1].DriverCall(request, metadata=self.metadata))
+            reply = await self._aio_stubs().exporter.DriverCall(request, metadata=self.metadata)
         except grpc.RpcError as err:
-            exc = error_from_rpc(err, address=self.address, target=target, method=method)
-            self._notify(target, method, args, exc, started)
-            raise exc from None
-        self._notify(target, method, args, result, started)
-        return result
+            raise pending.failed(err) from None
+        return pending.returned(reply)
 
-    async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncIterator[Any]:
+    async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncGenerator[Any, None]:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
-        request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=uuid, method=method)
-        _encode(request, args, target, method)
-        self._note_handles(args)
-        started = time.perf_counter()
-        call = self._aio_stubs()[1].StreamingDriverCall(request, metadata=self.metadata)
-        count = 0
+        request, pending = self._begin(jumpstarter_pb2.StreamingDriverCallRequest, uuid, target, method, args)
+        call = self._aio_stubs().exporter.StreamingDriverCall(request, metadata=self.metadata)
         try:
             async for response in call:
-                count += 1
-                yield decode_result(response)
+                yield pending.item(response)
         except grpc.RpcError as err:
-            exc = error_from_rpc(err, address=self.address, target=target, method=method)
-            self._notify(target, method, args, exc, started)
-            raise exc from None
+            raise pending.failed(err) from None
         finally:
             call.cancel()
-        self._notify(target, method, args, f"<{count} items>", started)
+        pending.streamed()
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncStream:
-        metadata = (*self.metadata, ("request", _stream_request(uuid, method)))
-        call = self._aio_stubs()[2].Stream(metadata=metadata)
+        call = self._aio_stubs().router.Stream(metadata=self._stream_metadata(kind="driver", uuid=uuid, method=method))
         return AsyncStream(call, self._error(target, method))
 
     @asynccontextmanager
@@ -307,8 +343,8 @@ class Connection:
             why = exc if isinstance(exc, ModuleNotFoundError) else ", ".join(Compression)
             message = f"{target}: content encoding {content_encoding!r} is not supported ({why})"
             raise NotImplementedError(message) from None
-        request = json.dumps({"kind": "resource", "uuid": uuid, "x_jmp_content_encoding": None})
-        call = self._aio_stubs()[2].Stream(metadata=(*self.metadata, ("request", request)))
+        metadata = self._stream_metadata(kind="resource", uuid=uuid, x_jmp_content_encoding=None)
+        call = self._aio_stubs().router.Stream(metadata=metadata)
         try:
             headers = dict(await call.initial_metadata())
             if "resource" not in headers:
@@ -356,7 +392,9 @@ class Connection:
             while (frame := await call.read()) is not grpc.aio.EOF:
                 if frame.frame_type != router_pb2.FRAME_TYPE_DATA:
                     break  # GOAWAY: the driver is done with it
-                if frame.payload and send is None:
+                if not frame.payload:
+                    continue
+                if send is None:
                     refused.append(
                         TypeError(
                             f"{target}: the driver sent bytes back, but the source "
@@ -364,8 +402,7 @@ class Connection:
                         )
                     )
                     break
-                if frame.payload:
-                    await send(frame.payload)
+                await send(frame.payload)
             with suppress(AttributeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 await source.send_eof()
             replied.set()
@@ -462,12 +499,6 @@ async def _chunks(source: Any) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _encode(request: Any, args: tuple, target: str, method: str) -> None:
-    try:
-        encode_args(args, request)
-    except TypeError as exc:
-        raise TypeError(f"{target}.{method}: {exc}" if target else f"{method}: {exc}") from None
-
-
-def _stream_request(uuid: str, method: str) -> str:
-    return json.dumps({"kind": "driver", "uuid": uuid, "method": method})
+def _where(target: str, method: str) -> str:
+    """A call's name in messages: "custom.power.on", or the bare method for the root driver."""
+    return f"{target}.{method}" if target else method

@@ -9,7 +9,7 @@ usual help (``help=`` or the docstring) stays.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jumpstarter.extras import missing_extra
 
@@ -18,18 +18,19 @@ try:
 except ModuleNotFoundError as exc:
     raise missing_extra(exc, __name__) from None
 
-if TYPE_CHECKING:
-    from jumpstarter.client.base import DriverClient
-
 __all__ = ["DriverClickGroup", "driver_click_command", "driver_click_group"]
 
 
-def _description(client: Any) -> str | None:
+# The ``client`` these helpers take is any object: a DriverClient's ``description`` and ``methods_description``
+# are read where it has them, so that a client interface mixin (FlasherClientInterface) can build its CLI too.
+
+
+def _description(client: object) -> str | None:
     """The driver's description from the report, if it has one (a client need not be a DriverClient)."""
     return getattr(client, "description", None) or None
 
 
-def driver_click_group(client: DriverClient, **kwargs: Any) -> Callable[[Callable[..., Any]], DriverClickGroup]:
+def driver_click_group(client: object, **kwargs: Any) -> Callable[[Callable[..., Any]], DriverClickGroup]:
     """Decorator making a function the :class:`DriverClickGroup` of ``client``'s CLI.
 
     Help text, first match wins: the driver's description from the exporter, ``help=``, the docstring.
@@ -51,7 +52,7 @@ def driver_click_group(client: DriverClient, **kwargs: Any) -> Callable[[Callabl
     return decorator
 
 
-def driver_click_command(client: DriverClient, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+def driver_click_command(client: object, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
     """``click.command(**kwargs)`` for a client whose CLI is one command, help from the driver's description.
 
     Without a description, click's own rules apply (``help=``, else the docstring).
@@ -69,7 +70,7 @@ class DriverClickGroup(click.Group):
     docstring.
     """
 
-    def __init__(self, client: DriverClient, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, client: object, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client = client
 

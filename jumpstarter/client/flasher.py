@@ -218,13 +218,14 @@ class FlasherClient(FlasherClientInterface, DriverClient):
     """Client of a ``FlasherInterface`` driver: calls its ``flash(handle, target)`` and ``dump(handle, target)``."""
 
     def _flash_single(self, image: PathBuf, *, target: str | None, compression: Compression | None) -> Any:
-        local, url = _parse_path(image)
-        if url is not None:
+        parsed = _parse_path(image)  # (local path, None) or (None, URL)
+        if parsed[1] is not None:
             _warn_compression_ignored(compression)
-            with _http_url_adapter(client=self, url=url, mode="rb") as handle:
+            with _http_url_adapter(client=self, url=parsed[1], mode="rb") as handle:
                 return self.call("flash", handle, target)
-        with _local_file_adapter(client=self, path=local, mode="rb", compression=compression) as handle:
-            return self.call("flash", handle, target)
+        else:
+            with _local_file_adapter(client=self, path=parsed[0], mode="rb", compression=compression) as handle:
+                return self.call("flash", handle, target)
 
     def flash(
         self,
@@ -255,10 +256,11 @@ class FlasherClient(FlasherClientInterface, DriverClient):
         compression: Compression | None = None,
     ) -> Any:
         """Dump ``target`` (or the driver's default) from the device into the file or URL ``path``."""
-        local, url = _parse_path(path)
-        if url is not None:
+        parsed = _parse_path(path)  # (local path, None) or (None, URL)
+        if parsed[1] is not None:
             _warn_compression_ignored(compression)
-            with _http_url_adapter(client=self, url=url, mode="wb") as handle:
+            with _http_url_adapter(client=self, url=parsed[1], mode="wb") as handle:
                 return self.call("dump", handle, target)
-        with _local_file_adapter(client=self, path=local, mode="wb", compression=compression) as handle:
-            return self.call("dump", handle, target)
+        else:
+            with _local_file_adapter(client=self, path=parsed[0], mode="wb", compression=compression) as handle:
+                return self.call("dump", handle, target)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import grpc
 
@@ -42,7 +43,9 @@ class Busy:
 class Lease:
     """A lease held on ``connection``; ``release()`` gives it back (idempotent)."""
 
-    def __init__(self, connection: Connection, lease_id: str, call=None, lock=None) -> None:
+    def __init__(self, connection: Connection, lease_id: str, call: Any = None, lock: IO[str] | None = None) -> None:
+        """``call``: the open Lease call that holds an exporter's lease (a grpc call: cancelled on release);
+        ``lock``: the locked file that stands for a lease where the exporter keeps none."""
         self.connection, self.lease_id = connection, lease_id
         self._call, self._lock = call, lock
         self.held = True

@@ -11,7 +11,7 @@ import grpc
 
 from jumpstarter.v1 import router_pb2
 
-DATA, GOAWAY, PING = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY, router_pb2.FRAME_TYPE_PING
+DATA, GOAWAY = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY
 _CLOSE = object()
 
 

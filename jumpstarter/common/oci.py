@@ -175,10 +175,10 @@ def _credentials_of_entry(key: str, entry: dict[str, Any]) -> OciCredentials:
                 return OciCredentials(username=username, password=password)
         except (binascii.Error, ValueError, TypeError) as exc:  # ValueError covers decoding and validation
             logger.warning("Failed to decode auth entry for %s: %s", key, exc)
-    username, password = entry.get("username"), entry.get("password")
-    if username and password:
+    plain_username, plain_password = entry.get("username"), entry.get("password")
+    if plain_username and plain_password:
         try:
-            return OciCredentials(username=username, password=password)
+            return OciCredentials(username=plain_username, password=plain_password)
         except ValidationError as exc:
             logger.warning("Failed to validate auth entry for %s: %s", key, exc)
     return OciCredentials()

@@ -36,7 +36,7 @@ def _has_content(storage_device: str | os.PathLike[str], mode: Literal["wb", "rb
 async def wait_for_storage_device(
     storage_device: str | os.PathLike[str],
     mode: Literal["wb", "rb"],
-    timeout: int = 10,
+    timeout: float = 10,
     *,
     logger: Logger | None = None,
 ) -> str | os.PathLike[str]:
@@ -77,7 +77,7 @@ class _Progress:
             self.next_report += _PROGRESS_STEP
 
 
-async def _fsync(fd: int, storage_device: str | os.PathLike[str], timeout: int, logger: Logger | None) -> None:
+async def _fsync(fd: int, storage_device: str | os.PathLike[str], timeout: float, logger: Logger | None) -> None:
     """fsync ``fd``, retrying while the device answers EIO; TimeoutError after ``timeout`` seconds."""
     with fail_after(timeout):
         while True:
@@ -96,9 +96,9 @@ async def _fsync(fd: int, storage_device: str | os.PathLike[str], timeout: int, 
 async def write_to_storage_device(
     storage_device: str | os.PathLike[str],
     resource: AnyByteReceiveStream,
-    timeout: int = 10,
-    fsync_timeout: int = 900,
-    leeway: int = 6,
+    timeout: float = 10,
+    fsync_timeout: float = 900,
+    leeway: float = 6,
     *,
     logger: Logger | None = None,
 ) -> None:
@@ -117,7 +117,7 @@ async def write_to_storage_device(
 async def read_from_storage_device(
     storage_device: str | os.PathLike[str],
     resource: AnyByteSendStream,
-    timeout: int = 10,
+    timeout: float = 10,
     *,
     logger: Logger | None = None,
 ) -> None:

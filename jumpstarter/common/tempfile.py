@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from socket import AddressFamily
-from typing import Any
+from typing import Any, Literal, cast
 
 from anyio import create_task_group, create_tcp_listener, create_unix_listener
 from anyio.abc import Listener, SocketAttribute
@@ -23,6 +23,8 @@ from anyio.lowlevel import checkpoint
 __all__ = ["TemporarySocket", "TemporaryTcpListener", "TemporaryUnixListener"]
 
 Handler = Callable[[Any], Awaitable[Any]]
+# The address families anyio's create_tcp_listener() takes.
+TcpFamily = Literal[AddressFamily.AF_UNSPEC, AddressFamily.AF_INET, AddressFamily.AF_INET6]
 
 
 def _runtime_dir() -> str | None:
@@ -77,7 +79,7 @@ async def TemporaryTcpListener(
     handler: Handler,
     local_host: str = "127.0.0.1",
     local_port: int = 0,
-    family: AddressFamily = AddressFamily.AF_UNSPEC,
+    family: TcpFamily = AddressFamily.AF_UNSPEC,
     backlog: int = 65536,
     reuse_port: bool = True,
 ) -> AsyncIterator[tuple[str, int]]:
@@ -86,4 +88,5 @@ async def TemporaryTcpListener(
         local_host=local_host, local_port=local_port, family=family, backlog=backlog, reuse_port=reuse_port
     )
     async with listener, _serving(listener, handler):
-        yield listener.extra(SocketAttribute.local_address)
+        # An IP socket's address: anyio gives it as (host, port), for IPv6 too (a str is a unix socket's).
+        yield cast(tuple[str, int], listener.extra(SocketAttribute.local_address))

@@ -9,6 +9,7 @@ import inspect
 import pkgutil
 import sys
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,7 +253,7 @@ class _Parser:
             ),
         )
 
-    def check_keys(self, node: _Node, allowed: set[str], where: str) -> None:
+    def check_keys(self, node: Mapping[Any, Any], allowed: set[str], where: str) -> None:
         for key in node:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)

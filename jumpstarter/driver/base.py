@@ -128,7 +128,7 @@ class Driver:
         if hasattr(super(), "__post_init__"):  # a mixin before us in the MRO may need its own
             super().__post_init__()  # type: ignore[misc]
         cls = type(self)
-        if getattr(cls.client, "__func__", None) is Driver.client.__func__:
+        if getattr(cls.client, "__func__", None) is _BASE_CLIENT:
             raise TypeError(
                 f"{cls.__qualname__} must define a classmethod client() returning the import path of its client class"
             )
@@ -220,6 +220,10 @@ class Driver:
         """The exported method ``name`` and its bound function, or None."""
         info = exported_methods(type(self)).get(name)
         return None if info is None else (info, getattr(self, name))
+
+
+# The base's client() (a bound classmethod's function): a driver class whose client() is this one declared none.
+_BASE_CLIENT = vars(Driver)["client"].__func__
 
 
 class Composite(Driver):

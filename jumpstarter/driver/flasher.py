@@ -20,10 +20,12 @@ class FlasherInterface(metaclass=ABCMeta):
     def client(cls) -> str:
         return "jumpstarter.client.flasher.FlasherClient"
 
+    # Implemented as plain or async methods, returning what the client's flash() and dump() return.
+
     @abstractmethod
-    def flash(self, source: Any, target: str | None = None) -> None:
+    def flash(self, source: Any, target: str | None = None) -> Any:
         """Write the image ``source`` (a resource handle) to ``target`` (a partition, or the default)."""
 
     @abstractmethod
-    def dump(self, target: Any, partition: str | None = None) -> None:
+    def dump(self, target: Any, partition: str | None = None) -> Any:
         """Read ``partition`` (or the default) out into ``target`` (a resource handle)."""

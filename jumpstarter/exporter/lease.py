@@ -13,9 +13,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from uuid import uuid4
 
 from jumpstarter.common.wire import when
+from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
 # The RPCs that stay open to everyone while the exporter is leased: they read, or they are the leasing itself.
@@ -47,7 +49,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
     def __init__(self, keep: int = 10_000) -> None:
         self.current: lease_pb2.LeaseRecord | None = None
         self.records: deque[lease_pb2.LeaseRecord] = deque(maxlen=keep)
-        self._released: asyncio.Event | None = None  # set to end the current Lease call
+        self._released = asyncio.Event()  # set to end the current Lease call (each lease makes its own)
 
     def refusal(self, lease_id: str) -> str | None:
         """Why a guarded call carrying ``lease_id`` ("" for none) may not run now, or None."""
@@ -58,7 +60,9 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             return None
         return f"exporter is leased by {current.holder} since {when(current.granted)}"
 
-    async def Lease(self, request, context):
+    async def Lease(
+        self, request: lease_pb2.LeaseRequest, context: ServicerContext
+    ) -> AsyncIterator[lease_pb2.LeaseResponse]:
         current = self.current
         if current is not None:  # no await between this check and taking the lease: one event loop, no race
             yield lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)
@@ -73,7 +77,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         finally:
             self._end(record, "holder vanished")
 
-    async def Release(self, request, context):
+    async def Release(self, request: lease_pb2.ReleaseRequest, context: ServicerContext) -> lease_pb2.ReleaseResponse:
         current = self.current
         if current is not None and current.lease_id == request.lease_id:
             self._end(current, "released")
@@ -88,7 +92,9 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             self.current = None
         log.info("lease %s %s after %.3f s", record.lease_id, how, record.released - record.granted)
 
-    async def GetLeases(self, request, context):
+    async def GetLeases(
+        self, request: lease_pb2.GetLeasesRequest, context: ServicerContext
+    ) -> lease_pb2.GetLeasesResponse:
         """Who held the exporter and when. A lease id is its holder's secret (it lets calls through, and
         releases): the one held now is never shown."""
         leases = []

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, NoReturn
 
 import grpc
 
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
+from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
 from jumpstarter.exporter.session import Session
 from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, router_pb2_grpc
@@ -37,7 +39,11 @@ class _Passphrase(grpc.aio.ServerInterceptor):
     def __init__(self, passphrase: str) -> None:
         self.expected = passphrase.encode()
 
-    async def intercept_service(self, continuation, details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         given = dict(details.invocation_metadata or ()).get(PASSPHRASE_KEY, "")
         handler = await continuation(details)
         if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
@@ -51,7 +57,11 @@ class _LeaseGuard(grpc.aio.ServerInterceptor):
     def __init__(self, leases: Leases) -> None:
         self.leases = leases
 
-    async def intercept_service(self, continuation, details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         if not guarded(details.method):
             return handler
@@ -59,15 +69,17 @@ class _LeaseGuard(grpc.aio.ServerInterceptor):
         return handler if refusal is None else _refusing(handler, grpc.StatusCode.FAILED_PRECONDITION, refusal)
 
 
-def _refusing(handler, code: grpc.StatusCode, message: str):
+def _refusing(
+    handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler | None:
     """A handler of the same kind as ``handler`` that aborts with ``code`` and ``message``."""
     if handler is None:
         return None
 
-    async def deny(request, context):
+    async def deny(request: Any, context: ServicerContext) -> NoReturn:
         await context.abort(code, message)
 
-    async def deny_stream(request, context):
+    async def deny_stream(request: Any, context: ServicerContext) -> AsyncIterator[None]:
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 

@@ -7,20 +7,22 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from uuid import uuid4
 
 import anyio
 import grpc
 from anyio.from_thread import start_blocking_portal
+from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.driver.base import Driver, Exported, Upload
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
+from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.threaded import iterate_in_thread, run_in_worker
 from jumpstarter.signature import ArgumentError
 from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
@@ -43,7 +45,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         if root is None:
             raise TypeError("Session needs the root driver")
         self.root = root
-        self.status = common_pb2.EXPORTER_STATUS_LEASE_READY
+        self.status: int = common_pb2.EXPORTER_STATUS_LEASE_READY
         self.labels = dict(labels or {})
         self.drivers: dict[str, Driver] = {}
         self.paths: dict[str, str] = {}  # uuid -> dotted export path, for messages
@@ -122,13 +124,15 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
 
     # ExporterService -----------------------------------------------------------
 
-    async def GetReport(self, request, context):
+    async def GetReport(self, request: Empty, context: ServicerContext) -> jumpstarter_pb2.GetReportResponse:
         return jumpstarter_pb2.GetReportResponse(uuid=str(self.root.uuid), labels=self.labels, reports=self.reports)
 
-    async def DriverCall(self, request, context):
+    async def DriverCall(
+        self, request: jumpstarter_pb2.DriverCallRequest, context: ServicerContext
+    ) -> jumpstarter_pb2.DriverCallResponse:
         info, func = await self._lookup(request.uuid, request.method, CALL, context)
         where = self.where(request.uuid, request.method)
-        args = await self._arguments(info, request, where, context)
+        args = await self._arguments(info, request, context)
         try:
             if info.is_async:
                 result = await func(*args)
@@ -142,10 +146,12 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         await self._encode(result, response, where, context)
         return response
 
-    async def StreamingDriverCall(self, request, context):
+    async def StreamingDriverCall(
+        self, request: jumpstarter_pb2.StreamingDriverCallRequest, context: ServicerContext
+    ) -> AsyncIterator[jumpstarter_pb2.StreamingDriverCallResponse]:
         info, func = await self._lookup(request.uuid, request.method, STREAMING, context)
         where = self.where(request.uuid, request.method)
-        args = await self._arguments(info, request, where, context)
+        args = await self._arguments(info, request, context)
         items = _aiter_async(func, args) if info.is_async else iterate_in_thread(func, args, where)
         try:
             while True:
@@ -162,7 +168,9 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             await items.aclose()
             self._end_uploads(request.uuid, args)
 
-    async def LogStream(self, request, context):
+    async def LogStream(
+        self, request: Empty, context: ServicerContext
+    ) -> AsyncIterator[jumpstarter_pb2.LogStreamResponse]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue(_LOG_QUEUE)
         entry = (loop, queue)
@@ -175,22 +183,32 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             with self._log_lock:
                 self._log_subscribers.discard(entry)
 
-    async def Reset(self, request, context):
+    async def Reset(
+        self, request: jumpstarter_pb2.ResetRequest, context: ServicerContext
+    ) -> jumpstarter_pb2.ResetResponse:
         try:
             await run_in_worker(self.root.reset)
         except Exception as exc:
             await self._fail(exc, "reset", context)
         return jumpstarter_pb2.ResetResponse()
 
-    async def GetStatus(self, request, context):
-        return jumpstarter_pb2.GetStatusResponse(status=self.status, message="direct mode", status_version=1)
+    async def GetStatus(
+        self, request: jumpstarter_pb2.GetStatusRequest, context: ServicerContext
+    ) -> jumpstarter_pb2.GetStatusResponse:
+        return jumpstarter_pb2.GetStatusResponse(
+            status=self.status,  # type: ignore[arg-type]  # an enum field takes its number; the stub wants the enum
+            message="direct mode",
+            status_version=1,
+        )
 
-    async def EndSession(self, request, context):
+    async def EndSession(
+        self, request: jumpstarter_pb2.EndSessionRequest, context: ServicerContext
+    ) -> jumpstarter_pb2.EndSessionResponse:
         return jumpstarter_pb2.EndSessionResponse(success=True)
 
     # RouterService -----------------------------------------------------------
 
-    async def Stream(self, request_iterator, context):
+    async def Stream(self, request_iterator: AsyncIterator[router_pb2.StreamRequest], context: ServicerContext) -> None:
         metadata = dict(context.invocation_metadata() or ())
         try:
             request = json.loads(metadata.get("request", ""))
@@ -217,7 +235,9 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         finally:
             await opened.__aexit__(None, None, None)
 
-    async def _receive_resource(self, uuid: str, request_iterator, context) -> None:
+    async def _receive_resource(
+        self, uuid: str, request_iterator: AsyncIterator[router_pb2.StreamRequest], context: ServicerContext
+    ) -> None:
         """An upload from the client: its bytes wait for the driver under a handle, which the headers carry.
 
         The client passes the handle to a driver call, which reads the bytes with ``Driver.resource()``;
@@ -228,8 +248,9 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         if driver is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r} on this exporter")
         upload = Upload()
-        handle = {"kind": "client_stream", "uuid": str(uuid4()), "x_jmp_content_encoding": None}
-        driver.resources[handle["uuid"]] = upload
+        key = str(uuid4())
+        handle = {"kind": "client_stream", "uuid": key, "x_jmp_content_encoding": None}
+        driver.resources[key] = upload
         try:
             await context.send_initial_metadata((("resource", json.dumps(handle)),))
             async with anyio.create_task_group() as tg:
@@ -239,7 +260,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
                 tg.cancel_scope.cancel()
             await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
         finally:
-            driver.resources.pop(handle["uuid"], None)
+            driver.resources.pop(key, None)
             await upload.close()
 
     def _end_uploads(self, uuid: str, args: list[Any]) -> None:
@@ -261,7 +282,9 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
 
     # Helpers -------------------------------------------------------------------
 
-    async def _lookup(self, uuid: str, method: str, kind: str, context) -> tuple[Exported, Callable[..., Any]]:
+    async def _lookup(
+        self, uuid: str, method: str, kind: str, context: ServicerContext
+    ) -> tuple[Exported, Callable[..., Any]]:
         driver = self.drivers.get(uuid)
         if driver is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r} on this exporter")
@@ -279,20 +302,20 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             )
         return info, func
 
-    async def _arguments(self, info: Exported, request, where: str, context) -> list[Any]:
+    async def _arguments(self, info: Exported, request: Any, context: ServicerContext) -> list[Any]:
         try:
             return info.signature.bind(decode_args(request))
         except ArgumentError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
-    async def _encode(self, result: Any, response, where: str, context) -> None:
+    async def _encode(self, result: Any, response: Any, where: str, context: ServicerContext) -> None:
         try:
             encode_result(result, response)
         except ValueTypeError as exc:
             log.error("%s returned a value that can't be sent: %s", where, exc)
             await context.abort(grpc.StatusCode.UNKNOWN, f"the driver returned a value that can't be sent: {exc}")
 
-    async def _fail(self, exc: Exception, where: str, context) -> None:
+    async def _fail(self, exc: Exception, where: str, context: ServicerContext) -> NoReturn:
         code = status_for(exc)
         if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
             log.error("%s raised %s", where, type(exc).__name__, exc_info=exc)
@@ -303,7 +326,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         await context.abort(code, message_for(exc))
 
 
-async def _aiter_async(func, args) -> AsyncIterator[Any]:
+async def _aiter_async(func: Callable[..., AsyncGenerator[Any, None]], args: list[Any]) -> AsyncGenerator[Any, None]:
     agen = func(*args)
     try:
         async for item in agen:
@@ -331,12 +354,12 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _fill(upload: Upload, request_iterator) -> None:
+async def _fill(upload: Upload, request_iterator: AsyncIterator[router_pb2.StreamRequest]) -> None:
     async with upload.writer:  # closed at the client's end: the driver's reading ends there too
         await _frames_into(upload.writer, request_iterator)
 
 
-async def _frames_into(stream: Any, request_iterator) -> None:
+async def _frames_into(stream: Any, request_iterator: AsyncIterator[router_pb2.StreamRequest]) -> None:
     """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
     async for frame in request_iterator:
         if frame.frame_type == _DATA:
@@ -345,7 +368,9 @@ async def _frames_into(stream: Any, request_iterator) -> None:
             break
 
 
-async def _pump(stream: Any, request_iterator, context) -> None:
+async def _pump(
+    stream: Any, request_iterator: AsyncIterator[router_pb2.StreamRequest], context: ServicerContext
+) -> None:
     """Copy frames between a gRPC Stream call and a driver's anyio stream, both ways."""
 
     async def inbound() -> None:

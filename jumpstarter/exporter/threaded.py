@@ -16,7 +16,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 LOOKAHEAD = 16
@@ -43,6 +43,7 @@ class _Workers:
     def _work(self) -> None:
         while True:
             loop, future, func, args = self._jobs.get()
+            outcome: tuple[Any, BaseException | None]
             try:
                 outcome = (func(*args), None)
             except BaseException as exc:
@@ -136,7 +137,7 @@ def _produce(func: Callable[..., Any], args: list[Any], handoff: _Handoff) -> No
         handoff.put(_END)
 
 
-async def iterate_in_thread(func: Callable[..., Any], args: list[Any], name: str = "") -> AsyncIterator[Any]:
+async def iterate_in_thread(func: Callable[..., Any], args: list[Any], name: str = "") -> AsyncGenerator[Any, None]:
     """The items of ``func(*args)``, a sync generator, produced in a new thread."""
     handoff = _Handoff(asyncio.get_running_loop(), LOOKAHEAD)
     thread = threading.Thread(target=_produce, args=(func, args, handoff), name=f"jumpstarter {name}", daemon=True)

@@ -40,6 +40,6 @@ class MetadataStream(ObjectStream[bytes]):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        inner = self.stream.extra_attributes
-        inner_metadata = inner.get(MetadataStreamAttributes.metadata, dict)
+        inner: Mapping[Any, Callable[[], Any]] = self.stream.extra_attributes
+        inner_metadata: Callable[[], dict[str, str]] = inner.get(MetadataStreamAttributes.metadata, dict)
         return {**inner, MetadataStreamAttributes.metadata: lambda: inner_metadata() | self.metadata}
