@@ -147,7 +147,7 @@ class YamlExporter(Exporter):
         self.descendants = _paths({name: entry.children for name, entry in self.config.export.items()})
         self.labels = dict(self.config.labels)
         self.mode, self.start_timeout = mode, start_timeout
-        self.process = None
+        self.process: ExporterProcess | None = None
 
     def describe(self) -> str:
         return f"{self.spec} ({self.mode})"
@@ -160,9 +160,9 @@ class YamlExporter(Exporter):
         folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")))
         args = ["--listen", f"unix://{folder / 'exporter.sock'}"]
         env = {"JUMPSTARTER_PASSPHRASE": self.passphrase} if self.passphrase else {}
-        self.process = ExporterProcess.start(self.spec, *args, env=env, timeout=self.start_timeout)
-        self._stack.callback(self.process.stop)
-        return connect(self.process.address, passphrase=self.passphrase)
+        process = self.process = ExporterProcess.start(self.spec, *args, env=env, timeout=self.start_timeout)
+        self._stack.callback(process.stop)
+        return connect(process.address, passphrase=self.passphrase)
 
     def failure(self) -> str | None:
         if self.process is not None and not self.process.alive:

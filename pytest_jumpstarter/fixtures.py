@@ -9,13 +9,14 @@ test uses, an export name misspelt, a child's name used as an export's.
 
 from __future__ import annotations
 
-import difflib
 import types
 from contextlib import ExitStack
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from jumpstarter.common.hints import closest
 from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Fixtures:
         self.names: set[str] = set()  # the export names that have a fixture
         if lab.exporters or replayer:
             root = types.ModuleType("pytest_jumpstarter.exports")
-            root.exporter = pytest.fixture(name=ROOT, scope=lab.scope)(self._root_fixture())
+            setattr(root, ROOT, pytest.fixture(name=ROOT, scope=lab.scope)(self._root_fixture()))
             lab.config.pluginmanager.register(root, "jumpstarter-exports")
             self.add([n for e in lab.exporters for n in e.exports] + (replayer.names() if replayer else []))
 
@@ -133,11 +134,8 @@ class Fixtures:
                 original = parent.children[last]
             except KeyError:
                 pytest.fail(f"@pytest.mark.{MOCK_MARKER}: {path!r}: {name!r} has no such child", pytrace=False)
-            children = parent.children
-            children[last] = self._serve_mock(driver, request)
-            request.addfinalizer(
-                lambda children=children, last=last, original=original: children.update({last: original})
-            )
+            parent.children[last] = self._serve_mock(driver, request)
+            request.addfinalizer(partial(parent.children.__setitem__, last, original))
 
     # Hooks ---------------------------------------------------------------------------------------
 
@@ -192,8 +190,8 @@ class Fixtures:
             if name == "request" or fixture_definitions(item, name):
                 continue
             below = self._paths_ending(name)
-            close = difflib.get_close_matches(name, provided, n=1)
-            if not below and not close:
+            close = closest(name, provided)
+            if not below and close is None:
                 continue
             where = "; ".join(f"{e.name}: {', '.join(e.exports) or 'none'}" for e in self.lab.exporters)
             if below:
@@ -201,7 +199,7 @@ class Fixtures:
                     f"{name!r} is not an export but a child of one: use {' or '.join(below)} (exports: {where})",
                     pytrace=False,
                 )
-            pytest.fail(f"no exporter provides export {name!r}; did you mean {close[0]!r}? (exports: {where})", False)
+            pytest.fail(f"no exporter provides export {name!r}; did you mean {close!r}? (exports: {where})", False)
 
     def _paths_ending(self, name: str) -> list[str]:
         """The paths of drivers below the exports whose own name is ``name`` ("power": "board.power")."""

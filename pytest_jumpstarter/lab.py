@@ -32,7 +32,7 @@ class Lab:
         self.workerid = xdist.worker_id(config)
         self.exporters: list[Exporter] = []
         self.pool: Pool | None = None
-        self.scope = "function"  # of the export fixtures: how long a lease is kept
+        self.scope: settings.Scope = "function"  # of the export fixtures: how long a lease is kept
         self._restore_sigterm: Callable[[], object] = lambda: None
         # Who holds a lease, as the exporters show it to other holders.
         self.holder = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}" + (

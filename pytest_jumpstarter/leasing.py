@@ -127,6 +127,7 @@ class Leasing:
         from pytest_jumpstarter.pool import ClaimError
 
         timeout = self.lab.values.seconds("lease_timeout")
+        assert self.lab.pool is not None  # set_env_fallback(env_lease) only where there are exporters
         try:
             claim = self.lab.pool.claim({None: {}}, f"{self.lab.holder}: env()", timeout, notify=self.notify)
         except ClaimError as exc:

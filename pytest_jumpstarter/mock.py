@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from pytest_jumpstarter.settings import Scope
 
-def mock_export(factory: Callable[[], Any], *, name: str | None = None, scope: str = "function"):
+
+def mock_export(factory: Callable[[], Any], *, name: str | None = None, scope: Scope = "function") -> Any:
     """A fixture serving ``factory()`` (a Driver) in-process; its value is the driver's client.
 
     In a ``conftest.py``, ``custom = mock_export(MockCustomDriver)`` makes every test

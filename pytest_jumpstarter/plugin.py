@@ -79,7 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto``: one worker per exporter."""
     exporters, _ = settings.resolve(config, settings.EXPORTERS)
-    return len(exporters) or None
+    return len(exporters) or None if isinstance(exporters, tuple) else None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import pytest
@@ -23,6 +23,9 @@ from jumpstarter import errors
 from pytest_jumpstarter import tapes
 from pytest_jumpstarter.leasing import ROOT
 from pytest_jumpstarter.recording import upload_chunks
+
+if TYPE_CHECKING:
+    from jumpstarter.client.connection import Connection
 
 
 class ReplayMismatch(AssertionError):
@@ -71,7 +74,8 @@ class Replayer:
             )
         connection = ReplayConnection(self, tape.file)
         request.addfinalizer(connection.close)
-        root = client_from_report(connection, tapes.report(tape.recording.get("drivers", {})))
+        # A ReplayConnection stands where a Connection does: the clients use only the calls it answers.
+        root = client_from_report(cast("Connection", connection), tapes.report(tape.recording.get("drivers", {})))
         client = root
         for step in path.split(".") if path != tapes.ROOT_PATH else ():
             client = client.children[step]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import pytest
 
 from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
+
+Choice = TypeVar("Choice", bound=str)
+Scope = Literal["function", "module", "session"]  # how long a lease, and the export fixtures, are kept
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ SETTINGS = (
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout")
 MODES = ("subprocess", "inprocess")
-SCOPES = ("function", "module", "session")
+SCOPES: tuple[Scope, ...] = ("function", "module", "session")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -217,7 +220,7 @@ class Values:
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+    def choice(self, key: str, allowed: tuple[Choice, ...]) -> Choice:
         value = self.values[key]
         if value not in allowed:
             raise pytest.UsageError(
@@ -248,7 +251,7 @@ class Values:
                     f"(per-test settings: {', '.join(PER_TEST)})",
                     pytrace=False,
                 )
-            if key in marker.kwargs:
+            if key in marker.kwargs and item is not None:
                 return marker.kwargs[key], f"@pytest.mark.{MARKER} of {item.nodeid}"
         return self.values[key], self.sources[key]
 

@@ -96,7 +96,7 @@ class RanTest:
             if key == EXPORTER_PROPERTY and value not in self.exporters:
                 self.exporters.append(str(value))
             elif key == WAITED_PROPERTY:
-                self.waited = float(value)
+                self.waited = float(str(value))  # a float here, its text from an xdist worker
 
     @property
     def broken(self) -> bool:
@@ -301,7 +301,8 @@ class Timeline:
             item.stash[WAITED] = item.stash.get(WAITED, 0.0) + sum(r.waited for r in new)
         if call.when == "teardown" and (WAITED in item.stash or _uses_exporters(item)):
             # Before the report copies the item's properties: junitxml writes those of the teardown report.
-            item.user_properties.append((WAITED_PROPERTY, round(item.stash.get(WAITED, 0.0), 3)))
+            waited: float = item.stash.get(WAITED, 0.0)
+            item.user_properties.append((WAITED_PROPERTY, round(waited, 3)))
         report = yield
         if self.lab.exporters:
             self.poll()
@@ -358,8 +359,9 @@ class Timeline:
         if path.is_absolute():
             return path
         config = self.lab.config
-        from_ini = self.lab.values.sources["timeline"].startswith("ini") and config.inipath is not None
-        return (config.inipath.parent if from_ini else config.invocation_params.dir) / path
+        if self.lab.values.sources["timeline"].startswith("ini") and config.inipath is not None:
+            return config.inipath.parent / path
+        return config.invocation_params.dir / path
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.lab.workerid is not None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint and type-check the tree: ruff (pyproject's [tool.ruff]) and mypy (pyproject's [tool.mypy]).
+# Lint and type-check the tree: ruff's checks and formatting (pyproject's [tool.ruff]) and mypy ([tool.mypy]).
 # Both run even when the first fails, so that one run shows every finding; the exit code is non-zero if either
 # found something. Arguments, if any, are what mypy checks instead of the whole tree (e.g. one file).
 set -uo pipefail
@@ -10,5 +10,6 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 status=0
 .venv/bin/ruff check . || status=1
+.venv/bin/ruff format --check . || status=1
 .venv/bin/mypy "${targets[@]}" || status=1
 exit $status

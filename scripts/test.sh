@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/lint.sh  # ruff and mypy on the whole tree, a few seconds: a finding fails the run before the tests
 # Two workers (the machines this runs on have 2 cores), a test file to a worker, the file with the most
 # tests first: tests/test_upstream_drivers.py's, which all wait on one run of the upstream-driver harness,
 # go to one worker at once while the other runs the rest of the suite. `scripts/test.sh -n 0`: serially.

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jumpstarter.client.connection import Connection
+from jumpstarter.client.lease import Lease, try_lease
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 # The YAML of ../shared/seed/custom-driver.md, verbatim: its type names a module that doesn't exist.
@@ -56,3 +59,10 @@ def exporter_yaml(
         + f"export:\n{body}"
     )
     return path
+
+
+def leased(connection: Connection, holder: str) -> Lease:
+    """try_lease() where the test expects the exporter free: a Busy one fails the test, saying who holds it."""
+    taken = try_lease(connection, holder)
+    assert isinstance(taken, Lease), f"expected a free exporter: {taken}"
+    return taken

@@ -70,7 +70,12 @@ def test_byte_stream_echoes_and_ends(board_client):
 def test_slow_sync_method_does_not_stall_the_exporter(board_client):
     """A blocking method runs off the event loop, so other calls are answered meanwhile."""
     done = threading.Event()
-    thread = threading.Thread(target=lambda: (board_client.call("block", 1.0), done.set()))
+
+    def block() -> None:
+        board_client.call("block", 1.0)
+        done.set()
+
+    thread = threading.Thread(target=block)
     started = time.monotonic()
     thread.start()
     time.sleep(0.1)
@@ -350,12 +355,13 @@ def test_uploads_from_ordinary_test_code_bytes_a_path_or_a_binary_file(board_cli
 
 
 def test_an_upload_is_refused_while_someone_else_holds_the_lease(board_client):
+    from samples import leased
+
     from jumpstarter.client import connect
-    from jumpstarter.client.lease import try_lease
     from jumpstarter.errors import LeaseError
 
     trusted = frozenset({"jumpstarter_driver_demo.client.BoardClient", "jumpstarter_driver_demo.client.PowerClient"})
-    with connect(board_client.connection.address, trusted=trusted) as other, try_lease(other.connection, "other"):
+    with connect(board_client.connection.address, trusted=trusted) as other, leased(other.connection, "other"):
         with pytest.raises(LeaseError, match="leased by other"):
             board_client.checksum(b"not now")
 

@@ -1,5 +1,8 @@
 """Client class paths come from the network: the allow list and the DriverClient check."""
 
+# These tests call as upstream's driver packages and their tests do: loose argument types, methods patched.
+# mypy: disable-error-code="arg-type, assignment, method-assign, func-returns-value"
+
 from __future__ import annotations
 
 import sys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from samples import SEED_YAML
@@ -27,9 +28,9 @@ def test_board_yaml_builds_the_tree():
     config = ExporterConfig.load(Path(__file__).parents[1] / "examples/jumpstarter-driver-demo/board.yaml")
     assert config.labels == {"board": "demo"} and config.name == "demo"
     root = config.instantiate()
-    board = root.children["board"]
+    board: Any = root.children["board"]  # a jumpstarter_driver_demo.Board
     assert (board.name, board.baudrate) == ("demo-1", 9600)
-    assert root.children["board"].children["power"].state is False
+    assert board.children["power"].state is False
     assert config.warnings == []
 
 
@@ -114,7 +115,7 @@ def test_config_values_are_converted_as_call_arguments_are(write):
         "exporter.yaml",
         HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Board\n    config: {baudrate: 9600.0}\n",
     )
-    board = ExporterConfig.load(path).instantiate().children["a"]
+    board: Any = ExporterConfig.load(path).instantiate().children["a"]
     assert board.baudrate == 9600 and type(board.baudrate) is int
 
 
@@ -180,7 +181,8 @@ def test_children_only_entry_becomes_a_composite_and_upstream_composite_is_under
         + "    children:\n      two: {type: jumpstarter_driver_demo.Power}\n",
     )
     root = ExporterConfig.load(path).instantiate()
-    assert root.children["rack"].children["one"].state is False
+    one: Any = root.children["rack"].children["one"]  # a jumpstarter_driver_demo.Power
+    assert one.state is False
     assert "two" in root.children["group"].children
 
 

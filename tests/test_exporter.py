@@ -45,6 +45,7 @@ def test_tcp_listen_with_console_script(tmp_path):
         [script, "run", str(BOARD_YAML), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True
     ) as process:
         try:
+            assert process.stdout is not None
             line = process.stdout.readline()
             assert line.startswith(f"jumpstarter: serving {BOARD_YAML} at 127.0.0.1:"), line
             with connect(line.rsplit(" at ", 1)[1].strip()) as root:
@@ -163,6 +164,7 @@ def test_upstream_command_line_spelling_is_understood():
     command += ["--tls-grpc-listener", "127.0.0.1:0", "--tls-grpc-insecure", "--passphrase", "pw"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
+            assert process.stdout is not None
             line = process.stdout.readline()
             assert line.startswith(f"jumpstarter: serving {BOARD_YAML} at 127.0.0.1:"), line
             with connect(line.rsplit(" at ", 1)[1].strip(), passphrase="pw") as root:

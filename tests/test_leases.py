@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from samples import EXAMPLES
+from samples import EXAMPLES, leased
 
 from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, Lease, lease_records, try_lease
@@ -42,7 +42,7 @@ def test_one_holder_at_a_time_and_others_are_told_who(board_client, second):
     assert second.connection.report().reports  # reading the report is open to everyone
     lease.release()
     assert second.echo("free again") == "free again"  # no lease held: direct mode, as upstream clients use
-    with try_lease(second.connection, "bob") as taken:
+    with leased(second.connection, "bob") as taken:
         assert isinstance(taken, Lease)
         with pytest.raises(LeaseError, match="leased by bob"):
             board_client.echo("x")
@@ -54,7 +54,7 @@ def test_one_holder_at_a_time_and_others_are_told_who(board_client, second):
 def test_the_held_lease_id_is_its_holders_secret(board_client):
     from jumpstarter.client.lease import lease_records
 
-    with try_lease(board_client.connection, "alice") as lease:
+    with leased(board_client.connection, "alice") as lease:
         (held,) = [r for r in lease_records(board_client.connection) if not r.ended]
         assert (held.holder, held.lease_id) == ("alice", "")  # others can't call through it, nor release it
         board_client.connection.hold(held.lease_id)
@@ -65,7 +65,7 @@ def test_the_held_lease_id_is_its_holders_secret(board_client):
 
 
 def test_a_call_with_an_ended_lease_is_refused(board_client):
-    lease = try_lease(board_client.connection, "me")
+    lease = leased(board_client.connection, "me")
     stale = lease.lease_id
     lease.release()
     board_client.connection.hold(stale)
@@ -95,6 +95,7 @@ def test_a_killed_or_frozen_holder_loses_its_lease_within_seconds(exporter_proce
     running = exporter_process(BOARD_YAML, "--listen", address)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, running.address], stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
         with connect(running.address, trusted=_trusted()) as client:
             assert isinstance(try_lease(client.connection, "waiting"), Busy)
@@ -109,7 +110,8 @@ def test_a_killed_or_frozen_holder_loses_its_lease_within_seconds(exporter_proce
     finally:
         holder.kill()
         holder.wait()
-        holder.stdout.close()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 def test_every_rpc_but_the_few_open_ones_needs_the_lease():

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import pytest
 
 from jumpstarter.client.lease import Busy
 from jumpstarter.errors import ConnectError
-from pytest_jumpstarter.pool import ClaimError, Pool
+from pytest_jumpstarter.pool import ClaimError
+from pytest_jumpstarter.pool import Pool as RealPool
+
+if TYPE_CHECKING:
+    from pytest_jumpstarter.exporters import Exporter
 
 
 class FakeLease:
@@ -43,6 +49,11 @@ class FakeExporter:
             return Busy(self.holder, 0.0)
         self.holder = holder
         return FakeLease(self)
+
+
+def Pool(exporters: list[FakeExporter], offset: int = 0) -> RealPool:  # noqa: N802 - reads as the class it makes
+    """The pool, of fakes that have the part of an Exporter it uses."""
+    return RealPool(cast("list[Exporter]", exporters), offset)
 
 
 def test_a_claim_takes_every_lease_or_none_and_names_who_is_in_the_way():

@@ -83,14 +83,28 @@ def page(path: Path) -> ET.Element:
     return ET.parse(path).getroot()
 
 
+def attr(element: ET.Element, name: str) -> str:
+    """An attribute the page must have."""
+    value = element.get(name)
+    assert value is not None, f"<{element.tag}> has no {name}"
+    return value
+
+
+def child(element: ET.Element, tag: str) -> ET.Element:
+    """A child element the page must have."""
+    found = element.find(tag)
+    assert found is not None, f"<{element.tag}> has no <{tag}>"
+    return found
+
+
 def rows(root: ET.Element) -> dict[str, ET.Element]:
-    return {g.get("data-exporter"): g for g in root.iter(f"{SVG}g") if "row" in g.get("class", "").split()}
+    return {attr(g, "data-exporter"): g for g in root.iter(f"{SVG}g") if "row" in g.get("class", "").split()}
 
 
 def bars(row: ET.Element) -> dict[str, str]:
     """Test id -> outcome of the bars in an exporter's row."""
     return {
-        g.get("data-test"): g.get("data-outcome")
+        attr(g, "data-test"): attr(g, "data-outcome")
         for g in row.iter(f"{SVG}g")
         if g.get("class", "").startswith(("lease", "test"))
     }
@@ -98,7 +112,7 @@ def bars(row: ET.Element) -> dict[str, str]:
 
 def waits(row: ET.Element) -> dict[str, float]:
     return {
-        g.get("data-test"): float(g.get("data-seconds"))
+        attr(g, "data-test"): float(attr(g, "data-seconds"))
         for g in row.iter(f"{SVG}g")
         if "waited" in g.get("class", "").split()
     }
@@ -110,7 +124,7 @@ def lease_of(row: ET.Element, test: str) -> ET.Element:
 
 
 def tooltip(element: ET.Element) -> str:
-    return element.find(f"{SVG}title").text
+    return child(element, f"{SVG}title").text or ""
 
 
 def test_parallel_run_timeline_summary_and_junitxml(pytester):
@@ -126,7 +140,7 @@ def test_parallel_run_timeline_summary_and_junitxml(pytester):
     assert bars(found["b1"]) == {"test_b.py::test_fails_on_b1": "failed", "test_b.py::test_link": "passed"}
     # Bars are coloured by outcome, labelled with the id, the full id and durations on hover.
     failed = lease_of(found["b1"], "test_b.py::test_fails_on_b1")
-    assert failed.find(f"{SVG}rect").get("fill") == timeline_html.COLOURS["failed"]
+    assert child(failed, f"{SVG}rect").get("fill") == timeline_html.COLOURS["failed"]
     assert tooltip(failed).startswith("test_b.py::test_fails_on_b1\nfailed on b1 (gw")
     assert "waited " in tooltip(failed) and "held " in tooltip(failed)
     labels = [t.text for t in failed.iter(f"{SVG}text")]
@@ -143,9 +157,9 @@ def test_parallel_run_timeline_summary_and_junitxml(pytester):
         if g.get("data-test") == "test_b.py::test_waits_for_b0" and "waited" in g.get("class", "")
     )
     assert "meanwhile b0 was held by: test_a.py::test_holds_b0" in tooltip(wait)
-    wait_end = float(wait.find(f"{SVG}rect").get("x")) + float(wait.find(f"{SVG}rect").get("width"))
+    wait_end = float(attr(child(wait, f"{SVG}rect"), "x")) + float(attr(child(wait, f"{SVG}rect"), "width"))
     bar = lease_of(found["b0"], "test_b.py::test_waits_for_b0")
-    assert abs(float(bar.find(f"{SVG}rect").get("x")) - wait_end) < 2
+    assert abs(float(attr(child(bar, f"{SVG}rect"), "x")) - wait_end) < 2
     assert not waits(found["b1"]) or max(waits(found["b1"]).values()) < 0.5
     assert not [g for g in root.iter(f"{SVG}g") if g.get("class") == "gone"]
     # Self-contained: no script, nothing fetched.
@@ -170,7 +184,9 @@ def test_parallel_run_timeline_summary_and_junitxml(pytester):
 
     # junitxml: per test, the exporters it used and the seconds it waited for them.
     cases = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
-    properties = {case.get("name"): [(p.get("name"), p.get("value")) for p in case.iter("property")] for case in cases}
+    properties = {
+        attr(case, "name"): [(attr(p, "name"), attr(p, "value")) for p in case.iter("property")] for case in cases
+    }
     assert {name: [k for k, _ in props] for name, props in properties.items()} == {
         "test_holds_b0": ["jumpstarter_exporter", "jumpstarter_waited"],
         "test_waits_for_b0": ["jumpstarter_exporter", "jumpstarter_waited"],
@@ -211,8 +227,8 @@ def test_a_dead_exporter_is_marked_and_claims_that_got_nothing_have_their_row(py
     assert bars(found["crashy"]) == {"test_it.py::test_1_crash[<b>&'x]": "passed"}
     gone = next(g for g in found["crashy"].iter(f"{SVG}g") if g.get("class") == "gone")
     assert "died (exit code 3)" in tooltip(gone)
-    bar = next(g for g in found["crashy"].iter(f"{SVG}g") if "lease" in g.get("class")).find(f"{SVG}rect")
-    assert float(gone.find(f"{SVG}line").get("x1")) >= float(bar.get("x"))  # it died during test_1
+    bar = child(next(g for g in found["crashy"].iter(f"{SVG}g") if "lease" in g.get("class", "")), f"{SVG}rect")
+    assert float(attr(child(gone, f"{SVG}line"), "x1")) >= float(attr(bar, "x"))  # it died during test_1
     unleased = next(g for g in found["(no exporter)"].iter(f"{SVG}g") if "unleased" in g.get("class", ""))
     assert unleased.get("data-test") == "test_it.py::test_2_after"
     assert "got no exporter" in tooltip(unleased) and "died" in tooltip(unleased)
@@ -360,7 +376,7 @@ def test_the_timeline_renders_in_a_real_browser(pytester, tmp_path):
         return found
 
     for name, row in rows(page(html)).items():
-        top, height = int(row.get("data-top")), int(row.get("data-height"))
+        top, height = int(attr(row, "data-top")), int(attr(row, "data-height"))
         for outcome in set(bars(row).values()):
             assert seen(top, height, timeline_html.COLOURS[outcome]) > 100, (name, outcome)
         if name == "b0":

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import upstream_peer as peer
+from samples import leased
 from upstream_peer import CUSTOM_YAML, HERE, PeerError
 
 from jumpstarter.client import connect
 from jumpstarter.client.connection import Connection
-from jumpstarter.client.lease import try_lease
 
 UPLOAD = bytes(range(256)) * 4000  # what tests/upstream/upstream_client.py uploads
 SHELL_TIMEOUT = 60  # one `jmp shell` run takes about 1.5 s here, with our pytest inside about 4 s
@@ -142,7 +142,7 @@ def test_upstream_client_is_refused_while_our_lease_is_held(upstream, exporter_p
     ours = exporter_process(CUSTOM_YAML, "--listen", "127.0.0.1:0")
     connection = Connection(ours.address)
     try:
-        with try_lease(connection, "ci@lab pid 7: tests/test_board.py::test_boot"):
+        with leased(connection, "ci@lab pid 7: tests/test_board.py::test_boot"):
             results = results_of(jmp_shell(upstream, ours.address, cwd=tmp_path))
     finally:
         connection.close()

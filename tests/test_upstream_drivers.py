@@ -31,6 +31,7 @@ RUN_TIMEOUT = 1800  # s: setup from scratch (about 1.5 min) and both sides (abou
 
 def load_runner():
     spec = importlib.util.spec_from_file_location("upstream_drivers_run", RUNNER)
+    assert spec is not None and spec.loader is not None, RUNNER
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # for its dataclasses
     spec.loader.exec_module(module)
@@ -57,7 +58,7 @@ def comparison(tmp_path_factory, say) -> dict:
                 say(f"\n{RUNNER.name}: upstream's driver packages' own tests, on upstream and on ours (minutes):")
                 done = run_showing_progress(command, lambda line: say(f"{RUNNER.name}: {line}"), RUN_TIMEOUT)
             except subprocess.TimeoutExpired as exc:
-                pytest.fail(f"{RUNNER.name} did not finish in {RUN_TIMEOUT} s:\n{exc.stderr}", pytrace=False)
+                pytest.fail(f"{RUNNER.name} did not finish in {RUN_TIMEOUT} s:\n{exc.stderr!s}", pytrace=False)
             if done.returncode not in (0, 1):  # 1: some regression, which the tests below tell one by one
                 pytest.fail(
                     f"{RUNNER.name} exited with {done.returncode}:\n{done.stderr[-6000:]}{done.stdout}", pytrace=False

@@ -39,8 +39,10 @@ def run_showing_progress(
     they come (a long set-up says what it is doing, not a minute of silence)."""
     lines: list[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
+        assert process.stdout is not None and process.stderr is not None  # PIPEs
 
         def follow() -> None:
+            assert process.stderr is not None
             for line in process.stderr:
                 lines.append(line)
                 if progress is not None and "is ignored: it is neither" not in line:  # pip, of extra index folders

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import AsyncGenerator, Generator, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
@@ -15,6 +14,7 @@ from anyio.from_thread import BlockingPortal
 
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.streams import AsyncStream, BlockingStream
+from jumpstarter.common.hints import did_you_mean
 from jumpstarter.driver.base import CLIENT_LABEL
 from jumpstarter.errors import ClientClassError
 from jumpstarter.v1.common_pb2 import LOG_SOURCE_AFTER_LEASE_HOOK, LOG_SOURCE_BEFORE_LEASE_HOOK, LOG_SOURCE_DRIVER
@@ -112,8 +112,7 @@ class DriverClient:
         except KeyError:
             pass
         known = sorted(children)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known)
         what = f"client {self.name!r}" if self.name else "the exporter"
         listing = ", ".join(known) or "none"
         raise AttributeError(f"{what} ({type(self).__name__}) has no child {name!r}; its children: {listing}{hint}")

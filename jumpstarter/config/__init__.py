@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
 import inspect
 import pkgutil
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from jumpstarter.common.hints import closest, did_you_mean
 from jumpstarter.driver.base import Composite, Driver, exported_methods
 from jumpstarter.errors import ConfigError
 from jumpstarter.signature import ArgumentError, convert
@@ -256,8 +256,7 @@ class _Parser:
     def check_keys(self, node: Mapping[Any, Any], allowed: set[str], where: str) -> None:
         for key in node:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(allowed))}"
+                hint = did_you_mean(str(key), allowed) or f"; known keys: {', '.join(sorted(allowed))}"
                 raise self.error(getattr(node, "lines", {}).get(key, 0), f"{where}: unknown key {key!r}{hint}")
 
     def string(self, doc: _Node, key: str) -> str:
@@ -311,8 +310,7 @@ def _check_params(cls: type[Driver], entry: DriverEntry, where: str, source: str
         if name in RESERVED_PARAMS:
             raise ConfigError(f"{where}: {name!r} can't be a config parameter")
         if name not in params and not accepts_any:
-            close = difflib.get_close_matches(str(name), takes, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(name), takes)
             own = set(cls.__dict__.get("__annotations__", {}))
             if name in own:
                 hint = f"; {cls.__qualname__} declares it but is not a dataclass: add @dataclass(kw_only=True)"
@@ -384,8 +382,7 @@ def import_driver_class(path: str, where: str) -> type[Driver]:
     cls = getattr(module, class_name, None)
     if cls is None:
         drivers = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Driver)]
-        close = difflib.get_close_matches(class_name, drivers, n=1)
-        hint = f"; did you mean '{module_name}.{close[0]}'?" if close else ""
+        hint = did_you_mean(class_name, drivers, show=lambda name: repr(f"{module_name}.{name}"))
         raise ConfigError(f"{where}: type {path!r}: module {module_name!r} has no {class_name!r}{hint}")
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(f"{where}: type {path!r} is not a Driver subclass (from jumpstarter.driver import Driver)")
@@ -398,7 +395,7 @@ def _suggest_module(path: str, missing: str) -> str:
     installed = {m.name for m in pkgutil.iter_modules()} | {m.split(".")[0] for m in sys.modules}
     words = sorted(top.lower().split("_"))
     same_words = [m for m in installed if sorted(m.lower().split("_")) == words]
-    close = same_words or difflib.get_close_matches(top, installed, n=1, cutoff=0.75)
+    close = same_words or [m for m in [closest(top, installed, cutoff=0.75)] if m]
     if not close:
         return " (is the driver package installed on this host?)"
     return f"; did you mean {path.replace(top, close[0], 1)!r}? (installed: {close[0]})"

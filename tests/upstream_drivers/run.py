@@ -218,6 +218,7 @@ def setup(sides: list[str]) -> None:
     except OSError as exc:
         raise HarnessError(f"{SETUP.name}: {exc}") from None
     said = []
+    assert process.stdout is not None  # a PIPE
     for line in process.stdout:
         if "is ignored: it is neither" not in line:  # pip, about this machine's extra index folders
             said.append(line.rstrip("\n"))
@@ -457,7 +458,7 @@ def parse_junit(path: Path, root: Path) -> tuple[dict[str, Outcome], dict[str, s
             outcome = Outcome("failed", first_line(kinds["failure"]))
         elif "skipped" in kinds:
             if kinds["skipped"].get("message") == "collection skipped":  # no test of the module is listed
-                collect_skipped[case.get("file") or case.get("name", "")] = (kinds["skipped"].text or "").strip()
+                collect_skipped[case.get("file") or case.get("name") or ""] = (kinds["skipped"].text or "").strip()
                 continue
             outcome = Outcome("skipped", first_line(kinds["skipped"]))
         else:
