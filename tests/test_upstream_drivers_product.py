@@ -8,12 +8,15 @@ the exporter, and an upstream-style ``JumpstarterTest`` class in the same suite.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 from upstream_peer import run_showing_progress
+
+from jumpstarter.exporter.process import ExporterProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "scripts" / "setup-upstream-drivers.sh"
@@ -97,3 +100,28 @@ def test_upstream_drivers_under_our_plugin_and_xdist(drivers_python: Path, tmp_p
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "5 passed" in output, output
+
+
+def test_j_drives_upstream_drivers_inside_our_shell(drivers_python: Path, tmp_path: Path) -> None:
+    """`jumpstarter shell ADDRESS -- j power on`, as upstream's `jmp shell -- j power on`: the drivers' click
+    commands, gathered under their export names."""
+    (tmp_path / "lab.yaml").write_text(LAB)
+    bin_dir = drivers_python.parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    lab = tmp_path / "lab.yaml"
+    with ExporterProcess.start(lab, "--listen", "127.0.0.1:0", env=env, python=drivers_python) as exporter:
+        shell = [str(drivers_python), "-m", "jumpstarter", "shell", exporter.address, "--"]
+
+        def j(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*shell, "j", *args], capture_output=True, text=True, timeout=60, env=env)
+
+        listing = j("--help")
+        assert listing.returncode == 0, listing.stderr
+        assert "power" in listing.stdout and "serial" in listing.stdout, listing.stdout
+        assert j("power", "on").returncode == 0
+        read = j("power", "read")
+        assert read.returncode == 0 and "5.0" in read.stdout, read.stdout + read.stderr  # MockPower's reading
+        wrong = j("power", "of")
+        assert wrong.returncode == 2 and "No such command 'of'" in wrong.stderr, wrong.stderr
+    outside = subprocess.run([str(bin_dir / "j"), "power", "on"], capture_output=True, text=True, timeout=60)
+    assert outside.returncode == 2 and "inside `jumpstarter shell ADDRESS -- j ...`" in outside.stderr

@@ -212,6 +212,20 @@ def _log_remote(record: Any) -> None:
 class CompositeClient(DriverClient):
     """Client of a driver that only groups children (an exporter's root from YAML)."""
 
+    def cli(self) -> Any:
+        """The click group of upstream's ``j`` command (click is needed): each child whose client has a ``cli()``
+        adds its commands under its name (``j power on``), as upstream's composite client gathers them."""
+        from jumpstarter.client.decorators import driver_click_group
+
+        @driver_click_group(self)
+        def group() -> None:
+            """The exporter's drivers"""
+
+        for name, child in self.children.items():
+            if not isinstance(child, StubDriverClient) and callable(getattr(type(child), "cli", None)):
+                group.add_command(child.cli(), name)
+        return group
+
 
 class StubDriverClient(DriverClient):
     """Stands in for a client class whose package is not installed on this side (upstream's name).

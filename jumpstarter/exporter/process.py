@@ -25,7 +25,12 @@ class ExporterProcess:
     """A running ``jumpstarter run CONFIG``; ``address`` is where it serves."""
 
     def __init__(
-        self, config: str | Path, *args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None
+        self,
+        config: str | Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        python: str | Path = sys.executable,
     ) -> None:
         self.config = str(config)
         self.lines: list[str] = []
@@ -34,7 +39,7 @@ class ExporterProcess:
         # Its standard input is a pipe this process holds and never writes: when this process ends, however it
         # ends (SIGKILL included), the pipe closes and the exporter stops, closing its drivers (--exit-with-stdin).
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jumpstarter", "run", self.config, "--exit-with-stdin", *args],
+            [str(python), "-m", "jumpstarter", "run", self.config, "--exit-with-stdin", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE,
@@ -53,9 +58,11 @@ class ExporterProcess:
         env: dict[str, str] | None = None,
         timeout: float = 30,
         cwd: str | Path | None = None,
+        python: str | Path = sys.executable,
     ) -> Self:
-        """Start the exporter and return once it serves; ExporterStartError with its output if it doesn't."""
-        exporter = cls(config, *args, env=env, cwd=cwd)
+        """Start the exporter and return once it serves; ExporterStartError with its output if it doesn't.
+        ``python``: the interpreter (of a virtualenv with the drivers) that runs ``jumpstarter run``."""
+        exporter = cls(config, *args, env=env, cwd=cwd, python=python)
         exporter.wait_ready(timeout)
         return exporter
 
