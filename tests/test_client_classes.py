@@ -71,6 +71,24 @@ def test_module_outside_the_allow_list_is_refused_before_import(tmp_path, monkey
     sys.modules.pop("rogue_client", None)
 
 
+def test_a_driver_package_that_forgets_to_depend_on_jumpstarter_is_told_so(tmp_path, monkeypatch, write):
+    """Installed, but its pyproject lacks dependencies = ["jumpstarter"]: the message says that, not 'install it'."""
+    write("relay_pkg/__init__.py", "from jumpstarter.client import DriverClient\n\nclass Relay(DriverClient): ...\n")
+    info = tmp_path / "my_relay-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-relay\nVersion: 0.1.0\n")
+    (info / "RECORD").write_text("relay_pkg/__init__.py,,\nmy_relay-0.1.0.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("JUMPSTARTER_CLIENT_MODULES", raising=False)
+    with exporter(naming("relay_pkg.Relay"), tmp_path) as address:
+        with pytest.raises(ClientClassError) as raised:
+            connect(address)
+    message = str(raised.value)
+    assert "module 'relay_pkg' is installed (distribution 'my-relay'), but that distribution does not depend" in message
+    assert 'Add dependencies = ["jumpstarter"] to its pyproject.toml and reinstall it' in message
+    assert "relay_pkg" not in sys.modules  # still not imported
+
+
 def test_allowed_module_but_not_a_driver_client_is_refused(tmp_path):
     allow_client_modules("collections")
     with exporter(naming("collections.OrderedDict"), tmp_path) as address:

@@ -54,6 +54,18 @@ def _top_level_modules(dist: metadata.Distribution) -> set[str]:
     return {n for n in names if n.isidentifier() and not n.startswith("_")}
 
 
+def _distributions_of(module: str) -> list[metadata.Distribution]:
+    """The installed distributions that provide top-level ``module``."""
+    names = metadata.packages_distributions().get(module, [])
+    found = [metadata.distribution(name) for name in dict.fromkeys(names)]
+    if not found:  # an editable install maps no files: by the conventional name
+        try:
+            found = [metadata.distribution(module.replace("_", "-"))]
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 @cache
 def driver_package_modules() -> frozenset[str]:
     """Top-level modules of installed distributions that depend on jumpstarter."""
@@ -90,11 +102,21 @@ def load_client_class(path: str, export: str, base: type, trusted: bool = False)
                 f"{where}: the exporter names client class {path!r}, but {module_name!r} is not a module of client "
                 "classes (jumpstarter.client, or a driver package's own), so it was not imported"
             )
+        top = module_name.split(".")[0]
+        owners = [d for d in _distributions_of(top) if not _requires_jumpstarter(d)]
+        if owners:  # installed, by a package that forgot to say it is a driver package
+            dist = owners[0].metadata["Name"]
+            raise ClientClassError(
+                f"{where}: the exporter names client class {path!r}; module {top!r} is installed (distribution "
+                f"{dist!r}), but that distribution does not depend on jumpstarter, and only driver packages' "
+                f'client classes are loaded. Add dependencies = ["jumpstarter"] to its pyproject.toml and '
+                f"reinstall it, or allow the module with {ENV_VAR}={top}."
+            )
         raise ClientClassError(
-            f"{where}: the exporter names client class {path!r}, but module {module_name.split('.')[0]!r} is not "
+            f"{where}: the exporter names client class {path!r}, but module {top!r} is not "
             f"from an installed driver package (a distribution that depends on jumpstarter), so it was not "
             f"imported. Install the driver package on this side too, or allow the module with "
-            f"{ENV_VAR}={module_name.split('.')[0]} or jumpstarter.client.allow_client_modules()."
+            f"{ENV_VAR}={top} or jumpstarter.client.allow_client_modules()."
         )
     try:
         module = importlib.import_module(module_name)
