@@ -406,8 +406,14 @@ def test_tls_exporter_and_client(exporter_process, tls_files, tmp_path):
             assert console.receive() == b"sealed"
     with pytest.raises(ConnectError, match="over TLS"):  # not trusted by the system's CAs
         connect(exporter.address, tls=True, timeout=1)
-    with pytest.raises(ConnectError, match=f"no exporter answers at {exporter.address} \\(waited"):  # plain gRPC
+    with pytest.raises(ConnectError) as plain:  # plain gRPC to a TLS exporter: the hint says TLS
         connect(exporter.address, timeout=1)
+    assert f"no exporter answers at {exporter.address} in plain gRPC, though something listens there: if it " in str(
+        plain.value
+    )
+    assert "pytest --exporter-tls" in str(plain.value)
+    with pytest.raises(ConnectError, match=r"no exporter answers at 127.0.0.1:1 \(waited"):  # nothing there at all
+        connect("127.0.0.1:1", timeout=0.5)
     not_pem = tmp_path / "cert.txt"
     not_pem.write_text("hello")
     done = subprocess.run(

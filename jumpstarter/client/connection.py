@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
@@ -171,6 +172,11 @@ class Connection:
 
     def _no_answer(self, timeout: float) -> ConnectError:
         how = " over TLS (does it serve TLS, with a certificate this client trusts?)" if self.tls else ""
+        if not self.tls and _listening(self.target):
+            how = (
+                " in plain gRPC, though something listens there: if it serves TLS, reach it over TLS (a CA file: "
+                "connect(..., tls=...), pytest --exporter-tls, jumpstarter shell --tls-ca)"
+            )
         return ConnectError(f"no exporter answers at {self.address}{how} (waited {timeout:g} s)")
 
     def hold(self, lease_id: str | None) -> None:
@@ -441,6 +447,18 @@ class Connection:
 
 
 UPLOAD_CHUNK = 64 * 1024
+
+
+def _listening(target: str) -> bool:
+    """Whether a TCP ``HOST:PORT`` target accepts connections (for a hint: what answers there isn't plain gRPC)."""
+    host, _, port = target.rpartition(":")
+    if target.startswith("unix:") or not port.isdigit():
+        return False
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def upload_source(source: Any, target: str) -> Any:
