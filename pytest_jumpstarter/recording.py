@@ -343,19 +343,9 @@ class _UploadTap:
                 setattr(self, name, getattr(source, name))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in upload_chunks(self._source):
+        from jumpstarter.client.connection import chunks_of
+
+        async for chunk in chunks_of(self._source):
             self.size += len(chunk)
             self.digest.update(chunk)
             yield chunk
-
-
-async def upload_chunks(source: Any) -> AsyncIterator[bytes]:
-    """The chunks of an upload's source: an anyio byte stream, or an async iterable of bytes."""
-    if hasattr(source, "receive"):
-        try:
-            while True:
-                yield await source.receive()
-        except anyio.EndOfStream:
-            return
-    async for chunk in source:
-        yield chunk

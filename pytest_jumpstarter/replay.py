@@ -22,7 +22,6 @@ import pytest
 from jumpstarter import errors
 from pytest_jumpstarter import tapes
 from pytest_jumpstarter.leasing import ROOT
-from pytest_jumpstarter.recording import upload_chunks
 
 if TYPE_CHECKING:
     from jumpstarter.client.connection import Connection
@@ -245,13 +244,13 @@ class ReplayConnection:
     ) -> AsyncIterator[dict]:
         """The upload's bytes are read and must be those recorded (size and digest); a recorded dump is sent
         back into ``source``."""
-        from jumpstarter.client.connection import upload_source
+        from jumpstarter.client.connection import chunks_of, upload_source
 
         tape = self.tape
         entry = tape.next("upload", target)
         source = upload_source(source, target)
         digest, size = hashlib.sha256(), 0
-        async for chunk in upload_chunks(source):
+        async for chunk in chunks_of(source):
             digest.update(chunk)
             size += len(chunk)
         if (size, digest.hexdigest()) != (entry.get("size"), entry.get("sha256")):

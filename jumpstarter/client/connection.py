@@ -24,6 +24,7 @@ import grpc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.protobuf.empty_pb2 import Empty
 
+from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, JumpstarterError, error_from_rpc
@@ -342,6 +343,7 @@ class Connection:
         A ``content_encoding`` (gzip, xz, bz2, zstd) says ``source`` is compressed: it is decompressed here, and
         the driver reads plain bytes, as upstream's client does for an exporter that takes no encoding.
         """
+        label, total = upload_label(source, target), upload_size(source)
         source = upload_source(source, target)
         try:
             decompressor = create_decompressor(content_encoding) if content_encoding else None
@@ -363,7 +365,7 @@ class Connection:
             raise ConnectError(f"exporter at {self.address} sent no resource handle for {target}") from None
 
         async def upload() -> None:
-            chunks = _chunks(source)
+            chunks = with_progress(chunks_of(source), label, total)  # on a terminal, a long upload shows progress
             if decompressor is not None:
                 chunks = decompress_chunks(chunks, decompressor)
             # A write after the exporter has ended the stream fails, and gRPC then ends the call as INTERNAL, which
@@ -506,7 +508,8 @@ async def file_chunks(file: Any) -> AsyncGenerator[bytes, None]:
         yield chunk
 
 
-async def _chunks(source: Any) -> AsyncIterator[bytes]:
+async def chunks_of(source: Any) -> AsyncIterator[bytes]:
+    """The chunks of an upload's source: an anyio byte stream, or an async iterable of bytes."""
     if hasattr(source, "receive"):
         try:
             while True:
