@@ -12,12 +12,19 @@ code, so the module is checked before anything is imported. Allowed are:
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from functools import cache
 from importlib import metadata
 
+from jumpstarter.common.importing import (
+    ImportFailed,
+    ModuleMissing,
+    NameMissing,
+    NotAClassPath,
+    import_class,
+    split_class_path,
+)
 from jumpstarter.errors import ClientClassError
 
 ENV_VAR = "JUMPSTARTER_CLIENT_MODULES"
@@ -92,10 +99,11 @@ def allowed(module: str) -> bool:
 
 def load_client_class(path: str, export: str, base: type, trusted: bool = False) -> type:
     """Import the client class at ``path`` for the driver at ``export``, checking it first unless ``trusted``."""
-    module_name, _, class_name = path.rpartition(".")
     where = f"export {export!r}" if export else "the exporter's root driver"
-    if not module_name or not class_name:
-        raise ClientClassError(f"{where}: client class path {path!r} is not of the form 'module.Class'")
+    try:
+        module_name, class_name = split_class_path(path)
+    except NotAClassPath:
+        raise ClientClassError(f"{where}: client class path {path!r} is not of the form 'module.Class'") from None
     if not trusted and not allowed(module_name):
         if module_name.split(".")[0] == "jumpstarter" or "__" in module_name:
             raise ClientClassError(
@@ -119,16 +127,18 @@ def load_client_class(path: str, export: str, base: type, trusted: bool = False)
             f"{ENV_VAR}={top} or jumpstarter.client.allow_client_modules()."
         )
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ClientClassError(f"{where}: can't import client class {path!r}: {exc}") from exc
-    except (Exception, SystemExit) as exc:  # a module that fails, or exits, on import: not the client's end
+        cls = import_class(path)
+    except ModuleMissing as exc:
+        raise ClientClassError(f"{where}: can't import client class {path!r}: {exc.__cause__}") from exc
+    except ImportFailed as exc:  # a module that fails, or exits, on import: not the client's end
+        if isinstance(exc.cause, ImportError):
+            raise ClientClassError(f"{where}: can't import client class {path!r}: {exc.cause}") from exc.cause
         raise ClientClassError(
-            f"{where}: importing module {module_name!r} for client class {path!r} failed: {type(exc).__name__}: {exc}"
+            f"{where}: importing module {module_name!r} for client class {path!r} failed: "
+            f"{type(exc.cause).__name__}: {exc.cause}"
         ) from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ClientClassError(f"{where}: module {module_name!r} has no client class {class_name!r}")
+    except NameMissing:
+        raise ClientClassError(f"{where}: module {module_name!r} has no client class {class_name!r}") from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ClientClassError(f"{where}: {path!r} is not a DriverClient subclass, so it is not used as a client")
     return cls

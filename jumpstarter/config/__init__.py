@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import pkgutil
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from jumpstarter.common.hints import closest, did_you_mean
+from jumpstarter.common.importing import ImportFailed, ModuleMissing, NameMissing, NotAClassPath, import_class
 from jumpstarter.driver.base import Composite, Driver, exported_methods
 from jumpstarter.errors import ConfigError
 from jumpstarter.signature import ArgumentError, convert
@@ -361,29 +361,27 @@ def import_driver_class(path: str, where: str) -> type[Driver]:
     """The Driver subclass at ``path``, or a ConfigError that says what is wrong and what was meant."""
     if path in TYPE_ALIASES:
         return TYPE_ALIASES[path]
-    module_name, _, class_name = path.rpartition(".")
-    if not module_name:
-        raise ConfigError(f"{where}: type {path!r} must be a full import path, e.g. 'my_driver.MyDriver'")
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or module_name
-        if module_name == missing or module_name.startswith(missing + "."):
-            hint = _suggest_module(path, missing)
-            raise ConfigError(f"{where}: type {path!r}: no module named {missing!r}{hint}") from None
+        cls = import_class(path)
+    except NotAClassPath:
+        raise ConfigError(f"{where}: type {path!r} must be a full import path, e.g. 'my_driver.MyDriver'") from None
+    except ModuleMissing as exc:
+        if exc.is_the_module:
+            hint = _suggest_module(path, exc.missing)
+            raise ConfigError(f"{where}: type {path!r}: no module named {exc.missing!r}{hint}") from None
         raise ConfigError(
-            f"{where}: type {path!r}: importing {module_name!r} failed: "
-            f"it needs module {missing!r}, which is not installed"
+            f"{where}: type {path!r}: importing {exc.module!r} failed: "
+            f"it needs module {exc.missing!r}, which is not installed"
         ) from exc
-    except Exception as exc:
+    except ImportFailed as exc:
         raise ConfigError(
-            f"{where}: type {path!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        drivers = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Driver)]
-        hint = did_you_mean(class_name, drivers, show=lambda name: repr(f"{module_name}.{name}"))
-        raise ConfigError(f"{where}: type {path!r}: module {module_name!r} has no {class_name!r}{hint}")
+            f"{where}: type {path!r}: importing {exc.module!r} raised {type(exc.cause).__name__}: {exc.cause}"
+        ) from exc.cause
+    except NameMissing as exc:
+        drivers = [n for n, v in vars(exc.found).items() if isinstance(v, type) and issubclass(v, Driver)]
+        module = exc.module
+        hint = did_you_mean(exc.name, drivers, show=lambda name: repr(f"{module}.{name}"))
+        raise ConfigError(f"{where}: type {path!r}: module {module!r} has no {exc.name!r}{hint}") from None
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(f"{where}: type {path!r} is not a Driver subclass (from jumpstarter.driver import Driver)")
     return cls
