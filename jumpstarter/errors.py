@@ -113,6 +113,11 @@ def error_from_rpc(err: grpc.RpcError, *, address: str, target: str = "", method
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return AuthenticationError(f"exporter at {address} refused the passphrase: {details}")
     if code == grpc.StatusCode.UNAVAILABLE and not _from_driver(err):
+        if "ping timeout" in details:
+            return ConnectError(
+                f"exporter at {address} stopped answering: a ping went unanswered for seconds (is it frozen or "
+                f"suspended, or the network to it gone?): {details}"
+            )
         return ConnectError(f"exporter at {address} is unavailable: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION:  # no driver error maps here: only the lease guard sends it
         where = f" {target + '.' if target else ''}{method}" if method else ""

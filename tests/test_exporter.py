@@ -336,6 +336,21 @@ def test_shell_runs_a_command_connected_to_the_exporter(exporter_process, tmp_pa
     assert "can't run '/no/such/command': No such file or directory" in missing.stderr
 
 
+def test_a_call_to_a_frozen_exporter_fails_within_seconds(exporter_process):
+    """Frozen (SIGSTOP: a suspended VM), its TCP connection up: the caller is told within seconds, not a minute."""
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
+    with connect(exporter.address) as root:
+        assert root.board.add(1, 2) == 3
+        exporter.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ConnectError, match=f"exporter at {exporter.address} stopped answering"):
+                root.board.add(1, 2)
+            assert time.monotonic() - started < 5
+        finally:
+            exporter.process.send_signal(signal.SIGCONT)
+
+
 def test_inspect_shows_the_drivers_methods_and_signatures(exporter_process):
     """`jumpstarter inspect ADDRESS`: the tree, each driver's client class, exported methods' help, and the
     client methods a test calls with their signatures."""

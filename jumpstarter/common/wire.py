@@ -11,6 +11,8 @@ import time
 PASSPHRASE_KEY = "x-jumpstarter-passphrase"  # metadata: the exporter's passphrase, on every call
 LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is made under
 
+PING_TIMEOUT_MS = 3_000
+
 # Generous but bounded: a 1 MiB string argument must pass, a runaway one must not exhaust memory.
 MAX_MESSAGE = 64 * 1024 * 1024
 GRPC_OPTIONS = [
@@ -21,6 +23,9 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # A ping unanswered this long ends the connection (gRPC's default: 60 s): a call to a frozen exporter (a
+    # suspended VM, a tunnel whose far end vanished) fails within seconds instead of hanging a minute.
+    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
 ]
 
 
