@@ -74,6 +74,7 @@ class Fixtures:
                         f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
                     )
                 client = getattr(claim.chosen[name].client(), name)
+                self._limit_calls(client, request)
                 if self.recorder:
                     self.recorder.attach(name, client, request)
             self._mock_children(name, client, request)
@@ -90,12 +91,19 @@ class Fixtures:
             if self.replayer:
                 return self.replayer.client(ROOT, request)
             client = self.leasing.claim(request, jumpstarter_target).first.client()
+            self._limit_calls(client, request)
             if self.recorder:
                 self.recorder.attach(ROOT, client, request)
             return client
 
         setattr(exporter, EXPORT_ATTRIBUTE, None)
         return exporter
+
+    def _limit_calls(self, client: Any, request: pytest.FixtureRequest) -> None:
+        """The test's call timeout (--call-timeout, or its marker's) on the connection its client calls through."""
+        item = request.node if isinstance(request.node, pytest.Item) else None
+        seconds = self.lab.values.seconds("call_timeout", item)
+        client.connection.call_timeout = seconds if seconds > 0 else None
 
     # Mocks -------------------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ class Lab:
         mode = values.choice("mode", settings.MODES)
         start_timeout = values.seconds("start_timeout")
         values.seconds("lease_timeout")  # checked now, used per test
+        values.seconds("call_timeout")
         self.exporters = exporters.load(
             values["exporters"], xdist.handoffs(self.config), values["passphrase"] or None, mode, tls, start_timeout
         )

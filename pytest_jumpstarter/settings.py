@@ -94,6 +94,15 @@ LEASE_TIMEOUT = Setting(
     default="300",
     metavar="SECONDS",
 )
+CALL_TIMEOUT = Setting(
+    "--call-timeout",
+    "jumpstarter_call_timeout",
+    "JUMPSTARTER_CALL_TIMEOUT",
+    "seconds a driver call may take before it fails the test naming the call (default 900; 0: no limit; "
+    "generators and byte streams have none)",
+    default="900",
+    metavar="SECONDS",
+)
 LEASE_SCOPE = Setting(
     "--lease-scope",
     "jumpstarter_lease_scope",
@@ -142,6 +151,7 @@ SETTINGS = (
     LOG,
     START_TIMEOUT,
     LEASE_TIMEOUT,
+    CALL_TIMEOUT,
     LEASE_SCOPE,
     MATRIX,
     RECORD,
@@ -149,7 +159,7 @@ SETTINGS = (
     TIMELINE,
 )
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
-PER_TEST = ("log", "lease_timeout")
+PER_TEST = ("log", "lease_timeout", "call_timeout")
 MODES = ("subprocess", "inprocess")
 SCOPES: tuple[Scope, ...] = ("function", "module", "session")
 

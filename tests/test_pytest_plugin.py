@@ -383,6 +383,34 @@ def test_exporter_dying_mid_session_fails_the_tests_that_need_it_fast(pytester):
     )
 
 
+def test_a_call_with_no_end_fails_its_test_at_the_call_timeout(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_stuck(board):
+            board.call("block", 5)
+
+        @pytest.mark.jumpstarter(call_timeout=0)
+        def test_no_limit(board):
+            assert board.call("block", 1.5) >= 1.5
+
+        @pytest.mark.jumpstarter(call_timeout=0.5)
+        def test_stricter(board):
+            board.call("block", 2)
+        """
+    )
+    result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "--call-timeout", "1", timeout=60)
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*DriverTimeout: board.block: no answer within the call timeout of 1 s: the driver may be stuck*",
+            "*DriverTimeout: board.block: no answer within the call timeout of 0.5 s*",
+        ]
+    )
+    assert result.duration < 30
+
+
 def test_junitxml_names_the_exporter_each_test_used(pytester):
     import xml.etree.ElementTree as ET
 

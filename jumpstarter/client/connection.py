@@ -27,7 +27,7 @@ from google.protobuf.empty_pb2 import Empty
 from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
-from jumpstarter.errors import AuthenticationError, ConnectError, JumpstarterError, error_from_rpc
+from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
 from jumpstarter.values import decode_result, encode_args
@@ -98,6 +98,20 @@ class _Pending:
 
     def failed(self, err: grpc.RpcError) -> Exception:
         """The exception to raise for ``err`` (a driver's own error by its kind, or the connection's)."""
+        limit = self._connection.call_timeout
+        if (
+            limit is not None
+            and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            and err.details() == "Deadline Exceeded"
+        ):
+            exc: Exception = DriverTimeout(
+                f"no answer within the call timeout of {limit:g} s: the driver may be stuck (the pytest plugin's "
+                "--call-timeout, or the marker's call_timeout, sets it)",
+                target=self._target,
+                method=self._method,
+            )
+            self._ended(exc)
+            return exc
         exc = error_from_rpc(err, address=self._connection.address, target=self._target, method=self._method)
         self._ended(exc)
         return exc
@@ -131,6 +145,10 @@ class Connection:
         self._portal: tuple[Any, BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
         self.closed = False
+        # Seconds a (unary) driver call may take before it fails as a DriverTimeout naming it; None: no limit.
+        # The pytest plugin sets it per test (--call-timeout). Generators and byte streams have none: a console
+        # may rightly be read for an hour.
+        self.call_timeout: float | None = None
         self._handed: set[str] = set()  # uuids of upload handles given to a call (see resource_async)
 
     def _note_handles(self, args: tuple) -> None:
@@ -238,7 +256,7 @@ class Connection:
             raise self._closed_error(target, method)
         request, pending = self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
         try:
-            reply = self._exporter.DriverCall(request, metadata=self.metadata)
+            reply = self._exporter.DriverCall(request, metadata=self.metadata, timeout=self.call_timeout)
         except grpc.RpcError as err:
             raise pending.failed(err) from None
         return pending.returned(reply)
@@ -309,7 +327,9 @@ class Connection:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         request, pending = self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
         try:
-            reply = await self._aio_stubs().exporter.DriverCall(request, metadata=self.metadata)
+            reply = await self._aio_stubs().exporter.DriverCall(
+                request, metadata=self.metadata, timeout=self.call_timeout
+            )
         except grpc.RpcError as err:
             raise pending.failed(err) from None
         return pending.returned(reply)
