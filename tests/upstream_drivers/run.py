@@ -248,6 +248,7 @@ class Run:
     seconds: float = 0.0
     cached: bool = False
     log: str = ""
+    flaky: dict[str, str] = field(default_factory=dict)  # failed in the run, passed run again alone: the failure
 
     def count(self, *outcomes: str) -> int:
         return sum(o.outcome in outcomes for o in self.tests.values())
@@ -284,8 +285,12 @@ def site_packages(python: Path, modules: list[str]) -> dict[str, str]:
     return found
 
 
-def pytest_command(python: Path, package: Package, folder: Path, ini: Path, junit: Path, timeout: int) -> list[str]:
-    command = [str(python), "-m", "pytest", str(folder), "-c", str(ini)]
+def pytest_command(
+    python: Path, package: Package, folder: Path, ini: Path, junit: Path, timeout: int, only: tuple[str, ...] = ()
+) -> list[str]:
+    """The package's tests (``only``: just these node ids) from its installed folder, with its settings."""
+    targets = [str(folder.parent / nid) for nid in only] or [str(folder)]
+    command = [str(python), "-m", "pytest", *targets, "-c", str(ini)]
     command += ["--rootdir", str(folder.parent), "--confcutdir", str(folder)]  # node ids: MODULE/file.py::test
     command += ["-p", "no:cacheprovider", f"--timeout={timeout}", f"--junitxml={junit}"]
     # A test module that can't be imported (on our side, a name we lack) stops only its own tests.
@@ -297,7 +302,7 @@ def pytest_command(python: Path, package: Package, folder: Path, ini: Path, juni
             command += ["--deselect", node_id]
         else:  # a whole file: not even imported (one that fails at import would still count as an error)
             command += ["--ignore", str(folder.parent / node_id)]
-    if package.workers:
+    if package.workers and not only:
         command += ["-n", str(package.workers)]
     return command
 
@@ -325,9 +330,16 @@ def run_env(python: Path, home: Path) -> dict[str, str]:
 
 
 def run_pytest(
-    side: str, python: Path, package: Package, folder: Path, out: Path, timeout: int, package_timeout: int
+    side: str,
+    python: Path,
+    package: Package,
+    folder: Path,
+    out: Path,
+    timeout: int,
+    package_timeout: int,
+    only: tuple[str, ...] = (),
 ) -> Run:
-    workdir = out / side / package.name
+    workdir = out / side / (package.name + ("-again" if only else ""))
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "home").mkdir(parents=True)
     (workdir / "cwd").mkdir()
@@ -338,7 +350,7 @@ def run_pytest(
         (workdir / "plugins").mkdir()
         (workdir / "plugins" / f"{WORKSPACE_PLUGIN_NAME}.py").write_text(WORKSPACE_PLUGIN)
         env["PYTHONPATH"] = str(workdir / "plugins")
-    command = pytest_command(python, package, folder, ini, junit, timeout)
+    command = pytest_command(python, package, folder, ini, junit, timeout, only)
     run = Run(package.name, side, log=str(log))
     started = time.monotonic()
     with log.open("w") as output:
@@ -583,7 +595,45 @@ def run_all(
         thread.join()
     if failures:
         raise failures[0]
+    if "ours" in sides and "upstream" in sides:
+        again(results, packages, pythons["ours"], folders["ours"], out, timeout, package_timeout)
     return results
+
+
+def again(
+    results: dict[str, dict[str, Run]],
+    packages: list[Package],
+    python: Path,
+    folders: dict[str, str],
+    out: Path,
+    timeout: int,
+    package_timeout: int,
+) -> None:
+    """Run once more, alone and one package at a time, the tests that passed upstream but failed on ours. Some
+    of upstream's tests race for ports or time under the load of the whole run (a "free" port another test's
+    server takes meanwhile): one that passes alone is kept as flaky (``Run.flaky``), not called a regression;
+    one that fails again stays a regression."""
+    for package in packages:
+        sides = results[package.name]
+        upstream, ours = sides.get("upstream"), sides.get("ours")
+        if not (upstream and ours):
+            continue
+        failed = tuple(
+            nid
+            for nid, outcome in sorted(upstream.tests.items())
+            if outcome.outcome == "passed"
+            and (ours.tests.get(nid) or Outcome("not run")).outcome in ("failed", "error")
+        )
+        if not failed:
+            continue
+        alone = run_pytest(
+            "ours", python, package, Path(folders[package.module]), out, timeout, package_timeout, failed
+        )
+        for nid in failed:
+            if (alone.tests.get(nid) or Outcome("not run")).outcome == "passed":
+                ours.flaky[nid] = ours.tests[nid].message
+                ours.tests[nid] = alone.tests[nid]
+        print(f"  ours     {package.name:32} again, alone: {len(ours.flaky)} of {len(failed)} passed", file=sys.stderr)
 
 
 def last_seconds(venvs: dict[str, Path], package: Package) -> float:
@@ -646,6 +696,9 @@ def compare(results: dict[str, dict[str, Run]]) -> dict:
         for nid, outcome in sorted(ours.tests.items()):
             if outcome.outcome == "passed" and (upstream.tests.get(nid) or Outcome("not run")).outcome != "passed":
                 report["only_ours_pass"].append({"package": name, "test": nid})
+        report.setdefault("flaky", []).extend(
+            {"package": name, "test": nid, "error": error} for nid, error in sorted(ours.flaky.items())
+        )
     return report
 
 
@@ -684,6 +737,10 @@ def render(report: dict, sides: list[str]) -> str:
     for problem in report["problems"]:
         parts.append(f"\n{problem['side']} {problem['package']}: {problem['problem']}")
     if "ours" in sides and "upstream" in sides:
+        flaky = report.get("flaky", [])
+        if flaky:
+            parts.append(f"\nFailed on ours in the whole run, passed when run again alone ({len(flaky)}):")
+            parts += [f"  {r['test']}: {r['error']}" for r in flaky]
         regressions = report["regressions"]
         if regressions:
             parts.append(f"\nPasses on upstream's side, not on ours ({len(regressions)}):")
