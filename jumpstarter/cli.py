@@ -4,6 +4,8 @@ runs a command connected to an exporter, as upstream's ``jmp shell`` does."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import fcntl
 import logging
 import os
 import signal
@@ -11,14 +13,17 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import IO
 
 import anyio
 from anyio import to_thread
 
 from jumpstarter.common.folders import private_folder
+from jumpstarter.common.wire import grpc_address
 from jumpstarter.config import ExporterConfig
-from jumpstarter.driver.base import NAME_LABEL
+from jumpstarter.driver.base import NAME_LABEL, close_drivers
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
+from jumpstarter.exporter.limits import MAX_MESSAGE_ENV, MAX_UPLOADS_ENV, MIB, UPLOAD_MEMORY_ENV, Limits
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
 
@@ -35,20 +40,53 @@ def default_socket(config_path: Path) -> Path:
     return folder / f"{config_path.stem}.sock"
 
 
-def _claim_socket(path: Path) -> None:
-    """Remove a stale socket file; refuse if an exporter still answers there."""
-    if not path.exists():
-        return
-    from jumpstarter.client.connection import Connection
+def _claim_socket(path: Path) -> IO[str]:
+    """Take the unix socket at ``path`` for this process; the lock file that says so, to keep open while it serves.
 
-    probe = Connection(f"unix://{path}")
+    The lock file beside the socket (``NAME.sock.lock``) is locked (flock) for as long as its exporter lives: one
+    that holds it keeps its socket however unresponsive it is (stopped with Ctrl-Z or SIGSTOP), and a second run
+    is refused. A socket whose lock is free was left by an exporter that is gone, and is removed.
+    """
+    lock_path = path.with_name(path.name + ".lock")
     try:
-        probe.wait_ready(0.3)
-    except ConnectError:
-        path.unlink(missing_ok=True)
-        return
-    probe.close()
-    raise SystemExit(f"jumpstarter: an exporter already serves at unix://{path}; stop it or use --listen")
+        lock = open(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600), "r+")  # noqa: SIM115
+    except OSError as exc:
+        raise SystemExit(f"jumpstarter: can't open the lock file {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = lock.read().strip()
+        lock.close()
+        who = f" (pid {owner})" if owner.isdigit() else ""
+        raise SystemExit(
+            f"jumpstarter: an exporter{who} already serves at unix://{path}; stop it, or serve elsewhere with --listen"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    if path.exists():
+        from jumpstarter.client.connection import Connection
+
+        probe = Connection(f"unix://{path}")  # one that takes no lock (an older version) may still answer
+        try:
+            probe.wait_ready(0.3)
+        except ConnectError:
+            path.unlink(missing_ok=True)
+        else:
+            probe.close()
+            lock.close()
+            raise SystemExit(f"jumpstarter: an exporter already serves at unix://{path}; stop it, or use --listen")
+    return lock
+
+
+def _unix_path(address: str) -> Path | None:
+    """The socket file of a ``unix:`` address, or None for another kind."""
+    target = grpc_address(address)
+    if target.startswith("unix://"):
+        return Path(target.removeprefix("unix://"))
+    if target.startswith("unix:"):
+        return Path(target.removeprefix("unix:"))
+    return None
 
 
 def exporter_labels(config: ExporterConfig) -> dict[str, str]:
@@ -57,19 +95,23 @@ def exporter_labels(config: ExporterConfig) -> dict[str, str]:
     return {NAME_LABEL: name, **config.labels} if name else dict(config.labels)
 
 
-async def _run(config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None) -> None:
+async def _run(
+    config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None, limits: Limits
+) -> int:
+    """Serve until SIGINT or SIGTERM, then close every driver; how many failed to close."""
     root = await to_thread.run_sync(config.instantiate)
     try:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             labels = exporter_labels(config)
-            async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls) as where:
+            async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls, limits=limits) as where:
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
                 print(f"{READY} {config.source} at {where}", flush=True)
                 async for signum in signals:
                     _say(f"jumpstarter: {signal.Signals(signum).name}, stopping")
                     break
     finally:
-        await to_thread.run_sync(root.close)
+        failures = await to_thread.run_sync(close_drivers, root)  # every driver, each failure logged
+    return len(failures)
 
 
 def export_tree(config: ExporterConfig) -> str:
@@ -93,12 +135,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for warning in config.warnings:
         print(f"jumpstarter: warning: {warning}", file=sys.stderr)
-    if args.listen:
-        address = args.listen
-    else:
-        socket = default_socket(Path(args.config))
-        _claim_socket(socket)
-        address = f"unix://{socket}"
+    try:
+        limits = _limits(args)
+    except ValueError as exc:
+        print(f"jumpstarter: {exc}", file=sys.stderr)
+        return 2
+    address = args.listen or f"unix://{default_socket(Path(args.config))}"
+    socket = _unix_path(address)
+    lock = _claim_socket(socket) if socket is not None else None  # held until this process ends
     passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
     try:
         tls = _read_tls(args.tls_cert, args.tls_key)
@@ -116,14 +160,31 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
-        anyio.run(_run, config, address, passphrase, tls)
+        failed = anyio.run(_run, config, address, passphrase, tls, limits)
     except ConfigError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if lock is not None:
+            lock.close()
+    if failed:
+        _say(f"jumpstarter: {failed} driver{'s' if failed > 1 else ''} failed to close (see above)")
+        return 1
     return 0
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The exporter's limits: the options', else the environment's, else the defaults."""
+    limits = Limits.from_env()
+    given = {
+        "max_message": args.max_message_size and args.max_message_size * MIB,
+        "upload_memory": args.upload_memory and args.upload_memory * MIB,
+        "max_uploads": args.max_uploads,
+    }
+    return dataclasses.replace(limits, **{name: value for name, value in given.items() if value})
 
 
 def _say(line: str) -> None:
@@ -234,6 +295,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
     run_parser.add_argument(
+        "--max-message-size",
+        type=_positive,
+        metavar="MIB",
+        help=f"the largest request a client may send (a call's arguments), in MiB; default: {MAX_MESSAGE_ENV} or "
+        f"{Limits.max_message // MIB}",
+    )
+    run_parser.add_argument(
+        "--upload-memory",
+        type=_positive,
+        metavar="MIB",
+        help="the bytes of uploads not yet read by their drivers that the exporter holds, all together, in MiB "
+        f"(a sender waits beyond); default: {UPLOAD_MEMORY_ENV} or {Limits.upload_memory // MIB}",
+    )
+    run_parser.add_argument(
+        "--max-uploads",
+        type=_positive,
+        metavar="N",
+        help=f"the uploads open at once (more are refused); default: {MAX_UPLOADS_ENV} or {Limits.max_uploads}",
+    )
+    run_parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
         help="stop (as on SIGTERM) when standard input ends: run under a process that holds a pipe to it, this "
@@ -262,6 +343,16 @@ def _parser() -> argparse.ArgumentParser:
     inspect_parser.add_argument("--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM)")
     inspect_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return value
 
 
 def _check_shell_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -8,6 +8,8 @@ TimeoutError`` works on a remote timeout.
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 
@@ -124,7 +126,30 @@ def error_from_rpc(err: grpc.RpcError, *, address: str, target: str = "", method
         return LeaseError(f"exporter at {address} refused{where}: {details}")
     if code == grpc.StatusCode.CANCELLED:
         return ConnectError(f"call to exporter at {address} was cancelled: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and (too_big := _TOO_BIG.match(details)):
+        details = _too_big(*too_big.groups(), address=address)
     return _FROM_CODE.get(code, DriverError)(details, target=target, method=method)
+
+
+# gRPC's words for a message over a side's limit: "SERVER: Received message larger than max (20971520 vs. 16777216)"
+_TOO_BIG = re.compile(r"(SERVER|CLIENT): (Received|Sent) message larger than max \((\d+) vs\. (\d+)\)")
+
+
+def _too_big(side: str, verb: str, size: str, limit: str, *, address: str) -> str:
+    """What a message over a limit was, and how to raise the limit."""
+    mib = 1024 * 1024
+    what = f"{int(size) / mib:.1f} MiB"
+    most = f"{int(limit) / mib:g} MiB"
+    if (side, verb) == ("SERVER", "Received"):
+        return (
+            f"the request is {what}, more than the exporter at {address} takes ({most}): send less, or raise its limit "
+            "with `jumpstarter run --max-message-size MIB` (or JUMPSTARTER_MAX_MESSAGE_SIZE)"
+        )
+    if side == "SERVER":
+        return f"the exporter at {address} can't send its reply of {what}: more than its limit ({most})"
+    if verb == "Sent":
+        return f"the request is {what}, more than a client sends ({most})"
+    return f"the exporter's reply is {what}, more than a client takes ({most})"
 
 
 DRIVER_ERROR_KEY = "x-jumpstarter-driver-error"

@@ -15,6 +15,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jumpstarter.values import MAX_EXACT_INT
+
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
@@ -67,6 +69,9 @@ class Signature:
                 out.append(convert(arg, tp))
             except ArgumentError as e:
                 raise ArgumentError(f"{self.describe()}: argument {pname!r} {e}") from None
+            except (TypeError, ValueError, OverflowError) as e:  # a value no check foresaw: the caller's, not ours
+                why = f"can't be made {_name(tp)} from {type(arg).__name__} {arg!r:.60}: {e}"
+                raise ArgumentError(f"{self.describe()}: argument {pname!r} {why}") from None
         return out
 
 
@@ -109,7 +114,7 @@ def convert(value: Any, tp: Any) -> Any:
     if tp is int:
         if type(value) is int:
             return value
-        if type(value) is float and value.is_integer():
+        if type(value) is float and value.is_integer() and abs(value) <= MAX_EXACT_INT:
             return int(value)
         raise _fail(value, tp)
     if tp is float:
@@ -175,7 +180,12 @@ def _convert_generic(value: Any, tp: Any, origin: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise _fail(value, tp)
         items = [_item(v, args[0], str(i)) for i, v in enumerate(value)] if args else list(value)
-        return origin(items) if origin in (set, frozenset) else items
+        if origin not in (set, frozenset):
+            return items
+        try:
+            return origin(items)
+        except TypeError:  # a list or dict among the items
+            raise ArgumentError(f"must be {_name(tp)}, got items that can't be in a set (lists or dicts)") from None
     return value
 
 

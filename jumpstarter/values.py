@@ -23,20 +23,52 @@ Path = tuple[str | int, ...]
 # Integers beyond this can't round-trip through a double.
 MAX_EXACT_INT = 2**53
 
+# How deep lists and dicts may nest in a value sent either way (an argument or a result): protobuf's parser takes
+# 100 levels of messages, and a dict costs three of them (a list two), so 32 levels of any mix arrive whole. A
+# deeper value is refused where it is sent, naming where the 33rd level stands, instead of failing to parse on the
+# other side ("Exception deserializing response!").
+MAX_DEPTH = 32
+
 CARRIED = "None, bool, int, float, str, UTF-8 bytes, list, tuple, set and dict with str keys"
 
 
 class ValueTypeError(TypeError):
     """A value that a protobuf Value can't carry, and where it stood."""
 
+    hint = f"; protobuf values carry {CARRIED}"
+
     def __init__(self, what: str, path: Path, of: str = "value") -> None:
         self.what, self.path = what, path
-        where = of + "".join(f"[{p!r}]" for p in path)
-        super().__init__(f"{where}: {what}; protobuf values carry {CARRIED}")
+        super().__init__(f"{_where(of, path)}: {what}{self.hint}")
 
 
-def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
-    """Fill ``value`` from ``obj``, appending the path of every int to ``ints``."""
+class ValueDepthError(ValueTypeError):
+    """A value whose lists and dicts nest deeper than ``MAX_DEPTH``."""
+
+    hint = ""
+
+
+class MalformedValue(ValueError):
+    """A received message whose values can't be what a peer sends (a bad ``int_paths`` step)."""
+
+
+def _where(of: str, path: Path) -> str:
+    """``argument 1[0]['key']``: the place of a value in messages, its first steps only when it is deep."""
+    steps = [f"[{p!r:.40}]" for p in path[:8]]
+    return of + "".join(steps) + ("..." if len(path) > 8 else "")
+
+
+def _too_deep(path: Path) -> ValueDepthError:
+    return ValueDepthError(
+        f"value nests deeper than {MAX_DEPTH} levels of lists and dicts, the most that travels "
+        "(jumpstarter.values.MAX_DEPTH)",
+        path,
+    )
+
+
+def encode(obj: Any, value: Value, ints: list[Path], path: Path = (), depth: int = MAX_DEPTH) -> None:
+    """Fill ``value`` from ``obj``, appending the path of every int to ``ints``. A list or dict found ``depth``
+    steps down the path is one level too many (ValueDepthError)."""
     if obj is None:
         value.null_value = NULL_VALUE
     elif obj is True or obj is False:
@@ -45,7 +77,7 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
         value.string_value = obj
     elif isinstance(obj, int):
         if isinstance(obj, enum.Enum):
-            return encode(obj.value, value, ints, path)
+            return encode(obj.value, value, ints, path, depth)
         if abs(obj) > MAX_EXACT_INT:
             raise ValueTypeError(f"integer {obj} is too large to travel exactly (limit 2**53)", path)
         value.number_value = obj
@@ -53,21 +85,25 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
     elif isinstance(obj, float):
         value.number_value = obj
     elif isinstance(obj, (list, tuple, set, frozenset)):  # a set arrives as a list, as upstream sends it
+        if len(path) >= depth:
+            raise _too_deep(path)
         items = value.list_value.values
         if not obj:
             value.list_value.SetInParent()
         for i, item in enumerate(obj):
-            encode(item, items.add(), ints, (*path, i))
+            encode(item, items.add(), ints, (*path, i), depth)
     elif isinstance(obj, Mapping):
+        if len(path) >= depth:
+            raise _too_deep(path)
         fields = value.struct_value.fields
         if not obj:
             value.struct_value.SetInParent()
         for key, item in obj.items():
             if not isinstance(key, str):
-                raise ValueTypeError(f"dict key {key!r} is {type(key).__name__}, not str", path)
-            encode(item, fields[key], ints, (*path, key))
+                raise ValueTypeError(f"dict key {key!r:.60} is {type(key).__name__}, not str", path)
+            encode(item, fields[key], ints, (*path, key), depth)
     elif isinstance(obj, enum.Enum):
-        encode(obj.value, value, ints, path)
+        encode(obj.value, value, ints, path, depth)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         # As upstream sends bytes: UTF-8 text (a driver parameter annotated bytes turns it back). Binary that
         # isn't UTF-8 would reach the other side changed, or not at all: refused here, pointing to streams.
@@ -83,9 +119,9 @@ def encode(obj: Any, value: Value, ints: list[Path], path: Path = ()) -> None:
     elif isinstance(obj, UUID):  # sent as its text, as upstream sends it
         value.string_value = str(obj)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        encode({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, value, ints, path)
+        encode({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}, value, ints, path, depth)
     elif callable(getattr(obj, "model_dump", None)):  # pydantic models, as upstream drivers return
-        encode(obj.model_dump(mode="json"), value, ints, path)
+        encode(obj.model_dump(mode="json"), value, ints, path, depth)
     else:
         raise ValueTypeError(f"{type(obj).__name__} can't be sent", path)
 
@@ -120,11 +156,12 @@ def _step(step: str | int) -> Value:
 def restore_ints(root: Any, paths: Iterable[ListValue]) -> Any:
     """Turn the floats at ``paths`` back into ints; returns the (maybe new) root.
 
-    Paths that don't lead to an integral float are ignored: a peer's mistake
-    must not turn good data into bad.
+    Paths that don't lead to an integral float (within 2**53) are ignored: a
+    peer's mistake must not turn good data into bad. A step that is neither a
+    key nor an index is MalformedValue.
     """
-    for path in paths:
-        steps = [v.string_value if v.HasField("string_value") else int(v.number_value) for v in path.values]
+    for n, path in enumerate(paths):
+        steps = [_path_step(v, n) for v in path.values]
         if not steps:
             if _integral(root):
                 root = int(root)
@@ -141,8 +178,20 @@ def restore_ints(root: Any, paths: Iterable[ListValue]) -> Any:
     return root
 
 
+def _path_step(step: Value, n: int) -> str | int:
+    """A step of an ``int_paths`` path: a dict key, or a list index (a whole number, as a double)."""
+    kind = step.WhichOneof("kind")
+    if kind == "string_value":
+        return step.string_value
+    number = step.number_value
+    if kind == "number_value" and math.isfinite(number) and number.is_integer() and number >= 0:
+        return int(number)
+    shown = repr(number) if kind == "number_value" else (kind or "an empty value")
+    raise MalformedValue(f"int_paths: path {n + 1} has a step {shown}, neither a list index nor a dict key")
+
+
 def _integral(x: Any) -> bool:
-    return type(x) is float and math.isfinite(x) and x.is_integer()
+    return type(x) is float and math.isfinite(x) and x.is_integer() and abs(x) <= MAX_EXACT_INT
 
 
 def encode_args(args: tuple[Any, ...], into: Any) -> None:
@@ -151,9 +200,9 @@ def encode_args(args: tuple[Any, ...], into: Any) -> None:
     out = into.args
     for i, arg in enumerate(args):
         try:
-            encode(arg, out.add(), ints, (i,))
+            encode(arg, out.add(), ints, (i,), MAX_DEPTH + 1)  # the path's first step is the argument's index
         except ValueTypeError as e:
-            raise ValueTypeError(e.what, e.path[1:], of=f"argument {i + 1}") from None
+            raise type(e)(e.what, e.path[1:], of=f"argument {i + 1}") from None
     if ints:
         pack_paths(ints, into.int_paths)
 

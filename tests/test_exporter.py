@@ -346,7 +346,8 @@ def test_a_call_to_a_frozen_exporter_fails_within_seconds(exporter_process):
             started = time.monotonic()
             with pytest.raises(ConnectError, match=f"exporter at {exporter.address} stopped answering"):
                 root.board.add(1, 2)
-            assert time.monotonic() - started < 5
+            # 3 s of unanswered ping, plus when the ping goes out: well under gRPC's own 60 s even on a loaded machine
+            assert time.monotonic() - started < 20
         finally:
             exporter.process.send_signal(signal.SIGCONT)
 

@@ -118,11 +118,11 @@ def test_every_rpc_but_the_few_open_ones_needs_the_lease():
     """Deny by default: walking the services the exporter serves, only the named open RPCs skip the lease, so
     an RPC added to the .proto files later is guarded without anyone remembering a list."""
     from jumpstarter.exporter.lease import OPEN, guarded
-    from jumpstarter.v1 import jumpstarter_pb2, lease_pb2, router_pb2
+    from jumpstarter.v1 import jumpstarter_pb2, lease_pb2, paced_pb2, router_pb2
 
     methods = {
         f"/{service.full_name}/{method.name}"
-        for module in (jumpstarter_pb2, router_pb2, lease_pb2)
+        for module in (jumpstarter_pb2, router_pb2, lease_pb2, paced_pb2)
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
@@ -132,6 +132,7 @@ def test_every_rpc_but_the_few_open_ones_needs_the_lease():
         "/jumpstarter.v1.ExporterService/StreamingDriverCall",
         "/jumpstarter.v1.ExporterService/Reset",
         "/jumpstarter.v1.RouterService/Stream",
+        "/jumpstarter.hil.v1.PacedCallService/PacedStreamingDriverCall",
     }
     assert guarded("/jumpstarter.v1.ExporterService/FlashEverything")  # a new RPC
 

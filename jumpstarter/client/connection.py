@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import queue
 import socket
 import threading
 import time
@@ -26,11 +27,12 @@ from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
-from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
+from jumpstarter.common.memory import tune_allocator
+from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
-from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
-from jumpstarter.values import decode_result, encode_args
+from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, paced_pb2, paced_pb2_grpc, router_pb2, router_pb2_grpc
+from jumpstarter.values import decode, decode_result, encode_args, restore_ints
 
 CONNECT_TIMEOUT = 2.0
 REPLY_GRACE = 30.0  # seconds a resource stream's end is awaited after its block (see resource_async)
@@ -61,9 +63,11 @@ class _AioStubs(NamedTuple):
     channel: Any  # grpc.aio.Channel: kept with its stubs, and ended with its event loop
     exporter: jumpstarter_pb2_grpc.ExporterServiceStub
     router: router_pb2_grpc.RouterServiceStub
+    paced: paced_pb2_grpc.PacedCallServiceStub
 
 
 _Request = TypeVar("_Request", jumpstarter_pb2.DriverCallRequest, jumpstarter_pb2.StreamingDriverCallRequest)
+_BATCHES = ((BATCH_KEY, "1"),)  # a StreamingDriverCall's metadata: we take several items a message
 
 
 class _Pending:
@@ -87,10 +91,17 @@ class _Pending:
         self._ended(result)
         return result
 
-    def item(self, reply: jumpstarter_pb2.StreamingDriverCallResponse) -> Any:
-        """One item of a streaming call."""
-        self._count += 1
-        return decode_result(reply)
+    def items(self, reply: jumpstarter_pb2.StreamingDriverCallResponse) -> list[Any]:
+        """The items of one message of a streaming call: a batch, or one item (as upstream's exporter sends)."""
+        values = reply.items
+        if not values:
+            self._count += 1
+            return [decode_result(reply)]
+        self._count += len(values)
+        items = [decode(value) for value in values]
+        if reply.HasField("int_paths"):  # paths start with the item's index
+            restore_ints(items, reply.int_paths.paths)
+        return items
 
     def streamed(self) -> None:
         """A streaming call's end: its observers see how many items it yielded."""
@@ -135,12 +146,16 @@ class Connection:
         self.metadata: tuple[tuple[str, str], ...] = ((PASSPHRASE_KEY, passphrase),) if passphrase else ()
         self.observers: list[CallObserver] = []
         self._credentials = channel_credentials(tls)
+        tune_allocator()  # large values: see jumpstarter.common.memory
         if self._credentials is None:
             self._channel = grpc.insecure_channel(self.target, options=GRPC_OPTIONS)
         else:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
         self._router = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._paced = paced_pb2_grpc.PacedCallServiceStub(self._channel)
+        # uuid -> {method: lookahead} of the generators that declared one, from the report (None: not read yet)
+        self._lookaheads: dict[str, dict[str, int]] | None = None
         self._aio: dict[asyncio.AbstractEventLoop, _AioStubs] = {}
         self._portal: tuple[Any, BlockingPortal] | None = None
         self._portal_lock = threading.Lock()
@@ -179,7 +194,9 @@ class Connection:
         ``timeout``. Asked with a call that waits for the channel, not with grpc.channel_ready_future, whose
         watcher thread holds the channel's close() up to 0.2 s."""
         try:
-            return self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout, wait_for_ready=wait)
+            return self._read(
+                self._exporter.GetReport(Empty(), metadata=self.metadata, timeout=timeout, wait_for_ready=wait)
+            )
         except grpc.RpcError as err:
             if wait and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 self.close()
@@ -188,6 +205,21 @@ class Connection:
             if isinstance(exc, AuthenticationError) and not self.passphrase:
                 exc = AuthenticationError(f"exporter at {self.address} requires a passphrase")
             raise exc from None
+
+    def _read(self, report: jumpstarter_pb2.GetReportResponse) -> jumpstarter_pb2.GetReportResponse:
+        """Note which generators pace themselves (@export(lookahead=N)): their calls go by PacedCallService."""
+        self._lookaheads = {r.uuid: dict(r.methods_lookahead) for r in report.reports if r.methods_lookahead}
+        return report
+
+    def _lookahead(self, uuid: str, method: str) -> int | None:
+        """The declared lookahead of a generator method; None for the default. A connection that has read no
+        report yet (one made by hand) reads it now, once."""
+        if self._lookaheads is None:
+            try:
+                self.report()
+            except JumpstarterError:
+                self._lookaheads = {}  # the call itself says what is wrong
+        return (self._lookaheads or {}).get(uuid, {}).get(method)
 
     def _no_answer(self, timeout: float) -> ConnectError:
         how = " over TLS (does it serve TLS, with a certificate this client trusts?)" if self.tls else ""
@@ -265,14 +297,44 @@ class Connection:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         if self.closed:
             raise self._closed_error(target, method)
+        lookahead = self._lookahead(uuid, method)
         request, pending = self._begin(jumpstarter_pb2.StreamingDriverCallRequest, uuid, target, method, args)
-        call = self._exporter.StreamingDriverCall(request, metadata=self.metadata)
+        if lookahead is not None:
+            yield from self._paced_call(request, pending, lookahead)
+            return
+        call = self._exporter.StreamingDriverCall(request, metadata=self.metadata + _BATCHES)
         try:
             for response in call:
-                yield pending.item(response)
+                yield from pending.items(response)
         except grpc.RpcError as err:
             raise pending.failed(err) from None
         finally:
+            call.cancel()
+        pending.streamed()
+
+    def _paced_call(
+        self, request: jumpstarter_pb2.StreamingDriverCallRequest, pending: _Pending, lookahead: int
+    ) -> Generator[Any, None, None]:
+        """A generator that declared its lookahead, by PacedCallService: the exporter is told how many items our
+        caller has asked for (every next(), for lookahead 0; every lookahead/2 + 1 items otherwise), and produces
+        at most ``lookahead`` more."""
+        __tracebackhide__ = True
+        outbox: queue.SimpleQueue[paced_pb2.PacedRequest | None] = queue.SimpleQueue()
+        outbox.put(paced_pb2.PacedRequest(call=request, wanted=1))
+        call = self._paced.PacedStreamingDriverCall(iter(outbox.get, None), metadata=self.metadata)
+        asked = taken = 1
+        try:
+            for response in call:
+                for item in pending.items(response):
+                    yield item
+                    taken += 1  # the caller's next() asks for one more
+                    if taken - asked > lookahead // 2:
+                        asked = taken
+                        outbox.put(paced_pb2.PacedRequest(wanted=asked))
+        except grpc.RpcError as err:
+            raise pending.failed(err) from None
+        finally:
+            outbox.put(None)
             call.cancel()
         pending.streamed()
 
@@ -317,7 +379,10 @@ class Connection:
             else:
                 channel = grpc.aio.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
             stubs = _AioStubs(
-                channel, jumpstarter_pb2_grpc.ExporterServiceStub(channel), router_pb2_grpc.RouterServiceStub(channel)
+                channel,
+                jumpstarter_pb2_grpc.ExporterServiceStub(channel),
+                router_pb2_grpc.RouterServiceStub(channel),
+                paced_pb2_grpc.PacedCallServiceStub(channel),
             )
             self._aio = {lp: s for lp, s in self._aio.items() if not lp.is_closed()}
             self._aio[loop] = stubs
@@ -336,11 +401,43 @@ class Connection:
 
     async def streamingcall_async(self, uuid: str, target: str, method: str, args: tuple) -> AsyncGenerator[Any, None]:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
+        if self._lookaheads is None:  # a connection made by hand: read the report once (see _lookahead)
+            with suppress(grpc.RpcError):
+                self._read(await self._aio_stubs().exporter.GetReport(Empty(), metadata=self.metadata))
+        lookahead = self._lookahead(uuid, method)
         request, pending = self._begin(jumpstarter_pb2.StreamingDriverCallRequest, uuid, target, method, args)
-        call = self._aio_stubs().exporter.StreamingDriverCall(request, metadata=self.metadata)
+        if lookahead is not None:
+            async for item in self._paced_call_async(request, pending, lookahead):
+                yield item
+            return
+        call = self._aio_stubs().exporter.StreamingDriverCall(request, metadata=self.metadata + _BATCHES)
         try:
             async for response in call:
-                yield pending.item(response)
+                for item in pending.items(response):
+                    yield item
+        except grpc.RpcError as err:
+            raise pending.failed(err) from None
+        finally:
+            call.cancel()
+        pending.streamed()
+
+    async def _paced_call_async(
+        self, request: jumpstarter_pb2.StreamingDriverCallRequest, pending: _Pending, lookahead: int
+    ) -> AsyncGenerator[Any, None]:
+        """The async twin of _paced_call()."""
+        __tracebackhide__ = True
+        call = self._aio_stubs().paced.PacedStreamingDriverCall(metadata=self.metadata)
+        asked = taken = 1
+        try:
+            await call.write(paced_pb2.PacedRequest(call=request, wanted=1))
+            while (response := await call.read()) is not grpc.aio.EOF:
+                for item in pending.items(response):
+                    yield item
+                    taken += 1  # the caller asks for one more
+                    if taken - asked > lookahead // 2:
+                        asked = taken
+                        with suppress(asyncio.InvalidStateError, grpc.RpcError):  # ended: read() says how
+                            await call.write(paced_pb2.PacedRequest(wanted=asked))
         except grpc.RpcError as err:
             raise pending.failed(err) from None
         finally:

@@ -22,7 +22,7 @@ import grpc
 
 from jumpstarter.client.connection import Connection
 from jumpstarter.common.folders import private_folder
-from jumpstarter.common.wire import when
+from jumpstarter.common.wire import MAX_HOLDER, when
 from jumpstarter.errors import ConnectError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
@@ -76,7 +76,11 @@ class Lease:
 
 
 def try_lease(connection: Connection, holder: str) -> Lease | Busy:
-    """Take the exporter's lease if it is free; never waits for another holder."""
+    """Take the exporter's lease if it is free; never waits for another holder. A holder name longer than an
+    exporter keeps is shortened in its middle (a test id's end says most)."""
+    if len(holder) > MAX_HOLDER:
+        keep = (MAX_HOLDER - 3) // 2
+        holder = f"{holder[:keep]}...{holder[-keep:]}"
     stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
     call = stub.Lease(lease_pb2.LeaseRequest(holder=holder), metadata=connection.metadata)
     try:

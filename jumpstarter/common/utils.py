@@ -16,7 +16,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from jumpstarter.client.base import DriverClient
 from jumpstarter.client.tree import connect
-from jumpstarter.driver.base import Driver
+from jumpstarter.driver.base import Driver, close_drivers
 from jumpstarter.exporter.server import serving
 from jumpstarter.utils.env import env
 
@@ -65,8 +65,5 @@ def _shared() -> tuple[BlockingPortal, Path]:
 
 
 def _close(root: Driver) -> None:
-    """Close the drivers; a driver failing to close is logged, not raised over the test's own outcome."""
-    try:
-        root.close()
-    except Exception as exc:
-        log.error("closing %s failed: %s", type(root).__qualname__, exc, exc_info=exc)
+    """Close every driver; one failing to close is logged, not raised over the test's own outcome."""
+    close_drivers(root)

@@ -10,6 +10,10 @@ import time
 
 PASSPHRASE_KEY = "x-jumpstarter-passphrase"  # metadata: the exporter's passphrase, on every call
 LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is made under
+# The longest lease holder name an exporter takes: it keeps the newest 10,000 leases' names, so they stay within
+# some 10 MB and GetLeases' reply within the message limit. Our client shortens longer names.
+MAX_HOLDER = 1024
+BATCH_KEY = "x-jumpstarter-batch"  # metadata of a StreamingDriverCall: the client takes several items a message
 
 PING_TIMEOUT_MS = 3_000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,10 +13,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
-from anyio.abc import ObjectStream
+from anyio.abc import ObjectReceiveStream, ObjectStream
 from anyio.streams.stapled import StapledObjectStream
 
-from jumpstarter.driver.decorators import MARKER, STREAM
+from jumpstarter.driver.decorators import LOOKAHEAD_MARKER, MARKER, STREAM
+from jumpstarter.exporter.limits import Limits
 from jumpstarter.signature import Signature
 from jumpstarter.v1 import jumpstarter_pb2
 
@@ -32,6 +34,7 @@ class Exported:
     is_async: bool
     signature: Signature
     doc: str
+    lookahead: int | None = None  # a generator's declared @export(lookahead=N); None: the default
 
 
 def exported_methods(cls: type) -> dict[str, Exported]:
@@ -56,7 +59,8 @@ def exported_methods(cls: type) -> dict[str, Exported]:
             )
         is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
         doc = inspect.cleandoc(func.__doc__) if func.__doc__ else ""
-        table[name] = Exported(name, kind, is_async, Signature(func, name), doc)
+        lookahead = getattr(func, LOOKAHEAD_MARKER, None)
+        table[name] = Exported(name, kind, is_async, Signature(func, name), doc, lookahead)
     cls._jumpstarter_exported = table  # type: ignore[attr-defined]
     return table
 
@@ -76,21 +80,95 @@ class DriverLogger(logging.LoggerAdapter):
         return msg, kwargs
 
 
-UPLOAD_BUFFER = 32  # chunks of an upload held while the driver hasn't read them
+UPLOAD_BUFFER = 32  # chunks the driver sends back on an upload (a dump) held until the client takes them
+
+
+class UploadBudget:
+    """The bytes uploads hold while their drivers haven't read them: at most ``each`` per upload (or one chunk,
+    whatever its size) and ``total`` for all of an exporter's uploads. A client sending more waits (gRPC's flow
+    control holds it back). A chunk for a driver that waits to read goes through whatever the others hold, so
+    uploads nobody reads can't starve one that is read."""
+
+    def __init__(self, each: int, total: int) -> None:
+        self.each, self.total = each, total
+        self.held = 0
+        self._changed: anyio.Event | None = None
+
+    def _admits(self, upload: Upload, size: int) -> bool:
+        if upload.reader_waiting:
+            return True
+        if upload.held and upload.held + size > self.each:
+            return False
+        return self.held + size <= self.total
+
+    async def admit(self, upload: Upload, size: int) -> None:
+        """Wait until ``upload`` may hold ``size`` more bytes, and count them."""
+        while not self._admits(upload, size):
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        self.held += size
+        upload.held += size
+
+    def release(self, upload: Upload, size: int) -> None:
+        self.held -= size
+        upload.held -= size
+        self.changed()
+
+    def changed(self) -> None:
+        """Wake the uploads waiting to hold more: bytes were read, or a driver waits to read."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+
+class _Chunks(ObjectReceiveStream[bytes]):
+    """The driver's side of an upload's bytes: each chunk read gives its bytes back to the budget."""
+
+    def __init__(self, upload: Upload) -> None:
+        self._upload = upload
+
+    async def receive(self) -> bytes:
+        upload = self._upload
+        if not upload.held:  # nothing is waiting: the next chunk may come whatever the other uploads hold
+            upload.reader_waiting = True
+            upload.budget.changed()
+        try:
+            chunk = await upload.chunks.receive()
+        finally:
+            upload.reader_waiting = False
+        upload.budget.release(upload, len(chunk))
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._upload.chunks.aclose()
 
 
 class Upload:
     """A resource stream for a driver call: the bytes the client sends, which the driver reads, and the bytes
     the driver sends back (a dump into the client's file), which the exporter forwards to the client."""
 
-    def __init__(self) -> None:
-        self.writer, self.chunks = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
+    def __init__(self, budget: UploadBudget | None = None) -> None:
+        self.budget = budget or UploadBudget(Limits.upload_buffer, Limits.upload_memory)
+        self.held = 0  # bytes received and not yet read by the driver
+        self.reader_waiting = False
+        self.writer, self.chunks = anyio.create_memory_object_stream[bytes](math.inf)  # bounded by the budget
         self.replies, self.outgoing = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
         self.finished = anyio.Event()  # set when the driver is done with it
 
+    async def send(self, chunk: bytes) -> None:
+        """A chunk from the client, held for the driver once the budget allows (the writer's side)."""
+        if not chunk:
+            return
+        await self.budget.admit(self, len(chunk))
+        try:
+            self.writer.send_nowait(chunk)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # the driver has closed its side
+            self.budget.release(self, len(chunk))
+
     def stream(self) -> StapledObjectStream[bytes]:
         """What ``Driver.resource()`` gives the driver: receive the client's bytes, send bytes back."""
-        return StapledObjectStream(self.replies, self.chunks)
+        return StapledObjectStream(self.replies, _Chunks(self))
 
     def finish(self) -> None:
         """The driver is done with it (or the call it was passed to has ended): no more replies."""
@@ -102,6 +180,8 @@ class Upload:
         await self.writer.aclose()
         await self.chunks.aclose()
         await self.outgoing.aclose()
+        if self.held:  # what the driver never read
+            self.budget.release(self, self.held)
 
 
 @dataclass(kw_only=True)
@@ -145,9 +225,18 @@ class Driver:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release what the driver holds; the base closes the children."""
+        """Release what the driver holds; the base closes the children, every one, and raises after what failed
+        (an ExceptionGroup when several did)."""
+        errors: list[Exception] = []
         for child in self.children.values():
-            child.close()
+            try:
+                child.close()
+            except Exception as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup(f"closing the children of {type(self).__qualname__} failed", errors)
 
     def reset(self) -> None:
         """Bring the hardware back to a known state; the base resets the children."""
@@ -170,16 +259,24 @@ class Driver:
         if kind == "presigned_request":
             from jumpstarter.driver.presigned import presigned
 
-            async with presigned(info["url"], info["method"], info.get("headers") or {}, timeout or 7200) as stream:
+            url, method, headers = info.get("url"), info.get("method"), info.get("headers") or {}
+            if not (isinstance(url, str) and isinstance(method, str) and isinstance(headers, dict)) or not all(
+                isinstance(v, str) for v in headers.values()
+            ):
+                raise ValueError(
+                    "a presigned_request handle needs a 'url' and a 'method' (strings) and may have 'headers' "
+                    f"(a dict of strings); got {handle!r:.200}"
+                )
+            async with presigned(url, method, headers, timeout or 7200) as stream:
                 yield stream
             return
         if kind != "client_stream":
             if not kind:
-                raise ValueError(f"{handle!r} is not a resource handle (resource_async() on the client gives one)")
-            raise NotImplementedError(f"resource kind {kind!r} is not supported here")
+                raise ValueError(f"{handle!r:.200} is not a resource handle (resource_async() on the client gives one)")
+            raise NotImplementedError(f"resource kind {kind!r:.100} is not supported here")
         upload = self.resources.pop(str(info.get("uuid")), None)
         if upload is None:
-            raise ValueError(f"no upload {info.get('uuid')!r} is waiting for {type(self).__qualname__}")
+            raise ValueError(f"no upload {info.get('uuid')!r:.100} is waiting for {type(self).__qualname__}")
         try:
             yield upload.stream()
         finally:
@@ -220,6 +317,59 @@ class Driver:
         """The exported method ``name`` and its bound function, or None."""
         info = exported_methods(type(self)).get(name)
         return None if info is None else (info, getattr(self, name))
+
+
+def close_drivers(root: Driver) -> list[tuple[str, Exception]]:
+    """Close every driver of ``root``'s tree, ``root.close()`` first; the failures, each logged with the driver's path.
+
+    A driver whose ``close()`` raises, even before it closes its children, still has them closed, and so does every
+    driver after it: while this runs, each driver's ``close`` is one that closes it once and notes its failure.
+    """
+    failures: list[tuple[str, Exception]] = []
+    closed: set[int] = set()
+    drivers: dict[int, tuple[str, Driver]] = {}
+    paths: dict[int, str] = {}
+    for _, parent, name, driver in root.enumerate():
+        path = f"{paths.get(id(parent), '')}.{name}".lstrip(".") if parent is not None and name else ""
+        paths.setdefault(id(driver), path)
+        drivers.setdefault(id(driver), (path or "the root driver", driver))
+
+    def closing(label: str, driver: Driver, close: Callable[[], None]) -> Callable[[], None]:
+        def close_once() -> None:
+            if id(driver) in closed:
+                return
+            closed.add(id(driver))
+            try:
+                close()
+            except Exception as exc:
+                failures.append((label, exc))
+                _log.error("closing %s (%s) failed: %s", label, type(driver).__qualname__, exc or type(exc).__name__)
+                _log.debug("closing %s failed", label, exc_info=exc)
+
+        return close_once
+
+    patched: list[Driver] = []
+    closers = []
+    for label, driver in drivers.values():
+        closers.append(closing(label, driver, driver.close))
+        try:
+            object.__setattr__(driver, "close", closers[-1])
+            patched.append(driver)
+        except (AttributeError, TypeError):  # no instance attributes (slots): closed below all the same
+            pass
+    try:
+        for close in closers:  # the root first, then whatever it left open, parents first
+            close()
+    finally:
+        for driver in patched:
+            try:
+                object.__delattr__(driver, "close")
+            except AttributeError:
+                pass
+    return failures
+
+
+_log = logging.getLogger("jumpstarter.exporter")
 
 
 # The base's client() (a bound classmethod's function): a driver class whose client() is this one declared none.

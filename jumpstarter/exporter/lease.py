@@ -16,7 +16,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
-from jumpstarter.common.wire import when
+import grpc
+
+from jumpstarter.common.wire import MAX_HOLDER, when
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
@@ -63,6 +65,13 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
     async def Lease(
         self, request: lease_pb2.LeaseRequest, context: ServicerContext
     ) -> AsyncIterator[lease_pb2.LeaseResponse]:
+        if len(request.holder) > MAX_HOLDER:
+            why = (
+                f"lease holder name is {len(request.holder)} characters, more than the {MAX_HOLDER} an exporter keeps: "
+                f"shorten it (it begins {request.holder[:40]!r})"
+            )
+            log.info("refused a lease: %s", why)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
         current = self.current
         if current is not None:  # no await between this check and taking the lease: one event loop, no race
             yield lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, NoReturn
 
 import grpc
 
+from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
+from jumpstarter.exporter.limits import Limits
 from jumpstarter.exporter.session import Session
-from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, router_pb2_grpc
+from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2_grpc, router_pb2_grpc
+from jumpstarter.values import MAX_DEPTH
+
+log = logging.getLogger("jumpstarter.exporter")
 
 # grpc sets SO_REUSEPORT by default: a second exporter on a busy port would silently share its clients.
 # The server pings idle clients every 2 s so that a lease whose holder's connection was cut without a
 # word (no FIN, no RST) ends within about 4 s; max_pings_without_data=0 lets those pings go on.
 SERVER_OPTIONS = list(
     {
-        **dict(GRPC_OPTIONS),
+        **{k: v for k, v in GRPC_OPTIONS if k != "grpc.max_receive_message_length"},  # serving() sets its own
         "grpc.so_reuseport": 0,
         "grpc.keepalive_time_ms": 2_000,
         "grpc.keepalive_timeout_ms": 2_000,
@@ -52,10 +58,15 @@ class _Passphrase(grpc.aio.ServerInterceptor):
 
 
 class _LeaseGuard(grpc.aio.ServerInterceptor):
-    """While the exporter is leased, refuse hardware RPCs that don't carry the lease (FAILED_PRECONDITION)."""
+    """While the exporter is leased, refuse hardware RPCs that don't carry the lease (FAILED_PRECONDITION).
+
+    It also refuses a request message that doesn't parse, with INVALID_ARGUMENT (see ``_parsing``): here, the
+    one interceptor every exporter has, so that a call pays for no other.
+    """
 
     def __init__(self, leases: Leases) -> None:
         self.leases = leases
+        self._parsing: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}  # by RPC (served ones)
 
     async def intercept_service(
         self,
@@ -63,6 +74,11 @@ class _LeaseGuard(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
+        if handler is not None and not handler.request_streaming:
+            cached = self._parsing.get(details.method)
+            if cached is None or cached[0] is not handler:
+                cached = self._parsing[details.method] = (handler, _parsing(handler, details.method))
+            handler = cached[1]
         if not guarded(details.method):
             return handler
         refusal = self.leases.refusal(dict(details.invocation_metadata or ()).get(LEASE_KEY, ""))
@@ -95,6 +111,61 @@ def _refusing(
     return handler
 
 
+class _Unparsed:
+    """A request message that didn't parse, and why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _parsing(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """``handler`` (of a single request message) answering a request that doesn't parse with INVALID_ARGUMENT and
+    one log line: grpc would answer UNKNOWN naming the exception (``Unexpected <class 'DecodeError'>``) and log its
+    traceback. Streamed requests are the services' to check (session.py).
+
+    (Parsing stays on the event loop: protobuf holds the GIL while it parses, so a worker thread would stall the
+    loop all the same. The message size limit bounds it: some 50 ms for 10 MB of small values.)"""
+    parse = handler.request_deserializer
+    if parse is None:
+        return handler
+    kind = getattr(parse, "__qualname__", "request").rsplit(".", 1)[0]
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # a DecodeError, or protobuf's own message when values nest too deep
+            nest = f" (values nest at most {MAX_DEPTH} levels)" if "Depth" in str(exc) else ""
+            return _Unparsed(f"malformed {kind}: {exc}{nest}"[:500])
+
+    async def refuse(request: _Unparsed, context: ServicerContext) -> NoReturn:
+        log.info("refused %s: %s", method, request.reason)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary(request: Any, context: ServicerContext) -> Any:
+            if type(request) is _Unparsed:
+                await refuse(request, context)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, deserialize, handler.response_serializer)
+    if handler.unary_stream is not None:
+        streaming = handler.unary_stream
+
+        async def stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
+            if type(request) is _Unparsed:
+                await refuse(request, context)
+            async with aclosing(streaming(request, context)) as responses:
+                async for response in responses:
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(stream, deserialize, handler.response_serializer)
+    return handler
+
+
 @asynccontextmanager
 async def serving(
     root: Driver,
@@ -104,19 +175,25 @@ async def serving(
     labels: dict[str, str] | None = None,
     tls: tuple[bytes, bytes] | None = None,
     session: Session | None = None,
+    limits: Limits | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``root`` at ``address`` until the block ends; yields the address clients use.
 
     A TCP address with port 0 gets a free port, reported in the yielded address. ``tls`` is the
     server's certificate chain and private key (PEM) to serve TLS with; None serves plain gRPC.
+    ``limits``: what clients may make the exporter hold (default: ``Limits.from_env()``).
     Leaving the block stops the server; closing the drivers is the caller's job.
     """
-    session = session or Session(root, labels)
+    limits = limits or (session.limits if session is not None else Limits.from_env())
+    session = session or Session(root, labels, limits=limits)
     leases = Leases()
+    tune_allocator()  # large values: see jumpstarter.common.memory
     interceptors = [*([_Passphrase(passphrase)] if passphrase else []), _LeaseGuard(leases)]
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, server)
     router_pb2_grpc.add_RouterServiceServicer_to_server(session, server)
+    paced_pb2_grpc.add_PacedCallServiceServicer_to_server(session, server)
     lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, server)
     target = grpc_address(address)
     try:

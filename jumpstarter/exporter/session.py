@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,34 +17,71 @@ import anyio
 import grpc
 from anyio.from_thread import start_blocking_portal
 from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jumpstarter.driver.base import Driver, Exported, Upload
+from jumpstarter.common.wire import BATCH_KEY
+from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
 from jumpstarter.exporter.context import ServicerContext
-from jumpstarter.exporter.threaded import iterate_in_thread, run_in_worker
-from jumpstarter.signature import ArgumentError
-from jumpstarter.v1 import common_pb2, jumpstarter_pb2, jumpstarter_pb2_grpc, router_pb2, router_pb2_grpc
-from jumpstarter.values import ValueTypeError, decode_args, encode_result
+from jumpstarter.exporter.generators import DEFAULT_LOOKAHEAD, ERROR, ITEM, Producer
+from jumpstarter.exporter.limits import MAX_UPLOADS_ENV, Limits
+from jumpstarter.exporter.threaded import run_in_worker
+from jumpstarter.signature import ArgumentError, Signature
+from jumpstarter.v1 import (
+    common_pb2,
+    jumpstarter_pb2,
+    jumpstarter_pb2_grpc,
+    paced_pb2,
+    paced_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
+from jumpstarter.values import (
+    MAX_DEPTH,
+    MalformedValue,
+    ValueTypeError,
+    decode_args,
+    encode,
+    encode_result,
+    pack_paths,
+)
+from jumpstarter.values import Path as ValuePath
 
 log = logging.getLogger("jumpstarter.exporter")
 
 _END = object()
 _DATA, _GOAWAY = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY
 _LOG_QUEUE = 1000  # records kept per LogStream subscriber before dropping
+# A batch (StreamingDriverCallResponse.items) ends at this many items or once past this many bytes: a
+# fast generator's items share messages, a big item goes alone.
+BATCH_ITEMS = 256
+BATCH_BYTES = 256 * 1024
 
 
-class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.RouterServiceServicer):
+class Session(
+    jumpstarter_pb2_grpc.ExporterServiceServicer,
+    router_pb2_grpc.RouterServiceServicer,
+    paced_pb2_grpc.PacedCallServiceServicer,
+):
     """Serves one driver tree. ``labels`` become the exporter's labels in GetReport."""
 
     def __init__(
-        self, root: Driver | None = None, labels: dict[str, str] | None = None, *, root_device: Driver | None = None
+        self,
+        root: Driver | None = None,
+        labels: dict[str, str] | None = None,
+        *,
+        root_device: Driver | None = None,
+        limits: Limits | None = None,
     ) -> None:
         root = root or root_device  # upstream's keyword
         if root is None:
             raise TypeError("Session needs the root driver")
         self.root = root
+        self.limits = limits or Limits.from_env()
+        self.uploads = UploadBudget(self.limits.upload_buffer, self.limits.upload_memory)
+        self._uploads_open = 0
         self.status: int = common_pb2.EXPORTER_STATUS_LEASE_READY
         self.labels = dict(labels or {})
         self.drivers: dict[str, Driver] = {}
@@ -57,7 +94,11 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
             self.drivers[uuid] = driver
             parent_path = self.paths.get(str(parent.uuid), "") if parent is not None else ""
             self.paths.setdefault(uuid, f"{parent_path}.{name}".lstrip(".") if parent is not None else "")
-            self.reports.append(driver.report(parent=parent, name=name))
+            report = driver.report(parent=parent, name=name)
+            for info in exported_methods(type(driver)).values():  # our clients pace these (PacedCallService)
+                if info.lookahead is not None:
+                    report.methods_lookahead[info.name] = info.lookahead
+            self.reports.append(report)
         self._log_subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
         self._log_lock = threading.Lock()
         self._log_handler = _ForwardingHandler(self)
@@ -68,10 +109,7 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self.root.close()
-        except Exception as error:
-            log.error("closing %s failed: %s", type(self.root).__qualname__, error, exc_info=error)
+        close_drivers(self.root)  # every driver, each failure logged
 
     @contextmanager
     def serve_unix(self) -> Iterator[str]:
@@ -149,24 +187,85 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
     async def StreamingDriverCall(
         self, request: jumpstarter_pb2.StreamingDriverCallRequest, context: ServicerContext
     ) -> AsyncIterator[jumpstarter_pb2.StreamingDriverCallResponse]:
+        """A generator's items: one per message, or batches for a client that asked for them in metadata.
+        The client can't say what it has taken: the generator runs ahead of what was sent (generators.py)."""
         info, func = await self._lookup(request.uuid, request.method, STREAMING, context)
         where = self.where(request.uuid, request.method)
         args = await self._arguments(info, request, context)
-        items = _aiter_async(func, args) if info.is_async else iterate_in_thread(func, args, where)
+        lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
+        batches = any(key == BATCH_KEY for key, _ in context.invocation_metadata() or ())
+        producer = Producer(func, args, info.is_async, 1 + lookahead, where)
         try:
-            while True:
-                try:
-                    item = await anext(items)
-                except StopAsyncIteration:
-                    return
-                except Exception as exc:
-                    await self._fail(exc, where, context)
-                response = jumpstarter_pb2.StreamingDriverCallResponse(uuid=str(uuid4()))
-                await self._encode(item, response, where, context)
+            async for response in self._items(producer, batches, lookahead, where, context):
                 yield response
         finally:
-            await items.aclose()
+            await producer.aclose()
             self._end_uploads(request.uuid, args)
+
+    async def PacedStreamingDriverCall(
+        self, request_iterator: AsyncIterator[paced_pb2.PacedRequest], context: ServicerContext
+    ) -> AsyncIterator[jumpstarter_pb2.StreamingDriverCallResponse]:
+        """A StreamingDriverCall whose client says how many items it has asked for: the generator runs at
+        most its lookahead beyond that (PacedCallService, for methods that declared one)."""
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests, None)
+        except DecodeError as exc:
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed PacedRequest: {exc}")
+        if first is None or not first.HasField("call"):
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "a paced call's first request carries the call")
+        request = first.call
+        info, func = await self._lookup(request.uuid, request.method, STREAMING, context)
+        where = self.where(request.uuid, request.method)
+        args = await self._arguments(info, request, context)
+        lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
+        producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where)
+
+        async def asked() -> None:
+            try:
+                async for more in requests:
+                    producer.allow(more.wanted + lookahead)
+            except Exception:
+                pass  # the call has ended: what it ended with is the responses' to report
+
+        reader = asyncio.create_task(asked())
+        try:
+            async for response in self._items(producer, True, None, where, context):
+                yield response
+        finally:
+            reader.cancel()
+            await asyncio.wait({reader})
+            await producer.aclose()
+            self._end_uploads(request.uuid, args)
+
+    async def _items(
+        self, producer: Producer, batches: bool, lookahead: int | None, where: str, context: ServicerContext
+    ) -> AsyncIterator[jumpstarter_pb2.StreamingDriverCallResponse]:
+        """The responses of a streaming call: what the producer has ready, waiting only for the first item.
+        ``lookahead``: let the producer run that far beyond what was sent (None: the client paces it)."""
+        sent = 0
+        while True:
+            entries = await producer.take(BATCH_ITEMS if batches else 1)
+            items = [value for kind, value in entries if kind == ITEM]
+            if items:
+                if batches:
+                    responses, unsendable = _batches(items)
+                    for response in responses:
+                        yield response
+                    if unsendable is not _NOTHING:  # fails the call as unbatched, after the items before it
+                        await self._encode(unsendable, jumpstarter_pb2.StreamingDriverCallResponse(), where, context)
+                else:
+                    response = jumpstarter_pb2.StreamingDriverCallResponse(uuid=str(uuid4()))
+                    await self._encode(items[0], response, where, context)
+                    yield response
+                sent += len(items)
+                if lookahead is not None:
+                    producer.allow(sent + 1 + lookahead)
+            if len(items) < len(entries):  # the end, last of the entries
+                kind, value = entries[-1]
+                if kind == ERROR:
+                    await self._fail(value, where, context)
+                return
 
     async def LogStream(
         self, request: Empty, context: ServicerContext
@@ -212,15 +311,18 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         metadata = dict(context.invocation_metadata() or ())
         try:
             request = json.loads(metadata.get("request", ""))
-            kind, uuid, method = request.get("kind"), request.get("uuid", ""), request.get("method", "")
+            kind, uuid, method = request.get("kind", ""), request.get("uuid", ""), request.get("method", "")
         except (ValueError, AttributeError):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream: metadata 'request' must be a JSON object")
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "stream: metadata 'request' must be a JSON object")
+        for name, field in (("kind", kind), ("uuid", uuid), ("method", method)):
+            if not isinstance(field, str):
+                why = f"stream: metadata 'request': {name!r} must be a string, got {type(field).__name__}"
+                await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, why)
         if kind == "resource":
             return await self._receive_resource(uuid, request_iterator, context)
         if kind != "driver":
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, f"stream kind {kind!r} is not supported (only 'driver' and 'resource')"
-            )
+            why = f"stream kind {kind!r:.80} is not supported (only 'driver' and 'resource')"
+            await _refuse(context, grpc.StatusCode.UNIMPLEMENTED, why)
         info, func = await self._lookup(uuid, method, STREAM, context)
         where = self.where(uuid, method)
         try:
@@ -246,22 +348,37 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         """
         driver = self.drivers.get(uuid)
         if driver is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r} on this exporter")
-        upload = Upload()
+            await _refuse(context, grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r:.80} on this exporter")
+        if self._uploads_open >= self.limits.max_uploads:
+            why = (
+                f"this exporter has {self._uploads_open} uploads open, the most it takes at once: end one first, "
+                f"or raise the limit (jumpstarter run --max-uploads, or {MAX_UPLOADS_ENV})"
+            )
+            await _refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+        upload = Upload(self.uploads)
         key = str(uuid4())
         handle = {"kind": "client_stream", "uuid": key, "x_jmp_content_encoding": None}
         driver.resources[key] = upload
+        self._uploads_open += 1
+        malformed: BaseException | None = None
         try:
             await context.send_initial_metadata((("resource", json.dumps(handle)),))
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_fill, upload, request_iterator)
-                async for reply in upload.outgoing:  # until the driver is done with it
-                    await context.write(router_pb2.StreamResponse(payload=bytes(reply), frame_type=_DATA))
-                tg.cancel_scope.cancel()
-            await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_fill, upload, request_iterator)
+                    async for reply in upload.outgoing:  # until the driver is done with it
+                        await context.write(router_pb2.StreamResponse(payload=bytes(reply), frame_type=_DATA))
+                    tg.cancel_scope.cancel()
+            except* _MalformedFrame as group:
+                malformed = group.exceptions[0]
+            else:
+                await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
         finally:
+            self._uploads_open -= 1
             driver.resources.pop(key, None)
             await upload.close()
+        if malformed is not None:
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(malformed))
 
     def _end_uploads(self, uuid: str, args: list[Any]) -> None:
         """A call has ended: the uploads whose handles it was given end too, read or not (so that a client
@@ -287,26 +404,32 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
     ) -> tuple[Exported, Callable[..., Any]]:
         driver = self.drivers.get(uuid)
         if driver is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r} on this exporter")
+            await _refuse(context, grpc.StatusCode.NOT_FOUND, f"no driver with uuid {uuid!r:.80} on this exporter")
         found = driver.method(method)
         if found is None:
             names = sorted(n for n in dir(type(driver)) if not n.startswith("_"))
             reason = "is not exported (mark it @export)" if method in names else "does not exist"
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"method {method!r} of {type(driver).__qualname__} {reason}")
+            message = f"method {method!r:.80} of {type(driver).__qualname__} {reason}"
+            await _refuse(context, grpc.StatusCode.NOT_FOUND, message)
         info, func = found
         if info.kind != kind:
             how = {CALL: "call()", STREAMING: "streamingcall()", STREAM: "stream()"}
-            await context.abort(  # NOT_FOUND, as upstream answers: not exported for this kind of call
+            await _refuse(  # NOT_FOUND, as upstream answers: not exported for this kind of call
+                context,
                 grpc.StatusCode.NOT_FOUND,
                 f"{method!r} is reached with {how[info.kind]}, not {how[kind]}",
             )
         return info, func
 
     async def _arguments(self, info: Exported, request: Any, context: ServicerContext) -> list[Any]:
+        """The call's arguments, decoded and converted; a big request is decoded in a worker thread, so that the
+        event loop goes on serving other callers meanwhile (decoding a million small values takes seconds)."""
         try:
-            return info.signature.bind(decode_args(request))
-        except ArgumentError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            if _light(request):
+                return info.signature.bind(decode_args(request))
+            return await run_in_worker(_bound, info.signature, request)
+        except (ArgumentError, MalformedValue) as exc:
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
     async def _encode(self, result: Any, response: Any, where: str, context: ServicerContext) -> None:
         try:
@@ -326,13 +449,82 @@ class Session(jumpstarter_pb2_grpc.ExporterServiceServicer, router_pb2_grpc.Rout
         await context.abort(code, message_for(exc))
 
 
-async def _aiter_async(func: Callable[..., AsyncGenerator[Any, None]], args: list[Any]) -> AsyncGenerator[Any, None]:
-    agen = func(*args)
-    try:
-        async for item in agen:
-            yield item
-    finally:
-        await agen.aclose()
+# A request of more values than this is decoded off the event loop (see Session._arguments): counting them
+# costs a small call about a microsecond, a thread hop some fifty.
+DECODE_INLINE = 1000
+
+
+def _light(request: Any, budget: int = DECODE_INLINE) -> bool:
+    """Whether ``request``'s arguments hold at most ``budget`` values (counted no further than that)."""
+    args = request.args
+    if len(args) > budget or (request.HasField("int_paths") and len(request.int_paths.paths) > budget):
+        return False
+    budget -= len(args)
+    stack = list(args)
+    while stack:
+        value = stack.pop()
+        kind = value.WhichOneof("kind")
+        if kind == "list_value":
+            items = value.list_value.values
+        elif kind == "struct_value":
+            items = value.struct_value.fields.values()
+        else:
+            continue
+        budget -= len(items)
+        if budget < 0:
+            return False
+        stack.extend(items)
+    return True
+
+
+def _bound(signature: Signature, request: Any) -> list[Any]:
+    return signature.bind(decode_args(request))
+
+
+async def _refuse(context: ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """End a request that can't be served as asked, with one line in the log (no traceback: nothing broke here)."""
+    log.info("refused a request: %s", message)
+    await context.abort(code, message)
+
+
+_NOTHING = object()
+
+
+def _batches(items: list[Any]) -> tuple[list[jumpstarter_pb2.StreamingDriverCallResponse], Any]:
+    """``items`` encoded into batches of at most BATCH_BYTES (or one bigger item each); and the first item
+    that can't be sent (_NOTHING when all can), which ends them."""
+    responses = []
+    response, size = jumpstarter_pb2.StreamingDriverCallResponse(), 0
+    ints: list[ValuePath] = []
+    i = 0
+    while i < len(items):
+        values = response.items
+        index, mark = len(values), len(ints)
+        value = values.add()
+        try:
+            encode(items[i], value, ints, (index,), MAX_DEPTH + 1)  # the path's first step is the item's index
+        except ValueTypeError:
+            del values[-1]
+            if index:
+                _pack(response, ints[:mark])
+                responses.append(response)
+            return responses, items[i]
+        size += value.ByteSize()
+        if size > BATCH_BYTES and index:  # too much with this one: it goes first in the next message
+            del values[-1]
+            _pack(response, ints[:mark])
+            responses.append(response)
+            response, ints, size = jumpstarter_pb2.StreamingDriverCallResponse(), [], 0
+            continue
+        i += 1
+    _pack(response, ints)
+    responses.append(response)
+    return responses, _NOTHING
+
+
+def _pack(response: jumpstarter_pb2.StreamingDriverCallResponse, ints: list[ValuePath]) -> None:
+    if ints:
+        pack_paths(ints, response.int_paths)
 
 
 def _offer(queue: asyncio.Queue, item: Any) -> None:
@@ -356,16 +548,23 @@ class _ForwardingHandler(logging.Handler):
 
 async def _fill(upload: Upload, request_iterator: AsyncIterator[router_pb2.StreamRequest]) -> None:
     async with upload.writer:  # closed at the client's end: the driver's reading ends there too
-        await _frames_into(upload.writer, request_iterator)
+        await _frames_into(upload, request_iterator)
+
+
+class _MalformedFrame(ValueError):
+    """A frame of a Stream call that doesn't parse."""
 
 
 async def _frames_into(stream: Any, request_iterator: AsyncIterator[router_pb2.StreamRequest]) -> None:
     """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
-    async for frame in request_iterator:
-        if frame.frame_type == _DATA:
-            await stream.send(frame.payload)
-        elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
-            break
+    try:
+        async for frame in request_iterator:
+            if frame.frame_type == _DATA:
+                await stream.send(frame.payload)
+            elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
+                break
+    except DecodeError as exc:  # grpc parses each frame as it is read
+        raise _MalformedFrame(f"malformed StreamRequest: {exc}"[:500]) from None
 
 
 async def _pump(
@@ -374,7 +573,10 @@ async def _pump(
     """Copy frames between a gRPC Stream call and a driver's anyio stream, both ways."""
 
     async def inbound() -> None:
-        await _frames_into(stream, request_iterator)
+        try:
+            await _frames_into(stream, request_iterator)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return  # the driver has closed its side: it takes no more
         send_eof = getattr(stream, "send_eof", None)
         if send_eof is not None:
             try:
@@ -391,6 +593,12 @@ async def _pump(
             pass
         await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(inbound)
-        await outbound()
+    malformed: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inbound)
+            await outbound()
+    except* _MalformedFrame as group:
+        malformed = group.exceptions[0]
+    if malformed is not None:
+        await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(malformed))

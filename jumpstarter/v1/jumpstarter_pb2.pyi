@@ -25,7 +25,7 @@ class Endpoint(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ..., certificate: _Optional[str] = ..., client_certificate: _Optional[str] = ..., client_private_key: _Optional[str] = ...) -> None: ...
 
 class DriverInstanceReport(_message.Message):
-    __slots__ = ("uuid", "parent_uuid", "labels", "description", "methods_description")
+    __slots__ = ("uuid", "parent_uuid", "labels", "description", "methods_description", "methods_lookahead")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,17 +40,26 @@ class DriverInstanceReport(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MethodsLookaheadEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     UUID_FIELD_NUMBER: _ClassVar[int]
     PARENT_UUID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METHODS_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    METHODS_LOOKAHEAD_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     parent_uuid: str
     labels: _containers.ScalarMap[str, str]
     description: str
     methods_description: _containers.ScalarMap[str, str]
-    def __init__(self, uuid: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., methods_description: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    methods_lookahead: _containers.ScalarMap[str, int]
+    def __init__(self, uuid: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., methods_description: _Optional[_Mapping[str, str]] = ..., methods_lookahead: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("uuid", "labels", "reports", "alternative_endpoints", "motd")
@@ -114,14 +123,16 @@ class StreamingDriverCallRequest(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., int_paths: _Optional[_Union[IntPaths, _Mapping]] = ...) -> None: ...
 
 class StreamingDriverCallResponse(_message.Message):
-    __slots__ = ("uuid", "result", "int_paths")
+    __slots__ = ("uuid", "result", "int_paths", "items")
     UUID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     INT_PATHS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     result: _struct_pb2.Value
     int_paths: IntPaths
-    def __init__(self, uuid: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., int_paths: _Optional[_Union[IntPaths, _Mapping]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    def __init__(self, uuid: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., int_paths: _Optional[_Union[IntPaths, _Mapping]] = ..., items: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...) -> None: ...
 
 class LogStreamResponse(_message.Message):
     __slots__ = ("uuid", "severity", "message", "source", "driver_type", "operation", "timestamp", "structured_fields")

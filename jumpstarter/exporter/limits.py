@@ -1,0 +1,55 @@
+"""What clients may make an exporter hold: the size of one request, the bytes of uploads that wait for their
+drivers, and the uploads open at once.
+
+``jumpstarter run`` takes each as an option; these environment variables give the defaults (and the limits of
+exporters the pytest plugin starts, and of in-process ``serve()``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+MAX_MESSAGE_ENV = "JUMPSTARTER_MAX_MESSAGE_SIZE"  # MiB
+UPLOAD_MEMORY_ENV = "JUMPSTARTER_UPLOAD_MEMORY"  # MiB
+MAX_UPLOADS_ENV = "JUMPSTARTER_MAX_UPLOADS"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """An exporter's limits, in bytes and counts."""
+
+    # One request (a call's arguments, a frame of a stream): gRPC refuses a bigger one before it is read. A
+    # request of many small values costs some 20 times its size in memory once decoded.
+    max_message: int = 16 * MIB
+    # The bytes of one upload held while its driver hasn't read them (at least one chunk, whatever its size).
+    upload_buffer: int = 1 * MIB
+    # The same for all uploads together; a driver that waits to read still gets its upload's next chunk.
+    upload_memory: int = 64 * MIB
+    # Uploads open at once.
+    max_uploads: int = 64
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Limits:
+        """The defaults, with those the environment sets; ValueError naming a variable that isn't a number."""
+        return cls(
+            max_message=_number(environ, MAX_MESSAGE_ENV, cls.max_message // MIB) * MIB,
+            upload_memory=_number(environ, UPLOAD_MEMORY_ENV, cls.upload_memory // MIB) * MIB,
+            max_uploads=_number(environ, MAX_UPLOADS_ENV, cls.max_uploads),
+        )
+
+
+def _number(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={text!r}: give a whole number, 1 or more")
+    return value
