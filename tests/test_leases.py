@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 import subprocess
 import sys
@@ -187,3 +188,37 @@ def test_lock_file_leases_are_per_user_and_follow_no_symlink(tmp_path, monkeypat
         assert victim.read_text() == "keep"
     finally:
         connection.close()
+
+
+def test_a_lease_session_takes_and_releases_leases_one_after_another(board_client, second):
+    """LeaseSession, what try_lease() uses: a take answered granted or busy, a release answered once it has
+    ended; the session's lease ends with its call."""
+    from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
+
+    stub = lease_pb2_grpc.LeaseServiceStub(board_client.connection.channel)
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    call = stub.LeaseSession(iter(outbox.get, None))
+    replies = iter(call)
+
+    def ask(**action) -> lease_pb2.LeaseResponse:
+        outbox.put(lease_pb2.LeaseSessionRequest(**action))
+        return next(replies)
+
+    first = ask(take=lease_pb2.LeaseRequest(holder="session one"))
+    assert first.lease_id
+    assert ask(take=lease_pb2.LeaseRequest(holder="again")).holder == "session one"  # one lease at a time
+    assert isinstance(try_lease(second.connection, "other"), Busy)
+    assert ask(release=lease_pb2.ReleaseRequest(lease_id=first.lease_id)) == lease_pb2.LeaseResponse()
+    with leased(second.connection, "other"):  # released: free for others at once
+        pass
+    held = ask(take=lease_pb2.LeaseRequest(holder="session two")).lease_id
+    assert held
+    outbox.put(None)
+    call.cancel()  # the session's call ends: its lease with it
+    deadline = time.monotonic() + 5
+    while isinstance(lease := try_lease(second.connection, "after"), Busy) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(lease, Lease)
+    lease.release()
+    ended = {r.holder: r.ended for r in lease_records(board_client.connection)}
+    assert ended["session one"] == "released" and ended["session two"] == "holder vanished"

@@ -164,6 +164,7 @@ class Connection:
         # The pytest plugin sets it per test (--call-timeout). Generators and byte streams have none: a console
         # may rightly be read for an hour.
         self.call_timeout: float | None = None
+        self.on_close: list[Callable[[], None]] = []  # what ends with the connection (a lease session)
         self._handed: set[str] = set()  # uuids of upload handles given to a call (see resource_async)
 
     def _note_handles(self, args: tuple) -> None:
@@ -250,6 +251,8 @@ class Connection:
 
     def close(self) -> None:
         self.closed = True
+        for hook in self.on_close:
+            hook()
         self._channel.close()
         self._aio.clear()  # aio channels belong to their event loops and end with them
         with self._portal_lock:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,13 +46,21 @@ class Busy:
 class Lease:
     """A lease held on ``connection``; ``release()`` gives it back (idempotent)."""
 
-    def __init__(self, connection: Connection, lease_id: str, call: Any = None, lock: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        lease_id: str,
+        call: Any = None,
+        lock: IO[str] | None = None,
+        session: _Session | None = None,
+    ) -> None:
         """``call``: the open Lease call that holds an exporter's lease (a grpc call: cancelled on release);
-        ``lock``: the locked file that stands for a lease where the exporter keeps none."""
+        ``session``: the connection's LeaseSession call it was taken on (released there); ``lock``: the locked
+        file that stands for a lease where the exporter keeps none."""
         self.connection, self.lease_id = connection, lease_id
-        self._call, self._lock = call, lock
+        self._call, self._lock, self._session = call, lock, session
         self.held = True
-        connection.hold(lease_id if call is not None else None)
+        connection.hold(None if lock is not None else lease_id)
 
     def release(self) -> None:
         if not self.held:
@@ -58,6 +69,9 @@ class Lease:
         self.connection.hold(None)
         if self._lock is not None:
             self._lock.close()  # closing the file drops its flock
+            return
+        if self._session is not None:
+            self._session.release(self.lease_id)
             return
         try:
             stub = lease_pb2_grpc.LeaseServiceStub(self.connection.channel)
@@ -81,6 +95,18 @@ def try_lease(connection: Connection, holder: str) -> Lease | Busy:
     if len(holder) > MAX_HOLDER:
         keep = (MAX_HOLDER - 3) // 2
         holder = f"{holder[:keep]}...{holder[-keep:]}"
+    session = _session(connection)
+    if session is not None:
+        try:
+            answer = session.take(holder)
+        except grpc.RpcError as err:
+            _sessions.pop(connection, None)  # broken: the next lease opens another
+            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return _lock_file(connection, holder)  # an exporter without our leases: upstream's
+            raise error_from_rpc(err, address=connection.address, method="lease") from None
+        if not answer.lease_id:
+            return Busy(answer.holder, answer.since)
+        return Lease(connection, answer.lease_id, session=session)
     stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
     call = stub.Lease(lease_pb2.LeaseRequest(holder=holder), metadata=connection.metadata)
     try:
@@ -95,6 +121,57 @@ def try_lease(connection: Connection, holder: str) -> Lease | Busy:
         call.cancel()
         return Busy(answer.holder, answer.since)
     return Lease(connection, answer.lease_id, call=call)
+
+
+class _Session:
+    """A connection's LeaseSession call: its leases, one after another, two messages each on a call that stays
+    open (a new call and a Release call for each, otherwise). One caller at a time; ends with the connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._outbox: queue.SimpleQueue[lease_pb2.LeaseSessionRequest | None] = queue.SimpleQueue()
+        stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
+        self._call = stub.LeaseSession(iter(self._outbox.get, None), metadata=connection.metadata)
+        self._replies = iter(self._call)
+        self._lock = threading.Lock()
+        connection.on_close.append(self.close)
+
+    def _ask(self, request: lease_pb2.LeaseSessionRequest) -> lease_pb2.LeaseResponse:
+        with self._lock:
+            self._outbox.put(request)
+            try:
+                return next(self._replies)
+            except StopIteration:
+                raise ConnectError("the exporter ended the lease session") from None
+
+    def take(self, holder: str) -> lease_pb2.LeaseResponse:
+        return self._ask(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=holder)))
+
+    def release(self, lease_id: str) -> None:
+        """End the lease; returns once the exporter has ended it (or can't be reached: then it is over too)."""
+        try:
+            self._ask(lease_pb2.LeaseSessionRequest(release=lease_pb2.ReleaseRequest(lease_id=lease_id)))
+        except (grpc.RpcError, ConnectError):
+            pass
+
+    def close(self) -> None:
+        self._outbox.put(None)
+        self._call.cancel()
+
+
+_sessions: weakref.WeakKeyDictionary[Connection, _Session] = weakref.WeakKeyDictionary()
+_sessions_lock = threading.Lock()
+
+
+def _session(connection: Connection) -> _Session | None:
+    """The connection's lease session, opened on first use; None where the connection has no channel of its
+    own to keep one on (a stand-in connection)."""
+    if not hasattr(connection, "on_close"):
+        return None
+    with _sessions_lock:
+        session = _sessions.get(connection)
+        if session is None:
+            session = _sessions[connection] = _Session(connection)
+        return session
 
 
 def lease_records(connection: Connection) -> list[lease_pb2.LeaseRecord]:

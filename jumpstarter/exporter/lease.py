@@ -32,6 +32,7 @@ OPEN = frozenset(
         "/jumpstarter.v1.ExporterService/EndSession",
         "/jumpstarter.hil.v1.LeaseService/Lease",
         "/jumpstarter.hil.v1.LeaseService/Release",
+        "/jumpstarter.hil.v1.LeaseService/LeaseSession",
         "/jumpstarter.hil.v1.LeaseService/GetLeases",
     }
 )
@@ -65,6 +66,40 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
     async def Lease(
         self, request: lease_pb2.LeaseRequest, context: ServicerContext
     ) -> AsyncIterator[lease_pb2.LeaseResponse]:
+        record, answer = await self._take(request, context)
+        yield answer
+        if record is None:
+            return
+        try:
+            await self._released.wait()
+        finally:
+            self._end(record, "holder vanished")
+
+    async def LeaseSession(
+        self, request_iterator: AsyncIterator[lease_pb2.LeaseSessionRequest], context: ServicerContext
+    ) -> AsyncIterator[lease_pb2.LeaseResponse]:
+        held: lease_pb2.LeaseRecord | None = None
+        try:
+            async for request in request_iterator:
+                if request.HasField("take"):
+                    if held is not None and not held.ended:  # one lease at a time per session: it is busy
+                        yield lease_pb2.LeaseResponse(holder=held.holder, since=held.granted)
+                        continue
+                    held, answer = await self._take(request.take, context)
+                    yield answer
+                elif request.HasField("release"):
+                    if held is not None and held.lease_id == request.release.lease_id:
+                        self._end(held, "released")
+                        held = None
+                    yield lease_pb2.LeaseResponse()
+        finally:
+            if held is not None:
+                self._end(held, "holder vanished")
+
+    async def _take(
+        self, request: lease_pb2.LeaseRequest, context: ServicerContext
+    ) -> tuple[lease_pb2.LeaseRecord | None, lease_pb2.LeaseResponse]:
+        """The lease for ``request.holder`` if it is free (its record, and the granting answer), else who has it."""
         if len(request.holder) > MAX_HOLDER:
             why = (
                 f"lease holder name is {len(request.holder)} characters, more than the {MAX_HOLDER} an exporter keeps: "
@@ -74,17 +109,12 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
         current = self.current
         if current is not None:  # no await between this check and taking the lease: one event loop, no race
-            yield lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)
-            return
+            return None, lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)
         record = lease_pb2.LeaseRecord(lease_id=uuid4().hex[:12], holder=request.holder, granted=time.time())
         self.current, self._released = record, asyncio.Event()
         self.records.append(record)
         log.info("lease %s taken by %s", record.lease_id, record.holder)
-        try:
-            yield lease_pb2.LeaseResponse(lease_id=record.lease_id)
-            await self._released.wait()
-        finally:
-            self._end(record, "holder vanished")
+        return record, lease_pb2.LeaseResponse(lease_id=record.lease_id)
 
     async def Release(self, request: lease_pb2.ReleaseRequest, context: ServicerContext) -> lease_pb2.ReleaseResponse:
         current = self.current

@@ -28,6 +28,14 @@ class ReleaseRequest(_message.Message):
     lease_id: str
     def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
 
+class LeaseSessionRequest(_message.Message):
+    __slots__ = ("take", "release")
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    take: LeaseRequest
+    release: ReleaseRequest
+    def __init__(self, take: _Optional[_Union[LeaseRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+
 class ReleaseResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

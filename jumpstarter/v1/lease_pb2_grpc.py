@@ -44,6 +44,11 @@ class LeaseServiceStub:
                 request_serializer=jumpstarter_dot_v1_dot_lease__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=jumpstarter_dot_v1_dot_lease__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.LeaseSession = channel.stream_stream(
+                '/jumpstarter.hil.v1.LeaseService/LeaseSession',
+                request_serializer=jumpstarter_dot_v1_dot_lease__pb2.LeaseSessionRequest.SerializeToString,
+                response_deserializer=jumpstarter_dot_v1_dot_lease__pb2.LeaseResponse.FromString,
+                _registered_method=True)
         self.GetLeases = channel.unary_unary(
                 '/jumpstarter.hil.v1.LeaseService/GetLeases',
                 request_serializer=jumpstarter_dot_v1_dot_lease__pb2.GetLeasesRequest.SerializeToString,
@@ -76,6 +81,16 @@ class LeaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseSession(self, request_iterator, context):
+        """One client's leases, one after another, on one call that stays open (a test run's worker): a take
+        is answered as Lease answers (granted or busy), a release with an empty LeaseResponse once the lease
+        has ended. A lease costs two messages on an open call instead of a call opened, a Release call and a
+        cancel. A lease still held when the call ends ends with it (the holder vanished).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetLeases(self, request, context):
         """The lease held now, if any, and the most recent past leases, oldest first.
         """
@@ -95,6 +110,11 @@ def add_LeaseServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=jumpstarter_dot_v1_dot_lease__pb2.ReleaseRequest.FromString,
                     response_serializer=jumpstarter_dot_v1_dot_lease__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'LeaseSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.LeaseSession,
+                    request_deserializer=jumpstarter_dot_v1_dot_lease__pb2.LeaseSessionRequest.FromString,
+                    response_serializer=jumpstarter_dot_v1_dot_lease__pb2.LeaseResponse.SerializeToString,
             ),
             'GetLeases': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLeases,
@@ -156,6 +176,33 @@ class LeaseService:
             '/jumpstarter.hil.v1.LeaseService/Release',
             jumpstarter_dot_v1_dot_lease__pb2.ReleaseRequest.SerializeToString,
             jumpstarter_dot_v1_dot_lease__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/jumpstarter.hil.v1.LeaseService/LeaseSession',
+            jumpstarter_dot_v1_dot_lease__pb2.LeaseSessionRequest.SerializeToString,
+            jumpstarter_dot_v1_dot_lease__pb2.LeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,
