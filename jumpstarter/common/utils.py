@@ -36,11 +36,19 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
     trusted = frozenset(driver.client() for _, _, _, driver in root.enumerate())
     portal, folder = _shared()
     socket = f"unix://{folder / f'exporter-{next(_serial)}.sock'}"
+    server = serving(root, socket, passphrase=passphrase)
     try:
-        with portal.wrap_async_context_manager(serving(root, socket, passphrase=passphrase)) as address:
-            with connect(address, passphrase=passphrase, trusted=trusted) as client:
-                yield client
+        address = portal.call(server.__aenter__)
+    except BaseException:
+        _close(root)
+        raise
+    try:
+        with connect(address, passphrase=passphrase, trusted=trusted) as client:
+            yield client
     finally:
+        # The client is gone, so no call is in flight: the server stops on the shared loop while this thread
+        # goes on (a mocked test doesn't wait the ~1.5 ms of its stop; the loop's exit at process end waits).
+        portal.start_task_soon(server.__aexit__, None, None, None)
         _close(root)
 
 
