@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,13 @@ class Exporter:
         try:
             return try_lease(connection, holder)
         except ConnectError as exc:
+            self.settle()
             self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"
             raise ConnectError(self.gone) from None
+
+    def settle(self) -> None:
+        """After its connection broke: give a dying exporter's process a moment to end, so that ``failure()``
+        says it died (and how), not only that it can't be reached. Nothing to wait for here."""
 
     def failure(self) -> str | None:
         """Why this exporter can't be used any more (it died, or is gone), or None."""
@@ -163,6 +169,11 @@ class YamlExporter(Exporter):
         process = self.process = ExporterProcess.start(self.spec, *args, env=env, timeout=self.start_timeout)
         self._stack.callback(process.stop)
         return connect(process.address, passphrase=self.passphrase)
+
+    def settle(self) -> None:
+        if self.process is not None:
+            with suppress(subprocess.TimeoutExpired):
+                self.process.process.wait(1)  # its socket closes a moment before the process has ended
 
     def failure(self) -> str | None:
         if self.process is not None and not self.process.alive:
