@@ -18,6 +18,8 @@ from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 
+DYING = 1.0  # seconds an exporter whose connection broke is given to end, so that we can say how it ended
+
 
 class Exporter:
     """One exporter of the session; ``client()`` connects (and starts it) on first use."""
@@ -68,13 +70,9 @@ class Exporter:
         try:
             return try_lease(connection, holder)
         except ConnectError as exc:
-            self.settle()
+            self.exit_code(wait=DYING)  # a dying exporter's socket closes a moment before its process ends
             self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"
             raise ConnectError(self.gone) from None
-
-    def settle(self) -> None:
-        """After its connection broke: give a dying exporter's process a moment to end, so that ``failure()``
-        says it died (and how), not only that it can't be reached. Nothing to wait for here."""
 
     def failure(self) -> str | None:
         """Why this exporter can't be used any more (it died, or is gone), or None."""
@@ -101,8 +99,9 @@ class Exporter:
     def output(self, since: int = 0) -> str:
         return ""
 
-    def exit_code(self) -> int | None:
-        """The exit code of the exporter's process once it has ended (one the plugin started), else None."""
+    def exit_code(self, wait: float = 0) -> int | None:
+        """The exit code of the exporter's process once it has ended (one the plugin started), else None;
+        ``wait``: seconds to give a process that is ending."""
         return None
 
     @property
@@ -170,11 +169,6 @@ class YamlExporter(Exporter):
         self._stack.callback(process.stop)
         return connect(process.address, passphrase=self.passphrase)
 
-    def settle(self) -> None:
-        if self.process is not None:
-            with suppress(subprocess.TimeoutExpired):
-                self.process.process.wait(1)  # its socket closes a moment before the process has ended
-
     def failure(self) -> str | None:
         if self.process is not None and not self.process.alive:
             tail = "".join(self.process.lines[-20:]).rstrip()
@@ -184,8 +178,13 @@ class YamlExporter(Exporter):
     def output(self, since: int = 0) -> str:
         return self.process.output(since) if self.process else ""
 
-    def exit_code(self) -> int | None:
-        return self.process.returncode if self.process else None
+    def exit_code(self, wait: float = 0) -> int | None:
+        if self.process is None:
+            return None
+        if wait:
+            with suppress(subprocess.TimeoutExpired):
+                self.process.process.wait(wait)
+        return self.process.returncode
 
     @property
     def log_position(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
+from jumpstarter.client.streams import AsyncStreamBase, BlockingStreamBase
 from pytest_jumpstarter import tapes
 
 REPORT_ATTRIBUTE = "jumpstarter_recording"  # on a test's teardown report: its recording (plain data)
@@ -228,7 +229,7 @@ def _failed(entry: dict | None, exc: BaseException) -> None:
         entry["error"] = tapes.error(exc)
 
 
-class RecordingStream:
+class RecordingStream(BlockingStreamBase):
     """A byte stream whose traffic is written down, in order: ``send``/``receive`` chunks, ``eof`` (this side
     ended), ``end`` (the driver's side ended), or the error it ended with."""
 
@@ -259,24 +260,11 @@ class RecordingStream:
         self._traffic.append({"receive": tapes.data(data)})
         return data
 
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.receive()
-            except anyio.EndOfStream:
-                return
-
     def close(self) -> None:
         self._real.close()
 
-    def __enter__(self) -> RecordingStream:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncRecordingStream:
+class AsyncRecordingStream(AsyncStreamBase):
     """The async twin of RecordingStream."""
 
     def __init__(self, real: Any, traffic: list) -> None:
@@ -306,21 +294,8 @@ class AsyncRecordingStream:
         self._traffic.append({"receive": tapes.data(data)})
         return data
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                yield await self.receive()
-            except anyio.EndOfStream:
-                return
-
     async def aclose(self) -> None:
         await self._real.aclose()
-
-    async def __aenter__(self) -> AsyncRecordingStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class _UploadTap:

@@ -10,7 +10,6 @@ recording. Nothing is sent anywhere: a replayed test runs at mocked-test speed.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,8 @@ import anyio
 import pytest
 
 from jumpstarter import errors
+from jumpstarter.client.connection import OwnPortal
+from jumpstarter.client.streams import AsyncStreamBase, BlockingStreamBase
 from pytest_jumpstarter import tapes
 from pytest_jumpstarter.leasing import ROOT
 
@@ -175,8 +176,7 @@ class ReplayConnection:
         self.observers: list[Callable] = []
         self.metadata: tuple = ()
         self.closed = False
-        self._portal: Any = None
-        self._portal_lock = threading.Lock()
+        self._portal = OwnPortal()
 
     @property
     def tape(self) -> Tape:
@@ -282,23 +282,14 @@ class ReplayConnection:
 
     def portal(self) -> Any:
         """An event loop in a thread, for clients that run their async API from blocking code."""
-        from anyio.from_thread import start_blocking_portal
-
-        with self._portal_lock:
-            if self._portal is None:
-                starter = start_blocking_portal()
-                self._portal = (starter, starter.__enter__())
-            return self._portal[1]
+        return self._portal.get()
 
     def close(self) -> None:
         self.closed = True
-        with self._portal_lock:
-            portal, self._portal = self._portal, None
-        if portal is not None:
-            portal[0].__exit__(None, None, None)
+        self._portal.close()
 
 
-class ReplayStream:
+class ReplayStream(BlockingStreamBase):
     """A byte stream that plays the driver's side of a recorded one: what the test sends must be the recorded
     bytes (chunked any way), and it receives the recorded chunks, then the end or error."""
 
@@ -336,13 +327,6 @@ class ReplayStream:
             _raise(self._tape, step, *self._where.rsplit(".", 1))
         return tapes.chunk(step["receive"])
 
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.receive()
-            except anyio.EndOfStream:
-                return
-
     def close(self) -> None:
         if not self._closed and self._sent < len(self._expected):
             self._tape.fail(
@@ -351,14 +335,8 @@ class ReplayStream:
             )
         self._closed = True
 
-    def __enter__(self) -> ReplayStream:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncReplayStream:
+class AsyncReplayStream(AsyncStreamBase):
     """The async twin of ReplayStream."""
 
     def __init__(self, stream: ReplayStream) -> None:
@@ -373,15 +351,5 @@ class AsyncReplayStream:
     async def receive(self) -> bytes:
         return self._stream.receive()
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self._stream:
-            yield chunk
-
     async def aclose(self) -> None:
         self._stream.close()
-
-    async def __aenter__(self) -> AsyncReplayStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -8,7 +8,6 @@ the test's marker) shows the calls live. Per-test state lives on the item (``ite
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -133,12 +132,10 @@ class Reporting:
         hear that it is gone). A call cut off by the death fails a moment before the exit is seen: wait for it."""
         if exporter.name in self._dead:
             return None
-        code = exporter.exit_code()
-        if code is None and any(sign in report.longreprtext for sign in TRANSPORT_FAILURES):
-            deadline = time.monotonic() + 1.0
-            while code is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-                code = exporter.exit_code()
+        from pytest_jumpstarter.exporters import DYING
+
+        cut_off = any(sign in report.longreprtext for sign in TRANSPORT_FAILURES)
+        code = exporter.exit_code(wait=DYING if cut_off else 0)
         if code is None:
             return None
         self._dead.add(exporter.name)

@@ -135,6 +135,28 @@ class _Pending:
                 observer(self._target, self._method, self._args, outcome, elapsed)
 
 
+class OwnPortal:
+    """An event loop in a thread of its own, started on first use and stopped by ``close()``: a connection's,
+    for clients that run their async API from blocking code."""
+
+    def __init__(self) -> None:
+        self._started: tuple[Any, BlockingPortal] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> BlockingPortal:
+        with self._lock:
+            if self._started is None:
+                starter = start_blocking_portal()
+                self._started = (starter, starter.__enter__())
+            return self._started[1]
+
+    def close(self) -> None:
+        with self._lock:
+            started, self._started = self._started, None
+        if started is not None:
+            started[0].__exit__(None, None, None)
+
+
 class Connection:
     """RPCs to one exporter. ``target`` strings name a driver for messages ("custom.power")."""
 
@@ -157,8 +179,7 @@ class Connection:
         # uuid -> {method: lookahead} of the generators that declared one, from the report (None: not read yet)
         self._lookaheads: dict[str, dict[str, int]] | None = None
         self._aio: dict[asyncio.AbstractEventLoop, _AioStubs] = {}
-        self._portal: tuple[Any, BlockingPortal] | None = None
-        self._portal_lock = threading.Lock()
+        self._portal = OwnPortal()
         self.closed = False
         # Seconds a (unary) driver call may take before it fails as a DriverTimeout naming it; None: no limit.
         # The pytest plugin sets it per test (--call-timeout). Generators and byte streams have none: a console
@@ -243,11 +264,7 @@ class Connection:
     def portal(self) -> BlockingPortal:
         """An event loop in a thread of its own, started on first use, for the async API from blocking
         code: ``client.portal.call(...)``, ``client.portal.wrap_async_context_manager(...)`` (as upstream)."""
-        with self._portal_lock:
-            if self._portal is None:
-                starter = start_blocking_portal()
-                self._portal = (starter, starter.__enter__())
-            return self._portal[1]
+        return self._portal.get()
 
     def close(self) -> None:
         self.closed = True
@@ -255,10 +272,7 @@ class Connection:
             hook()
         self._channel.close()
         self._aio.clear()  # aio channels belong to their event loops and end with them
-        with self._portal_lock:
-            portal, self._portal = self._portal, None
-        if portal is not None:
-            portal[0].__exit__(None, None, None)
+        self._portal.close()
 
     def _error(self, target: str, method: str) -> Callable[[grpc.RpcError], Exception]:
         return lambda err: error_from_rpc(err, address=self.address, target=target, method=method)

@@ -19,7 +19,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import grpc
 
@@ -28,8 +28,6 @@ from jumpstarter.common.folders import private_folder
 from jumpstarter.common.wire import MAX_HOLDER, when
 from jumpstarter.errors import ConnectError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
-
-RELEASE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,20 +45,14 @@ class Lease:
     """A lease held on ``connection``; ``release()`` gives it back (idempotent)."""
 
     def __init__(
-        self,
-        connection: Connection,
-        lease_id: str,
-        call: Any = None,
-        lock: IO[str] | None = None,
-        session: _Session | None = None,
+        self, connection: Connection, lease_id: str, session: _Session | None = None, lock: IO[str] | None = None
     ) -> None:
-        """``call``: the open Lease call that holds an exporter's lease (a grpc call: cancelled on release);
-        ``session``: the connection's LeaseSession call it was taken on (released there); ``lock``: the locked
-        file that stands for a lease where the exporter keeps none."""
+        """``session``: the connection's LeaseSession call it was taken on (released there); ``lock``: the
+        locked file that stands for a lease where the exporter keeps none."""
         self.connection, self.lease_id = connection, lease_id
-        self._call, self._lock, self._session = call, lock, session
+        self._session, self._lock = session, lock
         self.held = True
-        connection.hold(None if lock is not None else lease_id)
+        connection.hold(lease_id if session is not None else None)
 
     def release(self) -> None:
         if not self.held:
@@ -69,18 +61,8 @@ class Lease:
         self.connection.hold(None)
         if self._lock is not None:
             self._lock.close()  # closing the file drops its flock
-            return
         if self._session is not None:
             self._session.release(self.lease_id)
-            return
-        try:
-            stub = lease_pb2_grpc.LeaseServiceStub(self.connection.channel)
-            request = lease_pb2.ReleaseRequest(lease_id=self.lease_id)
-            stub.Release(request, metadata=self.connection.metadata, timeout=RELEASE_TIMEOUT)
-        except grpc.RpcError:
-            pass  # the exporter is gone or the lease already ended: either way it is over
-        finally:
-            self._call.cancel()
 
     def __enter__(self) -> Lease:
         return self
@@ -96,31 +78,18 @@ def try_lease(connection: Connection, holder: str) -> Lease | Busy:
         keep = (MAX_HOLDER - 3) // 2
         holder = f"{holder[:keep]}...{holder[-keep:]}"
     session = _session(connection)
-    if session is not None:
-        try:
-            answer = session.take(holder)
-        except grpc.RpcError as err:
-            _sessions.pop(connection, None)  # broken: the next lease opens another
-            if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-                return _lock_file(connection, holder)  # an exporter without our leases: upstream's
-            raise error_from_rpc(err, address=connection.address, method="lease") from None
-        if not answer.lease_id:
-            return Busy(answer.holder, answer.since)
-        return Lease(connection, answer.lease_id, session=session)
-    stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
-    call = stub.Lease(lease_pb2.LeaseRequest(holder=holder), metadata=connection.metadata)
     try:
-        answer = next(call)
-    except StopIteration:
-        raise ConnectError(f"exporter at {connection.address} ended the lease call without an answer") from None
-    except grpc.RpcError as err:
+        answer = session.take(holder)
+    except (grpc.RpcError, ConnectError) as err:
+        _sessions.pop(connection, None)  # broken: the next lease opens another
+        if isinstance(err, ConnectError):
+            raise
         if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-            return _lock_file(connection, holder)
+            return _lock_file(connection, holder)  # an exporter without our leases: upstream's
         raise error_from_rpc(err, address=connection.address, method="lease") from None
     if not answer.lease_id:
-        call.cancel()
         return Busy(answer.holder, answer.since)
-    return Lease(connection, answer.lease_id, call=call)
+    return Lease(connection, answer.lease_id, session=session)
 
 
 class _Session:
@@ -162,11 +131,8 @@ _sessions: weakref.WeakKeyDictionary[Connection, _Session] = weakref.WeakKeyDict
 _sessions_lock = threading.Lock()
 
 
-def _session(connection: Connection) -> _Session | None:
-    """The connection's lease session, opened on first use; None where the connection has no channel of its
-    own to keep one on (a stand-in connection)."""
-    if not hasattr(connection, "on_close"):
-        return None
+def _session(connection: Connection) -> _Session:
+    """The connection's lease session, opened on first use."""
     with _sessions_lock:
         session = _sessions.get(connection)
         if session is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import grpc
@@ -15,7 +15,55 @@ DATA, GOAWAY = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY
 _CLOSE = object()
 
 
-class BlockingStream:
+class BlockingStreamBase:
+    """What a client's blocking byte stream is besides ``receive()`` and ``close()``: iterable (chunks until
+    ``anyio.EndOfStream``) and a context manager that closes it. The recording and replaying streams of the
+    pytest plugin are ones too."""
+
+    def receive(self) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                yield self.receive()
+            except anyio.EndOfStream:
+                return
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStreamBase:
+    """The async twin of BlockingStreamBase: ``async for``, ``async with``, over ``receive()`` and ``aclose()``."""
+
+    async def receive(self) -> bytes:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.receive()
+            except anyio.EndOfStream:
+                return
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class BlockingStream(BlockingStreamBase):
     """A byte stream to a driver: ``send(bytes)``, ``receive() -> bytes``, ``send_eof()``.
 
     ``receive`` raises ``anyio.EndOfStream`` once the driver's side has ended,
@@ -59,26 +107,13 @@ class BlockingStream:
         self._ended = True
         raise anyio.EndOfStream
 
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            try:
-                yield self.receive()
-            except anyio.EndOfStream:
-                return
-
     def close(self) -> None:
         self.send_eof()
         self._outbox.put(_CLOSE)
         self._call.cancel()
 
-    def __enter__(self) -> BlockingStream:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class AsyncStream:
+class AsyncStream(AsyncStreamBase):
     """The async twin of BlockingStream, for use under anyio/asyncio."""
 
     def __init__(self, call: Any, on_error: Any) -> None:
@@ -115,19 +150,6 @@ class AsyncStream:
                 return frame.payload
         raise anyio.EndOfStream
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                yield await self.receive()
-            except anyio.EndOfStream:
-                return
-
     async def aclose(self) -> None:
         await self.send_eof()
         self._call.cancel()
-
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
