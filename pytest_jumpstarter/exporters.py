@@ -68,7 +68,7 @@ class Exporter:
             self.gone = f"jumpstarter: {exc}"
             raise ConnectError(self.gone) from None
         try:
-            return try_lease(connection, holder)
+            return try_lease(connection, holder, keep=True)  # a worker's next test needn't wait for the exporter
         except ConnectError as exc:
             self.exit_code(wait=DYING)  # a dying exporter's socket closes a moment before its process ends
             self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"

@@ -11,7 +11,7 @@ for a table per exporter at the end of the run and, with ``--jumpstarter-timelin
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +52,8 @@ class LeaseRecord:
         return max(0.0, (end if end is not None else self.asked) - self.asked)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("sent")
+        """For a report (dataclasses.asdict() would cost a test some 70 us: it copies deep)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sent"}
         data["exporters"], data["waited_for"] = list(self.exporters), list(self.waited_for)
         return data
 

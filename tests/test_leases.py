@@ -6,6 +6,7 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -222,3 +223,57 @@ def test_a_lease_session_takes_and_releases_leases_one_after_another(board_clien
     lease.release()
     ended = {r.holder: r.ended for r in lease_records(board_client.connection)}
     assert ended["session one"] == "released" and ended["session two"] == "holder vanished"
+
+
+def _until_leased(connection, holder: str, timeout: float = 5.0) -> Lease:
+    """Try as the plugin's pool does (every few ms) until the lease is ours."""
+    deadline = time.monotonic() + timeout
+    while isinstance(got := try_lease(connection, holder), Busy):
+        assert time.monotonic() < deadline, f"still busy: {got}"
+        time.sleep(0.005)
+    return got
+
+
+def test_a_kept_lease_is_taken_again_at_once_and_let_go_when_someone_else_waits(board_client, second):
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    first.release()  # returns at once: the exporter keeps it for the holder's next take
+    with pytest.raises(LeaseError, match=r"leased by gw0: test_a"):  # others are refused meanwhile
+        second.echo("between")
+    again = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(again, Lease) and again.lease_id == first.lease_id
+    assert board_client.echo("still mine") == "still mine"
+    again.release()
+    busy = try_lease(second.connection, "bob")  # someone else wants it: the idle holder lets it go at once
+    assert isinstance(busy, Busy) and busy.holder.startswith("gw0: test_")  # the exporter learns of test_b soon
+    taken = _until_leased(second.connection, "bob")
+    assert second.echo("mine now") == "mine now"
+    taken.release()
+    records = [(r.holder, r.ended) for r in lease_records(board_client.connection)]
+    assert records == [("gw0: test_a", "released"), ("gw0: test_b", "released"), ("bob", "released")]
+
+
+def test_a_kept_lease_in_use_is_let_go_when_released_if_someone_waits(board_client, second):
+    held = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(held, Lease)
+    bobs: queue.SimpleQueue = queue.SimpleQueue()
+    waiting = threading.Thread(target=lambda: bobs.put(_until_leased(second.connection, "bob")))
+    waiting.start()  # bob waits, trying every few ms: the holder is told
+    time.sleep(0.3)
+    held.release()  # so this release is for good, and the exporter goes to bob first
+    busy = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(busy, Busy) and busy.holder in ("bob (handed over, taking it)", "bob")
+    waiting.join()
+    bobs.get().release()
+    _until_leased(board_client.connection, "gw0: test_b", timeout=1).release()
+
+
+def test_a_released_exporter_goes_first_to_who_waits_not_back_to_who_released_it(board_client, second):
+    held = try_lease(board_client.connection, "alice")
+    assert isinstance(held, Lease)
+    assert isinstance(try_lease(second.connection, "bob"), Busy)
+    held.release()
+    busy = try_lease(board_client.connection, "alice again")
+    assert isinstance(busy, Busy) and busy.holder == "bob (handed over, taking it)"
+    _until_leased(second.connection, "bob").release()  # bob took it; no one waits now
+    assert isinstance(try_lease(board_client.connection, "alice"), Lease)

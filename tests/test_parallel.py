@@ -64,6 +64,20 @@ def test_xdist_spreads_tests_over_exporters_and_never_overlaps(pytester, lab):
     assert {r.ended for r in per_exporter[0] + per_exporter[1]} == {"released"}
 
 
+def test_workers_sharing_one_board_take_turns(pytester, lab):
+    """A worker keeps the board between its tests only until another asks: then the board goes to the one who
+    waited, turn about, instead of back to the worker that just released it."""
+    (address,) = lab(1)
+    pytester.makepyfile(test_slow=SLOW_TESTS)
+    result = pytester.runpytest_subprocess("-n", "2", "--exporter", address)
+    result.assert_outcomes(passed=8)
+    leases = sorted(records(address), key=lambda r: r.granted)
+    assert len(leases) == 8 and overlaps(leases) == []  # a record per test, even of the tests of a kept lease
+    workers = [r.holder.split(": ")[0].rsplit(" ", 1)[-1] for r in leases]
+    turns = sum(a != b for a, b in zip(workers, workers[1:], strict=False))
+    assert set(workers) == {"gw0", "gw1"} and turns >= 5, workers
+
+
 def test_two_concurrent_runs_share_two_exporters_without_overlap(pytester, lab):
     addresses = lab(2)
     pytester.makepyfile(test_slow=SLOW_TESTS)

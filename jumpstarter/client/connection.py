@@ -31,7 +31,15 @@ from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
-from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, paced_pb2, paced_pb2_grpc, router_pb2, router_pb2_grpc
+from jumpstarter.v1 import (
+    jumpstarter_pb2,
+    jumpstarter_pb2_grpc,
+    lease_pb2_grpc,
+    paced_pb2,
+    paced_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
 from jumpstarter.values import decode, decode_result, encode_args, restore_ints
 
 CONNECT_TIMEOUT = 2.0
@@ -64,6 +72,7 @@ class _AioStubs(NamedTuple):
     exporter: jumpstarter_pb2_grpc.ExporterServiceStub
     router: router_pb2_grpc.RouterServiceStub
     paced: paced_pb2_grpc.PacedCallServiceStub
+    lease: lease_pb2_grpc.LeaseServiceStub
 
 
 _Request = TypeVar("_Request", jumpstarter_pb2.DriverCallRequest, jumpstarter_pb2.StreamingDriverCallRequest)
@@ -400,6 +409,7 @@ class Connection:
                 jumpstarter_pb2_grpc.ExporterServiceStub(channel),
                 router_pb2_grpc.RouterServiceStub(channel),
                 paced_pb2_grpc.PacedCallServiceStub(channel),
+                lease_pb2_grpc.LeaseServiceStub(channel),
             )
             self._aio = {lp: s for lp, s in self._aio.items() if not lp.is_closed()}
             self._aio[loop] = stubs

@@ -9,6 +9,7 @@ that keeps the runs of one machine apart, though not those of two machines.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -19,11 +20,12 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 
 from jumpstarter.client.connection import Connection
+from jumpstarter.common.background import background_portal
 from jumpstarter.common.folders import private_folder
 from jumpstarter.common.wire import MAX_HOLDER, when
 from jumpstarter.errors import ConnectError, error_from_rpc
@@ -71,15 +73,19 @@ class Lease:
         self.release()
 
 
-def try_lease(connection: Connection, holder: str) -> Lease | Busy:
+def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lease | Busy:
     """Take the exporter's lease if it is free; never waits for another holder. A holder name longer than an
-    exporter keeps is shortened in its middle (a test id's end says most)."""
+    exporter keeps is shortened in its middle (a test id's end says most).
+
+    ``keep``: releasing it keeps the exporter for the connection's next lease of ``keep=True``, until someone else
+    wants it: a run of leases by one holder (a test run's worker) costs no waiting for the exporter's answers.
+    Keep ``keep`` off where a released exporter must be free at once (for calls without a lease, say)."""
     if len(holder) > MAX_HOLDER:
-        keep = (MAX_HOLDER - 3) // 2
-        holder = f"{holder[:keep]}...{holder[-keep:]}"
+        half = (MAX_HOLDER - 3) // 2
+        holder = f"{holder[:half]}...{holder[-half:]}"
     session = _session(connection)
     try:
-        answer = session.take(holder)
+        answer = session.take(holder, keep)
     except (grpc.RpcError, ConnectError) as err:
         _sessions.pop(connection, None)  # broken: the next lease opens another
         if isinstance(err, ConnectError):
@@ -92,38 +98,189 @@ def try_lease(connection: Connection, holder: str) -> Lease | Busy:
     return Lease(connection, answer.lease_id, session=session)
 
 
+# How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's
+# view of which test holds it lags this much.
+BATCH_DELAY = 0.02
+
+
 class _Session:
     """A connection's LeaseSession call: its leases, one after another, two messages each on a call that stays
-    open (a new call and a Release call for each, otherwise). One caller at a time; ends with the connection."""
+    open (a new call and a Release call for each, otherwise). One caller at a time; ends with the connection.
+
+    Kept leases (``try_lease(keep=True)``, a test run's per-test leases): a release keeps the exporter for this
+    session's next take, granted then with the same id, so neither waits for an answer, and neither is sent at
+    once: a task sends them in batches every BATCH_DELAY, saying when each happened (waking a thread for each
+    message costs a test more than everything else its lease does). When the exporter says someone else waits
+    (a ``wanted`` notice), the kept lease is let go at once if no lease is in use, else when the one in use is
+    released.
+
+    The call runs on the process's background event loop.
+    """
 
     def __init__(self, connection: Connection) -> None:
-        self._outbox: queue.SimpleQueue[lease_pb2.LeaseSessionRequest | None] = queue.SimpleQueue()
-        stub = lease_pb2_grpc.LeaseServiceStub(connection.channel)
-        self._call = stub.LeaseSession(iter(self._outbox.get, None), metadata=connection.metadata)
-        self._replies = iter(self._call)
-        self._lock = threading.Lock()
+        self._answers: queue.SimpleQueue[lease_pb2.LeaseResponse | BaseException | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # one asker at a time
+        self._state = threading.Lock()  # what follows, shared with the tasks
+        self._sent = 0  # requests sent so far that the exporter answers: the next one's index (answers come in order)
+        self._awaited = -1  # the index of the request whose answer someone waits for
+        self._unsent: list[lease_pb2.LeaseSessionRequest] = []  # a kept lease's takes and releases, not sent yet
+        self._kept: str | None = None  # the id of a kept lease (in use or not)
+        self._in_use = False
+        self._wanted = False  # someone else waits: let the kept lease go when it is released
+        self._batching = False  # the task sending the unsent runs
+        self._outbox: asyncio.Queue[lease_pb2.LeaseSessionRequest | None] = asyncio.Queue()
+        self._loop, self._call = background_portal().call(self._open, connection)
         connection.on_close.append(self.close)
+
+    # On the background loop --------------------------------------------------------------------------------
+
+    async def _open(self, connection: Connection) -> tuple[asyncio.AbstractEventLoop, Any]:
+        call = connection._aio_stubs().lease.LeaseSession(metadata=connection.metadata)
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write(call))
+        self._reader = loop.create_task(self._read(call))
+        return loop, call
+
+    async def _write(self, call: Any) -> None:
+        try:
+            while (request := await self._outbox.get()) is not None:
+                await call.write(request)
+            await call.done_writing()
+        except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            pass  # the call is over: _read tells the askers
+
+    async def _read(self, call: Any) -> None:
+        """Route what the exporter sends: the awaited answer to its asker, notices to the kept lease."""
+        index = 0
+        end: BaseException | None = None
+        try:
+            async for reply in call:
+                if reply.wanted:
+                    self._let_go()
+                    continue
+                with self._state:
+                    awaited = index == self._awaited
+                index += 1
+                if awaited:
+                    self._answers.put(reply)
+        except grpc.RpcError as err:
+            end = err
+        except asyncio.CancelledError:
+            pass
+        with self._state:
+            self._kept = None  # the exporter ended it (or went away): the next take asks, and learns why
+        self._answers.put(end)  # the session is over: for the asker waiting now, and for every later one
+
+    async def _send_batches(self) -> None:
+        """Send the unsent every BATCH_DELAY, for as long as a lease is kept."""
+        while True:
+            await asyncio.sleep(BATCH_DELAY)
+            with self._state:
+                unsent, self._unsent = self._unsent, []
+                if not unsent and self._kept is None:
+                    self._batching = False
+                    return
+            for request in unsent:
+                self._outbox.put_nowait(request)
+
+    def _queue(self, requests: list[lease_pb2.LeaseSessionRequest | None]) -> None:
+        for request in requests:
+            self._outbox.put_nowait(request)
+
+    # From any thread ---------------------------------------------------------------------------------------
+
+    def _send(self, request: lease_pb2.LeaseSessionRequest, *, awaited: bool = False) -> None:
+        """Send ``request`` now, after the unsent (its caller holds ``_state``); ``awaited``: its answer goes to
+        the caller."""
+        if awaited:
+            self._awaited = self._sent
+        self._sent += 1
+        requests, self._unsent = [*self._unsent, request], []
+        self._loop.call_soon_threadsafe(self._queue, requests)
+
+    def _later(self, request: lease_pb2.LeaseSessionRequest) -> None:
+        """Send ``request``, which the exporter doesn't answer, with the next batch (its caller holds ``_state``)."""
+        self._unsent.append(request)
+        if not self._batching:
+            self._batching = True
+            self._loop.call_soon_threadsafe(self._loop.create_task, self._send_batches())
 
     def _ask(self, request: lease_pb2.LeaseSessionRequest) -> lease_pb2.LeaseResponse:
         with self._lock:
-            self._outbox.put(request)
-            try:
-                return next(self._replies)
-            except StopIteration:
-                raise ConnectError("the exporter ended the lease session") from None
+            with self._state:
+                self._send(request, awaited=True)
+            answer = self._answers.get()
+            if isinstance(answer, lease_pb2.LeaseResponse):
+                return answer
+            self._answers.put(answer)
+            if answer is None:
+                raise ConnectError("the exporter ended the lease session")
+            raise answer
 
-    def take(self, holder: str) -> lease_pb2.LeaseResponse:
-        return self._ask(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=holder)))
+    def take(self, holder: str, keep: bool = False) -> lease_pb2.LeaseResponse:
+        with self._state:
+            if self._kept is not None and not self._in_use:
+                if keep:  # kept for us: granted, with the same id
+                    self._in_use = True
+                    self._later(
+                        lease_pb2.LeaseSessionRequest(
+                            take=lease_pb2.LeaseRequest(holder=holder, keep=True, at=time.time())
+                        )
+                    )
+                    return lease_pb2.LeaseResponse(lease_id=self._kept)
+                self._let_go_now()
+        answer = self._ask(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=holder, keep=keep)))
+        if answer.lease_id and keep and answer.keeps:
+            with self._state:
+                self._kept, self._in_use, self._wanted = answer.lease_id, True, False
+        return answer
 
     def release(self, lease_id: str) -> None:
-        """End the lease; returns once the exporter has ended it (or can't be reached: then it is over too)."""
+        """End the lease: a kept one is kept for the next take unless someone else waits; any other returns once
+        the exporter has ended it (or can't be reached: then it is over too)."""
+        with self._state:
+            if lease_id == self._kept and self._in_use:
+                self._in_use = False
+                if not self._wanted:
+                    keep = lease_pb2.ReleaseRequest(lease_id=lease_id, keep=True, at=time.time())
+                    self._later(lease_pb2.LeaseSessionRequest(release=keep))
+                    return
+                self._kept = None
         try:
             self._ask(lease_pb2.LeaseSessionRequest(release=lease_pb2.ReleaseRequest(lease_id=lease_id)))
         except (grpc.RpcError, ConnectError):
             pass
 
+    def _let_go(self) -> None:
+        """Someone else waits: let the kept lease go now if it isn't in use, else when it is released."""
+        with self._state:
+            if self._kept is None:
+                return
+            if self._in_use:
+                self._wanted = True
+            else:
+                self._let_go_now()
+
+    def _let_go_now(self) -> None:
+        """Release the kept lease, not in use (its caller holds ``_state``)."""
+        assert self._kept is not None
+        lease_id, self._kept = self._kept, None
+        self._send(lease_pb2.LeaseSessionRequest(release=lease_pb2.ReleaseRequest(lease_id=lease_id)))
+
     def close(self) -> None:
-        self._outbox.put(None)
+        """End the session: what is unsent goes first, and a kept lease is released (its record says so)."""
+        with self._state:
+            if self._kept is not None and not self._in_use:
+                self._let_go_now()
+            requests, self._unsent = [*self._unsent, None], []
+        try:
+            self._loop.call_soon_threadsafe(self._queue, requests)
+            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=1)
+        except (RuntimeError, TimeoutError):
+            pass  # the loop has ended (the process exits), or the exporter doesn't answer: the call is over anyway
+
+    async def _end(self) -> None:
+        await asyncio.wait([self._writer], timeout=1)
         self._call.cancel()
 
 

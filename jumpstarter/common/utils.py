@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from jumpstarter.client.base import DriverClient
 from jumpstarter.client.tree import connect
+from jumpstarter.common.background import background_portal
 from jumpstarter.driver.base import Driver, close_drivers
 from jumpstarter.exporter.server import serving
 from jumpstarter.utils.env import env
@@ -56,20 +57,18 @@ def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClie
 # for neither (about 1 ms of a use's 6). Each use's server ends with the use.
 _lock = threading.Lock()
 _serial = itertools.count()
-_per_process: dict[int, tuple[BlockingPortal, Path]] = {}
+_folders: dict[int, Path] = {}
 
 
 def _shared() -> tuple[BlockingPortal, Path]:
-    """This process's event loop thread and private socket folder, made on first use (again in a forked
-    child: the parent's thread isn't there)."""
+    """This process's background event loop and private socket folder, made on first use (again in a forked
+    child)."""
     with _lock:
-        if os.getpid() not in _per_process:
-            starter = start_blocking_portal()
+        if os.getpid() not in _folders:
             folder = tempfile.TemporaryDirectory(prefix="jumpstarter-")  # private (0700), removed at exit
-            atexit.register(starter.__exit__, None, None, None)
             atexit.register(folder.cleanup)
-            _per_process[os.getpid()] = (starter.__enter__(), Path(folder.name))
-        return _per_process[os.getpid()]
+            _folders[os.getpid()] = Path(folder.name)
+        return background_portal(), _folders[os.getpid()]
 
 
 def _close(root: Driver) -> None:

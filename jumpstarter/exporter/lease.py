@@ -5,6 +5,11 @@ call stays open, so a holder that dies (or whose connection is cut) loses it
 as soon as gRPC notices. While a lease is held, calls that touch the hardware
 must carry its id; calls of everyone else are refused with who holds it.
 Without any lease held, calls need none: upstream clients work as before.
+
+A LeaseSession may keep its lease between its takes (a test run's worker, between its tests): the
+exporter records each take as a lease of its own, tells the session when someone else is refused, and
+once the lease is released for good hands the exporter for a moment to who was refused (WAITING), so
+that the one who released it can't take it straight back while others wait.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from uuid import uuid4
 
 import grpc
@@ -46,6 +51,20 @@ def guarded(method: str) -> bool:
 log = logging.getLogger("jumpstarter.exporter")
 
 
+# A holder refused within this many seconds is still waiting (our clients try again at least every 75 ms): when
+# the lease is released for good, it is handed to that waiter for this long (see LeaseSession in lease.proto).
+WAITING = 0.1
+
+
+class _SessionEnd:
+    """The exporter's end of one LeaseSession call: where its notices go, and whether it was told it is wanted."""
+
+    def __init__(self, notify: Callable[[lease_pb2.LeaseResponse], None]) -> None:
+        self.notify = notify
+        self.keeps = False  # its takes said keep: it keeps leases between takes, and is told when others wait
+        self.told = False  # told someone waits, since its current lease was granted
+
+
 class Leases(lease_pb2_grpc.LeaseServiceServicer):
     """The lease of one exporter, and a record of past ones (the newest ``keep``)."""
 
@@ -53,6 +72,10 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self.current: lease_pb2.LeaseRecord | None = None
         self.records: deque[lease_pb2.LeaseRecord] = deque(maxlen=keep)
         self._released = asyncio.Event()  # set to end the current Lease call (each lease makes its own)
+        self._session: _SessionEnd | None = None  # the LeaseSession that holds the current lease, if one does
+        self._kept = False  # the current "lease" is a session's keeping between its leases: not in records
+        self._waiters: dict[object, tuple[float, float, str]] = {}  # who was refused: first, last time, name
+        self._handed: tuple[object, float] | None = None  # the waiter the exporter is handed to, until when
 
     def refusal(self, lease_id: str) -> str | None:
         """Why a guarded call carrying ``lease_id`` ("" for none) may not run now, or None."""
@@ -66,7 +89,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
     async def Lease(
         self, request: lease_pb2.LeaseRequest, context: ServicerContext
     ) -> AsyncIterator[lease_pb2.LeaseResponse]:
-        record, answer = await self._take(request, context)
+        record, answer = await self._take(request, context, request.holder)
         yield answer
         if record is None:
             return
@@ -78,28 +101,54 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
     async def LeaseSession(
         self, request_iterator: AsyncIterator[lease_pb2.LeaseSessionRequest], context: ServicerContext
     ) -> AsyncIterator[lease_pb2.LeaseResponse]:
+        """Answers in the order of the requests, and notices (wanted) between them: a task reads the requests,
+        this generator writes what it queues."""
+        out: asyncio.Queue[lease_pb2.LeaseResponse | None] = asyncio.Queue()
+        end = _SessionEnd(out.put_nowait)
         held: lease_pb2.LeaseRecord | None = None
+
+        async def answer() -> None:
+            nonlocal held
+            try:
+                async for request in request_iterator:
+                    if request.HasField("take"):
+                        if held is not None and not held.ended:  # one lease at a time per session: it is busy
+                            out.put_nowait(lease_pb2.LeaseResponse(holder=held.holder, since=held.granted))
+                            continue
+                        end.keeps, again = request.take.keep, request.take.keep and self._kept and self._session is end
+                        held, granted = await self._take(request.take, context, end)
+                        if not again:  # taking a kept lease again is granted unanswered: its id is known
+                            out.put_nowait(granted)
+                    elif request.HasField("release"):
+                        keep = request.release.keep and end.keeps
+                        if held is not None and held.lease_id == request.release.lease_id:
+                            self._end(held, "released", keep=end if keep else None, at=request.release.at)
+                            held = None
+                        elif self._kept and self._session is end and self.current is not None:
+                            if self.current.lease_id == request.release.lease_id:
+                                self._end(self.current, "let go")  # kept between leases: free now
+                        if not keep:  # a release that keeps is unanswered: nobody waits for it
+                            out.put_nowait(lease_pb2.LeaseResponse())
+            finally:
+                out.put_nowait(None)
+
+        reader = asyncio.ensure_future(answer())
         try:
-            async for request in request_iterator:
-                if request.HasField("take"):
-                    if held is not None and not held.ended:  # one lease at a time per session: it is busy
-                        yield lease_pb2.LeaseResponse(holder=held.holder, since=held.granted)
-                        continue
-                    held, answer = await self._take(request.take, context)
-                    yield answer
-                elif request.HasField("release"):
-                    if held is not None and held.lease_id == request.release.lease_id:
-                        self._end(held, "released")
-                        held = None
-                    yield lease_pb2.LeaseResponse()
+            while (response := await out.get()) is not None:
+                yield response
+            await reader  # its error, if it failed (an aborted take)
         finally:
+            reader.cancel()
             if held is not None:
                 self._end(held, "holder vanished")
+            if self._session is end:  # kept between its leases: free again
+                self._end(self.current, "holder vanished")
 
     async def _take(
-        self, request: lease_pb2.LeaseRequest, context: ServicerContext
+        self, request: lease_pb2.LeaseRequest, context: ServicerContext, who: object
     ) -> tuple[lease_pb2.LeaseRecord | None, lease_pb2.LeaseResponse]:
-        """The lease for ``request.holder`` if it is free (its record, and the granting answer), else who has it."""
+        """The lease for ``request.holder`` if it is free (its record, and the granting answer), else who has it.
+        ``who``: the asking LeaseSession's end, or the holder's name for a Lease call."""
         if len(request.holder) > MAX_HOLDER:
             why = (
                 f"lease holder name is {len(request.holder)} characters, more than the {MAX_HOLDER} an exporter keeps: "
@@ -107,29 +156,79 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             )
             log.info("refused a lease: %s", why)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
-        current = self.current
-        if current is not None:  # no await between this check and taking the lease: one event loop, no race
-            return None, lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)
-        record = lease_pb2.LeaseRecord(lease_id=uuid4().hex[:12], holder=request.holder, granted=time.time())
-        self.current, self._released = record, asyncio.Event()
+        # No await from here on: one event loop, no race.
+        now, current, session = time.time(), self.current, who if isinstance(who, _SessionEnd) else None
+        if current is not None and self._kept and self._session is session and session is not None:
+            lease_id = current.lease_id  # kept for this session: granted at once, with the same id
+            now = max(current.granted, min(request.at or now, now))  # taken a moment ago, maybe
+        elif current is not None or self._handed_elsewhere(who, now):
+            return None, self._refuse(who, request.holder, now)
+        else:
+            lease_id = uuid4().hex[:12]
+            if session is not None:
+                session.told = False
+        record = lease_pb2.LeaseRecord(lease_id=lease_id, holder=request.holder, granted=now)
+        self.current, self._released, self._session, self._kept = record, asyncio.Event(), session, False
+        self._waiters.pop(who, None)
+        self._handed = None
         self.records.append(record)
         log.info("lease %s taken by %s", record.lease_id, record.holder)
-        return record, lease_pb2.LeaseResponse(lease_id=record.lease_id)
+        return record, lease_pb2.LeaseResponse(lease_id=record.lease_id, keeps=session is not None and session.keeps)
+
+    def _handed_elsewhere(self, who: object, now: float) -> bool:
+        """Whether the free exporter is handed to a waiter other than ``who`` for a moment yet."""
+        return self._handed is not None and self._handed[0] is not who and now < self._handed[1]
+
+    def _refuse(self, who: object, holder: str, now: float) -> lease_pb2.LeaseResponse:
+        """Busy: who holds the exporter (or waits first for it). ``who`` is remembered as waiting, and a session
+        holding the exporter is told someone waits."""
+        if len(self._waiters) > 100:  # many names tried: forget those that stopped trying
+            self._waiters = {w: seen for w, seen in self._waiters.items() if now - seen[1] < WAITING}
+        first = self._waiters.get(who, (now, now, holder))[0]
+        self._waiters[who] = (first, now, holder)
+        current = self.current
+        if current is None:  # handed to another waiter for a moment
+            assert self._handed is not None
+            _, _, name = self._waiters.get(self._handed[0], (now, now, "another waiter"))
+            return lease_pb2.LeaseResponse(holder=f"{name} (handed over, taking it)", since=now)
+        if self._session is not None and self._session.keeps and not self._session.told:
+            self._session.told = True
+            self._session.notify(lease_pb2.LeaseResponse(wanted=True))
+        return lease_pb2.LeaseResponse(holder=current.holder, since=current.granted)
 
     async def Release(self, request: lease_pb2.ReleaseRequest, context: ServicerContext) -> lease_pb2.ReleaseResponse:
         current = self.current
-        if current is not None and current.lease_id == request.lease_id:
+        if current is not None and current.lease_id == request.lease_id and not self._kept:
             self._end(current, "released")
             self._released.set()  # ends the Lease call
         return lease_pb2.ReleaseResponse()
 
-    def _end(self, record: lease_pb2.LeaseRecord, how: str) -> None:
-        if record.ended:
+    def _end(
+        self, record: lease_pb2.LeaseRecord | None, how: str, keep: _SessionEnd | None = None, at: float = 0.0
+    ) -> None:
+        """End ``record``'s lease; ``keep``: keep the exporter for that session's next take; ``at``: when the
+        holder ended it, if a moment ago (0: now)."""
+        if record is None or record.ended:
             return
-        record.released, record.ended = time.time(), how
-        if self.current is record:
-            self.current = None
+        now = time.time()
+        record.released, record.ended = max(record.granted, min(at or now, now)), how
         log.info("lease %s %s after %.3f s", record.lease_id, how, record.released - record.granted)
+        if self.current is not record:
+            return
+        if keep is not None:  # (told or not: a notice may be on its way; the session lets go when it reads it)
+            holder = f"{record.holder} (kept between its leases)"
+            self.current = lease_pb2.LeaseRecord(lease_id=record.lease_id, holder=holder, granted=record.released)
+            self._kept = True
+            return
+        self.current, self._session, self._kept = None, None, False
+        self._hand_over(record.released)
+
+    def _hand_over(self, now: float) -> None:
+        """Hand the freed exporter for a moment to whoever waits longest (and was refused a moment ago)."""
+        waiting = {who: first for who, (first, last, _) in self._waiters.items() if now - last < WAITING}
+        self._waiters = {who: self._waiters[who] for who in waiting}
+        if waiting:
+            self._handed = (min(waiting, key=waiting.__getitem__), now + WAITING)
 
     async def GetLeases(
         self, request: lease_pb2.GetLeasesRequest, context: ServicerContext
@@ -141,4 +240,6 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             if not record.ended:
                 record = lease_pb2.LeaseRecord(holder=record.holder, granted=record.granted)
             leases.append(record)
+        if self._kept and self.current is not None:
+            leases.append(lease_pb2.LeaseRecord(holder=self.current.holder, granted=self.current.granted))
         return lease_pb2.GetLeasesResponse(leases=leases)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajumpstarter/v1/lease.proto\x12\x12jumpstarter.hil.v1\"\x1e\n\x0cLeaseRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\"@\n\rLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\r\n\x05since\x18\x03 \x01(\x01\"\"\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"\x88\x01\n\x13LeaseSessionRequest\x12\x30\n\x04take\x18\x01 \x01(\x0b\x32 .jumpstarter.hil.v1.LeaseRequestH\x00\x12\x35\n\x07release\x18\x02 \x01(\x0b\x32\".jumpstarter.hil.v1.ReleaseRequestH\x00\x42\x08\n\x06\x61\x63tion\"\x11\n\x0fReleaseResponse\"\x12\n\x10GetLeasesRequest\"a\n\x0bLeaseRecord\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07granted\x18\x03 \x01(\x01\x12\x10\n\x08released\x18\x04 \x01(\x01\x12\r\n\x05\x65nded\x18\x05 \x01(\t\"D\n\x11GetLeasesResponse\x12/\n\x06leases\x18\x01 \x03(\x0b\x32\x1f.jumpstarter.hil.v1.LeaseRecord2\xec\x02\n\x0cLeaseService\x12N\n\x05Lease\x12 .jumpstarter.hil.v1.LeaseRequest\x1a!.jumpstarter.hil.v1.LeaseResponse0\x01\x12R\n\x07Release\x12\".jumpstarter.hil.v1.ReleaseRequest\x1a#.jumpstarter.hil.v1.ReleaseResponse\x12^\n\x0cLeaseSession\x12\'.jumpstarter.hil.v1.LeaseSessionRequest\x1a!.jumpstarter.hil.v1.LeaseResponse(\x01\x30\x01\x12X\n\tGetLeases\x12$.jumpstarter.hil.v1.GetLeasesRequest\x1a%.jumpstarter.hil.v1.GetLeasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajumpstarter/v1/lease.proto\x12\x12jumpstarter.hil.v1\"8\n\x0cLeaseRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"_\n\rLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\r\n\x05since\x18\x03 \x01(\x01\x12\r\n\x05keeps\x18\x04 \x01(\x08\x12\x0e\n\x06wanted\x18\x05 \x01(\x08\"<\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"\x88\x01\n\x13LeaseSessionRequest\x12\x30\n\x04take\x18\x01 \x01(\x0b\x32 .jumpstarter.hil.v1.LeaseRequestH\x00\x12\x35\n\x07release\x18\x02 \x01(\x0b\x32\".jumpstarter.hil.v1.ReleaseRequestH\x00\x42\x08\n\x06\x61\x63tion\"\x11\n\x0fReleaseResponse\"\x12\n\x10GetLeasesRequest\"a\n\x0bLeaseRecord\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07granted\x18\x03 \x01(\x01\x12\x10\n\x08released\x18\x04 \x01(\x01\x12\r\n\x05\x65nded\x18\x05 \x01(\t\"D\n\x11GetLeasesResponse\x12/\n\x06leases\x18\x01 \x03(\x0b\x32\x1f.jumpstarter.hil.v1.LeaseRecord2\xec\x02\n\x0cLeaseService\x12N\n\x05Lease\x12 .jumpstarter.hil.v1.LeaseRequest\x1a!.jumpstarter.hil.v1.LeaseResponse0\x01\x12R\n\x07Release\x12\".jumpstarter.hil.v1.ReleaseRequest\x1a#.jumpstarter.hil.v1.ReleaseResponse\x12^\n\x0cLeaseSession\x12\'.jumpstarter.hil.v1.LeaseSessionRequest\x1a!.jumpstarter.hil.v1.LeaseResponse(\x01\x30\x01\x12X\n\tGetLeases\x12$.jumpstarter.hil.v1.GetLeasesRequest\x1a%.jumpstarter.hil.v1.GetLeasesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jumpstarter.v1.lease_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEASEREQUEST']._serialized_start=50
-  _globals['_LEASEREQUEST']._serialized_end=80
-  _globals['_LEASERESPONSE']._serialized_start=82
-  _globals['_LEASERESPONSE']._serialized_end=146
-  _globals['_RELEASEREQUEST']._serialized_start=148
-  _globals['_RELEASEREQUEST']._serialized_end=182
-  _globals['_LEASESESSIONREQUEST']._serialized_start=185
-  _globals['_LEASESESSIONREQUEST']._serialized_end=321
-  _globals['_RELEASERESPONSE']._serialized_start=323
-  _globals['_RELEASERESPONSE']._serialized_end=340
-  _globals['_GETLEASESREQUEST']._serialized_start=342
-  _globals['_GETLEASESREQUEST']._serialized_end=360
-  _globals['_LEASERECORD']._serialized_start=362
-  _globals['_LEASERECORD']._serialized_end=459
-  _globals['_GETLEASESRESPONSE']._serialized_start=461
-  _globals['_GETLEASESRESPONSE']._serialized_end=529
-  _globals['_LEASESERVICE']._serialized_start=532
-  _globals['_LEASESERVICE']._serialized_end=896
+  _globals['_LEASEREQUEST']._serialized_end=106
+  _globals['_LEASERESPONSE']._serialized_start=108
+  _globals['_LEASERESPONSE']._serialized_end=203
+  _globals['_RELEASEREQUEST']._serialized_start=205
+  _globals['_RELEASEREQUEST']._serialized_end=265
+  _globals['_LEASESESSIONREQUEST']._serialized_start=268
+  _globals['_LEASESESSIONREQUEST']._serialized_end=404
+  _globals['_RELEASERESPONSE']._serialized_start=406
+  _globals['_RELEASERESPONSE']._serialized_end=423
+  _globals['_GETLEASESREQUEST']._serialized_start=425
+  _globals['_GETLEASESREQUEST']._serialized_end=443
+  _globals['_LEASERECORD']._serialized_start=445
+  _globals['_LEASERECORD']._serialized_end=542
+  _globals['_GETLEASESRESPONSE']._serialized_start=544
+  _globals['_GETLEASESRESPONSE']._serialized_end=612
+  _globals['_LEASESERVICE']._serialized_start=615
+  _globals['_LEASESERVICE']._serialized_end=979
 # @@protoc_insertion_point(module_scope)

@@ -7,26 +7,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("holder",)
+    __slots__ = ("holder", "keep", "at")
     HOLDER_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
     holder: str
-    def __init__(self, holder: _Optional[str] = ...) -> None: ...
+    keep: bool
+    at: float
+    def __init__(self, holder: _Optional[str] = ..., keep: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("lease_id", "holder", "since")
+    __slots__ = ("lease_id", "holder", "since", "keeps", "wanted")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     HOLDER_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    KEEPS_FIELD_NUMBER: _ClassVar[int]
+    WANTED_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     holder: str
     since: float
-    def __init__(self, lease_id: _Optional[str] = ..., holder: _Optional[str] = ..., since: _Optional[float] = ...) -> None: ...
+    keeps: bool
+    wanted: bool
+    def __init__(self, lease_id: _Optional[str] = ..., holder: _Optional[str] = ..., since: _Optional[float] = ..., keeps: _Optional[bool] = ..., wanted: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("lease_id",)
+    __slots__ = ("lease_id", "keep", "at")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
-    def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
+    keep: bool
+    at: float
+    def __init__(self, lease_id: _Optional[str] = ..., keep: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
 
 class LeaseSessionRequest(_message.Message):
     __slots__ = ("take", "release")

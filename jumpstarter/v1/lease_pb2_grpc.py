@@ -86,6 +86,15 @@ class LeaseServiceServicer:
         is answered as Lease answers (granted or busy), a release with an empty LeaseResponse once the lease
         has ended. A lease costs two messages on an open call instead of a call opened, a Release call and a
         cancel. A lease still held when the call ends ends with it (the holder vanished).
+
+        Keeping, for a session whose takes say keep: a release with keep ends the lease's record but keeps
+        the exporter for this session's next take, which is then granted with the same lease_id. Neither that release
+        nor that take is answered: nobody waits for them, and the client may send them late, in batches,
+        saying when they happened (at). When another holder's take finds the exporter busy, such a
+        session holding it gets a notice (a LeaseResponse with wanted, answering no request) and should
+        release for good as soon as its current lease ends. After a release for good,
+        the exporter is handed to whoever was refused most recently for a moment, so that the one who
+        released can't take it straight back while another waits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
