@@ -172,13 +172,15 @@ class _Session:
         self._answers.put(end)  # the session is over: for the asker waiting now, and for every later one
 
     async def _send_batches(self) -> None:
-        """Send the unsent every BATCH_DELAY, for as long as a lease is kept."""
+        """Send the unsent every BATCH_DELAY, until there has been nothing to send for a second."""
+        idle = 0
         while True:
             await asyncio.sleep(BATCH_DELAY)
             with self._state:
                 unsent, self._unsent = self._unsent, []
-                if not unsent and self._kept is None:
-                    self._batching = False
+                idle = 0 if unsent else idle + 1
+                if idle * BATCH_DELAY >= 1.0:
+                    self._batching = False  # the next _later() starts another
                     return
             for request in unsent:
                 self._outbox.put_nowait(request)
