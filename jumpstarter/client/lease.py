@@ -83,14 +83,18 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
     if len(holder) > MAX_HOLDER:
         half = (MAX_HOLDER - 3) // 2
         holder = f"{holder[:half]}...{holder[-half:]}"
+    if connection in _without_leases:
+        return _lock_file(connection, holder)
     session = _session(connection)
     try:
         answer = session.take(holder, keep)
     except (grpc.RpcError, ConnectError) as err:
         _sessions.pop(connection, None)  # broken: the next lease opens another
+        session.close()
         if isinstance(err, ConnectError):
             raise
         if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            _without_leases.add(connection)
             return _lock_file(connection, holder)  # an exporter without our leases: upstream's
         raise error_from_rpc(err, address=connection.address, method="lease") from None
     if not answer.lease_id:
@@ -287,6 +291,7 @@ class _Session:
 
 
 _sessions: weakref.WeakKeyDictionary[Connection, _Session] = weakref.WeakKeyDictionary()
+_without_leases: weakref.WeakSet[Connection] = weakref.WeakSet()  # their exporters have no LeaseService
 _sessions_lock = threading.Lock()
 
 
