@@ -9,9 +9,8 @@ from typing import Any, Self
 import anyio
 import grpc
 
-from jumpstarter.v1 import router_pb2
+from jumpstarter.common.frames import DATA, GOAWAY, GOAWAY_FRAME, data_frame
 
-DATA, GOAWAY = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY
 _CLOSE = object()
 
 
@@ -77,20 +76,20 @@ class BlockingStream(BlockingStreamBase):
         self._responses = iter(self._call)
         self._eof_sent = self._ended = False
 
-    def _requests(self) -> Iterator[router_pb2.StreamRequest]:
+    def _requests(self) -> Iterator[bytes]:
         while (item := self._outbox.get()) is not _CLOSE:
             yield item
 
     def send(self, data: bytes) -> None:
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
-        self._outbox.put(router_pb2.StreamRequest(payload=bytes(data), frame_type=DATA))
+        self._outbox.put(data_frame(bytes(data)))
 
     def send_eof(self) -> None:
         """Tell the driver no more data comes from this side."""
         if not self._eof_sent:
             self._eof_sent = True
-            self._outbox.put(router_pb2.StreamRequest(frame_type=GOAWAY))
+            self._outbox.put(GOAWAY_FRAME)
 
     def receive(self) -> bytes:
         if self._ended:
@@ -125,7 +124,7 @@ class AsyncStream(AsyncStreamBase):
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
         try:
-            await self._call.write(router_pb2.StreamRequest(payload=bytes(data), frame_type=DATA))
+            await self._call.write(data_frame(bytes(data)))
         except grpc.RpcError as err:
             raise self._on_error(err) from None
 
@@ -133,7 +132,7 @@ class AsyncStream(AsyncStreamBase):
         if not self._eof_sent:
             self._eof_sent = True
             try:
-                await self._call.write(router_pb2.StreamRequest(frame_type=GOAWAY))
+                await self._call.write(GOAWAY_FRAME)
             except grpc.RpcError:
                 pass
 
