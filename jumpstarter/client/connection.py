@@ -27,7 +27,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
-from jumpstarter.common.frames import DATA, GOAWAY_FRAME, data_frame, stream_method
+from jumpstarter.common.frames import DATA, stream_method
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
@@ -510,9 +510,9 @@ class Connection:
                 async for chunk in chunks:
                     if call.done():
                         return
-                    await call.write(data_frame(bytes(chunk)))
+                    await call.write(bytes(chunk))
                 if not call.done():
-                    await call.write(GOAWAY_FRAME)
+                    await call.write(None)  # GOAWAY
                     await call.done_writing()
             except (grpc.RpcError, asyncio.InvalidStateError):
                 pass  # the exporter ended the stream first: what it ended with is for replies() to read

@@ -9,7 +9,7 @@ from typing import Any, Self
 import anyio
 import grpc
 
-from jumpstarter.common.frames import DATA, GOAWAY, GOAWAY_FRAME, data_frame
+from jumpstarter.common.frames import DATA, GOAWAY
 
 _CLOSE = object()
 
@@ -79,13 +79,13 @@ class BlockingStream(BlockingStreamBase):
     def send(self, data: bytes) -> None:
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
-        self._outbox.put(data_frame(bytes(data)))
+        self._outbox.put(bytes(data))  # framed in grpc's thread (frames.encode)
 
     def send_eof(self) -> None:
         """Tell the driver no more data comes from this side."""
         if not self._eof_sent:
             self._eof_sent = True
-            self._outbox.put(GOAWAY_FRAME)
+            self._outbox.put(None)  # GOAWAY
 
     def receive(self) -> bytes:
         if self._ended:
@@ -120,7 +120,7 @@ class AsyncStream(AsyncStreamBase):
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
         try:
-            await self._call.write(data_frame(bytes(data)))
+            await self._call.write(bytes(data))
         except grpc.RpcError as err:
             raise self._on_error(err) from None
 
@@ -128,7 +128,7 @@ class AsyncStream(AsyncStreamBase):
         if not self._eof_sent:
             self._eof_sent = True
             try:
-                await self._call.write(GOAWAY_FRAME)
+                await self._call.write(None)  # GOAWAY
             except grpc.RpcError:
                 pass
 

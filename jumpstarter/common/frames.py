@@ -30,8 +30,12 @@ class Frame(NamedTuple):
     frame_type: int
 
 
-def data_frame(payload: bytes) -> bytes:
-    """The DATA frame of ``payload``, as protobuf encodes it (DATA is the default type: it goes unsaid)."""
+def encode(payload: bytes | None) -> bytes:
+    """The frame of what either end writes on a Stream call: bytes go as a DATA frame, as protobuf encodes it
+    (DATA is the default type: it goes unsaid); None is GOAWAY, this side's end. grpc calls it where it sends,
+    so a blocking client's frames are made one at a time in grpc's thread, not all at once by a fast writer."""
+    if payload is None:
+        return GOAWAY_FRAME
     if not payload:
         return b""
     return b"".join((_PAYLOAD_TAG, _varint(len(payload)), payload))
@@ -56,14 +60,15 @@ parse_request, parse_response = frame_parser(router_pb2.StreamRequest), frame_pa
 
 
 def stream_method(channel: Any) -> Any:
-    """RouterService.Stream on ``channel`` (blocking or grpc.aio): it takes encoded frames (data_frame(),
-    GOAWAY_FRAME) and yields Frames."""
-    return channel.stream_stream(f"/{SERVICE}/Stream", request_serializer=None, response_deserializer=parse_response)
+    """RouterService.Stream on ``channel`` (blocking or grpc.aio): it is written payloads, or None for GOAWAY
+    (see encode()), and yields Frames."""
+    return channel.stream_stream(f"/{SERVICE}/Stream", request_serializer=encode, response_deserializer=parse_response)
 
 
 def add_stream_handler(stream: Any, server: Any) -> None:
-    """Serve RouterService.Stream with ``stream(frames, context)``, which reads Frames and writes encoded ones."""
-    handlers = {"Stream": grpc.stream_stream_rpc_method_handler(stream, parse_request, None)}
+    """Serve RouterService.Stream with ``stream(frames, context)``, which reads Frames and writes payloads, or
+    None for GOAWAY (see encode())."""
+    handlers = {"Stream": grpc.stream_stream_rpc_method_handler(stream, parse_request, encode)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
 

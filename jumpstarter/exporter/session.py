@@ -20,7 +20,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jumpstarter.common.frames import GOAWAY_FRAME, Frame, data_frame
+from jumpstarter.common.frames import Frame
 from jumpstarter.common.wire import BATCH_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
@@ -309,7 +309,8 @@ class Session(
     # RouterService -----------------------------------------------------------
 
     async def Stream(self, request_iterator: AsyncIterator[Frame], context: ServicerContext) -> None:
-        """A driver's byte stream, or an upload. Frames come and go encoded by hand (jumpstarter.common.frames)."""
+        """A driver's byte stream, or an upload: Frames come in; payloads go out, and None for GOAWAY (see
+        jumpstarter.common.frames)."""
         metadata = dict(context.invocation_metadata() or ())
         try:
             request = json.loads(metadata.get("request", ""))
@@ -369,12 +370,12 @@ class Session(
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_fill, upload, request_iterator)
                     async for reply in upload.outgoing:  # until the driver is done with it
-                        await context.write(data_frame(bytes(reply)))
+                        await context.write(bytes(reply))
                     tg.cancel_scope.cancel()
             except* _MalformedFrame as group:
                 malformed = group.exceptions[0]
             else:
-                await context.write(GOAWAY_FRAME)
+                await context.write(None)  # GOAWAY
         finally:
             self._uploads_open -= 1
             driver.resources.pop(key, None)
@@ -588,10 +589,10 @@ async def _pump(stream: Any, request_iterator: AsyncIterator[Frame], context: Se
         try:
             while True:
                 data = await stream.receive()
-                await context.write(data_frame(bytes(data)))
+                await context.write(bytes(data))
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
-        await context.write(GOAWAY_FRAME)
+        await context.write(None)  # GOAWAY
 
     malformed: BaseException | None = None
     try:
