@@ -27,19 +27,12 @@ from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
+from jumpstarter.common.frames import DATA, stream_method
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
-from jumpstarter.v1 import (
-    jumpstarter_pb2,
-    jumpstarter_pb2_grpc,
-    lease_pb2_grpc,
-    paced_pb2,
-    paced_pb2_grpc,
-    router_pb2,
-    router_pb2_grpc,
-)
+from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2, paced_pb2_grpc
 from jumpstarter.values import decode, decode_result, encode_args, restore_ints
 
 CONNECT_TIMEOUT = 2.0
@@ -70,7 +63,7 @@ class _AioStubs(NamedTuple):
 
     channel: Any  # grpc.aio.Channel: kept with its stubs, and ended with its event loop
     exporter: jumpstarter_pb2_grpc.ExporterServiceStub
-    router: router_pb2_grpc.RouterServiceStub
+    stream: Any  # RouterService.Stream, its frames encoded by hand (jumpstarter.common.frames)
     paced: paced_pb2_grpc.PacedCallServiceStub
     lease: lease_pb2_grpc.LeaseServiceStub
 
@@ -183,7 +176,7 @@ class Connection:
         else:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
-        self._router = router_pb2_grpc.RouterServiceStub(self._channel)
+        self._stream = stream_method(self._channel)  # RouterService.Stream, as in _AioStubs
         self._paced = paced_pb2_grpc.PacedCallServiceStub(self._channel)
         # uuid -> {method: lookahead} of the generators that declared one, from the report (None: not read yet)
         self._lookaheads: dict[str, dict[str, int]] | None = None
@@ -366,7 +359,7 @@ class Connection:
 
     def stream(self, uuid: str, target: str, method: str) -> BlockingStream:
         metadata = self._stream_metadata(kind="driver", uuid=uuid, method=method)
-        return BlockingStream(self._router.Stream, metadata, self._error(target, method))
+        return BlockingStream(self._stream, metadata, self._error(target, method))
 
     def reset(self) -> None:
         try:
@@ -407,7 +400,7 @@ class Connection:
             stubs = _AioStubs(
                 channel,
                 jumpstarter_pb2_grpc.ExporterServiceStub(channel),
-                router_pb2_grpc.RouterServiceStub(channel),
+                stream_method(channel),
                 paced_pb2_grpc.PacedCallServiceStub(channel),
                 lease_pb2_grpc.LeaseServiceStub(channel),
             )
@@ -472,7 +465,7 @@ class Connection:
         pending.streamed()
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncStream:
-        call = self._aio_stubs().router.Stream(metadata=self._stream_metadata(kind="driver", uuid=uuid, method=method))
+        call = self._aio_stubs().stream(metadata=self._stream_metadata(kind="driver", uuid=uuid, method=method))
         return AsyncStream(call, self._error(target, method))
 
     @asynccontextmanager
@@ -496,7 +489,7 @@ class Connection:
             message = f"{target}: content encoding {content_encoding!r} is not supported ({why})"
             raise NotImplementedError(message) from None
         metadata = self._stream_metadata(kind="resource", uuid=uuid, x_jmp_content_encoding=None)
-        call = self._aio_stubs().router.Stream(metadata=metadata)
+        call = self._aio_stubs().stream(metadata=metadata)
         try:
             headers = dict(await call.initial_metadata())
             if "resource" not in headers:
@@ -519,10 +512,9 @@ class Connection:
                 async for chunk in chunks:
                     if call.done():
                         return
-                    frame = router_pb2.StreamRequest(payload=bytes(chunk), frame_type=router_pb2.FRAME_TYPE_DATA)
-                    await call.write(frame)
+                    await call.write(bytes(chunk))
                 if not call.done():
-                    await call.write(router_pb2.StreamRequest(frame_type=router_pb2.FRAME_TYPE_GOAWAY))
+                    await call.write(None)  # GOAWAY
                     await call.done_writing()
             except (grpc.RpcError, asyncio.InvalidStateError):
                 pass  # the exporter ended the stream first: what it ended with is for replies() to read
@@ -542,7 +534,7 @@ class Connection:
             """Bytes the driver sends back (a dump into ``source``), until the exporter ends the stream."""
             send = getattr(source, "send", None)
             while (frame := await call.read()) is not grpc.aio.EOF:
-                if frame.frame_type != router_pb2.FRAME_TYPE_DATA:
+                if frame.frame_type != DATA:
                     break  # GOAWAY: the driver is done with it
                 if not frame.payload:
                     continue

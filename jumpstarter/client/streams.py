@@ -9,9 +9,8 @@ from typing import Any, Self
 import anyio
 import grpc
 
-from jumpstarter.v1 import router_pb2
+from jumpstarter.common.frames import DATA, GOAWAY
 
-DATA, GOAWAY = router_pb2.FRAME_TYPE_DATA, router_pb2.FRAME_TYPE_GOAWAY
 _CLOSE = object()
 
 
@@ -73,24 +72,22 @@ class BlockingStream(BlockingStreamBase):
     def __init__(self, open_call: Any, metadata: tuple, on_error: Any) -> None:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._on_error = on_error
-        self._call = open_call(self._requests(), metadata=metadata)
+        self._call = open_call(
+            iter(self._outbox.get, _CLOSE), metadata=metadata
+        )  # payloads (None: GOAWAY) until close()
         self._responses = iter(self._call)
         self._eof_sent = self._ended = False
-
-    def _requests(self) -> Iterator[router_pb2.StreamRequest]:
-        while (item := self._outbox.get()) is not _CLOSE:
-            yield item
 
     def send(self, data: bytes) -> None:
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
-        self._outbox.put(router_pb2.StreamRequest(payload=bytes(data), frame_type=DATA))
+        self._outbox.put(bytes(data))  # framed in grpc's thread (frames.encode)
 
     def send_eof(self) -> None:
         """Tell the driver no more data comes from this side."""
         if not self._eof_sent:
             self._eof_sent = True
-            self._outbox.put(router_pb2.StreamRequest(frame_type=GOAWAY))
+            self._outbox.put(None)  # GOAWAY
 
     def receive(self) -> bytes:
         if self._ended:
@@ -125,7 +122,7 @@ class AsyncStream(AsyncStreamBase):
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
         try:
-            await self._call.write(router_pb2.StreamRequest(payload=bytes(data), frame_type=DATA))
+            await self._call.write(bytes(data))
         except grpc.RpcError as err:
             raise self._on_error(err) from None
 
@@ -133,7 +130,7 @@ class AsyncStream(AsyncStreamBase):
         if not self._eof_sent:
             self._eof_sent = True
             try:
-                await self._call.write(router_pb2.StreamRequest(frame_type=GOAWAY))
+                await self._call.write(None)  # GOAWAY
             except grpc.RpcError:
                 pass
 

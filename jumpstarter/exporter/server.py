@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from jumpstarter.common.frames import add_stream_handler
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
@@ -17,7 +18,7 @@ from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
 from jumpstarter.exporter.limits import Limits
 from jumpstarter.exporter.session import Session
-from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2_grpc, router_pb2_grpc
+from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2_grpc
 from jumpstarter.values import MAX_DEPTH
 
 log = logging.getLogger("jumpstarter.exporter")
@@ -192,7 +193,7 @@ async def serving(
     options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
     server = grpc.aio.server(interceptors=interceptors, options=options)
     jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, server)
-    router_pb2_grpc.add_RouterServiceServicer_to_server(session, server)
+    add_stream_handler(session.Stream, server)  # RouterService, its frames encoded by hand
     paced_pb2_grpc.add_PacedCallServiceServicer_to_server(session, server)
     lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, server)
     target = grpc_address(address)

@@ -20,6 +20,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from jumpstarter.common.frames import Frame
 from jumpstarter.common.wire import BATCH_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
@@ -307,7 +308,9 @@ class Session(
 
     # RouterService -----------------------------------------------------------
 
-    async def Stream(self, request_iterator: AsyncIterator[router_pb2.StreamRequest], context: ServicerContext) -> None:
+    async def Stream(self, request_iterator: AsyncIterator[Frame], context: ServicerContext) -> None:
+        """A driver's byte stream, or an upload: Frames come in; payloads go out, and None for GOAWAY (see
+        jumpstarter.common.frames)."""
         metadata = dict(context.invocation_metadata() or ())
         try:
             request = json.loads(metadata.get("request", ""))
@@ -338,7 +341,7 @@ class Session(
             await opened.__aexit__(None, None, None)
 
     async def _receive_resource(
-        self, uuid: str, request_iterator: AsyncIterator[router_pb2.StreamRequest], context: ServicerContext
+        self, uuid: str, request_iterator: AsyncIterator[Frame], context: ServicerContext
     ) -> None:
         """An upload from the client: its bytes wait for the driver under a handle, which the headers carry.
 
@@ -367,12 +370,12 @@ class Session(
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_fill, upload, request_iterator)
                     async for reply in upload.outgoing:  # until the driver is done with it
-                        await context.write(router_pb2.StreamResponse(payload=bytes(reply), frame_type=_DATA))
+                        await context.write(bytes(reply))
                     tg.cancel_scope.cancel()
             except* _MalformedFrame as group:
                 malformed = group.exceptions[0]
             else:
-                await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
+                await context.write(None)  # GOAWAY
         finally:
             self._uploads_open -= 1
             driver.resources.pop(key, None)
@@ -546,7 +549,7 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _fill(upload: Upload, request_iterator: AsyncIterator[router_pb2.StreamRequest]) -> None:
+async def _fill(upload: Upload, request_iterator: AsyncIterator[Frame]) -> None:
     async with upload.writer:  # closed at the client's end: the driver's reading ends there too
         await _frames_into(upload, request_iterator)
 
@@ -555,7 +558,7 @@ class _MalformedFrame(ValueError):
     """A frame of a Stream call that doesn't parse."""
 
 
-async def _frames_into(stream: Any, request_iterator: AsyncIterator[router_pb2.StreamRequest]) -> None:
+async def _frames_into(stream: Any, request_iterator: AsyncIterator[Frame]) -> None:
     """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
     try:
         async for frame in request_iterator:
@@ -567,9 +570,7 @@ async def _frames_into(stream: Any, request_iterator: AsyncIterator[router_pb2.S
         raise _MalformedFrame(f"malformed StreamRequest: {exc}"[:500]) from None
 
 
-async def _pump(
-    stream: Any, request_iterator: AsyncIterator[router_pb2.StreamRequest], context: ServicerContext
-) -> None:
+async def _pump(stream: Any, request_iterator: AsyncIterator[Frame], context: ServicerContext) -> None:
     """Copy frames between a gRPC Stream call and a driver's anyio stream, both ways."""
 
     async def inbound() -> None:
@@ -588,10 +589,10 @@ async def _pump(
         try:
             while True:
                 data = await stream.receive()
-                await context.write(router_pb2.StreamResponse(payload=bytes(data), frame_type=_DATA))
+                await context.write(bytes(data))
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
-        await context.write(router_pb2.StreamResponse(frame_type=_GOAWAY))
+        await context.write(None)  # GOAWAY
 
     malformed: BaseException | None = None
     try:
