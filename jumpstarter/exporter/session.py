@@ -458,8 +458,6 @@ DECODE_INLINE = 1000
 
 def _light(request: Any, budget: int = DECODE_INLINE) -> bool:
     """Whether ``request``'s arguments hold at most ``budget`` values (counted no further than that)."""
-    if request.ByteSize() <= 2 * budget:  # each value takes two bytes or more: a small request can't hold more
-        return True
     args = request.args
     if len(args) > budget or (request.HasField("int_paths") and len(request.int_paths.paths) > budget):
         return False
