@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from anyio.from_thread import start_blocking_portal
 from jumpstarter_driver_demo import Board
 
-from jumpstarter.common.utils import serve
+from jumpstarter.common.utils import _shared, serve
 from jumpstarter.common.wire import GRPC_OPTIONS
 from jumpstarter.driver import Driver, export
 
@@ -48,7 +47,7 @@ PYTHONS = {"ours": ROOT / ".venv" / "bin" / "python", "upstream": ROOT / ".venv-
 # Runs in each venv (-I: each imports its own jumpstarter): items/s of one generator call of argv[2] items.
 GENERATOR_PEER = """
 import sys, time
-from jumpstarter.common.utils import serve
+from jumpstarter.common.utils import _shared, serve
 from jumpstarter_driver_demo import Board
 
 method, n = sys.argv[1], int(sys.argv[2])
@@ -93,7 +92,12 @@ async def _bidi(requests, context):
 
 @contextmanager
 def bare_server() -> Iterator[grpc.Channel]:
-    """A grpc.aio server with generic unary, server-streaming and bidi handlers; a channel to it."""
+    """A grpc.aio server with generic unary, server-streaming and bidi handlers; a channel to it.
+
+    It runs on the event loop serve() runs ours on, as an exporter runs all its RPCs on one loop: grpc.aio has one
+    completion queue poller per process, and with servers on two loops each of its events wakes both loops (the
+    one that takes it hands the other's on with call_soon_threadsafe): both sides were some 50-100 us a call slower
+    than either runs in use."""
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo, _identity, _identity),
         "Count": grpc.unary_stream_rpc_method_handler(_count, _identity, _identity),
@@ -107,7 +111,8 @@ def bare_server() -> Iterator[grpc.Channel]:
         await server.start()
         return server
 
-    with tempfile.TemporaryDirectory() as tmp, start_blocking_portal() as portal:
+    portal = _shared()[0]
+    with tempfile.TemporaryDirectory() as tmp:
         address = f"unix://{Path(tmp) / 'bare.sock'}"
         server = portal.call(start, address)
         try:

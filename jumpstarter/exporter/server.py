@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, NoReturn
 
@@ -40,76 +41,108 @@ SERVER_OPTIONS = list(
 )
 
 
-class _Passphrase(grpc.aio.ServerInterceptor):
-    """Refuse every RPC whose metadata lacks the passphrase (UNAUTHENTICATED)."""
+class _Gate:
+    """What every RPC of an exporter checks before it runs: the passphrase, if the exporter has one
+    (UNAUTHENTICATED), and for a guarded RPC while the exporter is leased, that the call carries the lease
+    (FAILED_PRECONDITION). The handlers are wrapped with it once, when they are added (``_Methods``): a grpc.aio
+    interceptor would cost every call a round of coroutines to find its handler."""
 
-    def __init__(self, passphrase: str) -> None:
-        self.expected = passphrase.encode()
+    def __init__(self, leases: Leases, passphrase: str | None) -> None:
+        self.leases = leases
+        self.expected = passphrase.encode() if passphrase else None
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        given = dict(details.invocation_metadata or ()).get(PASSPHRASE_KEY, "")
-        handler = await continuation(details)
-        if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
-            return handler
-        return _refusing(handler, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase")
+    def refusal(self, method: str, context: ServicerContext) -> tuple[grpc.StatusCode, str] | None:
+        """Why the call of ``method`` may not run, or None."""
+        guard = guarded(method)
+        if self.expected is None and not guard:
+            return None
+        metadata = dict(context.invocation_metadata() or ())
+        if self.expected is not None:
+            given = metadata.get(PASSPHRASE_KEY, "")
+            if not hmac.compare_digest(given.encode() if isinstance(given, str) else given, self.expected):
+                return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase"
+        why = self.leases.refusal(metadata.get(LEASE_KEY, "")) if guard else None
+        return None if why is None else (grpc.StatusCode.FAILED_PRECONDITION, why)
 
 
-class _LeaseGuard(grpc.aio.ServerInterceptor):
-    """While the exporter is leased, refuse hardware RPCs that don't carry the lease (FAILED_PRECONDITION).
+class _Methods(grpc.GenericRpcHandler):
+    """An exporter's RPC handlers, each gated, as one generic handler. (A grpc.aio server keeps a request pending
+    for each registered method and waits on all of them for every call: the 13 methods, registered as the generated
+    code registers them, cost each call some 10 us.)
 
-    It also refuses a request message that doesn't parse, with INVALID_ARGUMENT (see ``_parsing``): here, the
-    one interceptor every exporter has, so that a call pays for no other.
+    It stands in for the server in the generated ``add_*Servicer_to_server`` functions, which hand it their handlers.
     """
 
-    def __init__(self, leases: Leases) -> None:
-        self.leases = leases
-        self._parsing: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}  # by RPC (served ones)
+    def __init__(self, gate: _Gate) -> None:
+        self.gate = gate
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is not None and not handler.request_streaming:
-            cached = self._parsing.get(details.method)
-            if cached is None or cached[0] is not handler:
-                cached = self._parsing[details.method] = (handler, _parsing(handler, details.method))
-            handler = cached[1]
-        if not guarded(details.method):
-            return handler
-        refusal = self.leases.refusal(dict(details.invocation_metadata or ()).get(LEASE_KEY, ""))
-        return handler if refusal is None else _refusing(handler, grpc.StatusCode.FAILED_PRECONDITION, refusal)
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers, as add_registered_method_handlers hands them
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            self.handlers[method] = _gated(handler, method, self.gate)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self.handlers.get(handler_call_details.method)
 
 
-def _refusing(
-    handler: grpc.RpcMethodHandler | None, code: grpc.StatusCode, message: str
-) -> grpc.RpcMethodHandler | None:
-    """A handler of the same kind as ``handler`` that aborts with ``code`` and ``message``."""
-    if handler is None:
-        return None
+def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.RpcMethodHandler:
+    """``handler``, refusing what ``gate`` refuses; and, for a single request message, one that doesn't parse
+    with INVALID_ARGUMENT and one log line: grpc would answer UNKNOWN naming the exception (``Unexpected <class
+    'DecodeError'>``) and log its traceback. Streamed requests are the services' to check (session.py).
 
-    async def deny(request: Any, context: ServicerContext) -> NoReturn:
-        await context.abort(code, message)
+    (Parsing stays on the event loop: protobuf holds the GIL while it parses, so a worker thread would stall the
+    loop all the same. The message size limit bounds it: some 50 ms for 10 MB of small values.)"""
+    parse = handler.request_deserializer
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
 
-    async def deny_stream(request: Any, context: ServicerContext) -> AsyncIterator[None]:
-        await context.abort(code, message)
-        yield  # pragma: no cover - makes this an async generator
+        async def unary(request: Any, context: ServicerContext) -> Any:
+            refusal = gate.refusal(method, context)
+            if refusal is not None:
+                await context.abort(*refusal)
+            if type(request) is _Unparsed:
+                await _malformed(method, request, context)
+            return await behavior(request, context)
 
-    kinds = {
-        "unary_unary": grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer),
-        "unary_stream": grpc.unary_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
-        "stream_unary": grpc.stream_unary_rpc_method_handler(deny, handler.request_deserializer),
-        "stream_stream": grpc.stream_stream_rpc_method_handler(deny_stream, handler.request_deserializer),
-    }
-    for kind, replacement in kinds.items():
-        if getattr(handler, kind) is not None:
-            return replacement
-    return handler
+        return grpc.unary_unary_rpc_method_handler(unary, _parsing(parse), handler.response_serializer)
+    if handler.unary_stream is not None:
+        streaming = handler.unary_stream
+
+        async def stream(request: Any, context: ServicerContext) -> None:
+            refusal = gate.refusal(method, context)
+            if refusal is not None:
+                await context.abort(*refusal)
+            if type(request) is _Unparsed:
+                await _malformed(method, request, context)
+            await _respond(streaming, request, context)
+
+        return grpc.unary_stream_rpc_method_handler(stream, _parsing(parse), handler.response_serializer)
+    if handler.stream_stream is not None:
+        both = handler.stream_stream
+
+        async def bidi(requests: Any, context: ServicerContext) -> None:
+            refusal = gate.refusal(method, context)
+            if refusal is not None:
+                await context.abort(*refusal)
+            await _respond(both, requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(bidi, parse, handler.response_serializer)
+    raise TypeError(f"{method}: a client-streaming RPC, which the exporter's services have none of")
+
+
+async def _respond(behavior: Callable[..., Any], request: Any, context: ServicerContext) -> None:
+    """Run a response-streaming ``behavior``: one that writes its responses (grpc's reader/writer API), or an async
+    generator of them, written here as grpc would write them."""
+    if inspect.iscoroutinefunction(behavior):
+        await behavior(request, context)
+        return
+    async with aclosing(behavior(request, context)) as responses:
+        async for response in responses:
+            await context.write(response)
 
 
 class _Unparsed:
@@ -121,16 +154,10 @@ class _Unparsed:
         self.reason = reason
 
 
-def _parsing(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """``handler`` (of a single request message) answering a request that doesn't parse with INVALID_ARGUMENT and
-    one log line: grpc would answer UNKNOWN naming the exception (``Unexpected <class 'DecodeError'>``) and log its
-    traceback. Streamed requests are the services' to check (session.py).
-
-    (Parsing stays on the event loop: protobuf holds the GIL while it parses, so a worker thread would stall the
-    loop all the same. The message size limit bounds it: some 50 ms for 10 MB of small values.)"""
-    parse = handler.request_deserializer
+def _parsing(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``parse``, returning an _Unparsed for a request that doesn't parse (the handler refuses it)."""
     if parse is None:
-        return handler
+        return None
     kind = getattr(parse, "__qualname__", "request").rsplit(".", 1)[0]
 
     def deserialize(data: bytes) -> Any:
@@ -140,31 +167,12 @@ def _parsing(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
             nest = f" (values nest at most {MAX_DEPTH} levels)" if "Depth" in str(exc) else ""
             return _Unparsed(f"malformed {kind}: {exc}{nest}"[:500])
 
-    async def refuse(request: _Unparsed, context: ServicerContext) -> NoReturn:
-        log.info("refused %s: %s", method, request.reason)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+    return deserialize
 
-    if handler.unary_unary is not None:
-        behavior = handler.unary_unary
 
-        async def unary(request: Any, context: ServicerContext) -> Any:
-            if type(request) is _Unparsed:
-                await refuse(request, context)
-            return await behavior(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary, deserialize, handler.response_serializer)
-    if handler.unary_stream is not None:
-        streaming = handler.unary_stream
-
-        async def stream(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
-            if type(request) is _Unparsed:
-                await refuse(request, context)
-            async with aclosing(streaming(request, context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return grpc.unary_stream_rpc_method_handler(stream, deserialize, handler.response_serializer)
-    return handler
+async def _malformed(method: str, request: _Unparsed, context: ServicerContext) -> NoReturn:
+    log.info("refused %s: %s", method, request.reason)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
 
 
 @asynccontextmanager
@@ -189,13 +197,14 @@ async def serving(
     session = session or Session(root, labels, limits=limits)
     leases = Leases()
     tune_allocator()  # large values: see jumpstarter.common.memory
-    interceptors = [*([_Passphrase(passphrase)] if passphrase else []), _LeaseGuard(leases)]
     options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
-    server = grpc.aio.server(interceptors=interceptors, options=options)
-    jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, server)
-    add_stream_handler(session.Stream, server)  # RouterService, its frames encoded by hand
-    paced_pb2_grpc.add_PacedCallServiceServicer_to_server(session, server)
-    lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, server)
+    server = grpc.aio.server(options=options)
+    methods = _Methods(_Gate(leases, passphrase))
+    jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, methods)
+    add_stream_handler(session.Stream, methods)  # RouterService, its frames encoded by hand
+    paced_pb2_grpc.add_PacedCallServiceServicer_to_server(session, methods)
+    lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, methods)
+    server.add_generic_rpc_handlers((methods,))
     target = grpc_address(address)
     try:
         if tls is None:
