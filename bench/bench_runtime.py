@@ -34,7 +34,8 @@ from pathlib import Path
 import grpc
 from jumpstarter_driver_demo import Board
 
-from jumpstarter.common.utils import _shared, serve
+from jumpstarter.common.background import background_portal
+from jumpstarter.common.utils import serve
 from jumpstarter.common.wire import GRPC_OPTIONS
 from jumpstarter.driver import Driver, export
 
@@ -47,7 +48,7 @@ PYTHONS = {"ours": ROOT / ".venv" / "bin" / "python", "upstream": ROOT / ".venv-
 # Runs in each venv (-I: each imports its own jumpstarter): items/s of one generator call of argv[2] items.
 GENERATOR_PEER = """
 import sys, time
-from jumpstarter.common.utils import _shared, serve
+from jumpstarter.common.utils import serve
 from jumpstarter_driver_demo import Board
 
 method, n = sys.argv[1], int(sys.argv[2])
@@ -111,7 +112,7 @@ def bare_server() -> Iterator[grpc.Channel]:
         await server.start()
         return server
 
-    portal = _shared()[0]
+    portal = background_portal()  # serve()'s
     with tempfile.TemporaryDirectory() as tmp:
         address = f"unix://{Path(tmp) / 'bare.sock'}"
         server = portal.call(start, address)
