@@ -1,6 +1,6 @@
 """The pytest plugin's own cost: per-test fixture overhead, and start-up to the first test.
 
-    .venv/bin/python bench/bench_plugin.py [--tests 1000] [--rounds 3]
+    .venv/bin/python bench/bench_plugin.py [--tests 1000] [--rounds 3] [--launch-only]
 
 Two temporary test files hold the same N trivial tests, one taking the
 ``custom`` fixture of a YAML exporter run in a subprocess, the other taking
@@ -72,11 +72,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--launch-only", action="store_true", help="measure only launch to first test")
     options = parser.parse_args()
     exporter = ("--exporter", str(CUSTOM_YAML))
     with tempfile.TemporaryDirectory(prefix="bench-plugin-") as tmp:
         project = Path(tmp)
         (project / "bench_timer.py").write_text(TIMER)
+        if options.launch_only:
+            launch(project, options.rounds)
+            return
         (project / "test_with.py").write_text(
             "".join(f"def test_{i}(custom):\n    pass\n" for i in range(options.tests))
         )
@@ -93,8 +97,7 @@ def main() -> None:
         )
         recordings = str(project / "recordings")
         run(project, "test_replayed.py", "--exporter", str(BOARD_YAML), "--jumpstarter-record", recordings)
-        (project / "test_one.py").write_text("def test_one(custom):\n    pass\n")
-        (project / "test_one_plain.py").write_text("def test_one():\n    pass\n")
+        write_launch_tests(project)
         with_fixture, session_lease, without, start_yaml, start_plain, mocked, replayed = [], [], [], [], [], [], []
         for _ in range(options.rounds):
             with_fixture.append(statistics.median(run(project, "test_with.py", *exporter)["durations"]))
@@ -121,6 +124,27 @@ def main() -> None:
     r = statistics.median(replayed)
     print(f"  per test replayed (--jumpstarter-replay, one call each): {r * 1e3:7.3f} ms")
     print(f"  replay overhead per test: {(r - wo) * 1e3:.3f} ms; ratio to a mocked test {r / m:.2f}x")
+    print_launch(start_yaml, start_plain)
+
+
+def write_launch_tests(project: Path) -> None:
+    (project / "test_one.py").write_text("def test_one(custom):\n    pass\n")
+    (project / "test_one_plain.py").write_text("def test_one():\n    pass\n")
+
+
+def launch(project: Path, rounds: int) -> None:
+    """Only launch to first test, with the exporter and without, alternating."""
+    write_launch_tests(project)
+    start_yaml, start_plain = [], []
+    for _ in range(rounds):
+        start_yaml.append(run(project, "test_one.py", "--exporter", str(CUSTOM_YAML))["to_first_test"])
+        start_plain.append(run(project, "test_one_plain.py")["to_first_test"])
+    print(f"{rounds} alternating rounds, medians; ratios per round: ", end="")
+    print(" ".join(f"{y / p:.2f}" for y, p in zip(start_yaml, start_plain, strict=True)))
+    print_launch(start_yaml, start_plain)
+
+
+def print_launch(start_yaml: list[float], start_plain: list[float]) -> None:
     sy, sp = statistics.median(start_yaml), statistics.median(start_plain)
     print(f"  launch to first test, one YAML exporter (subprocess): {sy * 1e3:7.1f} ms")
     print(f"  launch to first test, no exporter:                    {sp * 1e3:7.1f} ms")

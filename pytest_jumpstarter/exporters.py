@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,14 @@ from typing import Any
 import pytest
 
 from jumpstarter.client import DriverClient, connect
+from jumpstarter.client.allow import driver_package_modules
 from jumpstarter.client.connection import TLS
 from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
+from pytest_jumpstarter.launch import Launch, is_yaml
 
 DYING = 1.0  # seconds an exporter whose connection broke is given to end, so that we can say how it ended
 
@@ -141,10 +142,16 @@ class RemoteExporter(Exporter):
 
 
 class YamlExporter(Exporter):
-    """An exporter the plugin starts from an ExporterConfig, in a child process or in-process."""
+    """An exporter the plugin starts from an ExporterConfig, in a child process or in-process. ``launch``: its
+    process, already started (else it is started on first use)."""
 
-    def __init__(self, spec: str, passphrase: str | None, mode: str, start_timeout: float) -> None:
+    def __init__(
+        self, spec: str, passphrase: str | None, mode: str, start_timeout: float, launch: Launch | None = None
+    ) -> None:
         super().__init__(spec, passphrase)
+        self.launch = launch
+        if launch is not None:
+            self._stack.callback(launch.stop)
         self.config = ExporterConfig.load(spec)  # ConfigError now, at start-up, not once per test
         self.config.check()
         self.name = self.config.name or Path(spec).stem
@@ -152,7 +159,7 @@ class YamlExporter(Exporter):
         self.descendants = _paths({name: entry.children for name, entry in self.config.export.items()})
         self.labels = dict(self.config.labels)
         self.mode, self.start_timeout = mode, start_timeout
-        self.process: ExporterProcess | None = None
+        self.process: ExporterProcess | None = None  # once it has served
 
     def describe(self) -> str:
         return f"{self.spec} ({self.mode})"
@@ -162,12 +169,12 @@ class YamlExporter(Exporter):
             from jumpstarter.common.utils import serve
 
             return serve(self.config.instantiate(), passphrase=self.passphrase)
-        folder = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")))
-        args = ["--listen", f"unix://{folder / 'exporter.sock'}"]
-        env = {"JUMPSTARTER_PASSPHRASE": self.passphrase} if self.passphrase else {}
-        process = self.process = ExporterProcess.start(self.spec, *args, env=env, timeout=self.start_timeout)
-        self._stack.callback(process.stop)
-        return connect(process.address, passphrase=self.passphrase)
+        if self.launch is None:
+            self.launch = Launch(self.spec, self.passphrase, self.start_timeout)
+            self._stack.callback(self.launch.stop)
+        driver_package_modules()  # the allow list of client modules, read while the exporter may still start up
+        self.process = self.launch.wait()
+        return connect(self.process.address, passphrase=self.passphrase)
 
     def failure(self) -> str | None:
         if self.process is not None and not self.process.alive:
@@ -206,10 +213,6 @@ def _paths(exports: dict[str, dict[str, Any]]) -> list[str]:
     return found
 
 
-def is_yaml(spec: str) -> bool:
-    return spec.endswith((".yaml", ".yml")) or Path(spec).is_file()
-
-
 def unique_names(exporters: list[Exporter]) -> None:
     """Give exporters that share a name a numbered suffix: names become test ids in matrix mode."""
     seen: dict[str, int] = {}
@@ -227,17 +230,20 @@ def load(
     mode: str,
     tls: TLS,
     start_timeout: float,
+    launches: dict[str, Launch] | None = None,
 ) -> list[Exporter]:
     """The session's exporters: in an xdist worker, those the controlling process handed over (``handoffs``);
-    else one per ``--exporter`` spec, a YAML started by the plugin or a running exporter's address. A spec that
-    can't be used is a usage error naming it (the exporters made so far are closed)."""
+    else one per ``--exporter`` spec, a YAML started by the plugin or a running exporter's address. ``launches``:
+    the processes of YAML specs, already started. A spec that can't be used is a usage error naming it (the
+    exporters made so far are closed)."""
     if handoffs is not None:
         exporters: list[Exporter] = [RemoteExporter(h, passphrase) for h in handoffs]
     else:
         exporters = []
         for spec in specs:
             try:
-                exporter = YamlExporter(spec, passphrase, mode, start_timeout) if is_yaml(spec) else None
+                launch = (launches or {}).pop(spec, None)
+                exporter = YamlExporter(spec, passphrase, mode, start_timeout, launch) if is_yaml(spec) else None
                 exporters.append(exporter or AddressExporter(spec, passphrase, tls))
             except (JumpstarterError, OSError) as exc:
                 for made in exporters:

@@ -22,6 +22,7 @@ from pytest_jumpstarter import settings, xdist
 
 if TYPE_CHECKING:
     from pytest_jumpstarter.exporters import Exporter
+    from pytest_jumpstarter.launch import Launch
     from pytest_jumpstarter.pool import Pool
 
 
@@ -56,9 +57,6 @@ class Lab:
         return (self.config.invocation_params.dir / value).resolve() if value else None
 
     def _load(self) -> None:
-        from pytest_jumpstarter import exporters
-        from pytest_jumpstarter.pool import Pool
-
         values = self.values
         tls = values.tls()
         self.scope = values.choice("lease_scope", settings.SCOPES)
@@ -66,13 +64,38 @@ class Lab:
         start_timeout = values.seconds("start_timeout")
         values.seconds("lease_timeout")  # checked now, used per test
         values.seconds("call_timeout")
-        self.exporters = exporters.load(
-            values["exporters"], xdist.handoffs(self.config), values["passphrase"] or None, mode, tls, start_timeout
-        )
+        handoffs, passphrase = xdist.handoffs(self.config), values["passphrase"] or None
+        launches = self._launch(passphrase, start_timeout) if handoffs is None and mode == "subprocess" else {}
+        # Imported only now: grpc and the client take a while, and the exporters start up meanwhile.
+        from pytest_jumpstarter import exporters
+        from pytest_jumpstarter.pool import Pool
+
+        try:
+            self.exporters = exporters.load(
+                values["exporters"], handoffs, passphrase, mode, tls, start_timeout, dict(launches)
+            )
+        except BaseException:
+            for launch in launches.values():
+                launch.stop()
+            raise
         offset = int(self.workerid.removeprefix("gw")) if self.workerid else 0
         self.pool = Pool(self.exporters, offset)
         if self.workerid is None:
             self._stop_on_sigterm()
+
+    def _launch(self, passphrase: str | None, start_timeout: float) -> dict[str, Launch]:
+        """Start the process of each YAML exporter now, to be awaited when a test first needs it; none when this
+        run won't run tests (--collect-only, --help, --fixtures, --markers)."""
+        options = self.config.option
+        if any(
+            getattr(options, name, False)
+            for name in ("collectonly", "help", "showfixtures", "show_fixtures_per_test", "markers")
+        ):
+            return {}
+        from pytest_jumpstarter.launch import Launch, is_yaml
+
+        specs = dict.fromkeys(self.values["exporters"])
+        return {spec: Launch(spec, passphrase, start_timeout) for spec in specs if is_yaml(spec)}
 
     def _stop_on_sigterm(self) -> None:
         """SIGTERM (a cancelled CI job) ends the run as Ctrl-C does: tests' fixtures end, leases are given back,

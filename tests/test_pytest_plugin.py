@@ -183,6 +183,41 @@ def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester):
     assert "During handling" not in result.stdout.str()
 
 
+def test_exporters_start_at_configure_time_unless_only_collecting(pytester, monkeypatch):
+    pytester.makepyfile(
+        noting_driver="""
+        import os
+        from jumpstarter.driver import Driver
+
+        class Noting(Driver):
+            @classmethod
+            def client(cls):
+                return "jumpstarter.client.DriverClient"
+
+            def __post_init__(self):
+                super().__post_init__()
+                self.note("started")
+
+            def close(self):
+                self.note("closed")
+                super().close()
+
+            def note(self, what):
+                with open(os.environ["NOTES"], "a") as notes:
+                    notes.write(what + "\\n")
+        """,
+        test_it="def test_unrelated():\n    pass\n",
+    )
+    config = str(exporter_yaml(pytester.path / "noting.yaml", {"dut": "noting_driver.Noting"}))
+    notes = pytester.path / "notes.txt"
+    monkeypatch.setenv("NOTES", str(notes))
+    pytester.runpytest_subprocess("--exporter", config, "--collect-only").assert_outcomes()
+    assert not notes.exists()  # collecting touches no hardware
+    # Started while pytest collects, though no test needs it, and stopped at the end: its drivers closed.
+    pytester.runpytest_subprocess("--exporter", config).assert_outcomes(passed=1)
+    assert notes.read_text().split() == ["started", "closed"]
+
+
 def test_mocks_from_conftest_and_marker_without_hardware(pytester):
     pytester.makeconftest(
         """

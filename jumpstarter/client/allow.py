@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 from functools import cache
-from importlib import metadata
+from typing import TYPE_CHECKING
 
 from jumpstarter.common.importing import (
     ImportFailed,
@@ -26,6 +26,9 @@ from jumpstarter.common.importing import (
     split_class_path,
 )
 from jumpstarter.errors import ClientClassError
+
+if TYPE_CHECKING:
+    from importlib import metadata  # imported when used: an exporter that imports a client module never is
 
 ENV_VAR = "JUMPSTARTER_CLIENT_MODULES"
 _extra: set[str] = set()
@@ -63,6 +66,8 @@ def _top_level_modules(dist: metadata.Distribution) -> set[str]:
 
 def _distributions_of(module: str) -> list[metadata.Distribution]:
     """The installed distributions that provide top-level ``module``."""
+    from importlib import metadata
+
     names = metadata.packages_distributions().get(module, [])
     found = [metadata.distribution(name) for name in dict.fromkeys(names)]
     if not found:  # an editable install maps no files: by the conventional name
@@ -76,6 +81,8 @@ def _distributions_of(module: str) -> list[metadata.Distribution]:
 @cache
 def driver_package_modules() -> frozenset[str]:
     """Top-level modules of installed distributions that depend on jumpstarter."""
+    from importlib import metadata
+
     found: set[str] = set()
     for dist in metadata.distributions():
         if _requires_jumpstarter(dist):
