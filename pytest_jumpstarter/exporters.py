@@ -84,7 +84,7 @@ class Exporter:
         failure = None
         try:
             address = self.address
-        except (JumpstarterError, OSError) as exc:
+        except (ExporterStartError, JumpstarterError, OSError) as exc:
             address, failure = "", f"jumpstarter: {exc}"
         return {
             "spec": self.spec,

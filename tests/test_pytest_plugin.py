@@ -155,7 +155,8 @@ def test_live_call_log_with_option(pytester):
     result.stdout.fnmatch_lines(["jumpstarter: board.echo('x') -> 'x'*"])
 
 
-def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester, workers):
     pytester.makepyfile(
         broken_driver="""
         from dataclasses import dataclass
@@ -177,9 +178,9 @@ def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester):
     config.write_text(
         "apiVersion: jumpstarter.dev/v1alpha1\nkind: ExporterConfig\nexport:\n  dut:\n    type: broken_driver.Broken\n"
     )
-    result = pytester.runpytest_subprocess("--exporter", str(config))
+    result = pytester.runpytest_subprocess("--exporter", str(config), *workers)
     result.assert_outcomes(passed=1, errors=2)
-    result.stdout.fnmatch_lines(["*exporter *broken.yaml exited with code 2:", "*serial port /dev/ttyUSB9 not found"])
+    result.stdout.fnmatch_lines(["*exporter *broken.yaml exited with code 2:*", "*serial port /dev/ttyUSB9 not found*"])
     assert "During handling" not in result.stdout.str()
 
 
