@@ -107,28 +107,35 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         end = _SessionEnd(out.put_nowait)
         held: lease_pb2.LeaseRecord | None = None
 
-        async def answer() -> None:
+        async def handle(request: lease_pb2.LeaseSessionRequest) -> None:
             nonlocal held
+            if request.HasField("take"):
+                if held is not None and not held.ended:  # one lease at a time per session: it is busy
+                    out.put_nowait(lease_pb2.LeaseResponse(holder=held.holder, since=held.granted))
+                    return
+                end.keeps, again = request.take.keep, request.take.keep and self._kept and self._session is end
+                held, granted = await self._take(request.take, context, end)
+                if not again:  # taking a kept lease again is granted unanswered: its id is known
+                    out.put_nowait(granted)
+            elif request.HasField("release"):
+                keep = request.release.keep and end.keeps
+                if held is not None and held.lease_id == request.release.lease_id:
+                    self._end(held, "released", keep=end if keep else None, at=request.release.at)
+                    held = None
+                elif self._kept and self._session is end and self.current is not None:
+                    if self.current.lease_id == request.release.lease_id:
+                        self._end(self.current, "let go")  # kept between leases: free now
+                if not keep:  # a release that keeps is unanswered: nobody waits for it
+                    out.put_nowait(lease_pb2.LeaseResponse())
+            elif request.HasField("batch"):
+                for each in request.batch.requests:
+                    if not each.HasField("batch"):  # one level: a batch is the client's, of takes and releases
+                        await handle(each)
+
+        async def answer() -> None:
             try:
                 async for request in request_iterator:
-                    if request.HasField("take"):
-                        if held is not None and not held.ended:  # one lease at a time per session: it is busy
-                            out.put_nowait(lease_pb2.LeaseResponse(holder=held.holder, since=held.granted))
-                            continue
-                        end.keeps, again = request.take.keep, request.take.keep and self._kept and self._session is end
-                        held, granted = await self._take(request.take, context, end)
-                        if not again:  # taking a kept lease again is granted unanswered: its id is known
-                            out.put_nowait(granted)
-                    elif request.HasField("release"):
-                        keep = request.release.keep and end.keeps
-                        if held is not None and held.lease_id == request.release.lease_id:
-                            self._end(held, "released", keep=end if keep else None, at=request.release.at)
-                            held = None
-                        elif self._kept and self._session is end and self.current is not None:
-                            if self.current.lease_id == request.release.lease_id:
-                                self._end(self.current, "let go")  # kept between leases: free now
-                        if not keep:  # a release that keeps is unanswered: nobody waits for it
-                            out.put_nowait(lease_pb2.LeaseResponse())
+                    await handle(request)
             finally:
                 out.put_nowait(None)
 

@@ -41,12 +41,20 @@ class ReleaseRequest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., keep: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
 
 class LeaseSessionRequest(_message.Message):
-    __slots__ = ("take", "release")
+    __slots__ = ("take", "release", "batch")
     TAKE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     take: LeaseRequest
     release: ReleaseRequest
-    def __init__(self, take: _Optional[_Union[LeaseRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+    batch: LeaseSessionBatch
+    def __init__(self, take: _Optional[_Union[LeaseRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., batch: _Optional[_Union[LeaseSessionBatch, _Mapping]] = ...) -> None: ...
+
+class LeaseSessionBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[LeaseSessionRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[LeaseSessionRequest, _Mapping]]] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ()
