@@ -101,11 +101,7 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
         behavior = handler.unary_unary
 
         async def unary(request: Any, context: ServicerContext) -> Any:
-            refusal = gate.refusal(method, context)
-            if refusal is not None:
-                await context.abort(*refusal)
-            if type(request) is _Unparsed:
-                await _malformed(method, request, context)
+            await _admit(gate, method, request, context)
             return await behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary, _parsing(parse), handler.response_serializer)
@@ -113,11 +109,7 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
         streaming = handler.unary_stream
 
         async def stream(request: Any, context: ServicerContext) -> None:
-            refusal = gate.refusal(method, context)
-            if refusal is not None:
-                await context.abort(*refusal)
-            if type(request) is _Unparsed:
-                await _malformed(method, request, context)
+            await _admit(gate, method, request, context)
             await _respond(streaming, request, context)
 
         return grpc.unary_stream_rpc_method_handler(stream, _parsing(parse), handler.response_serializer)
@@ -125,13 +117,20 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
         both = handler.stream_stream
 
         async def bidi(requests: Any, context: ServicerContext) -> None:
-            refusal = gate.refusal(method, context)
-            if refusal is not None:
-                await context.abort(*refusal)
+            await _admit(gate, method, requests, context)
             await _respond(both, requests, context)
 
         return grpc.stream_stream_rpc_method_handler(bidi, parse, handler.response_serializer)
     raise TypeError(f"{method}: a client-streaming RPC, which the exporter's services have none of")
+
+
+async def _admit(gate: _Gate, method: str, request: Any, context: ServicerContext) -> None:
+    """Abort the call of ``method`` if ``gate`` refuses it, or if its request message didn't parse."""
+    refusal = gate.refusal(method, context)
+    if refusal is not None:
+        await context.abort(*refusal)
+    if type(request) is _Unparsed:
+        await _malformed(method, request, context)
 
 
 async def _respond(behavior: Callable[..., Any], request: Any, context: ServicerContext) -> None:
