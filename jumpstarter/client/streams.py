@@ -72,9 +72,8 @@ class BlockingStream(BlockingStreamBase):
     def __init__(self, open_call: Any, metadata: tuple, on_error: Any) -> None:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._on_error = on_error
-        self._call = open_call(
-            iter(self._outbox.get, _CLOSE), metadata=metadata
-        )  # payloads (None: GOAWAY) until close()
+        requests = iter(self._outbox.get, _CLOSE)  # payloads (None: GOAWAY) until close()
+        self._call = open_call(requests, metadata=metadata)
         self._responses = iter(self._call)
         self._eof_sent = self._ended = False
 
