@@ -277,3 +277,23 @@ def test_a_released_exporter_goes_first_to_who_waits_not_back_to_who_released_it
     assert isinstance(busy, Busy) and busy.holder == "bob (handed over, taking it)"
     _until_leased(second.connection, "bob").release()  # bob took it; no one waits now
     assert isinstance(try_lease(board_client.connection, "alice"), Lease)
+
+
+def test_a_kept_lease_not_taken_again_within_a_second_is_let_go(board_client, second):
+    """So that clients calling without a lease (upstream's) aren't refused while a run does other things."""
+    kept = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(kept, Lease)
+    kept.release()
+    with pytest.raises(LeaseError, match="leased by gw0: test_a"):
+        second.echo("kept")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert second.echo("free") == "free"
+            break
+        except LeaseError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the kept lease was never let go")
+    assert time.monotonic() - (deadline - 5) >= 0.9  # kept for about a second first
+    assert lease_records(board_client.connection)[-1].ended == "released"

@@ -105,6 +105,9 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
 # How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's
 # view of which test holds it lags this much.
 BATCH_DELAY = 0.02
+# How long a kept lease not in use stays kept: a worker that goes on to tests that don't need the exporter lets
+# it go after this, for clients that call without a lease (upstream's), which a kept lease refuses.
+KEEP_IDLE = 1.0
 
 
 class _Session:
@@ -176,14 +179,17 @@ class _Session:
         self._answers.put(end)  # the session is over: for the asker waiting now, and for every later one
 
     async def _send_batches(self) -> None:
-        """Send the unsent every BATCH_DELAY, until there has been nothing to send for a second."""
+        """Send the unsent every BATCH_DELAY, until there has been nothing to send for KEEP_IDLE seconds: then a
+        kept lease not in use is let go too."""
         idle = 0
         while True:
             await asyncio.sleep(BATCH_DELAY)
             with self._state:
                 unsent, self._unsent = self._unsent, []
                 idle = 0 if unsent else idle + 1
-                if idle * BATCH_DELAY >= 1.0:
+                if idle * BATCH_DELAY >= KEEP_IDLE:
+                    if self._kept is not None and not self._in_use:
+                        self._let_go_now()
                     self._batching = False  # the next _later() starts another
                     return
             if unsent:
