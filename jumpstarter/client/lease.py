@@ -85,7 +85,13 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
         holder = f"{holder[:half]}...{holder[-half:]}"
     if connection in _without_leases:
         return _lock_file(connection, holder)
-    session = _session(connection)
+    try:
+        session = _session(connection)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            _without_leases.add(connection)
+            return _lock_file(connection, holder)  # an exporter without our leases: upstream's
+        raise error_from_rpc(err, address=connection.address, method="lease") from None
     try:
         answer = session.take(holder, keep)
     except (grpc.RpcError, ConnectError) as err:
@@ -93,10 +99,10 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
         session.close()
         if isinstance(err, ConnectError):
             raise
-        if err.code() == grpc.StatusCode.UNIMPLEMENTED:
-            _without_leases.add(connection)
-            return _lock_file(connection, holder)  # an exporter without our leases: upstream's
-        raise error_from_rpc(err, address=connection.address, method="lease") from None
+        exc = error_from_rpc(err, address=connection.address, method="lease")
+        if not isinstance(exc, ConnectError):  # the open session broke: the exporter went away or is going
+            exc = ConnectError(f"exporter at {connection.address}: its lease session ended: {err.details()}")
+        raise exc from None
     if not answer.lease_id:
         return Busy(answer.holder, answer.since)
     return Lease(connection, answer.lease_id, session=session)
@@ -105,6 +111,7 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
 # How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's
 # view of which test holds it lags this much.
 BATCH_DELAY = 0.02
+PROBE_TIMEOUT = 10.0  # seconds for an exporter to say whether it keeps leases (a frozen one fails sooner: pings)
 # How long a kept lease not in use stays kept: a worker that goes on to tests that don't need the exporter lets
 # it go after this, for clients that call without a lease (upstream's), which a kept lease refuses.
 KEEP_IDLE = 1.0
@@ -136,6 +143,11 @@ class _Session:
         self._wanted = False  # someone else waits: let the kept lease go when it is released
         self._batching = False  # the task sending the unsent runs
         self._outbox: asyncio.Queue[lease_pb2.LeaseSessionRequest | None] = asyncio.Queue()
+        # Whether the exporter has a LeaseService at all, asked with a Release of no lease (which does nothing):
+        # a stream's first message can cross the exporter's refusal, and grpc.aio then reports "Internal error
+        # from Core" instead of UNIMPLEMENTED.
+        probe = lease_pb2_grpc.LeaseServiceStub(connection.channel)
+        probe.Release(lease_pb2.ReleaseRequest(), metadata=connection.metadata, timeout=PROBE_TIMEOUT)
         self._loop, self._call = background_portal().call(self._open, connection)
         connection.on_close.append(self.close)
 
