@@ -156,6 +156,7 @@ class _Session:
     async def _open(self, connection: Connection) -> tuple[asyncio.AbstractEventLoop, Any]:
         call = connection._aio_stubs().lease.LeaseSession(metadata=connection.metadata)
         loop = asyncio.get_running_loop()
+        # (held, as every task here: asyncio keeps only weak references to running tasks)
         self._writer = loop.create_task(self._write(call))
         self._reader = loop.create_task(self._read(call))
         return loop, call
@@ -207,6 +208,9 @@ class _Session:
             if unsent:
                 self._outbox.put_nowait(_batch(unsent))
 
+    def _start_batches(self) -> None:
+        self._batches = self._loop.create_task(self._send_batches())
+
     def _queue(self, requests: list[lease_pb2.LeaseSessionRequest | None]) -> None:
         for request in requests:
             self._outbox.put_nowait(request)
@@ -227,7 +231,7 @@ class _Session:
         self._unsent.append(request)
         if not self._batching:
             self._batching = True
-            self._loop.call_soon_threadsafe(self._loop.create_task, self._send_batches())
+            self._loop.call_soon_threadsafe(self._start_batches)
 
     def _ask(self, request: lease_pb2.LeaseSessionRequest) -> lease_pb2.LeaseResponse:
         with self._lock:
