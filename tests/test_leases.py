@@ -14,7 +14,8 @@ from samples import EXAMPLES, leased
 
 from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, Lease, lease_records, try_lease
-from jumpstarter.errors import LeaseError
+from jumpstarter.common.background import background_portal
+from jumpstarter.errors import ConnectError, LeaseError
 
 BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
 
@@ -297,3 +298,24 @@ def test_a_kept_lease_not_taken_again_within_a_second_is_let_go(board_client, se
         pytest.fail("the kept lease was never let go")
     assert time.monotonic() - (deadline - 5) >= 0.9  # kept for about a second first
     assert lease_records(board_client.connection)[-1].ended == "released"
+
+
+async def _hold_the_loop(seconds: float) -> None:
+    time.sleep(seconds)  # blocks the event loop on purpose: nothing else on it runs meanwhile
+
+
+def test_a_kept_lease_is_asked_for_again_once_a_call_found_the_exporter_gone(exporter_process):
+    """A call can learn of the exporter's death before the lease session does: the next test must fail at its
+    set-up, not start on a dead exporter. The session's loop is held so that it hears nothing meanwhile."""
+    running = exporter_process(BOARD_YAML)
+    with connect(running.address, trusted=_trusted()) as client:
+        board = client.children["board"]
+        lease = try_lease(client.connection, "gw0: test_1", keep=True)
+        assert isinstance(lease, Lease)
+        lease.release()  # kept for this connection's next take
+        background_portal().start_task_soon(_hold_the_loop, 1.0)
+        running.kill()
+        with pytest.raises(ConnectError):
+            board.echo("anyone there?")
+        with pytest.raises(ConnectError):
+            try_lease(client.connection, "gw0: test_2", keep=True)

@@ -126,6 +126,8 @@ class _Pending:
             self._ended(exc)
             return exc
         exc = error_from_rpc(err, address=self._connection.address, target=self._target, method=self._method)
+        if isinstance(exc, ConnectError):
+            self._connection.broken += 1
         self._ended(exc)
         return exc
 
@@ -188,6 +190,7 @@ class Connection:
         # may rightly be read for an hour.
         self.call_timeout: float | None = None
         self.on_close: list[Callable[[], None]] = []  # what ends with the connection (a lease session)
+        self.broken = 0  # calls that failed for the connection (a ConnectError): the exporter may be gone
         self._handed: set[str] = set()  # uuids of upload handles given to a call (see resource_async)
 
     def _note_handles(self, args: tuple) -> None:

@@ -93,7 +93,7 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
             return _lock_file(connection, holder)  # an exporter without our leases: upstream's
         raise error_from_rpc(err, address=connection.address, method="lease") from None
     try:
-        answer = session.take(holder, keep)
+        answer = session.take(holder, keep, connection.broken)
     except (grpc.RpcError, ConnectError) as err:
         _sessions.pop(connection, None)  # broken: the next lease opens another
         session.close()
@@ -141,6 +141,7 @@ class _Session:
         self._kept: str | None = None  # the id of a kept lease (in use or not)
         self._in_use = False
         self._wanted = False  # someone else waits: let the kept lease go when it is released
+        self._broken = 0  # the connection's count of broken calls when the kept lease was granted by the exporter
         self._batching = False  # the task sending the unsent runs
         self._outbox: asyncio.Queue[lease_pb2.LeaseSessionRequest | None] = asyncio.Queue()
         # Whether the exporter has a LeaseService at all, asked with a Release of no lease (which does nothing):
@@ -245,10 +246,13 @@ class _Session:
                 raise ConnectError("the exporter ended the lease session")
             raise answer
 
-    def take(self, holder: str, keep: bool = False) -> lease_pb2.LeaseResponse:
+    def take(self, holder: str, keep: bool = False, broken: int = 0) -> lease_pb2.LeaseResponse:
+        """``broken``: the connection's count of broken calls (see ``Connection.broken``)."""
         with self._state:
             if self._kept is not None and not self._in_use:
-                if keep:  # kept for us: granted, with the same id
+                # Kept for us: granted, with the same id; unless a call broke since (the exporter may have died,
+                # and the session not heard yet): then asked, so that a test doesn't start on a dead exporter.
+                if keep and self._broken == broken:
                     self._in_use = True
                     self._later(
                         lease_pb2.LeaseSessionRequest(
@@ -261,6 +265,7 @@ class _Session:
         if answer.lease_id and keep and answer.keeps:
             with self._state:
                 self._kept, self._in_use, self._wanted = answer.lease_id, True, False
+                self._broken = broken
         return answer
 
     def release(self, lease_id: str) -> None:
