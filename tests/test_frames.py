@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import queue
+
+import grpc
 import pytest
 from google.protobuf.message import DecodeError
 
-from jumpstarter.common.frames import DATA, GOAWAY, Frame, encode, parse_request, parse_response
+from jumpstarter.common.frames import DATA, GOAWAY, Frame, encode, parse_request, parse_response, raw_stream_method
+from jumpstarter.common.wire import RAW_KEY
 from jumpstarter.v1 import router_pb2
 
 SIZES = [0, 1, 127, 128, 300, 16383, 16384, 64 * 1024, 2**21 - 1, 2**21]
@@ -54,3 +59,29 @@ def test_a_malformed_frame_raises_protobufs_error_naming_the_message(data):
         parse_request(data)
     with pytest.raises(DecodeError, match="StreamResponse"):
         parse_response(data)
+
+
+def _open_console(client, raw: bool):
+    """The demo board's console stream opened by hand: RouterService.Stream with bytes for messages."""
+    request = json.dumps({"kind": "driver", "uuid": client.uuid, "method": "console"})
+    metadata = (("request", request), (RAW_KEY, "1")) if raw else (("request", request),)
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    call = raw_stream_method(client.connection.channel)(iter(outbox.get, None), metadata=metadata)
+    return outbox, call
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["asked-unframed", "upstream-client"])
+def test_a_driver_stream_goes_unframed_only_for_a_client_that_asks(board_client, raw):
+    """Our client asks for no frames and the exporter says yes in its headers; upstream's client doesn't ask and
+    gets protobuf's frames, its end a GOAWAY frame. Unframed, a side's end is its half-close."""
+    outbox, call = _open_console(board_client, raw)
+    assert (dict(call.initial_metadata()).get(RAW_KEY) == "1") is raw
+    messages = iter(call)
+    for payload in (b"\x0a\x03abc", b"x" * 70_000):  # the first looks like a frame: unframed, it is a payload
+        outbox.put(payload if raw else encode(payload))
+        assert next(messages) == (payload if raw else encode(payload))
+    outbox.put(None if raw else encode(None))  # unframed: the end of the requests; framed: GOAWAY, then the end
+    if not raw:
+        outbox.put(None)
+    assert list(messages) == ([] if raw else [encode(None)])  # the driver's side ended too (send_eof echoed)
+    assert call.code() == grpc.StatusCode.OK

@@ -27,9 +27,9 @@ from google.protobuf.empty_pb2 import Empty
 
 from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
-from jumpstarter.common.frames import DATA, stream_method
+from jumpstarter.common.frames import DATA, raw_stream_method, stream_method
 from jumpstarter.common.memory import tune_allocator
-from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
+from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, RAW_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2, paced_pb2_grpc
@@ -63,7 +63,8 @@ class _AioStubs(NamedTuple):
 
     channel: Any  # grpc.aio.Channel: kept with its stubs, and ended with its event loop
     exporter: jumpstarter_pb2_grpc.ExporterServiceStub
-    stream: Any  # RouterService.Stream, its frames encoded by hand (jumpstarter.common.frames)
+    stream: Any  # RouterService.Stream for uploads, its frames encoded by hand (jumpstarter.common.frames)
+    byte_stream: Any  # RouterService.Stream for a driver's byte stream, its messages bytes (framed by AsyncStream)
     paced: paced_pb2_grpc.PacedCallServiceStub
     lease: lease_pb2_grpc.LeaseServiceStub
 
@@ -178,7 +179,7 @@ class Connection:
         else:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
-        self._stream = stream_method(self._channel)  # RouterService.Stream, as in _AioStubs
+        self._stream = raw_stream_method(self._channel)  # RouterService.Stream for byte streams, as in _AioStubs
         self._paced = paced_pb2_grpc.PacedCallServiceStub(self._channel)
         # uuid -> {method: lookahead} of the generators that declared one, from the report (None: not read yet)
         self._lookaheads: dict[str, dict[str, int]] | None = None
@@ -361,7 +362,7 @@ class Connection:
         pending.streamed()
 
     def stream(self, uuid: str, target: str, method: str) -> BlockingStream:
-        metadata = self._stream_metadata(kind="driver", uuid=uuid, method=method)
+        metadata = (*self._stream_metadata(kind="driver", uuid=uuid, method=method), (RAW_KEY, "1"))
         return BlockingStream(self._stream, metadata, self._error(target, method))
 
     def reset(self) -> None:
@@ -404,6 +405,7 @@ class Connection:
                 channel,
                 jumpstarter_pb2_grpc.ExporterServiceStub(channel),
                 stream_method(channel),
+                raw_stream_method(channel),
                 paced_pb2_grpc.PacedCallServiceStub(channel),
                 lease_pb2_grpc.LeaseServiceStub(channel),
             )
@@ -468,8 +470,8 @@ class Connection:
         pending.streamed()
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncStream:
-        call = self._aio_stubs().stream(metadata=self._stream_metadata(kind="driver", uuid=uuid, method=method))
-        return AsyncStream(call, self._error(target, method))
+        metadata = (*self._stream_metadata(kind="driver", uuid=uuid, method=method), (RAW_KEY, "1"))
+        return AsyncStream(self._aio_stubs().byte_stream(metadata=metadata), self._error(target, method))
 
     @asynccontextmanager
     async def resource_async(

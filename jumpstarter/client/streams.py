@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
 import anyio
 import grpc
+from google.protobuf.message import DecodeError
 
-from jumpstarter.common.frames import DATA, GOAWAY
+from jumpstarter.common.frames import DATA, GOAWAY, RAW, RESPONSES, Framing
+from jumpstarter.common.wire import RAW_KEY
+from jumpstarter.errors import ConnectError
 
 _CLOSE = object()
 
@@ -67,20 +71,45 @@ class BlockingStream(BlockingStreamBase):
 
     ``receive`` raises ``anyio.EndOfStream`` once the driver's side has ended,
     as an anyio stream does. Iterating yields chunks until then.
+
+    ``open_call`` is RouterService.Stream with bytes for messages, opened with ``metadata`` that asks for no frames:
+    the exporter's headers say whether it takes them so (``_framing``).
     """
 
     def __init__(self, open_call: Any, metadata: tuple, on_error: Any) -> None:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._on_error = on_error
-        requests = iter(self._outbox.get, _CLOSE)  # payloads (None: GOAWAY) until close()
-        self._call = open_call(requests, metadata=metadata)
+        self._opened = threading.Event()
+        self._framing_known: Framing | None = None
+        self._call = open_call(self._requests(), metadata=metadata)
+        self._opened.set()
         self._responses = iter(self._call)
         self._eof_sent = self._ended = False
+
+    def _framing(self) -> Framing:
+        """Unframed if the exporter said yes in its headers (which this waits for), else framed."""
+        if self._framing_known is None:
+            headers = self._call.initial_metadata() or ()
+            self._framing_known = RAW if any(key == RAW_KEY for key, _ in headers) else RESPONSES
+        return self._framing_known
+
+    def _requests(self) -> Iterator[bytes]:
+        """The messages to send, from what send() and send_eof() queued (None: GOAWAY), until close(). grpc reads
+        it in a thread of its own, so the frames are made there, and it may wait for the exporter's headers."""
+        self._opened.wait()
+        framing = self._framing()
+        for payload in iter(self._outbox.get, _CLOSE):
+            if payload is not None:
+                yield framing.encode(payload)
+            elif framing.goaway is None:
+                return  # unframed: the end of the requests says it
+            else:
+                yield framing.goaway
 
     def send(self, data: bytes) -> None:
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
-        self._outbox.put(bytes(data))  # framed in grpc's thread (frames.encode)
+        self._outbox.put(bytes(data))
 
     def send_eof(self) -> None:
         """Tell the driver no more data comes from this side."""
@@ -92,7 +121,9 @@ class BlockingStream(BlockingStreamBase):
         if self._ended:
             raise anyio.EndOfStream
         try:
-            for frame in self._responses:
+            parse = self._framing().parse
+            for message in self._responses:
+                frame = parse(message)
                 if frame.frame_type == DATA:
                     return frame.payload
                 if frame.frame_type == GOAWAY:
@@ -100,6 +131,10 @@ class BlockingStream(BlockingStreamBase):
         except grpc.RpcError as err:
             self._ended = True
             raise self._on_error(err) from None
+        except DecodeError as exc:
+            self._ended = True
+            self._call.cancel()
+            raise ConnectError(f"the exporter sent a malformed stream frame: {exc}") from None
         self._ended = True
         raise anyio.EndOfStream
 
@@ -116,12 +151,20 @@ class AsyncStream(AsyncStreamBase):
         self._call = call
         self._on_error = on_error
         self._eof_sent = self._ended = False
+        self._framing_known: Framing | None = None
+
+    async def _framing(self) -> Framing:
+        if self._framing_known is None:
+            headers = await self._call.initial_metadata() or ()
+            self._framing_known = RAW if any(key == RAW_KEY for key, _ in headers) else RESPONSES
+        return self._framing_known
 
     async def send(self, data: bytes) -> None:
         if self._eof_sent:
             raise anyio.ClosedResourceError("send() after send_eof()")
         try:
-            await self._call.write(bytes(data))
+            framing = await self._framing()
+            await self._call.write(framing.encode(bytes(data)))
         except grpc.RpcError as err:
             raise self._on_error(err) from None
 
@@ -129,18 +172,32 @@ class AsyncStream(AsyncStreamBase):
         if not self._eof_sent:
             self._eof_sent = True
             try:
-                await self._call.write(None)  # GOAWAY
+                framing = await self._framing()
+                if framing.goaway is None:
+                    await self._call.done_writing()
+                else:
+                    await self._call.write(framing.goaway)
             except grpc.RpcError:
                 pass
 
     async def receive(self) -> bytes:
         while not self._ended:
             try:
-                frame = await self._call.read()
+                framing = await self._framing()
+                message = await self._call.read()
             except grpc.RpcError as err:
                 self._ended = True
                 raise self._on_error(err) from None
-            if frame is grpc.aio.EOF or frame.frame_type == GOAWAY:
+            if message is grpc.aio.EOF:
+                self._ended = True
+                break
+            try:
+                frame = framing.parse(message)
+            except DecodeError as exc:
+                self._ended = True
+                self._call.cancel()
+                raise ConnectError(f"the exporter sent a malformed stream frame: {exc}") from None
+            if frame.frame_type == GOAWAY:
                 self._ended = True
             elif frame.frame_type == DATA:
                 return frame.payload

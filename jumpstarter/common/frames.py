@@ -7,6 +7,12 @@ an echo of 1 MiB chunks took about a quarter less time. The bytes are exactly pr
 StreamResponse are alike on the wire: payload = 1, frame_type = 2), so upstream's clients and exporters read and
 write them as ever; a frame that isn't a plain data frame is parsed by protobuf, and a malformed one raises its
 DecodeError.
+
+Between our client and our exporter, a driver's byte stream carries no frames at all (``RAW``): each message is a
+payload, and a side's end is its half-close. The client asks for it in its metadata (``RAW_KEY``); the exporter
+says yes in its response headers, which the client waits for before it sends. Upstream's peers neither ask nor
+answer, and get frames as ever. Unframed, a chunk is copied by neither end: an echo of 64 KiB chunks ran about a
+tenth faster, one of 1 MiB chunks a fifth (against bare gRPC: 0.79 -> 0.88, 0.77 -> 0.93).
 """
 
 from __future__ import annotations
@@ -60,16 +66,39 @@ def frame_parser(message: Any) -> Callable[[bytes], Frame]:
 parse_request, parse_response = frame_parser(router_pb2.StreamRequest), frame_parser(router_pb2.StreamResponse)
 
 
+class Framing(NamedTuple):
+    """How one Stream call's messages carry payloads, for the code at either end."""
+
+    parse: Callable[[bytes], Frame]  # a received message
+    encode: Callable[[bytes], bytes]  # a payload to send
+    goaway: bytes | None  # the message that says this side is done; None: its half-close says it
+
+
+def _unframed(data: bytes) -> Frame:
+    return Frame(data, DATA)
+
+
+REQUESTS = Framing(parse_request, encode, GOAWAY_FRAME)  # what an exporter reads and writes, framed
+RESPONSES = Framing(parse_response, encode, GOAWAY_FRAME)  # what a client reads and writes, framed
+RAW = Framing(_unframed, bytes, None)  # either end, when both said so (RAW_KEY)
+
+
 def stream_method(channel: Any) -> Any:
     """RouterService.Stream on ``channel`` (blocking or grpc.aio): it is written payloads, or None for GOAWAY
     (see encode()), and yields Frames."""
     return channel.stream_stream(f"/{SERVICE}/Stream", request_serializer=encode, response_deserializer=parse_response)
 
 
+def raw_stream_method(channel: Any) -> Any:
+    """RouterService.Stream on ``channel``, its messages bytes as they go on the wire: the caller frames them, or
+    not (a driver's byte stream, ``Framing``)."""
+    return channel.stream_stream(f"/{SERVICE}/Stream")
+
+
 def add_stream_handler(stream: Any, server: Any) -> None:
-    """Serve RouterService.Stream with ``stream(frames, context)``, which reads Frames and writes payloads, or
-    None for GOAWAY (see encode())."""
-    handlers = {"Stream": grpc.stream_stream_rpc_method_handler(stream, parse_request, encode)}
+    """Serve RouterService.Stream with ``stream(messages, context)``, which reads and writes the messages as bytes,
+    framed or not (``Framing``)."""
+    handlers = {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)
 

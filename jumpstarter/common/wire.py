@@ -14,6 +14,7 @@ LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is mad
 # some 10 MB and GetLeases' reply within the message limit. Our client shortens longer names.
 MAX_HOLDER = 1024
 BATCH_KEY = "x-jumpstarter-batch"  # metadata of a StreamingDriverCall: the client takes several items a message
+RAW_KEY = "x-jumpstarter-raw"  # a driver byte stream's metadata, and its exporter's headers: no frames (frames.RAW)
 
 PING_TIMEOUT_MS = 3_000
 

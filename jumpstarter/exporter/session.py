@@ -21,8 +21,8 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from jumpstarter.common.frames import Frame
-from jumpstarter.common.wire import BATCH_KEY
+from jumpstarter.common.frames import RAW, REQUESTS, Framing
+from jumpstarter.common.wire import BATCH_KEY, RAW_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
@@ -311,9 +311,9 @@ class Session(
 
     # RouterService -----------------------------------------------------------
 
-    async def Stream(self, request_iterator: AsyncIterator[Frame], context: ServicerContext) -> None:
-        """A driver's byte stream, or an upload: Frames come in; payloads go out, and None for GOAWAY (see
-        jumpstarter.common.frames)."""
+    async def Stream(self, request_iterator: AsyncIterator[bytes], context: ServicerContext) -> None:
+        """A driver's byte stream, or an upload: messages as bytes, framed or (a driver's stream, when the client
+        asks) not (see jumpstarter.common.frames)."""
         metadata = dict(context.invocation_metadata() or ())
         try:
             request = json.loads(metadata.get("request", ""))
@@ -331,20 +331,22 @@ class Session(
             await _refuse(context, grpc.StatusCode.UNIMPLEMENTED, why)
         info, func = await self._lookup(uuid, method, STREAM, context)
         where = self.where(uuid, method)
+        raw = metadata.get(RAW_KEY) == "1"
         try:
             opened = func()
             stream = await opened.__aenter__()
         except Exception as exc:
             await self._fail(exc, where, context)
         try:
-            # Upstream clients wait for the response headers before they send: announce the open stream.
-            await context.send_initial_metadata(())
-            await _pump(stream, request_iterator, context)
+            # Upstream clients wait for the response headers before they send: announce the open stream (and say
+            # yes to a client that asked for no frames: it waits for them too).
+            await context.send_initial_metadata(((RAW_KEY, "1"),) if raw else ())
+            await _pump(stream, request_iterator, context, RAW if raw else REQUESTS)
         finally:
             await opened.__aexit__(None, None, None)
 
     async def _receive_resource(
-        self, uuid: str, request_iterator: AsyncIterator[Frame], context: ServicerContext
+        self, uuid: str, request_iterator: AsyncIterator[bytes], context: ServicerContext
     ) -> None:
         """An upload from the client: its bytes wait for the driver under a handle, which the headers carry.
 
@@ -373,12 +375,12 @@ class Session(
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_fill, upload, request_iterator)
                     async for reply in upload.outgoing:  # until the driver is done with it
-                        await context.write(bytes(reply))
+                        await context.write(REQUESTS.encode(reply))
                     tg.cancel_scope.cancel()
             except* _MalformedFrame as group:
                 malformed = group.exceptions[0]
             else:
-                await context.write(None)  # GOAWAY
+                await context.write(REQUESTS.goaway)
         finally:
             self._uploads_open -= 1
             driver.resources.pop(key, None)
@@ -567,33 +569,36 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _fill(upload: Upload, request_iterator: AsyncIterator[Frame]) -> None:
+async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes]) -> None:
     async with upload.writer:  # closed at the client's end: the driver's reading ends there too
-        await _frames_into(upload, request_iterator)
+        await _frames_into(upload, request_iterator, REQUESTS)
 
 
 class _MalformedFrame(ValueError):
     """A frame of a Stream call that doesn't parse."""
 
 
-async def _frames_into(stream: Any, request_iterator: AsyncIterator[Frame]) -> None:
+async def _frames_into(stream: Any, request_iterator: AsyncIterator[bytes], framing: Framing) -> None:
     """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
     try:
-        async for frame in request_iterator:
+        async for message in request_iterator:
+            frame = framing.parse(message)
             if frame.frame_type == _DATA:
                 await stream.send(frame.payload)
             elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
                 break
-    except DecodeError as exc:  # grpc parses each frame as it is read
+    except DecodeError as exc:
         raise _MalformedFrame(f"malformed StreamRequest: {exc}"[:500]) from None
 
 
-async def _pump(stream: Any, request_iterator: AsyncIterator[Frame], context: ServicerContext) -> None:
-    """Copy frames between a gRPC Stream call and a driver's anyio stream, both ways."""
+async def _pump(
+    stream: Any, request_iterator: AsyncIterator[bytes], context: ServicerContext, framing: Framing
+) -> None:
+    """Copy payloads between a gRPC Stream call and a driver's anyio stream, both ways."""
 
     async def inbound() -> None:
         try:
-            await _frames_into(stream, request_iterator)
+            await _frames_into(stream, request_iterator, framing)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return  # the driver has closed its side: it takes no more
         send_eof = getattr(stream, "send_eof", None)
@@ -607,10 +612,11 @@ async def _pump(stream: Any, request_iterator: AsyncIterator[Frame], context: Se
         try:
             while True:
                 data = await stream.receive()
-                await context.write(bytes(data))
+                await context.write(framing.encode(data))
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
-        await context.write(None)  # GOAWAY
+        if framing.goaway is not None:
+            await context.write(framing.goaway)
 
     malformed: BaseException | None = None
     try:
