@@ -45,7 +45,7 @@ def encode(payload: bytes | None) -> bytes:
         return GOAWAY_FRAME
     if not payload:
         return b""
-    return b"".join((_PAYLOAD_TAG, _varint(len(payload)), payload))
+    return b"".join((_PAYLOAD_TAG, varint(len(payload)), payload))
 
 
 def frame_parser(message: Any) -> Callable[[bytes], Frame]:
@@ -54,7 +54,7 @@ def frame_parser(message: Any) -> Callable[[bytes], Frame]:
     def parse(data: bytes) -> Frame:
         """A plain DATA frame costs one copy of its payload; any other frame goes to protobuf."""
         if data[:1] == _PAYLOAD_TAG:
-            size, start = _read_varint(data, 1)
+            size, start = read_varint(data, 1)
             if start + size == len(data):
                 return Frame(data[start:], DATA)
         parsed = message.FromString(data)
@@ -103,7 +103,8 @@ def add_stream_handler(stream: Any, server: Any) -> None:
     server.add_registered_method_handlers(SERVICE, handlers)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """``value`` (not negative) as a protobuf varint."""
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -112,7 +113,7 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+def read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
     """The varint at ``at`` and where it ends; (-1, at) when there is none whole there."""
     value = shift = 0
     for i in range(at, min(len(data), at + 10)):
