@@ -209,6 +209,16 @@ CASES: dict[str, tuple[Callable[[Peer], Any], grpc.StatusCode, str]] = {
         INVALID,
         r"^malformed StreamingDriverCallRequest",
     ),
+    "DriverCall: a big argument that isn't UTF-8": (  # a request parsed by hand (jumpstarter.common.textcalls)
+        lambda p: p.raw("/jumpstarter.v1.ExporterService/DriverCall", _big_request(p.uuid, b"\xed\xa0\x80")),
+        INVALID,
+        r"^malformed DriverCallRequest: ",
+    ),
+    "DriverCall: a big argument of a wrong type": (
+        lambda p: p.call("add", value("x" * 100_000), value("y")),
+        INVALID,
+        r"argument 'a' must be int, got str",
+    ),
     "Reset: garbage": (lambda p: p.raw("/jumpstarter.v1.ExporterService/Reset", GARBAGE), INVALID, r"^malformed"),
     "GetReport: garbage": (lambda p: p.raw("/jumpstarter.v1.ExporterService/GetReport", GARBAGE), INVALID, "^malf"),
     "Lease: garbage": (
@@ -294,6 +304,13 @@ def _nested_request(uuid: str, levels: int) -> bytes:
     request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method="echo")
     request.args.add().CopyFrom(value(deep))
     return request.SerializeToString()
+
+
+def _big_request(uuid: str, tail: bytes) -> bytes:
+    """A DriverCallRequest of one big string argument, which ends in ``tail``."""
+    request = jumpstarter_pb2.DriverCallRequest(uuid=uuid, method="echo", args=[value("x" * 100_000)])
+    data = request.SerializeToString()
+    return data[: len(data) - len(tail)] + tail
 
 
 @pytest.fixture(scope="module")

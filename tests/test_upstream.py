@@ -84,6 +84,7 @@ def assert_upstream_saw_our_drivers(results: dict) -> None:
     assert results["children"] == ["board", "custom"]
     assert results["board_client"] == "jumpstarter_driver_demo.client.BoardClient"  # the same driver package
     assert results["plain"] == {"value": "hello\n"}
+    assert results["big_text"] == {"value": True}
     assert results["describe"] == {"value": {"name": "demo-1", "baudrate": 9600}}
     assert results["async"] == {"value": 0.01}
     assert results["generator"] == {"value": [0, 1, 2]}

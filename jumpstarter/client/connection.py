@@ -29,6 +29,7 @@ from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.common.frames import DATA, raw_stream_method, stream_method
 from jumpstarter.common.memory import tune_allocator
+from jumpstarter.common.textcalls import TextResult, driver_call, encode_request
 from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, RAW_KEY, grpc_address
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
@@ -65,6 +66,7 @@ class _AioStubs(NamedTuple):
     exporter: jumpstarter_pb2_grpc.ExporterServiceStub
     stream: Any  # RouterService.Stream for uploads, its frames encoded by hand (jumpstarter.common.frames)
     byte_stream: Any  # RouterService.Stream for a driver's byte stream, its messages bytes (framed by AsyncStream)
+    call: Any  # ExporterService.DriverCall, big text encoded by hand (jumpstarter.common.textcalls)
     paced: paced_pb2_grpc.PacedCallServiceStub
     lease: lease_pb2_grpc.LeaseServiceStub
 
@@ -88,9 +90,9 @@ class _Pending:
         self._count = 0
         self._started = time.perf_counter()
 
-    def returned(self, reply: jumpstarter_pb2.DriverCallResponse) -> Any:
+    def returned(self, reply: jumpstarter_pb2.DriverCallResponse | TextResult) -> Any:
         """A unary call's result."""
-        result = decode_result(reply)
+        result = reply.value if type(reply) is TextResult else decode_result(reply)
         self._ended(result)
         return result
 
@@ -180,6 +182,7 @@ class Connection:
             self._channel = grpc.secure_channel(self.target, self._credentials, options=GRPC_OPTIONS)
         self._exporter = jumpstarter_pb2_grpc.ExporterServiceStub(self._channel)
         self._stream = raw_stream_method(self._channel)  # RouterService.Stream for byte streams, as in _AioStubs
+        self._call = driver_call(self._channel)  # ExporterService.DriverCall, as in _AioStubs
         self._paced = paced_pb2_grpc.PacedCallServiceStub(self._channel)
         # uuid -> {method: lookahead} of the generators that declared one, from the report (None: not read yet)
         self._lookaheads: dict[str, dict[str, int]] | None = None
@@ -301,6 +304,16 @@ class Connection:
         self._note_handles(args)
         return request, _Pending(self, target, method, args)
 
+    def _begin_call(
+        self, uuid: str, target: str, method: str, args: tuple
+    ) -> tuple[jumpstarter_pb2.DriverCallRequest | bytes, _Pending]:
+        """_begin() for a unary call, whose request is encoded by hand when it carries big text (see
+        jumpstarter.common.textcalls)."""
+        encoded = encode_request(uuid, method, args)
+        if encoded is None:
+            return self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
+        return encoded, _Pending(self, target, method, args)  # str arguments: no upload handles among them
+
     # Blocking ------------------------------------------------------------------
     # The blocking and async calls differ only in how they reach the stub; what a call sends, decodes, raises
     # and tells the observers is _begin()'s and _Pending's.
@@ -309,9 +322,9 @@ class Connection:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
         if self.closed:  # e.g. a client's __del__ calling its driver after the test ended
             raise self._closed_error(target, method)
-        request, pending = self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
+        request, pending = self._begin_call(uuid, target, method, args)
         try:
-            reply = self._exporter.DriverCall(request, metadata=self.metadata, timeout=self.call_timeout)
+            reply = self._call(request, metadata=self.metadata, timeout=self.call_timeout)
         except grpc.RpcError as err:
             raise pending.failed(err) from None
         return pending.returned(reply)
@@ -406,6 +419,7 @@ class Connection:
                 jumpstarter_pb2_grpc.ExporterServiceStub(channel),
                 stream_method(channel),
                 raw_stream_method(channel),
+                driver_call(channel),
                 paced_pb2_grpc.PacedCallServiceStub(channel),
                 lease_pb2_grpc.LeaseServiceStub(channel),
             )
@@ -415,11 +429,9 @@ class Connection:
 
     async def call_async(self, uuid: str, target: str, method: str, args: tuple) -> Any:
         __tracebackhide__ = True  # a failing call's traceback shows the test's line and the driver's message
-        request, pending = self._begin(jumpstarter_pb2.DriverCallRequest, uuid, target, method, args)
+        request, pending = self._begin_call(uuid, target, method, args)
         try:
-            reply = await self._aio_stubs().exporter.DriverCall(
-                request, metadata=self.metadata, timeout=self.call_timeout
-            )
+            reply = await self._aio_stubs().call(request, metadata=self.metadata, timeout=self.call_timeout)
         except grpc.RpcError as err:
             raise pending.failed(err) from None
         return pending.returned(reply)

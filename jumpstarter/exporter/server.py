@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from jumpstarter.common import textcalls
 from jumpstarter.common.frames import add_stream_handler
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
@@ -89,6 +90,10 @@ class _Methods(grpc.GenericRpcHandler):
         return self.handlers.get(handler_call_details.method)
 
 
+# Methods whose messages are parsed and serialized here, not by the generated code: (parse, serialize).
+_CODECS = {textcalls.METHOD: (textcalls.parse_request, textcalls.serialize_response)}
+
+
 def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.RpcMethodHandler:
     """``handler``, refusing what ``gate`` refuses; and, for a single request message, one that doesn't parse
     with INVALID_ARGUMENT and one log line: grpc would answer UNKNOWN naming the exception (``Unexpected <class
@@ -96,7 +101,8 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
 
     (Parsing stays on the event loop: protobuf holds the GIL while it parses, so a worker thread would stall the
     loop all the same. The message size limit bounds it: some 50 ms for 10 MB of small values.)"""
-    parse = handler.request_deserializer
+    parse, serialize = _CODECS.get(method, (handler.request_deserializer, handler.response_serializer))
+    kind = _message_name(handler.request_deserializer)
     if handler.unary_unary is not None:
         behavior = handler.unary_unary
 
@@ -104,7 +110,7 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
             await _admit(gate, method, request, context)
             return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(unary, _parsing(parse), handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(unary, _parsing(parse, kind), serialize)
     if handler.unary_stream is not None:
         streaming = handler.unary_stream
 
@@ -112,7 +118,7 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
             await _admit(gate, method, request, context)
             await _respond(streaming, request, context)
 
-        return grpc.unary_stream_rpc_method_handler(stream, _parsing(parse), handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(stream, _parsing(parse, kind), serialize)
     if handler.stream_stream is not None:
         both = handler.stream_stream
 
@@ -120,7 +126,7 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
             await _admit(gate, method, requests, context)
             await _respond(both, requests, context)
 
-        return grpc.stream_stream_rpc_method_handler(bidi, parse, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(bidi, parse, serialize)
     raise TypeError(f"{method}: a client-streaming RPC, which the exporter's services have none of")
 
 
@@ -153,11 +159,15 @@ class _Unparsed:
         self.reason = reason
 
 
-def _parsing(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """``parse``, returning an _Unparsed for a request that doesn't parse (the handler refuses it)."""
+def _message_name(parse: Callable[[bytes], Any] | None) -> str:
+    """The name of the message a generated ``parse`` (``DriverCallRequest.FromString``) reads."""
+    return getattr(parse, "__qualname__", "request").rsplit(".", 1)[0]
+
+
+def _parsing(parse: Callable[[bytes], Any] | None, kind: str) -> Callable[[bytes], Any] | None:
+    """``parse``, returning an _Unparsed for a ``kind`` of request that doesn't parse (the handler refuses it)."""
     if parse is None:
         return None
-    kind = getattr(parse, "__qualname__", "request").rsplit(".", 1)[0]
 
     def deserialize(data: bytes) -> Any:
         try:

@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.common.frames import RAW, REQUESTS, Framing
+from jumpstarter.common.textcalls import TextCall, TextReply, reply
 from jumpstarter.common.wire import BATCH_KEY, RAW_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
@@ -168,8 +169,9 @@ class Session(
         return jumpstarter_pb2.GetReportResponse(uuid=str(self.root.uuid), labels=self.labels, reports=self.reports)
 
     async def DriverCall(
-        self, request: jumpstarter_pb2.DriverCallRequest, context: ServicerContext
-    ) -> jumpstarter_pb2.DriverCallResponse:
+        self, request: jumpstarter_pb2.DriverCallRequest | TextCall, context: ServicerContext
+    ) -> jumpstarter_pb2.DriverCallResponse | TextReply:
+        """A unary call. A request or result of big text is read or written by hand (jumpstarter.common.textcalls)."""
         info, func = await self._lookup(request.uuid, request.method, CALL, context)
         args = await self._arguments(info, request, context)
         try:
@@ -181,7 +183,11 @@ class Session(
             await self._fail(exc, self.where(request.uuid, request.method), context)
         finally:
             self._end_uploads(request.uuid, args)
-        response = jumpstarter_pb2.DriverCallResponse(uuid=reply_id())
+        uuid = reply_id()
+        text = reply(uuid, result)
+        if text is not None:
+            return text
+        response = jumpstarter_pb2.DriverCallResponse(uuid=uuid)
         try:
             encode_result(result, response)
         except ValueTypeError as exc:
@@ -433,6 +439,8 @@ class Session(
         """The call's arguments, decoded and converted; a big request is decoded in a worker thread, so that the
         event loop goes on serving other callers meanwhile (decoding a million small values takes seconds)."""
         try:
+            if type(request) is TextCall:  # str arguments, already decoded
+                return info.signature.bind(request.args)
             if _light(request):
                 return info.signature.bind(decode_args(request))
             return await run_in_worker(_bound, info.signature, request)

@@ -24,6 +24,8 @@ def test_values(board):
         "list": [1, "two", None, True],
         "nested": {"x": 1.5},
     }
+    text = "é☃😀x" * 100_000  # big text: our side encodes and parses it by hand (jumpstarter.common.textcalls)
+    assert board.echo(text) == text
 
 
 def test_async_method(board):

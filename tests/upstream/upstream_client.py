@@ -47,6 +47,8 @@ def gzipped_checksum(board, data):
         return board.call("checksum", handle)
 
 
+BIG_TEXT = "é☃😀x" * 100_000  # our exporter parses and encodes it by hand (jumpstarter.common.textcalls)
+
 with env() as client:
     board = client.board
     power = board.children["power"]  # upstream's DriverClient has no child attributes; children[] works on both
@@ -58,6 +60,7 @@ with env() as client:
         "add": outcome(lambda: board.add(2, 3)),
         "describe": outcome(board.describe),
         "echo_int": outcome(lambda: board.echo(20000)),
+        "big_text": outcome(lambda: board.echo(BIG_TEXT) == BIG_TEXT),
         "async": outcome(lambda: board.wait(0.01)),
         "generator": outcome(lambda: list(board.count(3))),
         "async_generator": outcome(lambda: list(board.ticks(3))),
