@@ -161,6 +161,14 @@ def test_fields_in_another_order_or_repeated_parse_as_protobuf_reads_them():
     )
 
 
+def test_a_big_response_of_no_string_parses_as_protobuf_reads_it():
+    for response in (
+        DriverCallResponse(uuid="u" * BIG),  # no result
+        DriverCallResponse(uuid="u", result=Value(list_value={"values": [Value(string_value="x" * BIG)]})),
+    ):
+        assert parse_response(response.SerializeToString()) == response
+
+
 @pytest.mark.parametrize("where", ["uuid", "argument", "truncated"])
 def test_a_malformed_big_request_raises_protobufs_error_naming_the_message(where):
     good = protobuf_request("u", "echo", ("x" * BIG,))

@@ -145,8 +145,8 @@ def _read_string(view: memoryview, at: int, tag: int) -> tuple[int, str]:
 
 def _read_text_value(view: memoryview, at: int, tag: int) -> tuple[int, str]:
     """The Value field ``tag`` at ``at``, which must hold a string and nothing else; and where it ends."""
-    if view[at] != tag:
-        raise ValueError("another field")
+    if at >= len(view) or view[at] != tag:
+        raise ValueError("another field, or none")
     start, end = _span(view, at + 1)
     if start >= end or view[start] != _STRING:
         raise ValueError("not a string value")
