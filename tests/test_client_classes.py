@@ -206,3 +206,27 @@ def test_a_module_that_exits_on_import_is_a_client_class_error(tmp_path, monkeyp
     with exporter(naming("exiting_client.Client"), tmp_path) as address:
         with pytest.raises(ClientClassError, match=r"importing module 'exiting_client' .* failed: SystemExit: 3"):
             connect(address)
+
+
+def test_the_allow_list_holds_the_modules_of_distributions_that_depend_on_jumpstarter(tmp_path, monkeypatch):
+    """Driver packages are found by their requirements, in a wheel's METADATA or an egg's requires.txt; a package
+    that only mentions jumpstarter (in its description) is not one."""
+    from jumpstarter.client.allow import driver_package_modules
+
+    def dist(folder: str, files: dict[str, str]) -> None:
+        (tmp_path / folder).mkdir()
+        for name, text in files.items():
+            (tmp_path / folder / name).write_text(text)
+
+    dist("wheel_driver-1.0.dist-info", {"METADATA": "Name: wheel-driver\nRequires-Dist: Jumpstarter>=0.9\n"})
+    dist("egg_driver-1.0.egg-info", {"PKG-INFO": "Name: egg-driver\n", "requires.txt": "anyio\njumpstarter\n"})
+    dist("mentions-1.0.dist-info", {"METADATA": "Name: mentions\nRequires-Dist: pyyaml\n\nWorks with jumpstarter.\n"})
+    dist("neighbour-1.0.dist-info", {"METADATA": "Name: neighbour\nRequires-Dist: jumpstarter-extra\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    driver_package_modules.cache_clear()
+    try:
+        found = driver_package_modules()
+    finally:
+        driver_package_modules.cache_clear()
+    assert {"wheel_driver", "egg_driver"} <= found
+    assert not {"mentions", "neighbour"} & found

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 
 
 def closest(name: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
     """The choice closest to ``name`` (difflib's ratio of at least ``cutoff``), or None."""
+    import difflib  # only errors need it: not imported at every start-up
+
     found = difflib.get_close_matches(name, list(choices), n=1, cutoff=cutoff)
     return found[0] if found else None
 

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import logging
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -117,6 +116,8 @@ class Session(
     @contextmanager
     def serve_unix(self) -> Iterator[str]:
         """Serve on a private unix socket from a background event loop; yields the socket's path."""
+        import tempfile  # here, not at start-up: see jumpstarter.cli.default_socket
+
         from jumpstarter.exporter.server import serving
 
         with tempfile.TemporaryDirectory(prefix="jumpstarter-") as tmp, start_blocking_portal() as portal:
