@@ -6,10 +6,8 @@ nothing heavy: the plugin is inert until configured.
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -23,13 +21,9 @@ import pytest
 from pytest_jumpstarter import settings, xdist
 
 if TYPE_CHECKING:
-    from jumpstarter.exporter.process import Standby
     from pytest_jumpstarter.exporters import Exporter
     from pytest_jumpstarter.launch import Launch
     from pytest_jumpstarter.pool import Pool
-
-# Options of runs that run no test: they start no exporter.
-NO_TESTS = ("collectonly", "help", "showfixtures", "show_fixtures_per_test", "markers", "version")
 
 
 class Lab:
@@ -92,13 +86,16 @@ class Lab:
     def _launch(self, passphrase: str | None, start_timeout: float) -> dict[str, Launch]:
         """Start the process of each YAML exporter now, to be awaited when a test first needs it; none when this
         run won't run tests (--collect-only, --help, --fixtures, --markers)."""
-        if any(getattr(self.config.option, name, False) for name in NO_TESTS):
+        options = self.config.option
+        if any(
+            getattr(options, name, False)
+            for name in ("collectonly", "help", "showfixtures", "show_fixtures_per_test", "markers")
+        ):
             return {}
         from pytest_jumpstarter.launch import Launch, is_yaml
 
-        standbys = self.config.stash.get(STANDBYS, [])
-        specs = [spec for spec in dict.fromkeys(self.values["exporters"]) if is_yaml(spec)]
-        return {spec: Launch(spec, passphrase, start_timeout, standbys.pop() if standbys else None) for spec in specs}
+        specs = dict.fromkeys(self.values["exporters"])
+        return {spec: Launch(spec, passphrase, start_timeout) for spec in specs if is_yaml(spec)}
 
     def _stop_on_sigterm(self) -> None:
         """SIGTERM (a cancelled CI job) ends the run as Ctrl-C does: tests' fixtures end, leases are given back,
@@ -130,59 +127,3 @@ class Lab:
 
 
 LAB = pytest.StashKey[Lab]()
-STANDBYS = pytest.StashKey[list["Standby"]]()
-
-
-def start_standbys(config: pytest.Config, parser: pytest.Parser) -> None:
-    """Start a standby Python (``jumpstarter.exporter.standby``) for each YAML exporter this run will likely start,
-    now, as the plugin is registered: pytest goes on to load the other plugins and the conftests (anyio's plugin
-    alone takes 50 ms, 180 ms when pytest rewrites its asserts anew), and meanwhile the standbys import what an
-    exporter needs, most of its start-up. Only a guess from the options as they stand now, so nothing of an
-    exporter happens in them yet: configure (``Lab._launch``) runs each exporter in one, if it fits, and the
-    others are discarded (``discard_standbys``)."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker uses the exporters its controller started
-        return
-    try:
-        count = _yaml_exporters(config, parser)
-    except (AttributeError, ValueError, pytest.UsageError):
-        return  # pytest hasn't read its ini file yet (a plugin object handed to pytest.main), or bad options
-    if not count:
-        return
-    from jumpstarter.exporter.process import Standby
-
-    standbys = config.stash[STANDBYS] = []
-    config.add_cleanup(lambda: discard_standbys(config))
-    try:
-        for _ in range(count):
-            standbys.append(Standby())
-    except OSError:
-        pass  # no process to be had now: configure starts the others, or says why it can't
-
-
-def _yaml_exporters(config: pytest.Config, parser: pytest.Parser) -> int:
-    """How many YAML exporters the options as they stand say this run starts (see ``Lab._load``)."""
-    from pytest_jumpstarter.launch import is_yaml
-
-    options = argparse.Namespace()
-    args = [
-        *config.getini("addopts"),
-        *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
-        *config.invocation_params.args,
-    ]
-    if any(str(arg).startswith("--exporter") for arg in args):  # else spare parsing them
-        options = parser.parse_known_args(args)
-    if any(getattr(options, name, False) for name in NO_TESTS):
-        return 0
-    exporters, _ = settings.resolve(config, settings.EXPORTERS, options)
-    mode, _ = settings.resolve(config, settings.MODE, options)
-    replay, _ = settings.resolve(config, settings.REPLAY, options)
-    if not isinstance(exporters, tuple) or mode != "subprocess" or replay:
-        return 0
-    return len([spec for spec in dict.fromkeys(exporters) if is_yaml(spec)])
-
-
-def discard_standbys(config: pytest.Config) -> None:
-    """End the standbys no exporter was run in."""
-    for standby in config.stash.get(STANDBYS, []):
-        standby.discard()
-    config.stash[STANDBYS] = []

@@ -8,7 +8,7 @@ import tempfile
 from contextlib import suppress
 from pathlib import Path
 
-from jumpstarter.exporter.process import ExporterProcess, ExporterStartError, Standby
+from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 
 
 def is_yaml(spec: str) -> bool:
@@ -18,14 +18,13 @@ def is_yaml(spec: str) -> bool:
 
 class Launch:
     """``jumpstarter run SPEC`` serving on a unix socket in a private temporary folder, started now and awaited
-    by ``wait()``; ``start_timeout``: seconds it has to serve; ``standby``: a Python started ahead to run it in
-    (see ``standbys``)."""
+    by ``wait()``; ``start_timeout``: seconds it has to serve."""
 
-    def __init__(self, spec: str, passphrase: str | None, start_timeout: float, standby: Standby | None = None) -> None:
+    def __init__(self, spec: str, passphrase: str | None, start_timeout: float) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")
         socket = Path(self._folder.name) / "exporter.sock"
         env = {"JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else {}
-        self.process = ExporterProcess(spec, "--listen", f"unix://{socket}", env=env, standby=standby)
+        self.process = ExporterProcess(spec, "--listen", f"unix://{socket}", env=env)
         self.start_timeout = start_timeout
 
     def wait(self) -> ExporterProcess:

@@ -21,7 +21,7 @@ import pytest
 from jumpstarter.utils.env import set_fallback as set_env_fallback
 from pytest_jumpstarter import settings
 from pytest_jumpstarter.fixtures import Fixtures
-from pytest_jumpstarter.lab import LAB, Lab, discard_standbys, start_standbys
+from pytest_jumpstarter.lab import LAB, Lab
 from pytest_jumpstarter.leasing import MARKER as EXPORTER_MARKER
 from pytest_jumpstarter.leasing import MOCK_MARKER, Leasing
 from pytest_jumpstarter.reporting import Reporting
@@ -37,11 +37,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
 
-def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
     settings.add_options(parser)
-    config = pluginmanager.get_plugin("pytestconfig")  # the Config registers itself under this name
-    if isinstance(config, pytest.Config):
-        start_standbys(config, parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,10 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{settings.MARKER}(**settings): this test's own {', '.join(settings.PER_TEST)} (beats option, env, ini)",
     ):
         config.addinivalue_line("markers", line)
-    try:
-        lab = config.stash[LAB] = Lab(config)
-    finally:
-        discard_standbys(config)
+    lab = config.stash[LAB] = Lab(config)
     reporting = config.stash[REPORTING] = Reporting(lab)
     leasing = Leasing(lab, reporting.say)
     if lab.exporters:

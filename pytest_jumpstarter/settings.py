@@ -7,7 +7,6 @@ Precedence: command line > environment > ini file; for the settings in PER_TEST,
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from dataclasses import dataclass
@@ -183,10 +182,9 @@ def add_options(parser: pytest.Parser) -> None:
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def resolve(config: pytest.Config, s: Setting, options: argparse.Namespace | None = None) -> tuple[object, str]:
-    """The value of ``s`` and where it came from ("command line", "env NAME", "ini", "default"). ``options``: the
-    command line's, parsed by hand before pytest has (else pytest's)."""
-    value = getattr(options, s.dest, None) if options is not None else config.getoption(s.dest)
+def resolve(config: pytest.Config, s: Setting) -> tuple[object, str]:
+    """The value of ``s`` and where it came from ("command line", "env NAME", "ini", "default")."""
+    value = config.getoption(s.dest)
     if value:
         return (tuple(value) if s.kind == "list" else value), "command line"
     raw = os.environ.get(s.env, "").strip()

@@ -98,32 +98,3 @@ def test_the_exporter_stops_when_pytest_is_killed(tmp_path, how):
         if run.poll() is None:
             run.kill()
             run.communicate()
-
-
-def test_a_standby_never_told_what_to_run_ends_with_its_parent(tmp_path):
-    """The plugin starts standby Pythons as pytest loads it (see jumpstarter.exporter.standby): one whose pytest
-    is killed before configure, or never needs it, ends by itself, having read no config and made no driver."""
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom jumpstarter.exporter.process import Standby\n"
-            "print(Standby().process.pid, flush=True)\ntime.sleep(120)\n",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert parent.stdout is not None
-        standby = int(parent.stdout.readline())
-        assert _alive(standby)
-        parent.kill()
-        parent.wait()
-        assert _wait(lambda: not _alive(standby), 20), f"standby {standby} outlived its parent"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()

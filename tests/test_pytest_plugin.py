@@ -219,41 +219,6 @@ def test_exporters_start_at_configure_time_unless_only_collecting(pytester, monk
     assert notes.read_text().split() == ["started", "closed"]
 
 
-def test_an_exporter_sees_the_environment_and_folder_of_configure_time(pytester):
-    """The plugin starts a Python for each exporter as it is loaded (a standby, which imports the exporter), before
-    the conftests: an exporter still runs as one started at configure time would, in the environment and the
-    folder a conftest left, whether it runs in the standby or, when the conftest changed them, in a fresh one."""
-    pytester.makepyfile(
-        where_driver="""
-        import os
-        from jumpstarter.driver import Driver, export
-
-        class Where(Driver):
-            @classmethod
-            def client(cls):
-                return "jumpstarter.client.DriverClient"
-
-            @export
-            def where(self):
-                return [os.environ.get("STAGE"), os.getcwd(), os.environ.get("JUMPSTARTER_PASSPHRASE")]
-        """,
-        test_it="""
-        import os
-
-        def test_where(dut):
-            assert dut.call("where") == [os.environ.get("STAGE"), os.getcwd(), "pw"]
-        """,
-    )
-    config = str(exporter_yaml(pytester.path / "where.yaml", {"dut": "where_driver.Where"}))
-    args = ("--exporter", config, "--exporter-passphrase", "pw", "-p", "no:cacheprovider")
-    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
-    pytester.makeconftest("import os\nos.environ['STAGE'] = 'conftest'\n")
-    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
-    (pytester.path / "elsewhere").mkdir()
-    pytester.makeconftest(f"import os\nos.chdir({str(pytester.path / 'elsewhere')!r})\n")
-    pytester.runpytest_subprocess(*args, "--rootdir", str(pytester.path)).assert_outcomes(passed=1)
-
-
 def test_mocks_from_conftest_and_marker_without_hardware(pytester):
     pytester.makeconftest(
         """

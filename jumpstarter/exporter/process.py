@@ -7,7 +7,6 @@ it never blocks on a full pipe, and kept for reports.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,51 +21,6 @@ class ExporterStartError(RuntimeError):
     """The exporter exited or stayed silent instead of serving; the message carries its output."""
 
 
-class Standby:
-    """A Python started ahead of time that imports the exporter and waits (``jumpstarter.exporter.standby``):
-    an ExporterProcess given it runs there, saving most of its start-up, if it would have started the same
-    Python in the same environment and folder. One not used is ended by ``discard()``: it has read no config and
-    made no driver."""
-
-    def __init__(self, python: str | Path = sys.executable) -> None:
-        self.python, self.env, self.cwd = str(python), dict(os.environ), os.getcwd()
-        self.process = subprocess.Popen(
-            [self.python, "-m", "jumpstarter.exporter.standby"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.PIPE,
-            text=True,
-            env={**self.env, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def fits(self, python: str | Path, cwd: str | Path | None) -> bool:
-        """Whether ``python`` started now in ``cwd`` would be this one: same interpreter, environment, folder."""
-        here = os.path.abspath(cwd) if cwd is not None else os.getcwd()
-        return self.python == str(python) and self.env == dict(os.environ) and self.cwd == here and self.alive
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def run(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        """Tell it to run ``jumpstarter`` with ``argv``, its environment extended with ``env``; its process."""
-        assert self.process.stdin is not None  # stdin=PIPE
-        try:
-            self.process.stdin.write(json.dumps({"argv": argv, "env": env}) + "\n")
-            self.process.stdin.flush()
-        except OSError:
-            pass  # it has died: its output says why, as a fresh process's would
-        return self.process
-
-    def discard(self) -> None:
-        """End it, unused: it has done nothing but import."""
-        self.process.kill()
-        self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                pipe.close()
-
-
 class ExporterProcess:
     """A running ``jumpstarter run CONFIG``; ``address`` is where it serves."""
 
@@ -77,31 +31,22 @@ class ExporterProcess:
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         python: str | Path = sys.executable,
-        standby: Standby | None = None,
     ) -> None:
-        """``standby``: a Python started ahead, to run in if it fits (else it is discarded)."""
         self.config = str(config)
         self.lines: list[str] = []
         self.address = ""
         self._ready = threading.Event()
-        # Its standard input is a pipe this process holds and never writes (but a standby's one line): when this
-        # process ends, however it ends (SIGKILL included), the pipe closes and the exporter stops, closing its
-        # drivers (--exit-with-stdin).
-        argv = ["run", self.config, "--exit-with-stdin", *args]
-        if standby is not None and standby.fits(python, cwd):
-            self.process = standby.run(argv, env or {})
-        else:
-            if standby is not None:
-                standby.discard()
-            self.process = subprocess.Popen(
-                [str(python), "-m", "jumpstarter", *argv],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                cwd=cwd,
-            )
+        # Its standard input is a pipe this process holds and never writes: when this process ends, however it
+        # ends (SIGKILL included), the pipe closes and the exporter stops, closing its drivers (--exit-with-stdin).
+        self.process = subprocess.Popen(
+            [str(python), "-m", "jumpstarter", "run", self.config, "--exit-with-stdin", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=cwd,
+        )
         self._reader = threading.Thread(target=self._read, name=f"exporter output {self.config}", daemon=True)
         self._reader.start()
 
