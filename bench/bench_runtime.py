@@ -11,6 +11,9 @@ with the targets (unary median <= 1.2x bare sync, <= 1.1x async; byte-stream
 echo >= 0.9x bare bidi; 1 MiB string echo >= 0.5x bare; generator items/s
 >= 5x upstream's client with upstream's exporter).
 
+Byte streams: the demo board's console (an anyio memory object stream, as drivers commonly write one), and the
+same echo through an asyncio.Queue ("queue driver"), which shows what the runtime itself costs a stream.
+
 Generators against upstream: the demo board's count() and ticks() under in-process serve(), our runtime in
 this checkout's .venv and upstream's in .venv-upstream (scripts/setup-upstream.sh), a process each per
 round (as bench/bench_serve.py does).
@@ -19,6 +22,7 @@ round (as bench/bench_serve.py does).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import queue
 import statistics
 import subprocess
@@ -26,18 +30,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import grpc
 from jumpstarter_driver_demo import Board
 
+from jumpstarter.client import DriverClient
 from jumpstarter.common.background import background_portal
 from jumpstarter.common.utils import serve
 from jumpstarter.common.wire import GRPC_OPTIONS
-from jumpstarter.driver import Driver, export
+from jumpstarter.driver import Driver, export, exportstream
 
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
@@ -124,9 +130,30 @@ def bare_server() -> Iterator[grpc.Channel]:
             portal.call(server.stop, None)
 
 
+class _QueueEcho:
+    """An echo byte stream that hands chunks on through an asyncio.Queue: no anyio checkpoints, so that an echo
+    through it measures the runtime's own cost of a byte stream (the demo board's console is an anyio memory
+    object stream, which yields to the event loop twice a chunk)."""
+
+    def __init__(self) -> None:
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue(16)
+
+    async def send(self, item: bytes) -> None:
+        await self._chunks.put(item)
+
+    async def send_eof(self) -> None:
+        await self._chunks.put(None)
+
+    async def receive(self) -> bytes:
+        item = await self._chunks.get()
+        if item is None:
+            raise anyio.EndOfStream
+        return item
+
+
 @dataclass(kw_only=True)
 class AsyncEcho(Driver):
-    """The same echo and count as the demo board, as async methods."""
+    """The same echo and count as the demo board, as async methods; and an echo stream without anyio's checkpoints."""
 
     @classmethod
     def client(cls) -> str:
@@ -140,6 +167,11 @@ class AsyncEcho(Driver):
     async def count(self, n: int):
         for i in range(n):
             yield i
+
+    @exportstream
+    @asynccontextmanager
+    async def console(self) -> AsyncIterator[_QueueEcho]:
+        yield _QueueEcho()
 
 
 def paired_latencies(ours: Callable[[], object], bare: Callable[[], object], n: int) -> tuple[list, list]:
@@ -219,8 +251,8 @@ def main() -> None:
         count = channel.unary_stream(f"/{SERVICE}/Count", _identity, _identity)
         bidi = channel.stream_stream(f"/{SERVICE}/Bidi", _identity, _identity)
 
-        def ours_stream(size: int) -> int:
-            with board.stream("console") as s:
+        def ours_stream(size: int, client: DriverClient = board) -> int:
+            with client.stream("console") as s:
                 return pipelined_echo(s.send, s.send_eof, iter(s), stream_bytes, size)
 
         def bare_stream(size: int) -> int:
@@ -266,6 +298,12 @@ def main() -> None:
                 lambda: per_second(lambda: ours_stream(CHUNK)) / MIB,
                 lambda: per_second(lambda: bare_stream(CHUNK)) / MIB,
             ),
+            "byte stream echo, 64 KiB, queue driver": (
+                "MB/s",
+                "bare",
+                lambda: per_second(lambda: ours_stream(CHUNK, async_board)) / MIB,
+                lambda: per_second(lambda: bare_stream(CHUNK)) / MIB,
+            ),
             "byte stream echo, 1 MiB": (
                 "MB/s",
                 "bare",
@@ -300,14 +338,14 @@ def main() -> None:
         names = [name for name, (_, base, *_) in measures.items() if base == baseline]
         if not names:
             continue
-        print(f"{'measure':34} {'unit':>8} {'ours':>10} {title:>10} {'ratio':>7}")
+        print(f"{'measure':40} {'unit':>8} {'ours':>10} {title:>10} {'ratio':>7}")
         for name in names:
             unit = measures[name][0]
             ours_value, their_value = (statistics.median(r) for r in readings[name])
             ratios[name] = ours_value / their_value
-            print(f"{name:34} {unit:>8} {ours_value:10.1f} {their_value:10.1f} {ratios[name]:7.2f}")
+            print(f"{name:40} {unit:>8} {ours_value:10.1f} {their_value:10.1f} {ratios[name]:7.2f}")
         print()
-    print(f"{'serve() to first call':34} {'ms':>8} {startup_ms:10.1f}")
+    print(f"{'serve() to first call':40} {'ms':>8} {startup_ms:10.1f}")
     print()
     targets = [
         ("unary median, sync method", "<=", 1.2),
