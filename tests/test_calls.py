@@ -93,6 +93,9 @@ def test_async_client_twins(board_client):
         async with board.stream_async("console") as console:
             await console.send(b"ping")
             assert await console.receive() == b"ping"
+            await console.send_eof()  # the echo's side ends too
+            with pytest.raises(anyio.EndOfStream):
+                await console.receive()
         with pytest.raises(DriverTimeout):
             await board.call_async("fail", "timeout", "late")
 
