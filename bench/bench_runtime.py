@@ -11,6 +11,9 @@ with the targets (unary median <= 1.2x bare sync, <= 1.1x async; byte-stream
 echo >= 0.9x bare bidi; 1 MiB string echo >= 0.5x bare; generator items/s
 >= 5x upstream's client with upstream's exporter).
 
+"bare with our messages": a bare handler that echoes in DriverCallRequest/DriverCallResponse, as our client and
+exporter exchange them, with nothing else of the runtime: the part of a unary call's cost that is the messages'.
+
 Byte streams: the demo board's console (an anyio memory object stream, as drivers commonly write one), and the
 same echo through an asyncio.Queue ("queue driver"), which shows what the runtime itself costs a stream.
 
@@ -44,6 +47,8 @@ from jumpstarter.common.background import background_portal
 from jumpstarter.common.utils import serve
 from jumpstarter.common.wire import GRPC_OPTIONS
 from jumpstarter.driver import Driver, export, exportstream
+from jumpstarter.v1 import jumpstarter_pb2
+from jumpstarter.values import decode_args, decode_result, encode_args, encode_result
 
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
@@ -87,6 +92,13 @@ async def _echo(request: bytes, context) -> bytes:
     return request
 
 
+async def _message_echo(request: jumpstarter_pb2.DriverCallRequest, context) -> jumpstarter_pb2.DriverCallResponse:
+    """The echo in our call messages, with none of the runtime around it: what the messages alone cost a call."""
+    response = jumpstarter_pb2.DriverCallResponse(uuid=request.uuid)
+    encode_result(decode_args(request)[0], response)
+    return response
+
+
 async def _count(request: bytes, context):
     for i in range(int(request)):
         yield i.to_bytes(8, "little")
@@ -107,6 +119,11 @@ def bare_server() -> Iterator[grpc.Channel]:
     than either runs in use."""
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo, _identity, _identity),
+        "MessageEcho": grpc.unary_unary_rpc_method_handler(
+            _message_echo,
+            jumpstarter_pb2.DriverCallRequest.FromString,
+            jumpstarter_pb2.DriverCallResponse.SerializeToString,
+        ),
         "Count": grpc.unary_stream_rpc_method_handler(_count, _identity, _identity),
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi, _identity, _identity),
     }
@@ -274,12 +291,28 @@ def main() -> None:
         def bare_echo() -> object:
             return echo(short_bytes)
 
+        message_echo = channel.unary_unary(
+            f"/{SERVICE}/MessageEcho",
+            jumpstarter_pb2.DriverCallRequest.SerializeToString,
+            jumpstarter_pb2.DriverCallResponse.FromString,
+        )
+
+        def bare_message_echo() -> object:
+            request = jumpstarter_pb2.DriverCallRequest(uuid=async_board.uuid, method="echo")
+            encode_args((short,), request)
+            return decode_result(message_echo(request))
+
         # name -> (unit, baseline, ours, theirs), or (unit, baseline, both) for a reading of the two sides at once
         measures: dict[str, tuple] = {
             "unary median, sync method": ("us", "bare", unary(sync_echo, bare_echo, calls, statistics.median)),
             "unary p99, sync method": ("us", "bare", unary(sync_echo, bare_echo, calls, p99)),
             "unary median, async method": ("us", "bare", unary(async_echo, bare_echo, calls, statistics.median)),
             "unary p99, async method": ("us", "bare", unary(async_echo, bare_echo, calls, p99)),
+            "unary median, bare with our messages": (
+                "us",
+                "bare",
+                unary(bare_message_echo, bare_echo, calls, statistics.median),
+            ),
             "generator, sync": (
                 "items/s",
                 "bare",
