@@ -291,6 +291,10 @@ class Connection:
         as JSON beside the passphrase and lease, as upstream's exporter expects it."""
         return (*self.metadata, ("request", json.dumps(request)))
 
+    def _byte_stream_metadata(self, uuid: str, method: str) -> tuple[tuple[str, str], ...]:
+        """A driver byte stream's metadata: asking for no frames, which our exporter grants (common.frames)."""
+        return (*self._stream_metadata(kind="driver", uuid=uuid, method=method), (RAW_KEY, "1"))
+
     def _begin(
         self, kind: type[_Request], uuid: str, target: str, method: str, args: tuple
     ) -> tuple[_Request, _Pending]:
@@ -375,8 +379,7 @@ class Connection:
         pending.streamed()
 
     def stream(self, uuid: str, target: str, method: str) -> BlockingStream:
-        metadata = (*self._stream_metadata(kind="driver", uuid=uuid, method=method), (RAW_KEY, "1"))
-        return BlockingStream(self._stream, metadata, self._error(target, method))
+        return BlockingStream(self._stream, self._byte_stream_metadata(uuid, method), self._error(target, method))
 
     def reset(self) -> None:
         try:
@@ -482,8 +485,8 @@ class Connection:
         pending.streamed()
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncStream:
-        metadata = (*self._stream_metadata(kind="driver", uuid=uuid, method=method), (RAW_KEY, "1"))
-        return AsyncStream(self._aio_stubs().byte_stream(metadata=metadata), self._error(target, method))
+        call = self._aio_stubs().byte_stream(metadata=self._byte_stream_metadata(uuid, method))
+        return AsyncStream(call, self._error(target, method))
 
     @asynccontextmanager
     async def resource_async(

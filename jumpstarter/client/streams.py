@@ -11,11 +11,14 @@ import anyio
 import grpc
 from google.protobuf.message import DecodeError
 
-from jumpstarter.common.frames import DATA, GOAWAY, RAW, RESPONSES, Framing
-from jumpstarter.common.wire import RAW_KEY
+from jumpstarter.common.frames import DATA, GOAWAY, Framing, client_framing
 from jumpstarter.errors import ConnectError
 
 _CLOSE = object()
+
+
+def _malformed(exc: DecodeError) -> ConnectError:
+    return ConnectError(f"the exporter sent a malformed byte-stream frame: {exc}")
 
 
 class BlockingStreamBase:
@@ -87,10 +90,9 @@ class BlockingStream(BlockingStreamBase):
         self._eof_sent = self._ended = False
 
     def _framing(self) -> Framing:
-        """Unframed if the exporter said yes in its headers (which this waits for), else framed."""
+        """How the exporter's headers (which this waits for) say the messages go."""
         if self._framing_known is None:
-            headers = self._call.initial_metadata() or ()
-            self._framing_known = RAW if any(key == RAW_KEY for key, _ in headers) else RESPONSES
+            self._framing_known = client_framing(self._call.initial_metadata())
         return self._framing_known
 
     def _requests(self) -> Iterator[bytes]:
@@ -134,7 +136,7 @@ class BlockingStream(BlockingStreamBase):
         except DecodeError as exc:
             self._ended = True
             self._call.cancel()
-            raise ConnectError(f"the exporter sent a malformed stream frame: {exc}") from None
+            raise _malformed(exc) from None
         self._ended = True
         raise anyio.EndOfStream
 
@@ -155,8 +157,7 @@ class AsyncStream(AsyncStreamBase):
 
     async def _framing(self) -> Framing:
         if self._framing_known is None:
-            headers = await self._call.initial_metadata() or ()
-            self._framing_known = RAW if any(key == RAW_KEY for key, _ in headers) else RESPONSES
+            self._framing_known = client_framing(await self._call.initial_metadata())
         return self._framing_known
 
     async def send(self, data: bytes) -> None:
@@ -196,7 +197,7 @@ class AsyncStream(AsyncStreamBase):
             except DecodeError as exc:
                 self._ended = True
                 self._call.cancel()
-                raise ConnectError(f"the exporter sent a malformed stream frame: {exc}") from None
+                raise _malformed(exc) from None
             if frame.frame_type == GOAWAY:
                 self._ended = True
             elif frame.frame_type == DATA:

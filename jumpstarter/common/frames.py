@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from jumpstarter.common.wire import RAW_KEY
 from jumpstarter.v1 import router_pb2
 
 SERVICE = "jumpstarter.v1.RouterService"
@@ -81,6 +82,11 @@ def _unframed(data: bytes) -> Frame:
 REQUESTS = Framing(parse_request, encode, GOAWAY_FRAME)  # what an exporter reads and writes, framed
 RESPONSES = Framing(parse_response, encode, GOAWAY_FRAME)  # what a client reads and writes, framed
 RAW = Framing(_unframed, bytes, None)  # either end, when both said so (RAW_KEY)
+
+
+def client_framing(headers: Any) -> Framing:
+    """A client's framing of a driver's byte stream, from the exporter's response headers: unframed if it said yes."""
+    return RAW if any(key == RAW_KEY for key, _ in headers or ()) else RESPONSES
 
 
 def stream_method(channel: Any) -> Any:

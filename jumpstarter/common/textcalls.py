@@ -11,6 +11,7 @@ DecodeError, or reads what this parser doesn't, such as fields in another order)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jumpstarter.common.frames import read_varint, varint
@@ -91,34 +92,39 @@ def serialize_response(response: DriverCallResponse | TextReply) -> bytes:
 
 def parse_request(data: bytes) -> DriverCallRequest | TextCall:
     """A big DriverCallRequest of str arguments as a TextCall; any other as protobuf parses it."""
-    if len(data) >= BIG:
-        try:
-            view = memoryview(data)
-            at, uuid = _read_string(view, 0, _UUID)
-            at, method = _read_string(view, at, _METHOD)
-            args: list[str] = []
-            while at < len(view) and len(args) < MAX_ARGS:
-                at, arg = _read_text_value(view, at, _ARG)
-                args.append(arg)
-            if args and at == len(view):
-                return TextCall(uuid, method, args)
-        except ValueError:  # not laid out as expected, or not UTF-8: protobuf reads it, or says what is wrong
-            pass
-    return DriverCallRequest.FromString(data)
+    return _by_hand(data, _text_call) or DriverCallRequest.FromString(data)
 
 
 def parse_response(data: bytes) -> DriverCallResponse | TextResult:
     """A big DriverCallResponse of a str result as a TextResult; any other as protobuf parses it."""
-    if len(data) >= BIG:
-        try:
-            view = memoryview(data)
-            at, _ = _read_string(view, 0, _UUID)
-            at, value = _read_text_value(view, at, _RESULT)
-            if at == len(view):
-                return TextResult(value)
-        except ValueError:
-            pass
-    return DriverCallResponse.FromString(data)
+    return _by_hand(data, _text_result) or DriverCallResponse.FromString(data)
+
+
+def _by_hand(data: bytes, read: Callable[[memoryview], Any]) -> Any:
+    """What ``read`` makes of a big message; None for a small one, or one not laid out as ``read`` expects, or not
+    UTF-8 (protobuf then reads it, or says what is wrong)."""
+    if len(data) < BIG:
+        return None
+    try:
+        return read(memoryview(data))
+    except ValueError:
+        return None
+
+
+def _text_call(view: memoryview) -> TextCall | None:
+    at, uuid = _read_string(view, 0, _UUID)
+    at, method = _read_string(view, at, _METHOD)
+    args: list[str] = []
+    while at < len(view) and len(args) < MAX_ARGS:
+        at, arg = _read_text_value(view, at, _ARG)
+        args.append(arg)
+    return TextCall(uuid, method, args) if args and at == len(view) else None
+
+
+def _text_result(view: memoryview) -> TextResult | None:
+    at, _ = _read_string(view, 0, _UUID)
+    at, value = _read_text_value(view, at, _RESULT)
+    return TextResult(value) if at == len(view) else None
 
 
 def _string(tag: int, text: str) -> tuple[bytes, ...]:
