@@ -52,7 +52,11 @@ def pytest_sessionfinish(session):
 
 def run(project: Path, test_file: str, *args: str) -> dict:
     out = project / "out.json"
-    env = {**os.environ, "BENCH_OUT": str(out), "PYTHONPATH": str(project)}
+    env = {
+        **os.environ,
+        "BENCH_OUT": str(out),
+        "PYTHONPATH": os.pathsep.join((str(project), str(ROOT))),
+    }  # this tree's code
     launched = time.time()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "bench_timer", "-p", "no:cacheprovider", test_file, *args],
@@ -78,6 +82,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-plugin-") as tmp:
         project = Path(tmp)
         (project / "bench_timer.py").write_text(TIMER)
+        # A project of its own, as a real one has: without a config file pytest would take the common ancestor of
+        # the test file and the exporter's YAML (its value after a space counts as a path) for the rootdir, here /,
+        # and collection would walk / and /tmp.
+        (project / "pytest.ini").write_text("[pytest]\n")
         if options.launch_only:
             launch(project, options.rounds)
             return

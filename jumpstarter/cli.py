@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -19,7 +20,7 @@ from anyio import to_thread
 
 from jumpstarter.common.folders import private_folder
 from jumpstarter.common.wire import grpc_address
-from jumpstarter.config import ExporterConfig
+from jumpstarter.config import ExporterConfig, import_driver_class
 from jumpstarter.driver.base import NAME_LABEL, close_drivers
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.limits import MAX_MESSAGE_ENV, MAX_UPLOADS_ENV, MIB, UPLOAD_MEMORY_ENV, Limits
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
                 f"no --passphrase (or {PASSPHRASE_ENV}) and no TLS (--tls-cert/--tls-key)",
                 file=sys.stderr,
             )
+    if args.hold and not _hold(config):
+        return 0
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
@@ -195,6 +198,21 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
     except OSError:
         pass
+
+
+def _hold(config: ExporterConfig) -> bool:
+    """--hold: import the drivers' modules, then wait for a line on standard input before any driver is made. True
+    to go on; False if standard input ended first: not wanted after all, and no driver was touched."""
+    entries = list(config.export.values())
+    while entries:
+        entry = entries.pop()
+        entries.extend(entry.children.values())
+        with suppress(ConfigError):  # making the driver reports it
+            import_driver_class(entry.type, "")
+    try:
+        return os.read(0, 4096) != b""
+    except OSError:
+        return False
 
 
 def _exit_with_stdin() -> None:
@@ -325,6 +343,13 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help=f"the uploads open at once (more are refused); default: {MAX_UPLOADS_ENV} or {Limits.max_uploads}",
+    )
+    run_parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="read the config and import the drivers' modules, then wait for a line on standard input before "
+        "making the drivers and serving; end, having touched none, if standard input ends first (the pytest "
+        "plugin starts exporters so as it loads, to be let go at configure)",
     )
     run_parser.add_argument(
         "--exit-with-stdin",

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_jumpstarter import settings, xdist
+from pytest_jumpstarter import launch, settings, xdist
 
 if TYPE_CHECKING:
     from pytest_jumpstarter.exporters import Exporter
-    from pytest_jumpstarter.launch import Launch
     from pytest_jumpstarter.pool import Pool
 
 
@@ -46,6 +45,7 @@ class Lab:
             raise pytest.UsageError("jumpstarter: --jumpstarter-record and --jumpstarter-replay: use one at a time")
         if self.values["exporters"] and not self.replay:
             self._load()
+        launch.stop_held()  # any the settings, read again now, don't name
         if self.record and not self.exporters:
             raise pytest.UsageError(
                 f"jumpstarter: --jumpstarter-record {self.record} records the calls made to exporters, and none is "
@@ -75,27 +75,25 @@ class Lab:
                 values["exporters"], handoffs, passphrase, mode, tls, start_timeout, dict(launches)
             )
         except BaseException:
-            for launch in launches.values():
-                launch.stop()
+            for started in launches.values():
+                started.stop()
             raise
         offset = int(self.workerid.removeprefix("gw")) if self.workerid else 0
         self.pool = Pool(self.exporters, offset)
         if self.workerid is None:
             self._stop_on_sigterm()
 
-    def _launch(self, passphrase: str | None, start_timeout: float) -> dict[str, Launch]:
+    def _launch(self, passphrase: str | None, start_timeout: float) -> dict[str, launch.Launch]:
         """Start the process of each YAML exporter now, to be awaited when a test first needs it; none when this
         run won't run tests (--collect-only, --help, --fixtures, --markers)."""
         options = self.config.option
-        if any(
-            getattr(options, name, False)
-            for name in ("collectonly", "help", "showfixtures", "show_fixtures_per_test", "markers")
-        ):
+        if any(getattr(options, name, False) for name in launch.NO_TESTS):
             return {}
-        from pytest_jumpstarter.launch import Launch, is_yaml
-
-        specs = dict.fromkeys(self.values["exporters"])
-        return {spec: Launch(spec, passphrase, start_timeout) for spec in specs if is_yaml(spec)}
+        specs = [spec for spec in dict.fromkeys(self.values["exporters"]) if launch.is_yaml(spec)]
+        return {
+            spec: launch.take_held(spec, passphrase, start_timeout) or launch.Launch(spec, passphrase, start_timeout)
+            for spec in specs
+        }
 
     def _stop_on_sigterm(self) -> None:
         """SIGTERM (a cancelled CI job) ends the run as Ctrl-C does: tests' fixtures end, leases are given back,

@@ -1,14 +1,23 @@
-"""Starting the processes of YAML exporters. Imports nothing heavy, so that the lab can start them first thing at
-configure time: each exporter starts up while pytest imports the client (grpc and all) and collects, and a test
-that needs it waits only for what is left (see ``Lab._load``)."""
+"""Starting the processes of YAML exporters. Imports nothing heavy, so that they can start first thing: held as
+the plugin loads (``start_held``), let go at configure time (``Lab._launch``); each exporter starts up while pytest
+imports the client (grpc and all) and collects, and a test that needs it waits only for what is left."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shlex
 import tempfile
 from contextlib import suppress
 from pathlib import Path
 
+import pytest
+
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
+from pytest_jumpstarter import settings
+
+# Options (their dest) of a pytest run that runs no test: no exporter is started for it.
+NO_TESTS = ("collectonly", "help", "showfixtures", "show_fixtures_per_test", "markers", "version")
 
 
 def is_yaml(spec: str) -> bool:
@@ -18,14 +27,30 @@ def is_yaml(spec: str) -> bool:
 
 class Launch:
     """``jumpstarter run SPEC`` serving on a unix socket in a private temporary folder, started now and awaited
-    by ``wait()``; ``start_timeout``: seconds it has to serve."""
+    by ``wait()``; ``start_timeout``: seconds it has to serve. ``held``: started with ``--hold``, it makes no
+    driver until ``release()``."""
 
-    def __init__(self, spec: str, passphrase: str | None, start_timeout: float) -> None:
+    def __init__(self, spec: str, passphrase: str | None, start_timeout: float, held: bool = False) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")
         socket = Path(self._folder.name) / "exporter.sock"
         env = {"JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else {}
-        self.process = ExporterProcess(spec, "--listen", f"unix://{socket}", env=env)
+        hold = ("--hold",) if held else ()
+        self.process = ExporterProcess(spec, "--listen", f"unix://{socket}", *hold, env=env)
         self.start_timeout = start_timeout
+        self.held = held
+        # What the exporter was started with, for release() to check against what it would be started with now.
+        self.started_with = (passphrase, dict(os.environ), os.getcwd())
+
+    def release(self, passphrase: str | None, start_timeout: float) -> bool:
+        """Let a held exporter go, if it was started as it would be now (same passphrase, environment and
+        folder: a conftest.py may have set a variable meanwhile); False, and it is stopped, if not."""
+        if self.started_with != (passphrase, dict(os.environ), os.getcwd()):
+            self.stop()
+            return False
+        self.held = False
+        self.start_timeout = start_timeout
+        self.process.release()
+        return True
 
     def wait(self) -> ExporterProcess:
         """The process, once it serves; ExporterStartError, with its output, if it exits or hangs instead."""
@@ -34,8 +59,56 @@ class Launch:
 
     def stop(self) -> None:
         """Stop the exporter and remove its folder; again is harmless. One still starting is let serve first: a
-        SIGTERM now would kill it before its drivers are all made, and none of them would be closed."""
-        with suppress(ExporterStartError):
-            self.wait()
+        SIGTERM now would kill it before its drivers are all made, and none of them would be closed. One held has
+        made none."""
+        if not self.held:
+            with suppress(ExporterStartError):
+                self.wait()
         self.process.stop()
         self._folder.cleanup()
+
+
+_READ_EARLY = (settings.EXPORTERS, settings.PASSPHRASE, settings.MODE, settings.REPLAY)
+
+# Started by start_held, until Lab._launch takes them (or the run ends first: a usage error, --version).
+_held: dict[str, Launch] = {}
+
+
+def start_held(parser: pytest.Parser, config: pytest.Config | None) -> None:
+    """Start the YAML exporters the settings name, held, as the plugin loads: ~0.1 s before configure, which
+    lets them go (``take_held``). The settings are read as configure will read them, but from the command line
+    parsed ahead of pytest (the ini file and environment are already known); any doubt, and configure starts
+    them itself."""
+    if config is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # (a worker uses the exporters of the process that runs it)
+    try:
+        args = [*config.getini("addopts"), *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+        options = parser.parse_known_args([*args, *config.invocation_params.args])
+        if any(getattr(options, name, False) for name in NO_TESTS):
+            return
+        setting = {s: settings.resolve(config, s, options)[0] for s in _READ_EARLY}
+        if setting[settings.REPLAY] or setting[settings.MODE] != "subprocess":
+            return
+        specs = [spec for spec in dict.fromkeys(setting[settings.EXPORTERS]) if is_yaml(spec)]  # type: ignore[call-overload]
+        passphrase = setting[settings.PASSPHRASE] or None
+    except (Exception, SystemExit):  # configure reads the settings again, and says what is wrong
+        return
+    if specs and not _held:
+        atexit.register(stop_held)
+    for spec in specs:
+        _held[spec] = Launch(spec, passphrase, 0, held=True)  # type: ignore[arg-type]  # its timeout: at release
+
+
+def take_held(spec: str, passphrase: str | None, start_timeout: float) -> Launch | None:
+    """The exporter of ``spec`` started by start_held, let go; None if there is none, or it was started otherwise
+    than it would be now."""
+    launch = _held.pop(spec, None)
+    if launch is not None and launch.release(passphrase, start_timeout):
+        return launch
+    return None
+
+
+def stop_held() -> None:
+    """Stop the held exporters nobody took."""
+    while _held:
+        _held.popitem()[1].stop()

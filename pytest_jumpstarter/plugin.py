@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 from jumpstarter.utils.env import set_fallback as set_env_fallback
-from pytest_jumpstarter import settings
+from pytest_jumpstarter import launch, settings
 from pytest_jumpstarter.fixtures import Fixtures
 from pytest_jumpstarter.lab import LAB, Lab
 from pytest_jumpstarter.leasing import MARKER as EXPORTER_MARKER
@@ -37,8 +37,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     settings.add_options(parser)
+    # Called as the plugin registers, well before configure: the first moment to start exporters.
+    launch.start_held(parser, pluginmanager.get_plugin("pytestconfig"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,6 +7,7 @@ Precedence: command line > environment > ini file; for the settings in PER_TEST,
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from dataclasses import dataclass
@@ -182,9 +183,10 @@ def add_options(parser: pytest.Parser) -> None:
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def resolve(config: pytest.Config, s: Setting) -> tuple[object, str]:
-    """The value of ``s`` and where it came from ("command line", "env NAME", "ini", "default")."""
-    value = config.getoption(s.dest)
+def resolve(config: pytest.Config, s: Setting, options: argparse.Namespace | None = None) -> tuple[object, str]:
+    """The value of ``s`` and where it came from ("command line", "env NAME", "ini", "default"); ``options``:
+    command-line options parsed before pytest has (see launch.start_held)."""
+    value = config.getoption(s.dest) if options is None else getattr(options, s.dest, None)
     if value:
         return (tuple(value) if s.kind == "list" else value), "command line"
     raw = os.environ.get(s.env, "").strip()

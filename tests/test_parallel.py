@@ -69,6 +69,22 @@ def test_workers_sharing_one_board_take_turns(pytester, lab):
     waited, turn about, instead of back to the worker that just released it."""
     (address,) = lab(1)
     pytester.makepyfile(test_slow=SLOW_TESTS)
+    # Both workers up before either's first test: on a loaded machine one may start a second late, and the other
+    # rightly keeps the board meanwhile.
+    pytester.makeconftest(
+        """
+        import os, pathlib, time
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def both_workers_up():
+            here = pathlib.Path(__file__).parent
+            (here / f"up-{os.environ['PYTEST_XDIST_WORKER']}").touch()
+            deadline = time.monotonic() + 60
+            while len(list(here.glob("up-gw*"))) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        """
+    )
     result = pytester.runpytest_subprocess("-n", "2", "--exporter", address)
     result.assert_outcomes(passed=8)
     leases = sorted(records(address), key=lambda r: r.granted)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from samples import CRASHY_DRIVER, EXAMPLES, SEED_YAML, exporter_yaml
 
@@ -184,38 +186,81 @@ def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester, worke
     assert "During handling" not in result.stdout.str()
 
 
-def test_exporters_start_at_configure_time_unless_only_collecting(pytester, monkeypatch):
-    pytester.makepyfile(
-        noting_driver="""
-        import os
-        from jumpstarter.driver import Driver
+# A driver that notes in the file $NOTES when it is made and closed: which exporter touched the hardware, and when.
+NOTING_DRIVER = """
+import os
+from jumpstarter.driver import Driver
 
-        class Noting(Driver):
-            @classmethod
-            def client(cls):
-                return "jumpstarter.client.DriverClient"
+class Noting(Driver):
+    @classmethod
+    def client(cls):
+        return "jumpstarter.client.DriverClient"
 
-            def __post_init__(self):
-                super().__post_init__()
-                self.note("started")
+    def __post_init__(self):
+        super().__post_init__()
+        self.note("started")
 
-            def close(self):
-                self.note("closed")
-                super().close()
+    def close(self):
+        self.note("closed")
+        super().close()
 
-            def note(self, what):
-                with open(os.environ["NOTES"], "a") as notes:
-                    notes.write(what + "\\n")
-        """,
-        test_it="def test_unrelated():\n    pass\n",
-    )
+    def note(self, what):
+        with open(os.environ["NOTES"], "a") as notes:
+            notes.write(what + "\\n")
+"""
+
+
+def noting_project(pytester, monkeypatch) -> tuple[str, Path]:
+    """A project with the Noting driver, its ExporterConfig, and $NOTES set to a file not yet written."""
+    pytester.makepyfile(noting_driver=NOTING_DRIVER, test_it="def test_unrelated():\n    pass\n")
     config = str(exporter_yaml(pytester.path / "noting.yaml", {"dut": "noting_driver.Noting"}))
     notes = pytester.path / "notes.txt"
     monkeypatch.setenv("NOTES", str(notes))
+    return config, notes
+
+
+def test_exporters_start_at_configure_time_unless_only_collecting(pytester, monkeypatch):
+    config, notes = noting_project(pytester, monkeypatch)
     pytester.runpytest_subprocess("--exporter", config, "--collect-only").assert_outcomes()
     assert not notes.exists()  # collecting touches no hardware
     # Started while pytest collects, though no test needs it, and stopped at the end: its drivers closed.
     pytester.runpytest_subprocess("--exporter", config).assert_outcomes(passed=1)
+    assert notes.read_text().split() == ["started", "closed"]
+
+
+def test_an_exporter_started_as_the_plugin_loads_makes_no_driver_unless_configure_takes_it(pytester, monkeypatch):
+    """Exporters start held as the plugin loads, before conftest.py files and options are all known; configure
+    lets one go only if it was started as configure would start it, else stops it before it made any driver."""
+    config, notes = noting_project(pytester, monkeypatch)
+    # A conftest.py changes the environment the exporter would get: the held one is dropped, a new one started.
+    others = pytester.path / "other-notes.txt"
+    pytester.makeconftest(f"import os\nos.environ['NOTES'] = {str(others)!r}\n")
+    pytester.runpytest_subprocess("--exporter", config).assert_outcomes(passed=1)
+    assert not notes.exists()
+    assert others.read_text().split() == ["started", "closed"]
+    # A run that ends before configure (a usage error, found after the plugin loaded) makes no driver either.
+    (pytester.path / "conftest.py").unlink()
+    result = pytester.runpytest_subprocess("--exporter", config, "--no-such-option")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert not notes.exists()
+
+
+def test_run_hold_makes_no_driver_until_a_line_comes_on_stdin(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(tmp_path)
+    (tmp_path / "noting_driver.py").write_text(NOTING_DRIVER)
+    config = exporter_yaml(tmp_path / "noting.yaml", {"dut": "noting_driver.Noting"})
+    notes = tmp_path / "notes.txt"
+    env = {"NOTES": str(notes), "PYTHONPATH": str(tmp_path)}
+    held = ExporterProcess(config, "--hold", "--listen", f"unix://{tmp_path / 'held.sock'}", env=env)
+    assert held.process.stdin is not None
+    held.process.stdin.close()  # nobody lets it go: it ends, having made no driver
+    assert held.process.wait(30) == 0
+    assert not notes.exists()
+    released = ExporterProcess(config, "--hold", "--listen", f"unix://{tmp_path / 'released.sock'}", env=env)
+    with released:
+        released.release()
+        released.wait_ready(30)
+        assert notes.read_text().split() == ["started"]
     assert notes.read_text().split() == ["started", "closed"]
 
 

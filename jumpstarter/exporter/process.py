@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from contextlib import suppress
 from pathlib import Path
 from typing import Self
 
@@ -93,6 +94,15 @@ class ExporterProcess:
         self._close_stdin()
         raise ExporterStartError(f"exporter {self.config} {why}:\n{self.output().rstrip()}")
 
+    def release(self) -> None:
+        """Let an exporter started with ``--hold`` make its drivers and serve."""
+        assert self.process.stdin is not None  # stdin=PIPE
+        try:
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
+        except OSError:
+            pass  # it has exited already: wait_ready says how
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -125,7 +135,8 @@ class ExporterProcess:
 
     def _close_stdin(self) -> None:
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            with suppress(OSError):  # a "go" release() left unsent: the exporter had ended already
+                self.process.stdin.close()
 
     def __enter__(self) -> ExporterProcess:
         return self
