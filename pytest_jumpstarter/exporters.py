@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from jumpstarter.client import DriverClient, connect
-from jumpstarter.client.allow import driver_package_modules
 from jumpstarter.client.connection import TLS
 from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.config import ExporterConfig
@@ -172,7 +171,6 @@ class YamlExporter(Exporter):
         if self.launch is None:
             self.launch = Launch(self.spec, self.passphrase, self.start_timeout)
             self._stack.callback(self.launch.stop)
-        driver_package_modules()  # the allow list of client modules, read while the exporter may still start up
         self.process = self.launch.wait()
         return connect(self.process.address, passphrase=self.passphrase)
 

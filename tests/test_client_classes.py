@@ -230,3 +230,29 @@ def test_the_allow_list_holds_the_modules_of_distributions_that_depend_on_jumpst
         driver_package_modules.cache_clear()
     assert {"wheel_driver", "egg_driver"} <= found
     assert not {"mentions", "neighbour"} & found
+
+
+def test_a_driver_package_named_after_its_module_is_allowed_from_its_own_metadata(tmp_path, monkeypatch):
+    """jumpstarter_driver_x comes from jumpstarter-driver-x: that one distribution is read, not every one; a namesake
+    that doesn't depend on jumpstarter is no driver package."""
+    from jumpstarter.client import allow
+
+    for folder, metadata in {
+        "named_driver-1.0.dist-info": "Name: named-driver\nRequires-Dist: jumpstarter\n",
+        "named_other-1.0.dist-info": "Name: named-other\nRequires-Dist: pyyaml\n",
+    }.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "METADATA").write_text(metadata)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def no_scan() -> frozenset[str]:
+        raise AssertionError("every distribution was read")
+
+    monkeypatch.setattr(allow, "driver_package_modules", no_scan)
+    allow._namesake_is_a_driver_package.cache_clear()
+    try:
+        assert allow.allowed("named_driver.client")
+        with pytest.raises(AssertionError, match="every distribution was read"):
+            allow.allowed("named_other.client")  # not a driver package by its namesake: the full scan decides
+    finally:
+        allow._namesake_is_a_driver_package.cache_clear()

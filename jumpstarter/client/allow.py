@@ -86,6 +86,20 @@ def _distributions_of(module: str) -> list[metadata.Distribution]:
 
 
 @cache
+def _namesake_is_a_driver_package(module: str) -> bool:
+    """Whether the distribution named after top-level ``module`` (``jumpstarter-driver-x`` for
+    ``jumpstarter_driver_x``, as driver packages are named) depends on jumpstarter and provides it: the common
+    case, answered from one distribution's metadata instead of every one's (driver_package_modules)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(module.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return False
+    return _requires_jumpstarter(dist) and module in _top_level_modules(dist)
+
+
+@cache
 def driver_package_modules() -> frozenset[str]:
     """Top-level modules of installed distributions that depend on jumpstarter."""
     from importlib import metadata
@@ -108,7 +122,7 @@ def allowed(module: str) -> bool:
         return True
     if top in {m.strip().split(".")[0] for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()}:
         return True
-    return top in driver_package_modules()
+    return _namesake_is_a_driver_package(top) or top in driver_package_modules()
 
 
 def load_client_class(path: str, export: str, base: type, trusted: bool = False) -> type:
