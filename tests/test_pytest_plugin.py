@@ -186,9 +186,11 @@ def test_driver_that_fails_to_start_fails_the_tests_that_need_it(pytester, worke
     assert "During handling" not in result.stdout.str()
 
 
-# A driver that notes in the file $NOTES when it is made and closed: which exporter touched the hardware, and when.
+# A driver that notes in the file $NOTES when it is made and closed: which exporter touched the hardware, and when;
+# "started-held" if its exporter was started held, as the plugin loaded (jumpstarter run --hold).
 NOTING_DRIVER = """
 import os
+import sys
 from jumpstarter.driver import Driver
 
 class Noting(Driver):
@@ -198,7 +200,7 @@ class Noting(Driver):
 
     def __post_init__(self):
         super().__post_init__()
-        self.note("started")
+        self.note("started-held" if "--hold" in sys.argv else "started")
 
     def close(self):
         self.note("closed")
@@ -223,9 +225,18 @@ def test_exporters_start_at_configure_time_unless_only_collecting(pytester, monk
     config, notes = noting_project(pytester, monkeypatch)
     pytester.runpytest_subprocess("--exporter", config, "--collect-only").assert_outcomes()
     assert not notes.exists()  # collecting touches no hardware
-    # Started while pytest collects, though no test needs it, and stopped at the end: its drivers closed.
+    # Started (held, as the plugin loaded) while pytest collects, though no test needs it, and stopped at the end:
+    # its drivers closed.
     pytester.runpytest_subprocess("--exporter", config).assert_outcomes(passed=1)
-    assert notes.read_text().split() == ["started", "closed"]
+    assert notes.read_text().split() == ["started-held", "closed"]
+    notes.unlink()
+    pytester.makeini("[pytest]\njumpstarter_exporters = noting.yaml\n")  # from the ini file, the same
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert notes.read_text().split() == ["started-held", "closed"]
+    notes.unlink()
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"--exporter={config}")  # and from PYTEST_ADDOPTS
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert notes.read_text().split() == ["started-held", "closed"]
 
 
 def test_an_exporter_started_as_the_plugin_loads_makes_no_driver_unless_configure_takes_it(pytester, monkeypatch):
@@ -260,8 +271,8 @@ def test_run_hold_makes_no_driver_until_a_line_comes_on_stdin(tmp_path, monkeypa
     with released:
         released.release()
         released.wait_ready(30)
-        assert notes.read_text().split() == ["started"]
-    assert notes.read_text().split() == ["started", "closed"]
+        assert notes.read_text().split() == ["started-held"]
+    assert notes.read_text().split() == ["started-held", "closed"]
 
 
 def test_mocks_from_conftest_and_marker_without_hardware(pytester):
