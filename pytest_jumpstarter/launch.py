@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import os
 import shlex
+import sys
 import tempfile
 from contextlib import suppress
 from pathlib import Path
@@ -79,8 +80,8 @@ def start_held(parser: pytest.Parser, config: pytest.Config | None) -> None:
     lets them go (``take_held``). The settings are read as configure will read them, but from the command line
     parsed ahead of pytest (the ini file and environment are already known); any doubt, and configure starts
     them itself."""
-    if config is None or os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # (a worker uses the exporters of the process that runs it)
+    if config is None or _xdist_worker():
+        return
     try:
         args = [*config.getini("addopts"), *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
         options = parser.parse_known_args([*args, *config.invocation_params.args])
@@ -97,6 +98,13 @@ def start_held(parser: pytest.Parser, config: pytest.Config | None) -> None:
         atexit.register(stop_held)
     for spec in specs:
         _held[spec] = Launch(spec, passphrase, 0, held=True)  # type: ignore[arg-type]  # its timeout: at release
+
+
+def _xdist_worker() -> bool:
+    """Whether this process is a pytest-xdist worker, which uses the exporters of the process that runs it. Its
+    config doesn't say so yet; xdist has set PYTEST_XDIST_WORKER, and started it with ``python -c``: a pytest run
+    from within a worker (pytester's) inherits the variable, not the ``-c``."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER")) and sys.argv[:1] == ["-c"]
 
 
 def take_held(spec: str, passphrase: str | None, start_timeout: float) -> Launch | None:
