@@ -20,7 +20,7 @@ from anyio import to_thread
 
 from jumpstarter.common.folders import private_folder
 from jumpstarter.common.wire import grpc_address
-from jumpstarter.config import ExporterConfig, import_driver_class
+from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL, close_drivers
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.limits import MAX_MESSAGE_ENV, MAX_UPLOADS_ENV, MIB, UPLOAD_MEMORY_ENV, Limits
@@ -203,12 +203,8 @@ def _say(line: str) -> None:
 def _hold(config: ExporterConfig) -> bool:
     """--hold: import the drivers' modules, then wait for a line on standard input before any driver is made. True
     to go on; False if standard input ended first: not wanted after all, and no driver was touched."""
-    entries = list(config.export.values())
-    while entries:
-        entry = entries.pop()
-        entries.extend(entry.children.values())
-        with suppress(ConfigError):  # making the driver reports it
-            import_driver_class(entry.type, "")
+    with suppress(ConfigError):  # making the drivers reports it
+        config.check()  # imports every driver class
     try:
         return os.read(0, 4096) != b""
     except OSError:

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from contextlib import suppress
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -90,14 +91,14 @@ def start_held(parser: pytest.Parser, config: pytest.Config | None) -> None:
         setting = {s: settings.resolve(config, s, options)[0] for s in _READ_EARLY}
         if setting[settings.REPLAY] or setting[settings.MODE] != "subprocess":
             return
-        specs = [spec for spec in dict.fromkeys(setting[settings.EXPORTERS]) if is_yaml(spec)]  # type: ignore[call-overload]
-        passphrase = setting[settings.PASSPHRASE] or None
+        specs = [spec for spec in dict.fromkeys(cast(tuple, setting[settings.EXPORTERS])) if is_yaml(spec)]
+        passphrase = cast("str | None", setting[settings.PASSPHRASE]) or None
     except (Exception, SystemExit):  # configure reads the settings again, and says what is wrong
         return
     if specs and not _held:
         atexit.register(stop_held)
     for spec in specs:
-        _held[spec] = Launch(spec, passphrase, 0, held=True)  # type: ignore[arg-type]  # its timeout: at release
+        _held[spec] = Launch(spec, passphrase, 0, held=True)  # its start timeout is set by release()
 
 
 def _xdist_worker() -> bool:
