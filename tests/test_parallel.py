@@ -49,7 +49,12 @@ def exporter_args(addresses: list[str]) -> list[str]:
     return [arg for address in addresses for arg in ("--exporter", address)]
 
 
-SLOW_TESTS = "".join(f"def test_{i}(board):\n    assert board.wait(0.2) == 0.2\n\n" for i in range(8))
+def slow_tests(numbers: range, seconds: float = 0.2) -> str:
+    """Tests that each hold the board ``seconds``."""
+    return "".join(f"def test_{i}(board):\n    assert board.wait({seconds}) == {seconds}\n\n" for i in numbers)
+
+
+SLOW_TESTS = slow_tests(range(8))
 
 
 def test_xdist_spreads_tests_over_exporters_and_never_overlaps(pytester, lab):
@@ -68,9 +73,11 @@ def test_workers_sharing_one_board_take_turns(pytester, lab):
     """A worker keeps the board between its tests only until another asks: then the board goes to the one who
     waited, turn about, instead of back to the worker that just released it."""
     (address,) = lab(1)
-    pytester.makepyfile(test_slow=SLOW_TESTS)
-    # Both workers up before either's first test: on a loaded machine one may start a second late, and the other
-    # rightly keeps the board meanwhile.
+    # Four tests for each worker (a file each, --dist loadfile), both up before either's first test, each test long
+    # enough for the other worker to ask meanwhile even on a loaded machine: otherwise xdist may hand most tests to
+    # the worker that holds the board, or one worker may be late, and the other rightly keeps the board while
+    # nobody else asks.
+    pytester.makepyfile(test_a=slow_tests(range(4), 0.5), test_b=slow_tests(range(4, 8), 0.5))
     pytester.makeconftest(
         """
         import os, pathlib, time
@@ -85,7 +92,7 @@ def test_workers_sharing_one_board_take_turns(pytester, lab):
                 time.sleep(0.01)
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "--exporter", address)
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadfile", "--exporter", address)
     result.assert_outcomes(passed=8)
     leases = sorted(records(address), key=lambda r: r.granted)
     assert len(leases) == 8 and overlaps(leases) == []  # a record per test, even of the tests of a kept lease
