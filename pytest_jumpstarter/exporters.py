@@ -11,7 +11,7 @@ import pytest
 
 from jumpstarter.client import DriverClient, connect
 from jumpstarter.client.connection import TLS
-from jumpstarter.client.lease import Busy, Lease, try_lease
+from jumpstarter.client.lease import Busy, Lease, stop_waiting, try_lease
 from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConnectError, JumpstarterError
@@ -73,6 +73,11 @@ class Exporter:
             self.exit_code(wait=DYING)  # a dying exporter's socket closes a moment before its process ends
             self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"
             raise ConnectError(self.gone) from None
+
+    def stop_waiting(self) -> None:
+        """Tell it we no longer wait for it (see ``try_lease``)."""
+        if self._root is not None:
+            stop_waiting(self._root.connection)
 
     def failure(self) -> str | None:
         """Why this exporter can't be used any more (it died, or is gone), or None."""

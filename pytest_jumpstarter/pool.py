@@ -74,20 +74,40 @@ class Pool:
         for export, labels in needs.items():
             if not self.candidates(export, labels, pinned):
                 raise ClaimError(self._no_fit(export, labels, pinned))
+        refused: dict[Exporter, None] = {}  # they count it as waiting for them until told it no longer is
+        claim = None
+        try:
+            claim = self._wait(needs, holder, timeout, pinned, notify, refused)
+            return claim
+        finally:
+            for exporter in refused:
+                if claim is None or exporter not in claim.leases:
+                    exporter.stop_waiting()
+
+    def _wait(
+        self,
+        needs: Needs,
+        holder: str,
+        timeout: float,
+        pinned: str | None,
+        notify: Callable[[str], None],
+        refused: dict[Exporter, None],
+    ) -> Claim:
         started = time.monotonic()
         delay, last_notice, last_busy = FIRST_DELAY, 0.0, ""
-        blocked: dict[str, None] = {}
+        blocked: dict[Exporter, None] = {}  # those found busy on the passes that got nothing: waited for
         while True:
             claim, busy = self._attempt(needs, holder, pinned)
+            refused.update(dict.fromkeys(busy))
             if claim is not None:
-                claim.waited_for = tuple(blocked)
+                claim.waited_for = tuple(e.name for e in blocked)
                 return claim
-            blocked.update(dict.fromkeys(e.name for e in busy))
+            blocked.update(dict.fromkeys(busy))
             waited = time.monotonic() - started
             why = "; ".join(f"{e.name} {b}" for e, b in busy.items())
             if waited >= timeout:
                 error = ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {why}")
-                error.waited_for = tuple(blocked)
+                error.waited_for = tuple(e.name for e in blocked)
                 raise error
             if why != last_busy or waited - last_notice >= REPEAT_NOTICE:
                 notify(f"waiting for {self._wanted(needs)}: {why}")

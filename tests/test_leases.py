@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 from samples import EXAMPLES, leased
@@ -16,6 +19,9 @@ from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, Lease, lease_records, try_lease
 from jumpstarter.common.background import background_portal
 from jumpstarter.errors import ConnectError, LeaseError
+from jumpstarter.exporter.context import ServicerContext
+from jumpstarter.exporter.lease import Leases
+from jumpstarter.v1 import lease_pb2
 
 BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
 
@@ -319,3 +325,111 @@ def test_a_kept_lease_is_asked_for_again_once_a_call_found_the_exporter_gone(exp
             board.echo("anyone there?")
         with pytest.raises(ConnectError):
             try_lease(client.connection, "gw0: test_2", keep=True)
+
+
+def test_a_waiting_session_keeps_its_turn_though_it_tries_again_only_now_and_then(board_client, second):
+    """On a loaded machine a waiter's tries come far apart: a release still goes to it first."""
+    held = try_lease(board_client.connection, "alice")
+    assert isinstance(held, Lease)
+    assert isinstance(try_lease(second.connection, "bob"), Busy)
+    time.sleep(0.4)  # bob's next try is late
+    held.release()
+    busy = try_lease(board_client.connection, "alice again")
+    assert isinstance(busy, Busy) and busy.holder == "bob (handed over, taking it)"
+    _until_leased(second.connection, "bob").release()
+
+
+class _Peer:
+    """One LeaseSession on an exporter's Leases, driven by hand: what it sends, and what it is answered."""
+
+    def __init__(self, leases: Leases) -> None:
+        self.requests: asyncio.Queue[lease_pb2.LeaseSessionRequest | None] = asyncio.Queue()
+        self.answers: asyncio.Queue[lease_pb2.LeaseResponse] = asyncio.Queue()
+        self.task = asyncio.ensure_future(self._run(leases))
+
+    async def _run(self, leases: Leases) -> None:
+        async def requests() -> AsyncIterator[lease_pb2.LeaseSessionRequest]:
+            while (request := await self.requests.get()) is not None:
+                yield request
+
+        async for answer in leases.LeaseSession(requests(), cast("ServicerContext", None)):
+            self.answers.put_nowait(answer)
+
+    def send(self, **request: Any) -> None:
+        """Send a LeaseSessionRequest of these fields; none: end the session."""
+        self.requests.put_nowait(lease_pb2.LeaseSessionRequest(**request) if request else None)
+
+    async def answer(self) -> lease_pb2.LeaseResponse:
+        return await asyncio.wait_for(self.answers.get(), timeout=5)
+
+    async def take(self, holder: str, keep: bool = False) -> lease_pb2.LeaseResponse:
+        self.send(take=lease_pb2.LeaseRequest(holder=holder, keep=keep))
+        return await self.answer()
+
+    async def release(self, lease_id: str) -> None:
+        self.send(release=lease_pb2.ReleaseRequest(lease_id=lease_id))
+        await self.answer()
+
+
+def test_a_session_that_stops_waiting_or_ends_is_not_handed_the_exporter():
+    async def scenario() -> None:
+        leases = Leases()
+        alice, bob, carol = _Peer(leases), _Peer(leases), _Peer(leases)
+        held = await alice.take("alice")
+        assert not (await bob.take("bob")).lease_id and not (await carol.take("carol")).lease_id
+        bob.send(stop_waiting=lease_pb2.StopWaiting())
+        await alice.release(held.lease_id)  # (bob's stop_waiting was handled: the exporter answered alice after)
+        assert (await alice.take("alice again")).holder == "carol (handed over, taking it)"  # not bob's turn
+        carol.send()  # carol's session ends: she waits no more either
+        await carol.task
+        again = await alice.take("alice again")
+        assert again.lease_id  # handed on to alice, who waits now, not held for carol
+        for peer in (alice, bob):
+            peer.send()
+            await peer.task
+
+    asyncio.run(scenario())
+
+
+def test_a_notice_that_comes_before_the_take_is_answered_is_not_lost(board_client, second, monkeypatch):
+    """Someone may be refused between the exporter granting a kept lease and its holder reading the answer: the
+    notice then reaches the holder first, and must still let the lease go once it is released."""
+    from jumpstarter.client import lease as client_lease
+
+    ask = client_lease._Session._ask
+
+    def slow_reader(session, request):
+        answer = ask(session, request)
+        if request.HasField("take") and answer.lease_id:
+            assert isinstance(try_lease(second.connection, "bob"), Busy)  # bob is refused: the holder is told
+            time.sleep(0.3)  # and the notice is read before the holder reads its answer
+        return answer
+
+    monkeypatch.setattr(client_lease._Session, "_ask", slow_reader)
+    held = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(held, Lease)
+    held.release()  # for good: bob waits
+    busy = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(busy, Busy) and busy.holder == "bob (handed over, taking it)"
+    _until_leased(second.connection, "bob").release()
+
+
+def test_a_session_that_takes_its_kept_lease_again_while_someone_waits_is_told_again():
+    """A notice may cross a kept take: the exporter says it again rather than let the waiter starve."""
+
+    async def scenario() -> None:
+        leases = Leases()
+        gw0, gw1 = _Peer(leases), _Peer(leases)
+        held = await gw0.take("gw0: test_a", keep=True)
+        assert held.keeps
+        assert not (await gw1.take("gw1: test_b")).lease_id
+        assert (await gw0.answer()).wanted
+        gw0.send(release=lease_pb2.ReleaseRequest(lease_id=held.lease_id, keep=True))  # as if not told yet
+        gw0.send(take=lease_pb2.LeaseRequest(holder="gw0: test_c", keep=True))  # (kept: granted unanswered)
+        assert not (await gw1.take("gw1: test_b")).lease_id
+        assert (await gw0.answer()).wanted  # told again
+        for peer in (gw0, gw1):
+            peer.send()
+            await peer.task
+
+    asyncio.run(scenario())

@@ -31,6 +31,7 @@ class FakeExporter:
         self.holder: str | None = None
         self.gone: str | None = None
         self.unreachable = False
+        self.waiter = False  # it refused someone who hasn't said they stopped waiting
 
     def provides(self, export: str | None) -> bool:
         return export is None or export in self.exports
@@ -46,9 +47,13 @@ class FakeExporter:
             self.gone = f"exporter {self.name} can't be reached"
             raise ConnectError(self.gone)
         if self.holder is not None:
+            self.waiter = True
             return Busy(self.holder, 0.0)
         self.holder = holder
         return FakeLease(self)
+
+    def stop_waiting(self) -> None:
+        self.waiter = False
 
 
 def Pool(exporters: list[FakeExporter], offset: int = 0) -> RealPool:  # noqa: N802 - reads as the class it makes
@@ -96,3 +101,14 @@ def test_no_fit_and_gone_exporters_fail_at_once_saying_why():
         Pool([board]).claim({"dut": {}}, "me", timeout=60)
     spare = FakeExporter("spare", ["dut"])
     assert Pool([board, spare]).claim({"dut": {}}, "me", timeout=60).first is spare  # the others go on
+
+
+def test_a_claim_tells_the_exporters_it_found_busy_that_it_no_longer_waits():
+    """Else a busy exporter, once free, would be held free for a moment for a worker that went elsewhere."""
+    busy, free = FakeExporter("b0", ["dut"]), FakeExporter("b1", ["dut"])
+    busy.holder = "gw1"
+    claim = Pool([busy, free]).claim({"dut": {}}, "gw0", timeout=1)
+    assert claim.first is free and claim.waited_for == () and not busy.waiter  # found busy, then not waited for
+    with pytest.raises(ClaimError):
+        Pool([free]).claim({"dut": {}}, "gw2", timeout=0.05)
+    assert not free.waiter  # giving up stops the waiting too

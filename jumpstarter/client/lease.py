@@ -1,7 +1,8 @@
 """Taking an exporter's exclusive lease from the client side.
 
 ``try_lease(connection, holder)`` returns a held ``Lease`` or ``Busy`` (who
-holds it, since when) at once; waiting is the caller's policy. While held,
+holds it, since when) at once; waiting is the caller's policy, and a caller
+that stops trying says so with ``stop_waiting(connection)``. While held,
 every call on the connection carries the lease id. An exporter without
 ``LeaseService`` (upstream's) gets a lock file in the temp directory instead:
 that keeps the runs of one machine apart, though not those of two machines.
@@ -79,7 +80,10 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
 
     ``keep``: releasing it keeps the exporter for the connection's next lease of ``keep=True``, until someone else
     wants it: a run of leases by one holder (a test run's worker) costs no waiting for the exporter's answers.
-    Keep ``keep`` off where a released exporter must be free at once (for calls without a lease, say)."""
+    Keep ``keep`` off where a released exporter must be free at once (for calls without a lease, say).
+
+    ``Busy`` makes the connection a waiter: when the exporter is released, it is handed to its longest waiter
+    first, for up to a second. Call ``stop_waiting(connection)`` when you won't try again soon."""
     if len(holder) > MAX_HOLDER:
         half = (MAX_HOLDER - 3) // 2
         holder = f"{holder[:half]}...{holder[-half:]}"
@@ -261,11 +265,12 @@ class _Session:
                     )
                     return lease_pb2.LeaseResponse(lease_id=self._kept)
                 self._let_go_now()
+            # A notice from here on may be about the lease this take gets, and may come before its answer is read.
+            self._wanted = False
         answer = self._ask(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=holder, keep=keep)))
         if answer.lease_id and keep and answer.keeps:
             with self._state:
-                self._kept, self._in_use, self._wanted = answer.lease_id, True, False
-                self._broken = broken
+                self._kept, self._in_use, self._broken = answer.lease_id, True, broken
         return answer
 
     def release(self, lease_id: str) -> None:
@@ -284,15 +289,21 @@ class _Session:
         except (grpc.RpcError, ConnectError):
             pass
 
+    def stop_waiting(self) -> None:
+        """Say, with the next batch, that this session no longer waits for the exporter."""
+        with self._state:
+            try:
+                self._later(lease_pb2.LeaseSessionRequest(stop_waiting=lease_pb2.StopWaiting()))
+            except RuntimeError:
+                pass  # the loop has ended: so has the session, which the exporter counts as no longer waiting
+
     def _let_go(self) -> None:
         """Someone else waits: let the kept lease go now if it isn't in use, else when it is released."""
         with self._state:
-            if self._kept is None:
-                return
-            if self._in_use:
-                self._wanted = True
-            else:
+            if self._kept is not None and not self._in_use:
                 self._let_go_now()
+            else:  # in use, or being granted (its answer not read yet): let it go when released
+                self._wanted = True
 
     def _let_go_now(self) -> None:
         """Release the kept lease, not in use (its caller holds ``_state``)."""
@@ -344,6 +355,14 @@ def lease_records(connection: Connection) -> list[lease_pb2.LeaseRecord]:
         return list(stub.GetLeases(lease_pb2.GetLeasesRequest(), metadata=connection.metadata).leases)
     except grpc.RpcError as err:
         raise error_from_rpc(err, address=connection.address, method="GetLeases") from None
+
+
+def stop_waiting(connection: Connection) -> None:
+    """Tell the exporter this connection no longer waits for it (it took another, or gave up), so that a release
+    doesn't hold the exporter free for it. Returns at once; does nothing where the connection never asked."""
+    session = _sessions.get(connection)
+    if session is not None:
+        session.stop_waiting()
 
 
 def _lock_file(connection: Connection, holder: str) -> Lease | Busy:

@@ -8,8 +8,8 @@ Without any lease held, calls need none: upstream clients work as before.
 
 A LeaseSession may keep its lease between its takes (a test run's worker, between its tests): the
 exporter records each take as a lease of its own, tells the session when someone else is refused, and
-once the lease is released for good hands the exporter for a moment to who was refused (WAITING), so
-that the one who released it can't take it straight back while others wait.
+once the lease is released for good hands the exporter for a moment to whoever waits longest, so that
+the one who released it can't take it straight back while others wait.
 """
 
 from __future__ import annotations
@@ -51,9 +51,18 @@ def guarded(method: str) -> bool:
 log = logging.getLogger("jumpstarter.exporter")
 
 
-# A holder refused within this many seconds is still waiting (our clients try again at least every 75 ms): when
-# the lease is released for good, it is handed to that waiter for this long (see LeaseSession in lease.proto).
+# A holder refused within this many seconds is still waiting: when the lease is released for good, the exporter
+# is handed to that waiter for as long (see LeaseSession in lease.proto). Our clients try again at least every
+# 75 ms, and far less often on a loaded machine. A LeaseSession says when it stops waiting (stop_waiting, or its
+# end), so it gets a long window: one that any load a test run survives keeps it in. A Lease call can't say it,
+# so it gets a short one: an exporter isn't held free long for a waiter that went elsewhere.
 WAITING = 0.1
+SESSION_WAITING = 1.0
+
+
+def _patience(who: object) -> float:
+    """How long waiter ``who`` counts as waiting after its last refusal."""
+    return SESSION_WAITING if isinstance(who, _SessionEnd) else WAITING
 
 
 class _SessionEnd:
@@ -62,7 +71,7 @@ class _SessionEnd:
     def __init__(self, notify: Callable[[lease_pb2.LeaseResponse], None]) -> None:
         self.notify = notify
         self.keeps = False  # its takes said keep: it keeps leases between takes, and is told when others wait
-        self.told = False  # told someone waits, since its current lease was granted
+        self.told = False  # told someone waits, since its last take
 
 
 class Leases(lease_pb2_grpc.LeaseServiceServicer):
@@ -127,6 +136,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
                         self._end(self.current, "let go")  # kept between leases: free now
                 if not keep:  # a release that keeps is unanswered: nobody waits for it
                     out.put_nowait(lease_pb2.LeaseResponse())
+            elif request.HasField("stop_waiting"):
+                self._stop_waiting(end)
             elif request.HasField("batch"):
                 for each in request.batch.requests:
                     if not each.HasField("batch"):  # one level: a batch is the client's, of takes and releases
@@ -150,6 +161,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
                 self._end(held, "holder vanished")
             if self._session is end:  # kept between its leases: free again
                 self._end(self.current, "holder vanished")
+            self._stop_waiting(end)
 
     async def _take(
         self, request: lease_pb2.LeaseRequest, context: ServicerContext, who: object
@@ -172,8 +184,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             return None, self._refuse(who, request.holder, now)
         else:
             lease_id = uuid4().hex[:12]
-            if session is not None:
-                session.told = False
+        if session is not None:  # told again if someone (still) waits: a notice may have crossed a kept take
+            session.told = False
         record = lease_pb2.LeaseRecord(lease_id=lease_id, holder=request.holder, granted=now)
         self.current, self._released, self._session, self._kept = record, asyncio.Event(), session, False
         self._waiters.pop(who, None)
@@ -190,7 +202,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         """Busy: who holds the exporter (or waits first for it). ``who`` is remembered as waiting, and a session
         holding the exporter is told someone waits."""
         if len(self._waiters) > 100:  # many names tried: forget those that stopped trying
-            self._waiters = {w: seen for w, seen in self._waiters.items() if now - seen[1] < WAITING}
+            self._waiters = {w: seen for w, seen in self._waiters.items() if now - seen[1] < _patience(w)}
         first = self._waiters.get(who, (now, now, holder))[0]
         self._waiters[who] = (first, now, holder)
         current = self.current
@@ -231,11 +243,19 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self._hand_over(record.released)
 
     def _hand_over(self, now: float) -> None:
-        """Hand the freed exporter for a moment to whoever waits longest (and was refused a moment ago)."""
-        waiting = {who: first for who, (first, last, _) in self._waiters.items() if now - last < WAITING}
+        """Hand the freed exporter for a moment to whoever waits longest (and still waits)."""
+        waiting = {who: first for who, (first, last, _) in self._waiters.items() if now - last < _patience(who)}
         self._waiters = {who: self._waiters[who] for who in waiting}
+        self._handed = None
         if waiting:
-            self._handed = (min(waiting, key=waiting.__getitem__), now + WAITING)
+            who = min(waiting, key=waiting.__getitem__)
+            self._handed = (who, now + _patience(who))
+
+    def _stop_waiting(self, end: _SessionEnd) -> None:
+        """Session ``end`` waits no more: forget it, and if the free exporter was handed to it, hand it on."""
+        self._waiters.pop(end, None)
+        if self._handed is not None and self._handed[0] is end:
+            self._hand_over(time.time())
 
     async def GetLeases(
         self, request: lease_pb2.GetLeasesRequest, context: ServicerContext

@@ -41,14 +41,20 @@ class ReleaseRequest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., keep: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
 
 class LeaseSessionRequest(_message.Message):
-    __slots__ = ("take", "release", "batch")
+    __slots__ = ("take", "release", "batch", "stop_waiting")
     TAKE_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    STOP_WAITING_FIELD_NUMBER: _ClassVar[int]
     take: LeaseRequest
     release: ReleaseRequest
     batch: LeaseSessionBatch
-    def __init__(self, take: _Optional[_Union[LeaseRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., batch: _Optional[_Union[LeaseSessionBatch, _Mapping]] = ...) -> None: ...
+    stop_waiting: StopWaiting
+    def __init__(self, take: _Optional[_Union[LeaseRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., batch: _Optional[_Union[LeaseSessionBatch, _Mapping]] = ..., stop_waiting: _Optional[_Union[StopWaiting, _Mapping]] = ...) -> None: ...
+
+class StopWaiting(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class LeaseSessionBatch(_message.Message):
     __slots__ = ("requests",)

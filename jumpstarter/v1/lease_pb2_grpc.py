@@ -92,9 +92,10 @@ class LeaseServiceServicer:
         nor that take is answered: nobody waits for them, and the client may send them late, in batches,
         saying when they happened (at). When another holder's take finds the exporter busy, such a
         session holding it gets a notice (a LeaseResponse with wanted, answering no request) and should
-        release for good as soon as its current lease ends. After a release for good,
-        the exporter is handed to whoever was refused most recently for a moment, so that the one who
-        released can't take it straight back while another waits.
+        release for good as soon as its current lease ends. After a release for good, the exporter is
+        handed for a moment to whoever waits longest, so that the one who released can't take it straight
+        back while another waits. A session refused counts as waiting until it takes the exporter, sends
+        stop_waiting, ends, or stops trying for a second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
