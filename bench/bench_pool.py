@@ -1,20 +1,23 @@
 """Parallel hardware-in-the-loop: 4 exporters, 32 tests of one 0.5 s call each, pytest -n 4.
 
-    .venv/bin/python bench/bench_pool.py [--exporters 4] [--tests 32] [--seconds 0.5]
+    .venv/bin/python bench/bench_pool.py [--exporters 4] [--workers N] [--tests 32] [--seconds 0.5]
 
 The exporters are ``jumpstarter run`` processes serving the demo Board, whose
 ``wait`` sleeps without blocking. The ideal is tests * seconds / exporters.
 Reported: the test phase (first lease taken to last released, from the
 exporters' own lease records) against that ideal (target <= 1.25x), the whole
 run including pytest and xdist start-up against the same tests sleeping
-locally with no exporter at all, and the number of overlapping leases on any
-one exporter (must be 0).
+locally with no exporter at all, the number of overlapping leases on any
+one exporter (must be 0), and how long a board sat idle between two leases
+while a test waited for it (``--workers`` above ``--exporters``: every board
+is contended, and each release hands it to a waiter).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,9 +36,11 @@ TRUSTED = frozenset({"jumpstarter_driver_demo.client.BoardClient", "jumpstarter_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exporters", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=0, help="pytest-xdist workers (default: one per exporter)")
     parser.add_argument("--tests", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=0.5)
     options = parser.parse_args()
+    workers = options.workers or options.exporters
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
         folder = Path(tmp)
         exporters = [
@@ -51,7 +56,7 @@ def main() -> None:
                 + "".join(f"def test_{i}():\n    time.sleep({options.seconds})\n\n" for i in range(options.tests))
             )
             args = [a for e in exporters for a in ("--exporter", e.address)]
-            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(options.exporters)]
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)]
             started = time.monotonic()
             done = subprocess.run([*command, "test_slow.py", *args], cwd=folder, capture_output=True, text=True)
             whole = time.monotonic() - started
@@ -69,12 +74,13 @@ def main() -> None:
                 e.stop()
     leases = [r for records in per_exporter for r in records]
     phase = max(r.released for r in leases) - min(r.granted for r in leases)
-    ideal = options.tests * options.seconds / options.exporters
-    overlaps = 0
+    ideal = options.tests * options.seconds / min(options.exporters, workers)
+    overlaps, gaps = 0, []
     for records in per_exporter:
         spans = sorted((r.granted, r.released or math.inf) for r in records)
         overlaps += sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
-    print(f"{options.tests} tests x {options.seconds} s on {options.exporters} exporters, -n {options.exporters}")
+        gaps += [b[0] - a[1] for a, b in zip(spans, spans[1:], strict=False)]
+    print(f"{options.tests} tests x {options.seconds} s on {options.exporters} exporters, -n {workers}")
     print(f"  leases: {len(leases)}, per exporter {[len(r) for r in per_exporter]}, overlapping: {overlaps}")
     print(
         f"  test phase (exporters' records): {phase:.2f} s = {phase / ideal:.3f}x the ideal {ideal:g} s"
@@ -82,6 +88,12 @@ def main() -> None:
     )
     print(f"  whole run with pytest and xdist start-up: {whole:.2f} s = {whole / ideal:.3f}x the ideal")
     print(f"  the same run of time.sleep() tests, no exporters: {bare:.2f} s; ours / that = {whole / bare:.3f}x")
+    if gaps:
+        gaps.sort()
+        print(
+            f"  a board idle between two leases: median {statistics.median(gaps) * 1000:.1f} ms, "
+            f"90th percentile {gaps[int(len(gaps) * 0.9)] * 1000:.1f} ms, in all {sum(gaps):.2f} s"
+        )
 
 
 if __name__ == "__main__":

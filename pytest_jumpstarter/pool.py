@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jumpstarter.client.lease import Busy, Lease
+from jumpstarter.client.lease import Busy, Lease, handovers, wait_for_handover
 from jumpstarter.errors import ConnectError
 from pytest_jumpstarter.exporters import Exporter
 
 # export name (None: any exporter, for the `exporter` fixture alone) -> labels the exporter must carry
 Needs = dict[str | None, dict[str, str]]
 
-FIRST_DELAY, MAX_DELAY = 0.005, 0.05  # seconds between attempts while waiting: doubling, with jitter (a board
-# freed sits idle up to MAX_DELAY before the next test takes it; an attempt costs the exporter one small RPC)
+FIRST_DELAY, MAX_DELAY = 0.005, 0.05  # seconds between attempts while waiting: doubling, with jitter. An exporter
+# of ours hands a freed board to its longest waiter and tells it, which wakes it at once; another (upstream's,
+# with a lock file) sits idle up to MAX_DELAY before the next test takes it. An attempt costs one small RPC.
 REPEAT_NOTICE = 30.0  # while waiting, repeat who holds what this often
 
 
@@ -97,6 +98,7 @@ class Pool:
         delay, last_notice, last_busy = FIRST_DELAY, 0.0, ""
         blocked: dict[Exporter, None] = {}  # those found busy on the passes that got nothing: waited for
         while True:
+            seen = handovers()
             claim, busy = self._attempt(needs, holder, pinned)
             refused.update(dict.fromkeys(busy))
             if claim is not None:
@@ -112,7 +114,8 @@ class Pool:
             if why != last_busy or waited - last_notice >= REPEAT_NOTICE:
                 notify(f"waiting for {self._wanted(needs)}: {why}")
                 last_busy, last_notice = why, waited
-            time.sleep(min(delay * random.uniform(0.5, 1.5), max(0.0, timeout - waited)))
+            # Woken early when an exporter is handed to us (ours tell whom they hand a freed one to).
+            wait_for_handover(seen, min(delay * random.uniform(0.5, 1.5), max(0.0, timeout - waited)))
             delay = min(delay * 2, MAX_DELAY)
 
     def _attempt(self, needs: Needs, holder: str, pinned: str | None) -> tuple[Claim | None, dict]:

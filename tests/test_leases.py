@@ -16,7 +16,7 @@ import pytest
 from samples import EXAMPLES, leased
 
 from jumpstarter.client import connect
-from jumpstarter.client.lease import Busy, Lease, lease_records, try_lease
+from jumpstarter.client.lease import Busy, Lease, handovers, lease_records, try_lease, wait_for_handover
 from jumpstarter.common.background import background_portal
 from jumpstarter.errors import ConnectError, LeaseError
 from jumpstarter.exporter.context import ServicerContext
@@ -340,11 +340,13 @@ def test_a_waiting_session_keeps_its_turn_though_it_tries_again_only_now_and_the
 
 
 class _Peer:
-    """One LeaseSession on an exporter's Leases, driven by hand: what it sends, and what it is answered."""
+    """One LeaseSession on an exporter's Leases, driven by hand: what it sends, what it is answered, and the
+    notices it gets (wanted, handed), kept apart."""
 
     def __init__(self, leases: Leases) -> None:
         self.requests: asyncio.Queue[lease_pb2.LeaseSessionRequest | None] = asyncio.Queue()
         self.answers: asyncio.Queue[lease_pb2.LeaseResponse] = asyncio.Queue()
+        self.notices: list[str] = []
         self.task = asyncio.ensure_future(self._run(leases))
 
     async def _run(self, leases: Leases) -> None:
@@ -353,7 +355,10 @@ class _Peer:
                 yield request
 
         async for answer in leases.LeaseSession(requests(), cast("ServicerContext", None)):
-            self.answers.put_nowait(answer)
+            if answer.handed or answer.wanted:
+                self.notices.append("handed" if answer.handed else "wanted")
+            else:
+                self.answers.put_nowait(answer)
 
     def send(self, **request: Any) -> None:
         """Send a LeaseSessionRequest of these fields; none: end the session."""
@@ -361,6 +366,14 @@ class _Peer:
 
     async def answer(self) -> lease_pb2.LeaseResponse:
         return await asyncio.wait_for(self.answers.get(), timeout=5)
+
+    async def noticed(self, *notices: str) -> bool:
+        """Whether the notices got so far are (or soon become) ``notices``."""
+        for _ in range(100):
+            if self.notices == list(notices):
+                return True
+            await asyncio.sleep(0.001)
+        return False
 
     async def take(self, holder: str, keep: bool = False) -> lease_pb2.LeaseResponse:
         self.send(take=lease_pb2.LeaseRequest(holder=holder, keep=keep))
@@ -380,10 +393,11 @@ def test_a_session_that_stops_waiting_or_ends_is_not_handed_the_exporter():
         bob.send(stop_waiting=lease_pb2.StopWaiting())
         await alice.release(held.lease_id)  # (bob's stop_waiting was handled: the exporter answered alice after)
         assert (await alice.take("alice again")).holder == "carol (handed over, taking it)"  # not bob's turn
+        assert await carol.noticed("handed") and bob.notices == []  # carol is told at once
         carol.send()  # carol's session ends: she waits no more either
         await carol.task
-        again = await alice.take("alice again")
-        assert again.lease_id  # handed on to alice, who waits now, not held for carol
+        assert await alice.noticed("handed")  # handed on to alice, who waits now, not held for carol
+        assert (await alice.take("alice again")).lease_id
         for peer in (alice, bob):
             peer.send()
             await peer.task
@@ -423,13 +437,26 @@ def test_a_session_that_takes_its_kept_lease_again_while_someone_waits_is_told_a
         held = await gw0.take("gw0: test_a", keep=True)
         assert held.keeps
         assert not (await gw1.take("gw1: test_b")).lease_id
-        assert (await gw0.answer()).wanted
+        assert await gw0.noticed("wanted")
         gw0.send(release=lease_pb2.ReleaseRequest(lease_id=held.lease_id, keep=True))  # as if not told yet
         gw0.send(take=lease_pb2.LeaseRequest(holder="gw0: test_c", keep=True))  # (kept: granted unanswered)
         assert not (await gw1.take("gw1: test_b")).lease_id
-        assert (await gw0.answer()).wanted  # told again
+        assert await gw0.noticed("wanted", "wanted")  # told again
         for peer in (gw0, gw1):
             peer.send()
             await peer.task
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_is_woken_as_soon_as_the_exporter_is_handed_to_it(board_client, second):
+    held = try_lease(board_client.connection, "alice")
+    assert isinstance(held, Lease)
+    seen = handovers()
+    assert isinstance(try_lease(second.connection, "bob"), Busy)
+    assert not wait_for_handover(seen, 0.2)  # still held: bob sleeps the whole time
+    threading.Timer(0.2, held.release).start()
+    assert wait_for_handover(seen, 10)  # woken by the release (False: by the timeout)
+    taken = try_lease(second.connection, "bob")  # handed to bob: his at once
+    assert isinstance(taken, Lease)
+    taken.release()

@@ -2,8 +2,10 @@
 
 ``try_lease(connection, holder)`` returns a held ``Lease`` or ``Busy`` (who
 holds it, since when) at once; waiting is the caller's policy, and a caller
-that stops trying says so with ``stop_waiting(connection)``. While held,
-every call on the connection carries the lease id. An exporter without
+that stops trying says so with ``stop_waiting(connection)``. A waiter may sleep
+in ``wait_for_handover`` between its tries: it wakes as soon as an exporter it
+was refused is handed to it. While held, every call on the connection carries
+the lease id. An exporter without
 ``LeaseService`` (upstream's) gets a lock file in the temp directory instead:
 that keeps the runs of one machine apart, though not those of two machines.
 """
@@ -180,6 +182,9 @@ class _Session:
         end: BaseException | None = None
         try:
             async for reply in call:
+                if reply.handed:
+                    _count_handover()
+                    continue
                 if reply.wanted:
                     self._let_go()
                     continue
@@ -355,6 +360,33 @@ def lease_records(connection: Connection) -> list[lease_pb2.LeaseRecord]:
         return list(stub.GetLeases(lease_pb2.GetLeasesRequest(), metadata=connection.metadata).leases)
     except grpc.RpcError as err:
         raise error_from_rpc(err, address=connection.address, method="GetLeases") from None
+
+
+_handovers = threading.Condition()
+_handover_count = 0  # exporters handed to this process's waiting connections so far
+
+
+def _count_handover() -> None:
+    global _handover_count
+    with _handovers:
+        _handover_count += 1
+        _handovers.notify_all()
+
+
+def handovers() -> int:
+    """How many times so far an exporter was handed to one of this process's waiting connections: read it before
+    trying, then pass it to ``wait_for_handover``, and no hand-over in between is missed."""
+    return _handover_count
+
+
+def wait_for_handover(seen: int, timeout: float) -> bool:
+    """Sleep up to ``timeout`` seconds, less if an exporter is (or was, since ``handovers()`` was ``seen``)
+    handed to one of this process's waiting connections. True if one was.
+
+    An exporter of ours, once released, is handed for a moment to the connection that waited longest, and tells
+    it. Exporters without leases of their own (upstream's) tell nobody: keep trying now and then."""
+    with _handovers:
+        return _handovers.wait_for(lambda: _handover_count != seen, timeout)
 
 
 def stop_waiting(connection: Connection) -> None:

@@ -250,6 +250,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         if waiting:
             who = min(waiting, key=waiting.__getitem__)
             self._handed = (who, now + _patience(who))
+            if isinstance(who, _SessionEnd):  # it needn't wait for its next try (wanted: read as a notice)
+                who.notify(lease_pb2.LeaseResponse(handed=True, wanted=True))
 
     def _stop_waiting(self, end: _SessionEnd) -> None:
         """Session ``end`` waits no more: forget it, and if the free exporter was handed to it, hand it on."""

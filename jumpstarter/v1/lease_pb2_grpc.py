@@ -94,7 +94,8 @@ class LeaseServiceServicer:
         session holding it gets a notice (a LeaseResponse with wanted, answering no request) and should
         release for good as soon as its current lease ends. After a release for good, the exporter is
         handed for a moment to whoever waits longest, so that the one who released can't take it straight
-        back while another waits. A session refused counts as waiting until it takes the exporter, sends
+        back while another waits; a session it is handed to gets a notice (handed), so that it needn't wait
+        for its next try. A session refused counts as waiting until it takes the exporter, sends
         stop_waiting, ends, or stops trying for a second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
