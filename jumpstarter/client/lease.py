@@ -1,13 +1,13 @@
 """Taking an exporter's exclusive lease from the client side.
 
 ``try_lease(connection, holder)`` returns a held ``Lease`` or ``Busy`` (who
-holds it, since when) at once; waiting is the caller's policy, and a caller
-that stops trying says so with ``stop_waiting(connection)``. A waiter may sleep
-in ``wait_for_handover`` between its tries: it wakes as soon as an exporter it
-was refused is handed to it. While held, every call on the connection carries
-the lease id. An exporter without
-``LeaseService`` (upstream's) gets a lock file in the temp directory instead:
-that keeps the runs of one machine apart, though not those of two machines.
+holds it, since when) at once; waiting is the caller's policy. A waiter may
+sleep in ``wait_for_handover`` between its tries, which wakes it as soon as an
+exporter that refused it is handed to it, and says ``stop_waiting(connection)``
+when it stops trying. While held, every call on the connection carries the
+lease id. An exporter without ``LeaseService`` (upstream's) gets a lock file in
+the temp directory instead: that keeps the runs of one machine apart, though
+not those of two machines.
 """
 
 from __future__ import annotations
