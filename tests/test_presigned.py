@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,13 +27,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_PUT(self) -> None:  # noqa: N802
-        if self.path.startswith("/denied"):
+        if self.path.startswith("/reset"):  # gone under the upload: the connection reset, no answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
+        if self.path.startswith("/unread"):  # refused at once: the connection closes under the upload
             self.send_response(403)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length) if length else _read_chunked(self.rfile)
+        if self.path.startswith("/denied"):  # refused once read
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         PUT.append(data)
         self.send_response(200)
         self.send_header("Content-Length", "0")
@@ -75,9 +86,9 @@ class Storage(Driver):
         return total
 
     @export
-    async def dump(self, target) -> None:
+    async def dump(self, target, chunks: int = 3) -> None:
         async with self.resource(target) as data:
-            for _ in range(3):
+            for _ in range(chunks):
                 await data.send(b"dump" * 100)
 
 
@@ -99,3 +110,21 @@ def test_a_refused_put_is_named_with_its_status(server: str) -> None:
     message = str(failed.value)
     assert "presigned HTTP PUT of" in message and "status=403" in message, message
     assert "secret" not in message
+
+
+def test_an_upload_refused_unread_says_so(server: str) -> None:
+    """The server answers before reading the body and closes: either its answer is read in time, or the write
+    fails first and the answer is lost with the connection. Either way the message says what happened."""
+    with serve(Storage()) as client, pytest.raises(DriverError) as failed:
+        client.call("dump", _handle(f"{server}/unread?sig=secret", "PUT"))
+    message = str(failed.value)
+    assert "presigned HTTP PUT of" in message and "secret" not in message, message
+    assert "status=403" in message or "the server closed the connection while the upload was sent" in message, message
+
+
+def test_an_upload_cut_off_says_the_connection_closed_and_keeps_the_signature_secret(server: str) -> None:
+    with serve(Storage()) as client, pytest.raises(DriverError) as failed:
+        client.call("dump", _handle(f"{server}/reset?sig=secret", "PUT"), 10_000)
+    message = str(failed.value)
+    assert "presigned HTTP PUT of" in message and "secret" not in message, message
+    assert "the server closed the connection while the upload was sent" in message, message

@@ -8,9 +8,11 @@ carried to another origin. Errors name the URL with its query (where signatures 
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -49,10 +51,15 @@ async def presigned(url: str, method: str, headers: dict[str, str], timeout: flo
     try:
         async with _request(url, method, headers, aiohttp.ClientTimeout(total=timeout)) as stream:
             yield stream
-    except BaseExceptionGroup as group:  # the PUT's task group: one failure is the one to name
-        if len(group.exceptions) != 1 or not isinstance(group.exceptions[0], Exception):
+    except BaseExceptionGroup as group:  # the PUT's task group: its one failure is the one to name
+        # (the driver's send into an upload that failed fails too, as a consequence: not a failure of its own)
+        causes = [
+            e for e in group.exceptions if not isinstance(e, (anyio.BrokenResourceError, anyio.ClosedResourceError))
+        ]
+        failures = causes or list(group.exceptions)
+        if len(failures) != 1 or not isinstance(failures[0], Exception):
             raise
-        raise _explained(group.exceptions[0], url, method, timeout) from group.exceptions[0]
+        raise _explained(failures[0], url, method, timeout) from failures[0]
     except Exception as exc:
         raise _explained(exc, url, method, timeout) from exc
 
@@ -62,11 +69,32 @@ def _explained(exc: Exception, url: str, method: str, timeout: float) -> Excepti
     where = f"presigned HTTP {method} of {redact(url)}"
     if isinstance(exc, aiohttp.ClientResponseError):
         return RuntimeError(f"{where} failed: status={exc.status}, reason={exc.message!r}")
+    if method == "PUT" and _closed_under_upload(exc):
+        # A server may answer (403 for a bad signature, 413 for too big) and close before reading the body: the
+        # write then fails, and its answer, still unread, is lost with the connection.
+        return RuntimeError(
+            f"{where} failed: the server closed the connection while the upload was sent"
+            f" ({os.strerror(exc.errno) if exc.errno else 'connection reset'}): it refused the upload without reading"
+            " it (an expired or wrong signature, or too big?), or went away"
+        )
     if isinstance(exc, (aiohttp.ClientError, anyio.BrokenResourceError)):
-        return RuntimeError(f"{where} failed: {type(exc).__name__}: {exc}")
+        return RuntimeError(f"{where} failed: {type(exc).__name__}: {_scrubbed(str(exc), url)}")
     if isinstance(exc, TimeoutError):
         return TimeoutError(f"{where} timed out after {timeout:g} s")
     return exc
+
+
+def _closed_under_upload(exc: Exception) -> TypeGuard[OSError]:
+    """Whether writing a request body failed because the server closed the connection."""
+    if not isinstance(exc, aiohttp.ClientError) or not isinstance(exc, OSError):
+        return False
+    return isinstance(exc, ConnectionResetError) or exc.errno in (errno.EPIPE, errno.ECONNRESET)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` with ``url``'s query redacted wherever it appears (aiohttp's messages may quote the URL)."""
+    query = urlsplit(url).query
+    return text.replace(query, "[REDACTED]") if query else text
 
 
 @asynccontextmanager
