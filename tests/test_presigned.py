@@ -128,3 +128,13 @@ def test_an_upload_cut_off_says_the_connection_closed_and_keeps_the_signature_se
     message = str(failed.value)
     assert "presigned HTTP PUT of" in message and "secret" not in message, message
     assert "the server closed the connection while the upload was sent" in message, message
+
+
+def test_a_url_quoted_in_an_http_error_keeps_its_signature_secret() -> None:
+    with serve(Storage()) as client:
+        for method, call in (("GET", "size"), ("PUT", "dump")):
+            with pytest.raises(DriverError) as failed:
+                client.call(call, _handle("ftp://files.example/image?sig=secret", method))
+            message = str(failed.value)  # (aiohttp's message quotes the whole URL)
+            assert f"presigned HTTP {method} of ftp://files.example/image?[REDACTED]" in message, message
+            assert "secret" not in message, message
