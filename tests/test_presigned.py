@@ -130,11 +130,18 @@ def test_an_upload_cut_off_says_the_connection_closed_and_keeps_the_signature_se
     assert "the server closed the connection while the upload was sent" in message, message
 
 
-def test_a_url_quoted_in_an_http_error_keeps_its_signature_secret() -> None:
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ftp://files.example/image?sig=secret", "NonHttpUrlClientError"),  # aiohttp's message quotes the URL
+        ("http://files.example:99999/image?sig=secret", "not a valid URL: Port out of range"),
+    ],
+)
+def test_a_bad_url_is_named_with_its_signature_kept_secret(url: str, why: str) -> None:
     with serve(Storage()) as client:
         for method, call in (("GET", "size"), ("PUT", "dump")):
             with pytest.raises(DriverError) as failed:
-                client.call(call, _handle("ftp://files.example/image?sig=secret", method))
-            message = str(failed.value)  # (aiohttp's message quotes the whole URL)
-            assert f"presigned HTTP {method} of ftp://files.example/image?[REDACTED]" in message, message
-            assert "secret" not in message, message
+                client.call(call, _handle(url, method))
+            message = str(failed.value)
+            assert f"presigned HTTP {method} of {url.replace('sig=secret', '[REDACTED]')}" in message, message
+            assert why in message and "secret" not in message, message

@@ -49,6 +49,12 @@ def _same_origin(a: str, b: yarl.URL) -> bool:
 async def presigned(url: str, method: str, headers: dict[str, str], timeout: float) -> AsyncIterator[ObjectStream]:
     """The driver's side of a presigned request: receive the body (GET), or send the upload (PUT)."""
     try:
+        _ = yarl.URL(url, encoded=True).port  # (yarl checks the port only when asked for it)
+    except ValueError as exc:
+        raise ValueError(
+            f"presigned HTTP {method} of {redact(url)}: not a valid URL: {_scrubbed(str(exc), url)}"
+        ) from None
+    try:
         async with _request(url, method, headers, aiohttp.ClientTimeout(total=timeout)) as stream:
             yield stream
     except BaseExceptionGroup as group:  # the PUT's task group: its one failure is the one to name
