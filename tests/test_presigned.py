@@ -104,12 +104,13 @@ def test_get_and_put_reach_the_url(server: str) -> None:
     assert PUT == [b"dump" * 300]
 
 
-def test_a_refused_put_is_named_with_its_status(server: str) -> None:
+def test_a_refused_put_is_named_with_its_status(server: str, caplog: pytest.LogCaptureFixture) -> None:
     with serve(Storage()) as client, pytest.raises(DriverError) as failed:
         client.call("dump", _handle(f"{server}/denied?sig=secret", "PUT"))
     message = str(failed.value)
     assert "presigned HTTP PUT of" in message and "status=403" in message, message
     assert "secret" not in message
+    assert "dump raised RuntimeError" in caplog.text and "secret" not in caplog.text  # nor in the exporter's log
 
 
 def test_an_upload_refused_unread_says_so(server: str) -> None:

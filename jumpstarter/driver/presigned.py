@@ -12,7 +12,7 @@ import errno
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeGuard
+from typing import Any, NoReturn, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -65,9 +65,17 @@ async def presigned(url: str, method: str, headers: dict[str, str], timeout: flo
         failures = causes or list(group.exceptions)
         if len(failures) != 1 or not isinstance(failures[0], Exception):
             raise
-        raise _explained(failures[0], url, method, timeout) from failures[0]
+        _raise_explained(failures[0], url, method, timeout)
     except Exception as exc:
-        raise _explained(exc, url, method, timeout) from exc
+        _raise_explained(exc, url, method, timeout)
+
+
+def _raise_explained(exc: Exception, url: str, method: str, timeout: float) -> NoReturn:
+    explained = _explained(exc, url, method, timeout)
+    if explained is exc:
+        raise exc
+    # Not chained: aiohttp's error quotes the URL, signature and all, and the exporter logs a failed call's chain.
+    raise explained from None
 
 
 def _explained(exc: Exception, url: str, method: str, timeout: float) -> Exception:
