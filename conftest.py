@@ -44,7 +44,7 @@ def board():
 
 @pytest.fixture
 def board_client(board):
-    from jumpstarter.common.utils import serve
+    from jumpstarter.inprocess import serve
 
     with serve(board) as client:
         yield client

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_runtime import SERVICE, _identity, bare_server  # noqa: E402
 from jumpstarter_driver_demo import Board  # noqa: E402
 
-from jumpstarter.common.utils import serve  # noqa: E402
 from jumpstarter.exporter.process import ExporterProcess  # noqa: E402
+from jumpstarter.inprocess import serve  # noqa: E402
 
 CONFIG = ROOT / "tests" / "upstream" / "custom.yaml"
 # A 16 MiB string is more than the exporter takes by default (16 MiB a message, framing included).

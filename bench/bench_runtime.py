@@ -44,9 +44,9 @@ from jumpstarter_driver_demo import Board
 
 from jumpstarter.client import DriverClient
 from jumpstarter.common.background import background_portal
-from jumpstarter.common.utils import serve
 from jumpstarter.common.wire import GRPC_OPTIONS
 from jumpstarter.driver import Driver, export, exportstream
+from jumpstarter.inprocess import serve
 from jumpstarter.v1 import jumpstarter_pb2
 from jumpstarter.values import decode_args, decode_result, encode_args, encode_result
 
@@ -59,7 +59,7 @@ PYTHONS = {"ours": ROOT / ".venv" / "bin" / "python", "upstream": ROOT / ".venv-
 # Runs in each venv (-I: each imports its own jumpstarter): items/s of one generator call of argv[2] items.
 GENERATOR_PEER = """
 import sys, time
-from jumpstarter.common.utils import serve
+from jumpstarter.common.utils import serve  # upstream's path: this runs in both venvs
 from jumpstarter_driver_demo import Board
 
 method, n = sys.argv[1], int(sys.argv[2])

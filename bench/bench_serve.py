@@ -25,7 +25,7 @@ PYTHONS = {"ours": ROOT / ".venv" / "bin" / "python", "upstream": ROOT / ".venv-
 PEER = """
 import json, sys, time
 from dataclasses import dataclass
-from jumpstarter.common.utils import serve
+from jumpstarter.inprocess import serve
 from jumpstarter.driver import Driver, export
 
 @dataclass(kw_only=True)

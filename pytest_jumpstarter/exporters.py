@@ -170,7 +170,7 @@ class YamlExporter(Exporter):
 
     def _open(self):
         if self.mode == "inprocess":
-            from jumpstarter.common.utils import serve
+            from jumpstarter.inprocess import serve
 
             return serve(self.config.instantiate(), passphrase=self.passphrase)
         if self.launch is None:

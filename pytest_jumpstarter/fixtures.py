@@ -115,8 +115,8 @@ class Fixtures:
 
     def _serve_mock(self, driver: Any, request: pytest.FixtureRequest):
         """``driver`` (a Driver, or a factory of one) served in-process until the test's fixtures end."""
-        from jumpstarter.common.utils import serve
         from jumpstarter.driver import Driver
+        from jumpstarter.inprocess import serve
 
         driver = driver if isinstance(driver, Driver) else driver()
         stack = ExitStack()

@@ -18,7 +18,7 @@ def mock_export(factory: Callable[[], Any], *, name: str | None = None, scope: S
     """
 
     def fixture():
-        from jumpstarter.common.utils import serve
+        from jumpstarter.inprocess import serve
 
         with serve(factory()) as client:
             yield client
