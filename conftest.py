@@ -15,6 +15,24 @@ from jumpstarter.exporter.process import ExporterProcess
 
 pytest_plugins = ["pytester"]
 
+# The end-to-end tests: whole pytest runs (pytester), exporters in subprocesses, other virtualenvs. Marked
+# ``e2e`` so that `pytest -m "not e2e"` is a quick loop while working on the runtime's own code.
+E2E_FIXTURES = {"pytester", "exporter_process", "drivers_python", "upstream_python", "testdir"}
+E2E_MODULES = {
+    *("test_upstream.py", "test_upstream_drivers.py", "test_upstream_drivers_product.py", "test_packaging.py"),
+    *("test_readme.py", "test_memory.py", "test_exporter_lifetime.py", "test_parallel.py"),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: an end-to-end test (whole runs, subprocesses); -m 'not e2e' skips them")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in E2E_MODULES or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="session")
 def say(pytestconfig: pytest.Config) -> Callable[[str], None]:

@@ -260,7 +260,7 @@ def shell(args: argparse.Namespace) -> int:
 def inspect_exporter(args: argparse.Namespace) -> int:
     """Print what the exporter at ``args.address`` offers: its drivers, their methods and signatures."""
     from jumpstarter.client import connect
-    from jumpstarter.describe import describe
+    from jumpstarter.inspection import describe
 
     passphrase = args.passphrase or os.environ.get(PASSPHRASE_ENV) or None
     try:

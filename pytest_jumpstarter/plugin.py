@@ -11,7 +11,7 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 - ``recording``, ``replay`` (and ``tapes``, their files): record driver calls on the bench, replay them in CI;
 - ``xdist``: handing the exporters to pytest-xdist's workers;
 - ``timeline``: who held which exporter and who waited, as a summary table and an HTML chart;
-- ``hooks``: what other plugins may implement (a lease acquired, released).
+- ``hookspecs``: what other plugins may implement (a lease acquired, released).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ REPORTING = pytest.StashKey[Reporting]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_jumpstarter import hooks
+    from pytest_jumpstarter import hookspecs
 
-    pluginmanager.add_hookspecs(hooks)
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
