@@ -77,3 +77,15 @@ def test_a_malformed_secret_marker_is_named(pytester):
     result = pytester.runpytest_subprocess("--exporter", str(BOARD_YAML), "--jumpstarter-record", "rec")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*@pytest.mark.jumpstarter_secret('board.add:x'): name a call ('board.login') or*"])
+
+
+def test_a_redacted_value_matches_what_stands_there_and_nothing_else():
+    from pytest_jumpstarter.redaction import matches
+
+    assert matches(["https://h/p?[REDACTED]", 2], ["https://h/p?sig=1&x=(y)", 2])
+    assert matches(["[REDACTED]"], [{"any": "value"}])
+    assert matches({"token": "[REDACTED]", "n": 1}, {"token": "t", "n": 1})
+    assert not matches(["https://h/p?[REDACTED]"], ["https://h/q?sig=1"])
+    assert not matches(["a.b[REDACTED]"], ["axb1"])  # the recorded text is literal around the redacted part
+    assert not matches({"token": "[REDACTED]"}, {"token": "t", "more": 1})
+    assert not matches(["x", "[REDACTED]"], ["x"])
