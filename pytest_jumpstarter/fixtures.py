@@ -46,6 +46,8 @@ class Fixtures:
             setattr(root, ROOT, pytest.fixture(name=ROOT, scope=lab.scope)(self._root_fixture()))
             lab.config.pluginmanager.register(root, "jumpstarter-exports")
             self.add([n for e in lab.exporters for n in e.exports] + (replayer.names() if replayer else []))
+        if replayer:
+            replayer.add_fixtures = self.add  # as it reads each collected module's recording
 
     def add(self, names: list[str]) -> None:
         """Register a fixture for each export name that has none yet."""

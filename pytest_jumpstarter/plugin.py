@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 from jumpstarter.utils.env import set_fallback as set_env_fallback
-from pytest_jumpstarter import launch, settings
+from pytest_jumpstarter import launch, redaction, settings
 from pytest_jumpstarter.fixtures import Fixtures
 from pytest_jumpstarter.lab import LAB, Lab
 from pytest_jumpstarter.leasing import MARKER as EXPORTER_MARKER
@@ -51,6 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{EXPORTER_MARKER}(*exports, **labels): use only exporters carrying these labels (for the named "
         "exports, or all)",
         f"{settings.MARKER}(**settings): this test's own {', '.join(settings.PER_TEST)} (beats option, env, ini)",
+        redaction.MARKER_HELP,
     ):
         config.addinivalue_line("markers", line)
     lab = config.stash[LAB] = Lab(config)

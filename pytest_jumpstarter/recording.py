@@ -4,11 +4,13 @@ While a test holds an export's client, the clients of its tree talk through a ``
 connection, which also appends each call (arguments, result or error), generator item, byte-stream chunk and
 upload digest to the running test's recording. The recording travels with the test's report (so xdist workers'
 reach the controller), and the controller writes each module's file when the session ends (see ``tapes``).
+What is secret is redacted as the test ends, before its recording leaves it (see ``redaction``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,7 @@ import anyio
 import pytest
 
 from jumpstarter.client.streams import AsyncStreamBase, BlockingStreamBase
-from pytest_jumpstarter import tapes
+from pytest_jumpstarter import redaction, tapes
 
 REPORT_ATTRIBUTE = "jumpstarter_recording"  # on a test's teardown report: its recording (plain data)
 FILE = "file"  # in that recording, until the controller writes it: the file it goes to
@@ -33,6 +35,8 @@ class Recorder:
         self.current: dict | None = None  # the running test's recording
         self.attached: dict[str, Any] = {}  # fixture name -> its client, while attached
         self.received: dict[str, dict] = {}  # controller: node id -> recording
+        self.secrets: set[str] = set()  # the exporters' addresses and passphrases: redacted wherever they appear
+        self.declared: redaction.Declared = {}  # the running test's secret arguments (its markers)
 
     # Fixtures ---------------------------------------------------------------------------------
 
@@ -48,6 +52,11 @@ class Recorder:
                 walk(child)
 
         walk(client)
+        connection = swapped[0][1] if swapped else getattr(client.connection, "_real", client.connection)
+        for name in ("address", "passphrase"):
+            value = getattr(connection, name, None)
+            if isinstance(value, str):
+                self.secrets.add(value)
         self.attached[fixture] = client
         self._note(fixture, client)
 
@@ -85,6 +94,7 @@ class Recorder:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self.current = {"fixtures": {}, "drivers": {}, "calls": [], "aliases": {}}
+        self.declared = redaction.declared(item)
         used = set(getattr(item, "fixturenames", ()))
         for fixture, client in self.attached.items():  # module- or session-scoped fixtures, attached earlier
             if fixture in used:
@@ -97,6 +107,7 @@ class Recorder:
             recording, self.current = self.current, None
             if recording["fixtures"]:
                 recording.pop("aliases")
+                redaction.redact_steps(recording["calls"], self.secrets, self.declared)
                 recording[FILE] = str(tapes.file_for(self.folder, item.path, item.nodeid))
                 setattr(report, REPORT_ATTRIBUTE, recording)
         return report
@@ -107,21 +118,32 @@ class Recorder:
             self.received[report.nodeid] = recording
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Each module's file: the tests recorded now replace their old recordings; the others stay."""
+        """Each module's file: the tests recorded now replace their old recordings; the others stay. A file that
+        can't be read or written costs only its own module's recordings, named in a line of its own (and the
+        run's exit status)."""
         if not self.controller or not self.received:
             return
         by_file: dict[Path, dict[str, dict]] = {}
         for nodeid, recording in self.received.items():
             by_file.setdefault(Path(recording.pop(FILE)), {})[tapes.test_key(nodeid)] = recording
+        problems, written = [], 0
         for path, tests in by_file.items():
-            old = tapes.load(path) if path.exists() else {}
-            tapes.save(path, {**old, **tests})
+            try:
+                old = tapes.load(path, self.folder) if os.path.lexists(path) else {}
+                tapes.save(path, {**old, **tests}, self.folder)
+                written += len(tests)
+            except (OSError, ValueError) as exc:
+                problems.append(f"jumpstarter: {len(tests)} tests' recordings not written: {tapes.problem(path, exc)}")
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(
-                f"jumpstarter: recorded {len(self.received)} tests' driver calls in {len(by_file)} files under "
+                f"jumpstarter: recorded {written} tests' driver calls in {len(by_file) - len(problems)} files under "
                 f"{self.folder}"
             )
+            for problem in problems:
+                reporter.write_line(problem, red=True)
+        if problems and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 class RecordingConnection:

@@ -10,6 +10,7 @@ recording. Nothing is sent anywhere: a replayed test runs at mocked-test speed.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,8 @@ import pytest
 from jumpstarter import errors
 from jumpstarter.client.connection import OwnPortal
 from jumpstarter.client.streams import AsyncStreamBase, BlockingStreamBase
-from pytest_jumpstarter import tapes
+from jumpstarter.common.secrets import redact
+from pytest_jumpstarter import redaction, tapes
 from pytest_jumpstarter.leasing import ROOT
 
 if TYPE_CHECKING:
@@ -39,18 +41,31 @@ class Replayer:
         self.folder = folder
         if not folder.is_dir():
             raise pytest.UsageError(f"jumpstarter: --jumpstarter-replay {folder}: no such folder of recordings")
-        self.files: dict[Path, dict[str, dict]] = {}  # recording file -> test key -> recording
-        for path in sorted(folder.rglob("*.yaml")):
-            try:
-                self.files[path] = tapes.load(path)
-            except (OSError, ValueError) as exc:
-                raise pytest.UsageError(f"jumpstarter: --jumpstarter-replay: {exc}") from None
+        # Each file is read when its module is collected, not before: an unrelated big recording costs nothing.
+        self.files: dict[Path, dict[str, dict] | str] = {}  # recording file -> test key -> recording, or its problem
+        self.add_fixtures: Callable[[list[str]], None] | None = None  # registers export fixtures (Fixtures.add)
         self.tape: Tape | None = None  # the running test's
 
     def names(self) -> list[str]:
-        """The export names some recording's fixtures use: each gets a fixture."""
-        names = {name for tests in self.files.values() for test in tests.values() for name in test.get("fixtures", {})}
+        """The export names the recordings read so far use: each gets a fixture."""
+        names = {
+            name
+            for tests in self.files.values()
+            if isinstance(tests, dict)
+            for test in tests.values()
+            for name in test["fixtures"]
+        }
         return sorted(names - {ROOT})
+
+    def recordings(self, file: Path) -> dict[str, dict] | str:
+        """The tests recorded in ``file`` (none if there is no such file), read at first use; or why the file
+        can't be used (a damaged or hostile file costs only its own module's tests)."""
+        if file not in self.files:
+            try:
+                self.files[file] = tapes.load(file, self.folder) if os.path.lexists(file) else {}
+            except (OSError, ValueError) as exc:
+                self.files[file] = f"jumpstarter: can't replay this module's tests: {tapes.problem(file, exc)}"
+        return self.files[file]
 
     def client(self, fixture: str, request: pytest.FixtureRequest) -> Any:
         """The client fixture ``fixture`` gives the running test, built from its recording."""
@@ -84,9 +99,23 @@ class Replayer:
     # Hooks ------------------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_collectstart(self, collector: pytest.Collector) -> None:
+        """A test module's recording is read as the module is collected: its export names get fixtures before
+        its tests ask for them."""
+        if not isinstance(collector, pytest.Module):
+            return
+        tests = self.recordings(tapes.file_for(self.folder, collector.path, collector.nodeid))
+        if isinstance(tests, dict) and self.add_fixtures is not None:
+            self.add_fixtures(sorted({name for test in tests.values() for name in test["fixtures"]} - {ROOT}))
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         file = tapes.file_for(self.folder, item.path, item.nodeid)
-        self.tape = Tape(item.nodeid, file, self.files.get(file, {}).get(tapes.test_key(item.nodeid)))
+        tests = self.recordings(file)
+        if isinstance(tests, str):
+            self.tape = None
+            pytest.fail(tests, pytrace=False)
+        self.tape = Tape(item.nodeid, file, tests.get(tapes.test_key(item.nodeid)))
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
@@ -132,11 +161,13 @@ class Tape:
         if self.position >= len(self.steps):
             raise self.fail(
                 f"step {number}: expected no more driver calls (the recording has {len(self.steps)}), "
-                f"got {tapes.show(got)}"
+                f"got {redact(tapes.show(got))}"
             )
         expected = self.steps[self.position]
-        if expected.get(kind) != what or ("args" in got and expected.get("args", []) != got["args"]):
-            raise self.fail(f"step {number} differs: expected {tapes.show(expected)}, got {tapes.show(got)}")
+        if expected.get(kind) != what or (
+            "args" in got and not redaction.matches(expected.get("args", []), got["args"])
+        ):
+            raise self.fail(f"step {number} differs: expected {tapes.show(expected)}, got {redact(tapes.show(got))}")
         self.position += 1
         return expected
 

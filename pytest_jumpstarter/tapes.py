@@ -3,27 +3,31 @@
 One YAML file per test module (``DIR/tests/test_board.yaml`` for ``tests/test_board.py``), written to be read
 and diffed: each test's drivers (the client tree its fixtures reached, by path) and its calls, in order. Values
 are written as they travel on the wire (protobuf Values: JSON-like); byte-stream traffic as text where it is
-UTF-8, else as ``!!binary``. Nothing of the connection (addresses, passphrases, leases) is written.
+UTF-8, else as ``!!binary``. Nothing of the connection (addresses, passphrases, leases) is written, and what
+is known to be secret is redacted (``redaction``). Files are read and written without following links, and
+checked against the documented shape (``tapeschema``) before replay trusts them.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from jumpstarter.common.safefiles import read_regular, write_atomic
 from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL
 from jumpstarter.errors import DriverError
 from jumpstarter.v1 import jumpstarter_pb2
 from jumpstarter.values import decode_args, encode_args
+from pytest_jumpstarter.tapeschema import BadRecording, check_tests
 
 VERSION = 1
 HEADER = (
     "# Driver calls recorded by `pytest --jumpstarter-record`; `pytest --jumpstarter-replay DIR` answers the\n"
     "# tests' fixtures from them, with no exporter. Re-record rather than edit by hand.\n"
 )
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a bigger recording file is refused: a module's tests are never that big
 ROOT_CLIENT = "jumpstarter.client.CompositeClient"  # the root of a replayed tree whose test used no root fixture
 
 
@@ -44,22 +48,47 @@ def test_key(nodeid: str) -> str:
     return nodeid.split("::", 1)[1] if "::" in nodeid else nodeid
 
 
-def load(path: Path) -> dict[str, dict]:
-    """The tests recorded in ``path`` (test key -> recording); a clear error for a file that isn't one."""
+def load(path: Path, inside: Path | None = None) -> dict[str, dict]:
+    """The tests recorded in ``path`` (test key -> recording); a clear error for a file that isn't one: OSError
+    for one that can't be read (a link, a FIFO, too big: see ``safefiles``), ValueError for one whose content
+    isn't a recording of the documented shape. Below ``inside``, no link is followed."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_regular(path, inside, MAX_FILE_BYTES).decode("utf-8")
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader: no Python tags)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a jumpstarter recording: not UTF-8 text ({exc})") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not a jumpstarter recording: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a jumpstarter recording: nested too deep") from None
     if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
         raise ValueError(f"{path}: not a jumpstarter recording (no 'tests' mapping)")
-    if data.get("version") != VERSION:
-        raise ValueError(f"{path}: recording version {data.get('version')!r}; this jumpstarter reads {VERSION}")
+    version = data.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise ValueError(
+            f"{path}: recording version {version}, written by a newer jumpstarter; this one reads version "
+            f"{VERSION}: upgrade jumpstarter to replay it"
+        )
+    if version != VERSION:
+        raise ValueError(f"{path}: recording version {version!r}; this jumpstarter reads {VERSION}")
+    try:
+        check_tests(data["tests"])
+    except BadRecording as exc:
+        raise ValueError(f"{path}: not a valid recording: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a valid recording: nested too deep") from None
     return data["tests"]
 
 
-def save(path: Path, tests: dict[str, dict]) -> None:
-    """Write ``tests`` (sorted by key: stable for diffs) to ``path``, whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def problem(path: Path, exc: BaseException) -> str:
+    """Why ``path`` can't be used, naming it once."""
+    text = str(exc)
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def save(path: Path, tests: dict[str, dict], inside: Path | None = None) -> None:
+    """Write ``tests`` (sorted by key: stable for diffs) to ``path``, whole or not at all, never through a link
+    (below ``inside``, no linked folder either)."""
     text = yaml.dump(
         {"version": VERSION, "tests": dict(sorted(tests.items()))},
         Dumper=_Dumper,
@@ -67,13 +96,18 @@ def save(path: Path, tests: dict[str, dict]) -> None:
         allow_unicode=True,
         width=120,
     )
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(HEADER + text, encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, (HEADER + text).encode("utf-8"), inside)
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when there: a big file loads 10x faster
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, one fact a line; short lists of plain values on one line."""
+    """Block style, one fact a line; short lists of plain values on one line; no anchors and aliases (a value
+    seen twice is written twice: readers need not expand anything)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, text: str) -> yaml.Node:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from jumpstarter.common.safefiles import write_atomic
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
 
 if TYPE_CHECKING:
@@ -372,8 +373,8 @@ class Timeline:
         from pytest_jumpstarter.timeline_html import render
 
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render(self.run(), title=command_line(session.config.invocation_params.args)))
+            page = render(self.run(), title=command_line(session.config.invocation_params.args))
+            write_atomic(path, page.encode("utf-8"))  # never through a link; the old page stays whole on failure
             self.written = path
         except OSError as exc:
             self.write_error = f"can't write the timeline {path}: {exc}"

@@ -198,9 +198,12 @@ def test_record_and_replay_usage_errors(pytester, args, message):
 
 
 def test_a_file_that_is_not_a_recording_is_named(pytester):
-    pytester.makepyfile("def test_x():\n    pass\n")
+    """Its module's tests fail naming it; a file of a module that doesn't run is not even read."""
+    pytester.makepyfile(test_board="def test_x():\n    pass\n")
     (pytester.path / "rec").mkdir()
+    (pytester.path / "rec" / "test_board.yaml").write_text("- just a list\n")
     (pytester.path / "rec" / "notes.yaml").write_text("- just a list\n")
     result = pytester.runpytest_subprocess("--jumpstarter-replay", "rec")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*rec/notes.yaml: not a jumpstarter recording (no 'tests' mapping)*"])
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*rec/test_board.yaml: not a jumpstarter recording (no 'tests' mapping)*"])
+    assert "notes.yaml" not in result.stdout.str()
