@@ -12,7 +12,7 @@ from __future__ import annotations
 import types
 from contextlib import ExitStack
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -20,6 +20,8 @@ from jumpstarter.common.hints import closest
 from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
 
 if TYPE_CHECKING:
+    from jumpstarter.client.connection import Connection
+    from pytest_jumpstarter.exporters import Exporter
     from pytest_jumpstarter.lab import Lab
     from pytest_jumpstarter.leasing import Leasing
     from pytest_jumpstarter.recording import Recorder
@@ -73,10 +75,7 @@ class Fixtures:
                     pytest.fail(
                         f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
                     )
-                client = getattr(claim.chosen[name].client(), name)
-                self._limit_calls(client, request)
-                if self.recorder:
-                    self.recorder.attach(name, client, request)
+                client = self._tree(claim.chosen[name], name, request)
             self._mock_children(name, client, request)
             return client
 
@@ -90,20 +89,29 @@ class Fixtures:
             """The root client of the exporter this test leased (children: its exports)."""
             if self.replayer:
                 return self.replayer.client(ROOT, request)
-            client = self.leasing.claim(request, jumpstarter_target).first.client()
-            self._limit_calls(client, request)
-            if self.recorder:
-                self.recorder.attach(ROOT, client, request)
-            return client
+            return self._tree(self.leasing.claim(request, jumpstarter_target).first, ROOT, request)
 
         setattr(exporter, EXPORT_ATTRIBUTE, None)
         return exporter
 
-    def _limit_calls(self, client: Any, request: pytest.FixtureRequest) -> None:
-        """The test's call timeout (--call-timeout, or its marker's) on the connection its client calls through."""
+    def _tree(self, exporter: Exporter, fixture: str, request: pytest.FixtureRequest) -> Any:
+        """A client tree of ``exporter`` for this fixture alone, closed when it ends: a client that keeps state
+        (a cache of the driver's methods, a console it opened) starts afresh in each test, live as on replay, so
+        no test depends on which ran before it on the worker. A copy of the tree built once from the report."""
+        from jumpstarter.client.tree import fresh_tree
+
+        root = exporter.client()
         item = request.node if isinstance(request.node, pytest.Item) else None
-        seconds = self.lab.values.seconds("call_timeout", item)
-        client.connection.call_timeout = seconds if seconds > 0 else None
+        seconds = self.lab.values.seconds("call_timeout", item)  # --call-timeout, or the test's marker's
+        root.connection.call_timeout = seconds if seconds > 0 else None
+        # A RecordingConnection stands where a Connection does: it passes every call on.
+        connection = cast("Connection", self.recorder.connection(root.connection)) if self.recorder else None
+        tree = fresh_tree(root, connection)
+        request.addfinalizer(tree._close_tree)
+        client = tree if fixture == ROOT else tree.children[fixture]
+        if self.recorder:
+            self.recorder.attach(fixture, client, request)
+        return client
 
     # Mocks -------------------------------------------------------------------------------------
 

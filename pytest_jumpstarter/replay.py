@@ -10,6 +10,7 @@ recording. Nothing is sent anywhere: a replayed test runs at mocked-test speed.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,9 @@ from pytest_jumpstarter.leasing import ROOT
 
 if TYPE_CHECKING:
     from jumpstarter.client.connection import Connection
+
+
+WAKE = 0.02  # seconds between looks of an async receive that waits for its stream's close
 
 
 class ReplayMismatch(AssertionError):
@@ -76,6 +80,7 @@ class Replayer:
         request.addfinalizer(connection.close)
         # A ReplayConnection stands where a Connection does: the clients use only the calls it answers.
         root = client_from_report(cast("Connection", connection), tapes.report(tape.recording.get("drivers", {})))
+        request.addfinalizer(root._close_tree)  # as live: the fixture's tree ends with it
         client = root
         for step in path.split(".") if path != tapes.ROOT_PATH else ():
             client = client.children[step]
@@ -177,6 +182,7 @@ class ReplayConnection:
         self.metadata: tuple = ()
         self.closed = False
         self._portal = OwnPortal()
+        self._streams: list[ReplayStream] = []  # released when the connection ends: a receive waiting on one ends
 
     @property
     def tape(self) -> Tape:
@@ -233,7 +239,9 @@ class ReplayConnection:
     def stream(self, uuid: str, target: str, method: str) -> ReplayStream:
         tape = self.tape
         entry = tape.next("stream", f"{target}.{method}".lstrip("."))
-        return ReplayStream(tape, f"{target}.{method}", entry.get("traffic", []))
+        stream = ReplayStream(tape, f"{target}.{method}", entry.get("traffic", []))
+        self._streams.append(stream)
+        return stream
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncReplayStream:
         return AsyncReplayStream(self.stream(uuid, target, method))
@@ -286,19 +294,31 @@ class ReplayConnection:
 
     def close(self) -> None:
         self.closed = True
+        for stream in self._streams:
+            stream.released.set()
         self._portal.close()
 
 
 class ReplayStream(BlockingStreamBase):
     """A byte stream that plays the driver's side of a recorded one: what the test sends must be the recorded
-    bytes (chunked any way), and it receives the recorded chunks, then the end or error."""
+    bytes (chunked any way), and it receives the recorded chunks, then the end or error. A receive the recorded
+    test left waiting when it closed the stream (or cancelled the receive) waits here too, until the stream is
+    closed (or the receive cancelled), and then ends as the recorded one did."""
 
     def __init__(self, tape: Tape, where: str, traffic: list) -> None:
         self._tape, self._where = tape, where
         self._expected = b"".join(tapes.chunk(s["send"]) for s in traffic if isinstance(s, dict) and "send" in s)
         self._sent = 0
-        self._incoming = [s for s in traffic if s == "end" or (isinstance(s, dict) and "send" not in s)]
+        self._incoming = [
+            s for s in traffic if s in ("end", tapes.PENDING) or (isinstance(s, dict) and "send" not in s)
+        ]
         self._closed = False
+        self.released = threading.Event()  # set when the stream is closed or its connection ends: waits end
+
+    @property
+    def waits(self) -> bool:
+        """Whether the next receive is one the recorded test left waiting until the stream was closed."""
+        return bool(self._incoming) and self._incoming[0] == tapes.PENDING
 
     def send(self, data: bytes) -> None:
         __tracebackhide__ = True
@@ -316,6 +336,17 @@ class ReplayStream(BlockingStreamBase):
 
     def receive(self) -> bytes:
         __tracebackhide__ = True
+        if self.waits:
+            self.released.wait()
+        return self.received()
+
+    def received(self) -> bytes:
+        """The next recorded step of the driver's side, once any wait for the close is over."""
+        __tracebackhide__ = True
+        if self.waits and self.released.is_set():
+            self._incoming.pop(0)
+            if not self._incoming:  # the recorded receive was cancelled, this one ends with the stream
+                raise anyio.ClosedResourceError(f"byte stream {self._where} was closed")
         if not self._incoming:
             raise self._tape.fail(f"byte stream {self._where}: the test receives more than the recorded test did")
         step = self._incoming[0]
@@ -334,6 +365,7 @@ class ReplayStream(BlockingStreamBase):
                 f"the rest: {self._expected[self._sent : self._sent + 60]!r}"
             )
         self._closed = True
+        self.released.set()
 
 
 class AsyncReplayStream(AsyncStreamBase):
@@ -349,7 +381,9 @@ class AsyncReplayStream(AsyncStreamBase):
         self._stream.send_eof()
 
     async def receive(self) -> bytes:
-        return self._stream.receive()
+        while self._stream.waits and not self._stream.released.is_set():  # until closed, or cancelled meanwhile
+            await anyio.sleep(WAKE)
+        return self._stream.received()
 
     async def aclose(self) -> None:
         self._stream.close()

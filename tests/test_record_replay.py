@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 import yaml
 from samples import EXAMPLES
@@ -204,3 +206,126 @@ def test_a_file_that_is_not_a_recording_is_named(pytester):
     result = pytester.runpytest_subprocess("--jumpstarter-replay", "rec")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*rec/notes.yaml: not a jumpstarter recording (no 'tests' mapping)*"])
+
+
+TWO_CHILDREN = """
+apiVersion: jumpstarter.dev/v1alpha1
+kind: ExporterConfig
+endpoint: ""
+token: ""
+export:
+  board:
+    type: jumpstarter_driver_demo.Board
+    config: {name: demo-2}
+    children:
+      power: {type: jumpstarter_driver_demo.Power}
+      backup: {type: jumpstarter_driver_demo.Power}
+"""
+
+FRESH_CLIENTS = """
+    def test_settings_first(board):
+        assert board.settings["name"] == "demo-2"
+
+    def test_settings_again(board):  # board.settings asks the driver once per client object
+        assert board.settings["baudrate"] == 115200
+"""
+
+
+def record_two(pytester, tests: str) -> dict:
+    """Record ``tests`` on the two-children board; the recordings, by test."""
+    pytester.makefile(".yaml", two=TWO_CHILDREN)
+    pytester.makepyfile(test_board=tests)
+    pytester.runpytest_subprocess("--exporter", "two.yaml", "--jumpstarter-record", "rec").assert_outcomes(
+        passed=tests.count("def test_")
+    )
+    return yaml.safe_load((pytester.path / "rec" / "test_board.yaml").read_text())["tests"]
+
+
+def test_each_test_gets_a_client_tree_of_its_own_live_and_on_replay(pytester):
+    """A client that caches what it asked the driver (upstream's ShellClient and get_methods) asks in every test:
+    a test's calls, and so its recording, don't depend on which test ran before it on the worker."""
+    tests = record_two(pytester, FRESH_CLIENTS)
+    describe = {"call": "board.describe", "result": {"baudrate": 115200, "name": "demo-2"}}
+    assert tests["test_settings_first"]["calls"] == tests["test_settings_again"]["calls"] == [describe]
+    pytester.runpytest_subprocess("--jumpstarter-replay", "rec").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess("--jumpstarter-replay", "rec", "-k", "again").assert_outcomes(passed=1, deselected=1)
+    pytester.runpytest_subprocess("--jumpstarter-replay", "rec", "-n", "2").assert_outcomes(passed=2)
+
+
+def test_a_replayed_tree_has_the_exporters_order_of_children(pytester):
+    tests = record_two(pytester, 'def test_order(board):\n    assert list(board.children) == ["power", "backup"]\n')
+    assert list(tests["test_order"]["drivers"]) == ["board", "board.power", "board.backup"]
+    pytester.runpytest_subprocess("--jumpstarter-replay", "rec").assert_outcomes(passed=1)
+
+
+WAITING_READERS = """
+    import threading
+    import time
+
+    import anyio
+
+    def test_a_reader_cancelled_while_it_waits(board):
+        async def main():
+            received = []
+            async with board.stream_async("console") as console, anyio.create_task_group() as tasks:
+
+                async def read():
+                    async for chunk in console:
+                        received.append(chunk)
+
+                tasks.start_soon(read)
+                await console.send(b"hi")
+                with anyio.fail_after(30):
+                    while b"".join(received) != b"hi":
+                        await anyio.sleep(0.01)
+                tasks.cancel_scope.cancel()  # the reader waits for more: it is cancelled so
+            return received
+
+        assert board.portal.call(main) == [b"hi"]
+
+    def test_a_reader_thread_waits_until_the_stream_is_closed(board):
+        received, ended = [], []
+        with board.stream("console") as console:
+
+            def read():
+                try:
+                    for chunk in console:
+                        received.append(chunk)
+                except Exception as exc:
+                    ended.append(type(exc).__name__)
+                else:
+                    ended.append("end")
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            console.send(b"hi")
+            deadline = time.monotonic() + 30
+            while received != [b"hi"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)  # the reader waits in its next receive
+            assert not ended  # the recorded reader waited until the close; so must the replayed one
+        reader.join(30)
+        assert ended == ["ConnectError"] and received == [b"hi"]
+
+    def test_a_receive_the_recorded_test_never_made(board):
+        with board.stream("console") as console:
+            console.send(b"hi")
+            assert console.receive() == b"hi"
+            if RECEIVE_MORE:
+                console.receive()
+"""
+
+
+def test_a_receive_left_waiting_when_the_stream_closed_waits_on_replay_too(pytester):
+    """Upstream's pexpect console (a port forward's copy task reading the driver's stream, cancelled when the
+    ``with`` ends) and a reader thread: their last receive waited when the test closed the stream; on replay
+    it waits until the same moment, and ends as it did. A receive the recorded test never made still fails."""
+    tests = record_two(pytester, "RECEIVE_MORE = False\n" + textwrap.dedent(WAITING_READERS))
+    assert tests["test_a_reader_cancelled_while_it_waits"]["calls"][0]["traffic"][-1] == "pending"
+    pytester.runpytest_subprocess("--jumpstarter-replay", "rec").assert_outcomes(passed=3)
+    pytester.makepyfile(test_board="RECEIVE_MORE = True\n" + textwrap.dedent(WAITING_READERS))
+    replayed = pytester.runpytest_subprocess("--jumpstarter-replay", "rec", "-k", "never_made")
+    replayed.assert_outcomes(failed=1, deselected=2)
+    replayed.stdout.fnmatch_lines(
+        ["*byte stream board.console: the test receives more than the recorded test did (replaying *never_made*"]
+    )
