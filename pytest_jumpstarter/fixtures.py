@@ -10,13 +10,15 @@ test uses, an export name misspelt, a child's name used as an export's.
 from __future__ import annotations
 
 import types
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from jumpstarter.common.hints import closest
+from pytest_jumpstarter import tapes
 from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
 
 if TYPE_CHECKING:
@@ -95,23 +97,46 @@ class Fixtures:
         return exporter
 
     def _tree(self, exporter: Exporter, fixture: str, request: pytest.FixtureRequest) -> Any:
-        """A client tree of ``exporter`` for this fixture alone, closed when it ends: a client that keeps state
-        (a cache of the driver's methods, a console it opened) starts afresh in each test, live as on replay, so
-        no test depends on which ran before it on the worker. A copy of the tree built once from the report."""
-        from jumpstarter.client.tree import fresh_tree
-
-        root = exporter.client()
+        """A client tree of ``exporter`` for this fixture alone, closed when it ends (see ``tree``)."""
         item = request.node if isinstance(request.node, pytest.Item) else None
         seconds = self.lab.values.seconds("call_timeout", item)  # --call-timeout, or the test's marker's
-        root.connection.call_timeout = seconds if seconds > 0 else None
-        # A RecordingConnection stands where a Connection does: it passes every call on.
-        connection = cast("Connection", self.recorder.connection(root.connection)) if self.recorder else None
-        tree = fresh_tree(root, connection)
+        tree = self.tree(exporter.client(), seconds if seconds > 0 else None)
         request.addfinalizer(tree._close_tree)
         client = tree if fixture == ROOT else tree.children[fixture]
         if self.recorder:
-            self.recorder.attach(fixture, client, request)
+            request.addfinalizer(self.recorder.attach(fixture, client))
         return client
+
+    def tree(self, root: Any, call_timeout: float | None) -> Any:
+        """A new client tree like ``root``'s, recorded when recording: a client that keeps state (a cache of the
+        driver's methods, a console it opened) starts afresh in each test, live as on replay, so no test depends
+        on which ran before it on the worker. A copy of the tree built once from the exporter's report."""
+        from jumpstarter.client.tree import fresh_tree
+
+        root.connection.call_timeout = call_timeout
+        # A RecordingConnection stands where a Connection does: it passes every call on.
+        connection = cast("Connection", self.recorder.connection(root.connection)) if self.recorder else None
+        return fresh_tree(root, connection)
+
+    @contextmanager
+    def env(self) -> Iterator[Any]:
+        """What ``jumpstarter.utils.env()`` gives a test when no shell is around (upstream-style tests): a root
+        client of an exporter of the run, leased while inside, a tree of its own, recorded and replayed as a
+        fixture's is (under the name ``env()``)."""
+        if self.replayer:
+            with self.replayer.env() as client:
+                yield client
+            return
+        with self.leasing.env_lease() as root:
+            seconds = self.lab.values.seconds("call_timeout")
+            tree = self.tree(root, seconds if seconds > 0 else None)
+            detach = self.recorder.attach(tapes.ENV, tree) if self.recorder else None
+            try:
+                yield tree
+            finally:
+                tree._close_tree()
+                if detach:
+                    detach()
 
     # Mocks -------------------------------------------------------------------------------------
 

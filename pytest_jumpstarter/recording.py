@@ -9,7 +9,7 @@ reach the controller), and the controller writes each module's file when the ses
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -41,12 +41,12 @@ class Recorder:
         """The connection a recorded test's client tree talks through: ``real``, writing down what passes."""
         return RecordingConnection(real, self)
 
-    def attach(self, fixture: str, client: Any, request: pytest.FixtureRequest) -> None:
+    def attach(self, fixture: str, client: Any) -> Callable[[], None]:
         """Note ``client``'s tree (one that talks through ``connection()``) in the recordings of the tests that
-        use ``fixture``, until the fixture ends."""
+        use ``fixture`` (every test, for ``env()``'s) until the returned function is called."""
         self.attached[fixture] = client
         self._note(fixture, client)
-        request.addfinalizer(partial(self.attached.pop, fixture, None))
+        return partial(self.attached.pop, fixture, None)
 
     def _note(self, fixture: str, client: Any) -> None:
         if self.current is not None and fixture not in self.current["fixtures"]:
@@ -77,7 +77,7 @@ class Recorder:
         self.current = {"fixtures": {}, "drivers": {}, "calls": [], "aliases": {}}
         used = set(getattr(item, "fixturenames", ()))
         for fixture, client in self.attached.items():  # module- or session-scoped fixtures, attached earlier
-            if fixture in used:
+            if fixture in used or fixture == tapes.ENV:  # which tests use env()'s client is not known
                 self._note(fixture, client)
 
     @pytest.hookimpl(wrapper=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -54,15 +54,30 @@ class Replayer:
     def names(self) -> list[str]:
         """The export names some recording's fixtures use: each gets a fixture."""
         names = {name for tests in self.files.values() for test in tests.values() for name in test.get("fixtures", {})}
-        return sorted(names - {ROOT})
+        return sorted(names - {ROOT, tapes.ENV})
 
     def client(self, fixture: str, request: pytest.FixtureRequest) -> Any:
-        """The client fixture ``fixture`` gives the running test, built from its recording."""
+        """The client fixture ``fixture`` gives the running test, built from its recording, until it ends."""
+        client, close = self._build(fixture, request.node.nodeid)
+        request.addfinalizer(close)
+        return client
+
+    @contextmanager
+    def env(self) -> Iterator[Any]:
+        """The root client ``jumpstarter.utils.env()`` gives the running test, built from its recording."""
+        client, close = self._build(tapes.ENV, "")
+        try:
+            yield client
+        finally:
+            close()
+
+    def _build(self, fixture: str, nodeid: str) -> tuple[Any, Callable[[], None]]:
+        """The recorded test's client of ``fixture``, and what ends its tree and connection."""
         from jumpstarter.client.tree import client_from_report
 
         tape = self.tape
         if tape is None or tape.recording is None:
-            nodeid = tape.nodeid if tape else request.node.nodeid
+            nodeid = tape.nodeid if tape else nodeid
             file = tape.file if tape else self.folder
             pytest.fail(
                 f"jumpstarter: no recording of {nodeid} in {file}: record it on the "
@@ -77,14 +92,19 @@ class Replayer:
                 pytrace=False,
             )
         connection = ReplayConnection(self, tape.file)
-        request.addfinalizer(connection.close)
         # A ReplayConnection stands where a Connection does: the clients use only the calls it answers.
         root = client_from_report(cast("Connection", connection), tapes.report(tape.recording.get("drivers", {})))
-        request.addfinalizer(root._close_tree)  # as live: the fixture's tree ends with it
+
+        def close() -> None:  # as live: the tree ends with its fixture
+            try:
+                root._close_tree()
+            finally:
+                connection.close()
+
         client = root
         for step in path.split(".") if path != tapes.ROOT_PATH else ():
             client = client.children[step]
-        return client
+        return client, close
 
     # Hooks ------------------------------------------------------------------------------------
 
@@ -95,19 +115,41 @@ class Replayer:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
-        """A difference the test swallowed (``except Exception``), or calls it never made, fail it at the end."""
+        """Each test's difference from its recording shows once: as the test's failure where the test didn't fail
+        of it (it swallowed it with ``except Exception``, or another thread met it), and not again as an error
+        at teardown where the derailed test's teardown meets it too. Calls the test never made, or a difference
+        first met at teardown, fail the teardown."""
         report = yield
         tape = self.tape
-        if tape is not None and tape.nodeid == item.nodeid:
-            if call.when == "call":
-                tape.passed = report.passed
-            elif call.when == "teardown":
-                self.tape = None
-                problem = tape.problem()
-                if problem and tape.passed and report.passed:
-                    report.outcome = "failed"
-                    report.longrepr = f"jumpstarter replay: {problem}"
+        if tape is None or tape.nodeid != item.nodeid:
+            return report
+        if call.when == "call" and report.passed and tape.mismatch:
+            report.outcome = "failed"
+            report.longrepr = f"jumpstarter replay: {tape.mismatch}"
+        elif (
+            call.when == "call"
+            and tape.mismatch
+            and not isinstance(getattr(call.excinfo, "value", None), ReplayMismatch)
+        ):
+            report.sections.append(("jumpstarter replay", tape.mismatch))  # below a task group's traceback, say
+        if call.when != "teardown":
+            tape.failed = tape.failed or report.failed
+            return report
+        self.tape = None
+        if tape.failed and report.failed and call.excinfo is not None and _replay_only(call.excinfo.value):
+            report.outcome, report.longrepr = "passed", None  # the test's failure said it already
+        problem = tape.problem()
+        if problem and not tape.failed and report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"jumpstarter replay: {problem}"
         return report
+
+
+def _replay_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is a replay mismatch, or a group of nothing else (a task group's, a port forward's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_replay_only(inner) for inner in exc.exceptions)
+    return isinstance(exc, ReplayMismatch)
 
 
 class Tape:
@@ -119,7 +161,7 @@ class Tape:
         self.position = 0
         self.aliases: dict[str, str] = {}
         self.mismatch: str | None = None  # the first difference
-        self.passed = False
+        self.failed = False  # the test's report shows a failure already (at set-up or in the test)
 
     def fail(self, text: str) -> ReplayMismatch:
         message = f"{text} (replaying {self.nodeid} from {self.file})"

@@ -155,6 +155,7 @@ def show(entry: dict) -> str:
 
 
 ROOT_PATH = "."  # the root driver's path as written (its own path is "")
+ENV = "env()"  # in a recording's fixtures: the root client jumpstarter.utils.env() gave (upstream-style tests)
 
 
 def describe(client: Any) -> dict[str, Any]:
