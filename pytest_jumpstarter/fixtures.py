@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from jumpstarter.common.hints import closest
-from pytest_jumpstarter import tapes
 from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
 
 if TYPE_CHECKING:
@@ -123,6 +122,8 @@ class Fixtures:
         """What ``jumpstarter.utils.env()`` gives a test when no shell is around (upstream-style tests): a root
         client of an exporter of the run, leased while inside, a tree of its own, recorded and replayed as a
         fixture's is (under the name ``env()``)."""
+        from pytest_jumpstarter.tapes import ENV  # not at import: tapes loads grpc, and the plugin is inert until used
+
         if self.replayer:
             with self.replayer.env() as client:
                 yield client
@@ -130,7 +131,7 @@ class Fixtures:
         with self.leasing.env_lease() as root:
             seconds = self.lab.values.seconds("call_timeout")
             tree = self.tree(root, seconds if seconds > 0 else None)
-            detach = self.recorder.attach(tapes.ENV, tree) if self.recorder else None
+            detach = self.recorder.attach(ENV, tree) if self.recorder else None
             try:
                 yield tree
             finally:
