@@ -10,9 +10,10 @@ test uses, an export name misspelt, a child's name used as an export's.
 from __future__ import annotations
 
 import types
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -20,6 +21,8 @@ from jumpstarter.common.hints import closest
 from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
 
 if TYPE_CHECKING:
+    from jumpstarter.client.connection import Connection
+    from pytest_jumpstarter.exporters import Exporter
     from pytest_jumpstarter.lab import Lab
     from pytest_jumpstarter.leasing import Leasing
     from pytest_jumpstarter.recording import Recorder
@@ -75,10 +78,7 @@ class Fixtures:
                     pytest.fail(
                         f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
                     )
-                client = getattr(claim.chosen[name].client(), name)
-                self._limit_calls(client, request)
-                if self.recorder:
-                    self.recorder.attach(name, client, request)
+                client = self._tree(claim.chosen[name], name, request)
             self._mock_children(name, client, request)
             return client
 
@@ -92,20 +92,54 @@ class Fixtures:
             """The root client of the exporter this test leased (children: its exports)."""
             if self.replayer:
                 return self.replayer.client(ROOT, request)
-            client = self.leasing.claim(request, jumpstarter_target).first.client()
-            self._limit_calls(client, request)
-            if self.recorder:
-                self.recorder.attach(ROOT, client, request)
-            return client
+            return self._tree(self.leasing.claim(request, jumpstarter_target).first, ROOT, request)
 
         setattr(exporter, EXPORT_ATTRIBUTE, None)
         return exporter
 
-    def _limit_calls(self, client: Any, request: pytest.FixtureRequest) -> None:
-        """The test's call timeout (--call-timeout, or its marker's) on the connection its client calls through."""
+    def _tree(self, exporter: Exporter, fixture: str, request: pytest.FixtureRequest) -> Any:
+        """A client tree of ``exporter`` for this fixture alone, closed when it ends (see ``tree``)."""
         item = request.node if isinstance(request.node, pytest.Item) else None
-        seconds = self.lab.values.seconds("call_timeout", item)
-        client.connection.call_timeout = seconds if seconds > 0 else None
+        seconds = self.lab.values.seconds("call_timeout", item)  # --call-timeout, or the test's marker's
+        tree = self.tree(exporter.client(), seconds if seconds > 0 else None)
+        request.addfinalizer(tree._close_tree)
+        client = tree if fixture == ROOT else tree.children[fixture]
+        if self.recorder:
+            request.addfinalizer(self.recorder.attach(fixture, client))
+        return client
+
+    def tree(self, root: Any, call_timeout: float | None) -> Any:
+        """A new client tree like ``root``'s, recorded when recording: a client that keeps state (a cache of the
+        driver's methods, a console it opened) starts afresh in each test, live as on replay, so no test depends
+        on which ran before it on the worker. A copy of the tree built once from the exporter's report."""
+        from jumpstarter.client.tree import fresh_tree
+
+        root.connection.call_timeout = call_timeout
+        # A RecordingConnection stands where a Connection does: it passes every call on.
+        connection = cast("Connection", self.recorder.connection(root.connection)) if self.recorder else None
+        return fresh_tree(root, connection)
+
+    @contextmanager
+    def env(self) -> Iterator[Any]:
+        """What ``jumpstarter.utils.env()`` gives a test when no shell is around (upstream-style tests): a root
+        client of an exporter of the run, leased while inside, a tree of its own, recorded and replayed as a
+        fixture's is (under the name ``env()``)."""
+        from pytest_jumpstarter.tapes import ENV  # not at import: tapes loads grpc, and the plugin is inert until used
+
+        if self.replayer:
+            with self.replayer.env() as client:
+                yield client
+            return
+        with self.leasing.env_lease() as root:
+            seconds = self.lab.values.seconds("call_timeout")
+            tree = self.tree(root, seconds if seconds > 0 else None)
+            detach = self.recorder.attach(ENV, tree) if self.recorder else None
+            try:
+                yield tree
+            finally:
+                tree._close_tree()
+                if detach:
+                    detach()
 
     # Mocks -------------------------------------------------------------------------------------
 

@@ -57,8 +57,6 @@ def pytest_configure(config: pytest.Config) -> None:
     lab = config.stash[LAB] = Lab(config)
     reporting = config.stash[REPORTING] = Reporting(lab)
     leasing = Leasing(lab, reporting.say)
-    if lab.exporters:
-        set_env_fallback(leasing.env_lease)
     manager = config.pluginmanager
     manager.register(reporting, "jumpstarter-reporting")
     manager.register(leasing, "jumpstarter-leasing")
@@ -73,7 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
         replayer = Replayer(lab.replay)
         manager.register(replayer, "jumpstarter-replayer")
-    manager.register(Fixtures(lab, leasing, reporting, recorder, replayer), "jumpstarter-fixtures")
+    fixtures = Fixtures(lab, leasing, reporting, recorder, replayer)
+    manager.register(fixtures, "jumpstarter-fixtures")
+    if lab.exporters or replayer:
+        set_env_fallback(fixtures.env)
     manager.register(Handoff(lab), "jumpstarter-xdist")
     manager.register(Timeline(lab, leasing), "jumpstarter-timeline")
 
@@ -93,6 +94,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     lab = config.stash.get(LAB, None)
     if lab is None:
         return
-    if lab.exporters:
+    if lab.exporters or lab.replay:
         set_env_fallback(None)
     lab.close()

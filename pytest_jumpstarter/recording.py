@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,37 +41,26 @@ class Recorder:
 
     # Fixtures ---------------------------------------------------------------------------------
 
-    def attach(self, fixture: str, client: Any, request: pytest.FixtureRequest) -> None:
-        """Record what ``client``'s tree does until the fixture ends."""
-        swapped = []
-
-        def walk(node: Any) -> None:
-            if not isinstance(node.connection, RecordingConnection):
-                swapped.append((node, node.connection))
-                node.connection = RecordingConnection(node.connection, self)
-            for child in node.children.values():
-                walk(child)
-
-        walk(client)
-        connection = swapped[0][1] if swapped else getattr(client.connection, "_real", client.connection)
+    def connection(self, real: Any) -> RecordingConnection:
+        """The connection a recorded test's client tree talks through: ``real``, writing down what passes. Its
+        address and passphrase are secrets from then on: redacted wherever they appear."""
         for name in ("address", "passphrase"):
-            value = getattr(connection, name, None)
+            value = getattr(real, name, None)
             if isinstance(value, str):
                 self.secrets.add(value)
+        return RecordingConnection(real, self)
+
+    def attach(self, fixture: str, client: Any) -> Callable[[], None]:
+        """Note ``client``'s tree (one that talks through ``connection()``) in the recordings of the tests that
+        use ``fixture`` (every test, for ``env()``'s) until the returned function is called."""
         self.attached[fixture] = client
         self._note(fixture, client)
-
-        def detach() -> None:
-            self.attached.pop(fixture, None)
-            for node, connection in swapped:
-                node.connection = connection
-
-        request.addfinalizer(detach)
+        return partial(self.attached.pop, fixture, None)
 
     def _note(self, fixture: str, client: Any) -> None:
         if self.current is not None and fixture not in self.current["fixtures"]:
             self.current["fixtures"][fixture] = client.name or tapes.ROOT_PATH
-            self.current["drivers"].update(tapes.describe(client))
+            self.current["drivers"] = tapes.merge(self.current["drivers"], tapes.describe(client))
 
     def begin(self, kind: str, target: str, method: str | None = None, args: tuple | None = None) -> dict:
         """A step of the running test, written down as it starts (so steps keep the order they were made in);
@@ -97,7 +87,7 @@ class Recorder:
         self.declared = redaction.declared(item)
         used = set(getattr(item, "fixturenames", ()))
         for fixture, client in self.attached.items():  # module- or session-scoped fixtures, attached earlier
-            if fixture in used:
+            if fixture in used or fixture == tapes.ENV:  # which tests use env()'s client is not known
                 self._note(fixture, client)
 
     @pytest.hookimpl(wrapper=True)
@@ -251,12 +241,21 @@ def _failed(entry: dict | None, exc: BaseException) -> None:
         entry["error"] = tapes.error(exc)
 
 
+def _pending(traffic: list) -> None:
+    """Write down that a receive was waiting when the test closed the stream or cancelled the receive: replay
+    makes such a receive wait for the same (what ended it, if anything, follows)."""
+    if traffic[-1:] != [tapes.PENDING]:
+        traffic.append(tapes.PENDING)
+
+
 class RecordingStream(BlockingStreamBase):
     """A byte stream whose traffic is written down, in order: ``send``/``receive`` chunks, ``eof`` (this side
-    ended), ``end`` (the driver's side ended), or the error it ended with."""
+    ended), ``end`` (the driver's side ended), the error it ended with, or ``pending`` (a receive waited when the
+    stream was closed or the receive cancelled)."""
 
     def __init__(self, real: Any, traffic: list) -> None:
         self._real, self._traffic = real, traffic
+        self._receiving = 0  # receives under way (another thread's or task's, when the stream is closed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -271,6 +270,7 @@ class RecordingStream(BlockingStreamBase):
         self._real.send_eof()
 
     def receive(self) -> bytes:
+        self._receiving += 1
         try:
             data = self._real.receive()
         except anyio.EndOfStream:
@@ -279,10 +279,17 @@ class RecordingStream(BlockingStreamBase):
         except Exception as exc:
             self._traffic.append({"error": tapes.error(exc)})
             raise
+        except BaseException:  # interrupted while it waited
+            _pending(self._traffic)
+            raise
+        finally:
+            self._receiving -= 1
         self._traffic.append({"receive": tapes.data(data)})
         return data
 
     def close(self) -> None:
+        if self._receiving:  # what comes of the receive that waits (written when it ends) comes of the close
+            _pending(self._traffic)
         self._real.close()
 
 
@@ -291,6 +298,7 @@ class AsyncRecordingStream(AsyncStreamBase):
 
     def __init__(self, real: Any, traffic: list) -> None:
         self._real, self._traffic = real, traffic
+        self._receiving = 0  # receives under way (another thread's or task's, when the stream is closed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -305,6 +313,7 @@ class AsyncRecordingStream(AsyncStreamBase):
         await self._real.send_eof()
 
     async def receive(self) -> bytes:
+        self._receiving += 1
         try:
             data = await self._real.receive()
         except anyio.EndOfStream:
@@ -313,10 +322,17 @@ class AsyncRecordingStream(AsyncStreamBase):
         except Exception as exc:
             self._traffic.append({"error": tapes.error(exc)})
             raise
+        except BaseException:  # cancelled while it waited (a port forward's copy, when the forward ends)
+            _pending(self._traffic)
+            raise
+        finally:
+            self._receiving -= 1
         self._traffic.append({"receive": tapes.data(data)})
         return data
 
     async def aclose(self) -> None:
+        if self._receiving:
+            _pending(self._traffic)
         await self._real.aclose()
 
 

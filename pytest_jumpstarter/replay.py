@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,6 +29,9 @@ from pytest_jumpstarter.leasing import ROOT
 
 if TYPE_CHECKING:
     from jumpstarter.client.connection import Connection
+
+
+WAKE = 0.02  # seconds between looks of an async receive that waits for its stream's close
 
 
 class ReplayMismatch(AssertionError):
@@ -55,7 +59,7 @@ class Replayer:
             for test in tests.values()
             for name in test["fixtures"]
         }
-        return sorted(names - {ROOT})
+        return sorted(names - {ROOT, tapes.ENV})
 
     def recordings(self, file: Path) -> dict[str, dict] | str:
         """The tests recorded in ``file`` (none if there is no such file), read at first use; or why the file
@@ -68,12 +72,27 @@ class Replayer:
         return self.files[file]
 
     def client(self, fixture: str, request: pytest.FixtureRequest) -> Any:
-        """The client fixture ``fixture`` gives the running test, built from its recording."""
+        """The client fixture ``fixture`` gives the running test, built from its recording, until it ends."""
+        client, close = self._build(fixture, request.node.nodeid)
+        request.addfinalizer(close)
+        return client
+
+    @contextmanager
+    def env(self) -> Iterator[Any]:
+        """The root client ``jumpstarter.utils.env()`` gives the running test, built from its recording."""
+        client, close = self._build(tapes.ENV, "")
+        try:
+            yield client
+        finally:
+            close()
+
+    def _build(self, fixture: str, nodeid: str) -> tuple[Any, Callable[[], None]]:
+        """The recorded test's client of ``fixture``, and what ends its tree and connection."""
         from jumpstarter.client.tree import client_from_report
 
         tape = self.tape
         if tape is None or tape.recording is None:
-            nodeid = tape.nodeid if tape else request.node.nodeid
+            nodeid = tape.nodeid if tape else nodeid
             file = tape.file if tape else self.folder
             pytest.fail(
                 f"jumpstarter: no recording of {nodeid} in {file}: record it on the "
@@ -88,13 +107,19 @@ class Replayer:
                 pytrace=False,
             )
         connection = ReplayConnection(self, tape.file)
-        request.addfinalizer(connection.close)
         # A ReplayConnection stands where a Connection does: the clients use only the calls it answers.
         root = client_from_report(cast("Connection", connection), tapes.report(tape.recording.get("drivers", {})))
+
+        def close() -> None:  # as live: the tree ends with its fixture
+            try:
+                root._close_tree()
+            finally:
+                connection.close()
+
         client = root
         for step in path.split(".") if path != tapes.ROOT_PATH else ():
             client = client.children[step]
-        return client
+        return client, close
 
     # Hooks ------------------------------------------------------------------------------------
 
@@ -119,19 +144,41 @@ class Replayer:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
-        """A difference the test swallowed (``except Exception``), or calls it never made, fail it at the end."""
+        """Each test's difference from its recording shows once: as the test's failure where the test didn't fail
+        of it (it swallowed it with ``except Exception``, or another thread met it), and not again as an error
+        at teardown where the derailed test's teardown meets it too. Calls the test never made, or a difference
+        first met at teardown, fail the teardown."""
         report = yield
         tape = self.tape
-        if tape is not None and tape.nodeid == item.nodeid:
-            if call.when == "call":
-                tape.passed = report.passed
-            elif call.when == "teardown":
-                self.tape = None
-                problem = tape.problem()
-                if problem and tape.passed and report.passed:
-                    report.outcome = "failed"
-                    report.longrepr = f"jumpstarter replay: {problem}"
+        if tape is None or tape.nodeid != item.nodeid:
+            return report
+        if call.when == "call" and report.passed and tape.mismatch:
+            report.outcome = "failed"
+            report.longrepr = f"jumpstarter replay: {tape.mismatch}"
+        elif (
+            call.when == "call"
+            and tape.mismatch
+            and not isinstance(getattr(call.excinfo, "value", None), ReplayMismatch)
+        ):
+            report.sections.append(("jumpstarter replay", tape.mismatch))  # below a task group's traceback, say
+        if call.when != "teardown":
+            tape.failed = tape.failed or report.failed
+            return report
+        self.tape = None
+        if tape.failed and report.failed and call.excinfo is not None and _replay_only(call.excinfo.value):
+            report.outcome, report.longrepr = "passed", None  # the test's failure said it already
+        problem = tape.problem()
+        if problem and not tape.failed and report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"jumpstarter replay: {problem}"
         return report
+
+
+def _replay_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is a replay mismatch, or a group of nothing else (a task group's, a port forward's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_replay_only(inner) for inner in exc.exceptions)
+    return isinstance(exc, ReplayMismatch)
 
 
 class Tape:
@@ -143,7 +190,7 @@ class Tape:
         self.position = 0
         self.aliases: dict[str, str] = {}
         self.mismatch: str | None = None  # the first difference
-        self.passed = False
+        self.failed = False  # the test's report shows a failure already (at set-up or in the test)
 
     def fail(self, text: str) -> ReplayMismatch:
         message = f"{text} (replaying {self.nodeid} from {self.file})"
@@ -208,6 +255,7 @@ class ReplayConnection:
         self.metadata: tuple = ()
         self.closed = False
         self._portal = OwnPortal()
+        self._streams: list[ReplayStream] = []  # released when the connection ends: a receive waiting on one ends
 
     @property
     def tape(self) -> Tape:
@@ -264,7 +312,9 @@ class ReplayConnection:
     def stream(self, uuid: str, target: str, method: str) -> ReplayStream:
         tape = self.tape
         entry = tape.next("stream", f"{target}.{method}".lstrip("."))
-        return ReplayStream(tape, f"{target}.{method}", entry.get("traffic", []))
+        stream = ReplayStream(tape, f"{target}.{method}", entry.get("traffic", []))
+        self._streams.append(stream)
+        return stream
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncReplayStream:
         return AsyncReplayStream(self.stream(uuid, target, method))
@@ -317,19 +367,31 @@ class ReplayConnection:
 
     def close(self) -> None:
         self.closed = True
+        for stream in self._streams:
+            stream.released.set()
         self._portal.close()
 
 
 class ReplayStream(BlockingStreamBase):
     """A byte stream that plays the driver's side of a recorded one: what the test sends must be the recorded
-    bytes (chunked any way), and it receives the recorded chunks, then the end or error."""
+    bytes (chunked any way), and it receives the recorded chunks, then the end or error. A receive the recorded
+    test left waiting when it closed the stream (or cancelled the receive) waits here too, until the stream is
+    closed (or the receive cancelled), and then ends as the recorded one did."""
 
     def __init__(self, tape: Tape, where: str, traffic: list) -> None:
         self._tape, self._where = tape, where
         self._expected = b"".join(tapes.chunk(s["send"]) for s in traffic if isinstance(s, dict) and "send" in s)
         self._sent = 0
-        self._incoming = [s for s in traffic if s == "end" or (isinstance(s, dict) and "send" not in s)]
+        self._incoming = [
+            s for s in traffic if s in ("end", tapes.PENDING) or (isinstance(s, dict) and "send" not in s)
+        ]
         self._closed = False
+        self.released = threading.Event()  # set when the stream is closed or its connection ends: waits end
+
+    @property
+    def waits(self) -> bool:
+        """Whether the next receive is one the recorded test left waiting until the stream was closed."""
+        return bool(self._incoming) and self._incoming[0] == tapes.PENDING
 
     def send(self, data: bytes) -> None:
         __tracebackhide__ = True
@@ -347,6 +409,17 @@ class ReplayStream(BlockingStreamBase):
 
     def receive(self) -> bytes:
         __tracebackhide__ = True
+        if self.waits:
+            self.released.wait()
+        return self.received()
+
+    def received(self) -> bytes:
+        """The next recorded step of the driver's side, once any wait for the close is over."""
+        __tracebackhide__ = True
+        if self.waits and self.released.is_set():
+            self._incoming.pop(0)
+            if not self._incoming:  # the recorded receive was cancelled, this one ends with the stream
+                raise anyio.ClosedResourceError(f"byte stream {self._where} was closed")
         if not self._incoming:
             raise self._tape.fail(f"byte stream {self._where}: the test receives more than the recorded test did")
         step = self._incoming[0]
@@ -365,6 +438,7 @@ class ReplayStream(BlockingStreamBase):
                 f"the rest: {self._expected[self._sent : self._sent + 60]!r}"
             )
         self._closed = True
+        self.released.set()
 
 
 class AsyncReplayStream(AsyncStreamBase):
@@ -380,7 +454,9 @@ class AsyncReplayStream(AsyncStreamBase):
         self._stream.send_eof()
 
     async def receive(self) -> bytes:
-        return self._stream.receive()
+        while self._stream.waits and not self._stream.released.is_set():  # until closed, or cancelled meanwhile
+            await anyio.sleep(WAKE)
+        return self._stream.received()
 
     async def aclose(self) -> None:
         self._stream.close()

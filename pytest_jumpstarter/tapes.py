@@ -28,6 +28,8 @@ HEADER = (
     "# tests' fixtures from them, with no exporter. Re-record rather than edit by hand.\n"
 )
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a bigger recording file is refused: a module's tests are never that big
+# In a byte stream's traffic: a receive was still waiting when the test closed the stream or cancelled it.
+PENDING = "pending"
 ROOT_CLIENT = "jumpstarter.client.CompositeClient"  # the root of a replayed tree whose test used no root fixture
 
 
@@ -187,6 +189,7 @@ def show(entry: dict) -> str:
 
 
 ROOT_PATH = "."  # the root driver's path as written (its own path is "")
+ENV = "env()"  # in a recording's fixtures: the root client jumpstarter.utils.env() gave (upstream-style tests)
 
 
 def describe(client: Any) -> dict[str, Any]:
@@ -210,11 +213,21 @@ def describe(client: Any) -> dict[str, Any]:
     return drivers
 
 
+def merge(drivers: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """The drivers of two fixtures' trees, in the exporter's order: a description from the root (the ``exporter``
+    fixture's) has every driver in it, so its order is the order of all."""
+    if ROOT_PATH in more:
+        return {**more, **{path: info for path, info in drivers.items() if path not in more}}
+    return {**drivers, **more}
+
+
 def report(drivers: dict[str, Any]) -> jumpstarter_pb2.GetReportResponse:
-    """A report of the recorded tree (fresh uuids, named by path), for the client tree builder."""
+    """A report of the recorded tree (fresh uuids, named by path), for the client tree builder: children in
+    the order written (the exporter's), parents before them."""
     response = jumpstarter_pb2.GetReportResponse(uuid="replay:")
     nodes = {"": drivers.get(ROOT_PATH, ROOT_CLIENT)}
-    nodes.update((path, info) for path, info in sorted(drivers.items()) if path != ROOT_PATH)
+    paths = sorted((path for path in drivers if path != ROOT_PATH), key=lambda path: path.count("."))  # stable
+    nodes.update((path, drivers[path]) for path in paths)
     for path, info in nodes.items():
         info = info if isinstance(info, dict) else {"client": info}
         entry = response.reports.add(uuid=f"replay:{path}")

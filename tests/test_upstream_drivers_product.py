@@ -3,14 +3,19 @@
 In the drivers' virtualenv (our jumpstarter plus upstream's driver packages from PyPI, made by
 scripts/setup-upstream-drivers.sh): an ExporterConfig naming upstream driver classes, served by
 `jumpstarter run` under our pytest plugin, a fixture per export, two xdist workers taking turns on
-the exporter, and an upstream-style ``JumpstarterTest`` class in the same suite.
+the exporter, and an upstream-style ``JumpstarterTest`` class in the same suite; the same tests, and a
+login on a serial console whose other end runs a real shell, recorded and then replayed unchanged.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import textwrap
+import tty
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -125,3 +130,99 @@ def test_j_drives_upstream_drivers_inside_our_shell(drivers_python: Path, tmp_pa
         assert wrong.returncode == 2 and "No such command 'of'" in wrong.stderr, wrong.stderr
     outside = subprocess.run([str(bin_dir / "j"), "power", "on"], capture_output=True, text=True, timeout=60)
     assert outside.returncode == 2 and "inside `jumpstarter shell ADDRESS -- j ...`" in outside.stderr
+
+
+# A board's serial console, as the README's serial example has it: a shell behind a login-like prompt. Like a
+# getty, it waits for Enter before it asks (the driver's port is opened, and flushed, after the shell starts).
+LOGIN = 'read _; printf "login: "; read user; echo "Welcome, $user"; PS1="$user@dut:~# " exec sh -i +m'
+
+CONSOLE = """\
+  console:
+    type: jumpstarter_driver_pyserial.driver.PySerial
+    config: {{url: "{tty}"}}
+"""
+
+LOGIN_TEST = """
+
+def test_login(console):
+    with console.pexpect() as shell:
+        shell.sendline("")
+        shell.expect("login: ", timeout=30)
+        shell.sendline("root")
+        shell.expect("root@dut:~# ", timeout=30)
+        shell.sendline("echo $((6 * 7))")
+        shell.expect("42", timeout=30)
+"""
+
+# One call per driver changed, and what replay must say of it (a regular expression; the file follows).
+BREAKS = {
+    "power.on()\n    power.off()": (
+        "power.off()\n    power.on()",
+        r"step 1 differs: expected power\.on\(\), got power\.off\(\)",
+    ),
+    'port.send(b"ping")': ('port.send(b"pong")', r"serial\.connect: .*expected to send b'ping', got b'pong'"),
+    'sendline("login: root")': (
+        'sendline("login: rooT")',
+        r"serial\.connect: .*expected to send b'login: root.*got b'login: rooT",
+    ),
+    'greet("world")': (
+        'greet("earth")',
+        r"expected shell\.call_method\('greet', \{\}, 'world'\).*got shell\.call_method\('greet', \{\}, 'earth'\)",
+    ),
+    "client.power.on()": ("client.power.off()", r"step 1 differs: expected power\.on\(\), got power\.off\(\)"),
+    'sendline("root")': ('sendline("admin")', r"console\.connect: .*expected to send b'root.*got b'admin"),
+}
+
+
+@contextmanager
+def login_console() -> Iterator[str]:
+    """A pty whose other end runs LOGIN; yields the path a PySerial driver opens."""
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo, no line editing: the shell reads what the driver sends, as a board's would
+    shell = subprocess.Popen(["sh", "-c", LOGIN], stdin=master, stdout=master, stderr=master, start_new_session=True)
+    try:
+        yield os.ttyname(slave)
+    finally:
+        shell.kill()
+        shell.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_upstream_drivers_record_and_replay_unchanged(drivers_python: Path, tmp_path: Path) -> None:
+    """Every test above, and a pexpect login, recorded on the exporter and replayed without one, each way with
+    and without xdist: all replay green; a call changed per driver fails naming expected, got and the file."""
+    tests = textwrap.dedent(TESTS).replace('["power", "serial", "shell"]', '["console", "power", "serial", "shell"]')
+    (tmp_path / "test_lab.py").write_text(tests + LOGIN_TEST)
+
+    def pytest(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [drivers_python, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    for record, replay in ((["rec"], ["-n", "2"]), (["rec2", "-n", "2"], [])):
+        with login_console() as console:  # a fresh shell, waiting for its login, for each recording
+            (tmp_path / "lab.yaml").write_text(LAB + CONSOLE.format(tty=console))
+            code, output = pytest("--exporter", "lab.yaml", "--jumpstarter-record", *record)
+            assert code == 0 and "6 passed" in output, output
+        code, output = pytest("--jumpstarter-replay", record[0], *replay)
+        assert code == 0 and "6 passed" in output, output
+
+    broken = tests + LOGIN_TEST
+    for original, (changed, _) in BREAKS.items():
+        assert broken.count(original) == 1, original
+        broken = broken.replace(original, changed)
+    (tmp_path / "test_lab.py").write_text(broken)
+    code, output = pytest("--jumpstarter-replay", "rec")
+    assert code == 1 and "6 failed" in output, output
+    assert not re.search(r"^ERROR |\d+ errors?\b", output, re.MULTILINE), output  # each shows once, as a failure
+    for _, said in BREAKS.values():
+        assert re.search(said + r".*\(replaying test_lab\.py::\S+ from \S+/rec/test_lab\.yaml\)", output), (
+            said,
+            output,
+        )

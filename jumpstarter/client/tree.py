@@ -70,6 +70,26 @@ def client_from_report(
     return build(root, "")
 
 
+def fresh_tree(root: DriverClient, connection: Connection | None = None) -> DriverClient:
+    """A new client tree like ``root``'s: the same client classes, uuids, names, labels and descriptions (what the
+    exporter's report gave), but new client objects, with none of the state the old ones gathered (a client's
+    cache, its open streams); talking through ``connection`` (``root``'s own by default). Nothing is asked of
+    the exporter. The pytest plugin gives each test's fixtures one, so no test sees what another left behind."""
+
+    def build(node: DriverClient) -> DriverClient:
+        return type(node)(
+            uuid=node.uuid,
+            labels=dict(node.labels),
+            children={name: build(child) for name, child in node.children.items()},
+            connection=node.connection if connection is None else connection,
+            name=node.name,
+            description=node.description,
+            methods_description=dict(node.methods_description),
+        )
+
+    return build(root)
+
+
 def client_class(class_path: str, path: str, trusted: bool) -> type[DriverClient]:
     """The client class for the driver at export ``path``; a stub when its package is not installed here.
 

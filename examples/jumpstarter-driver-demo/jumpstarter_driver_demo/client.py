@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 
 from anyio import EndOfStream
 from anyio.abc import ObjectStream
@@ -29,6 +30,12 @@ class BoardClient(DriverClient):
 
     def describe(self) -> dict:
         return self.call("describe")
+
+    @cached_property
+    def settings(self) -> dict:
+        """The board's settings, asked of the driver once per client object: a client that caches what it asked
+        for itself, as upstream's ShellClient caches its driver's methods."""
+        return self.describe()
 
     def add(self, a: int, b: int) -> int:
         return self.call("add", a, b)
