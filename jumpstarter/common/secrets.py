@@ -33,6 +33,9 @@ _KEY_VALUE = re.compile(
 )
 
 
+_DONE = re.compile(r"\[REDACTED\][).,;:]*")  # a query redacted already, and what closes the sentence around it
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every credential it holds replaced by ``[REDACTED]`` (see the module's docstring)."""
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
@@ -66,6 +69,6 @@ def _url(match: re.Match) -> str:
     authority, slash, path = where.partition("/")
     if "@" in authority:  # user:password@host (the user alone may be a token too: GitHub's, for one)
         authority = REDACTED + "@" + authority.rpartition("@")[2]
-    if tail and tail[1:] != REDACTED:
+    if tail and not _DONE.fullmatch(tail[1:]):
         tail = tail[0] + REDACTED
     return match["scheme"] + authority + slash + path + tail

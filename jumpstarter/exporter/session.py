@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.common.frames import RAW, REQUESTS, Framing
+from jumpstarter.common.secrets import redact
 from jumpstarter.common.textcalls import TextCall, TextReply, reply
 from jumpstarter.common.wire import BATCH_KEY, RAW_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
@@ -455,14 +457,17 @@ class Session(
             await _unsendable(exc, where, context)
 
     async def _fail(self, exc: Exception, where: str, context: ServicerContext) -> NoReturn:
+        """A driver's failure, to its client and the exporter's log, credentials redacted from both: a driver's
+        message (or an exception it chained) may quote a signed URL, a password or a token."""
         code = status_for(exc)
         if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
-            log.error("%s raised %s", where, type(exc).__name__, exc_info=exc)
+            trace = redact("".join(traceback.format_exception(exc))).rstrip()
+            log.error("%s raised %s\n%s", where, type(exc).__name__, trace)
         else:
-            log.info("%s raised %s: %s", where, type(exc).__name__, exc)
+            log.info("%s raised %s: %s", where, type(exc).__name__, redact(str(exc)))
         if code == grpc.StatusCode.UNAVAILABLE:
             context.set_trailing_metadata(((DRIVER_ERROR_KEY, type(exc).__name__),))
-        await context.abort(code, message_for(exc))
+        await context.abort(code, redact(message_for(exc)))
 
 
 # A request of more values than this is decoded off the event loop (see Session._arguments): counting them
