@@ -1,0 +1,176 @@
+"""Hardening (issue 27): how an exporter ends while it starts, the folders it trusts, and clear errors instead of
+tracebacks. Secrets in errors are tested in test_presigned.py and test_secrets.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jumpstarter.exporter.process import ExporterProcess
+
+SLOW_DRIVER = """
+    import time
+    from dataclasses import dataclass
+    from pathlib import Path
+    from jumpstarter.driver import Driver
+
+    @dataclass(kw_only=True)
+    class Slow(Driver):
+        marker: str
+        seconds: float = 0
+
+        @classmethod
+        def client(cls):
+            return "jumpstarter.client.DriverClient"
+
+        def __post_init__(self):
+            super().__post_init__()
+            Path(self.marker + ".making").write_text("")
+            time.sleep(self.seconds)
+            Path(self.marker + ".made").write_text("")
+
+        def close(self):
+            Path(self.marker + ".closed").write_text("")
+            super().close()
+    """
+
+
+def wait_for(condition, timeout: float = 30, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.05)
+
+
+def slow_exporter(write) -> tuple[Path, Path]:
+    """A YAML of three drivers, the second slow to make (it sleeps in __post_init__): its config and its markers'
+    folder, where each driver notes being made and closed."""
+    write("slow_driver.py", SLOW_DRIVER)
+    folder = write("markers/.keep", "").parent
+    config = write(
+        "slow.yaml",
+        f"""
+        apiVersion: jumpstarter.dev/v1alpha1
+        kind: ExporterConfig
+        export:
+          first:
+            type: slow_driver.Slow
+            config: {{marker: "{folder}/first"}}
+            children:
+              inner: {{type: slow_driver.Slow, config: {{marker: "{folder}/inner"}}}}
+          second: {{type: slow_driver.Slow, config: {{marker: "{folder}/second", seconds: 3}}}}
+          third: {{type: slow_driver.Slow, config: {{marker: "{folder}/third"}}}}
+        """,
+    )
+    return config, folder
+
+
+# Item 9: stopped while the drivers are made -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "stdin EOF", "SIGINT"])
+def test_an_exporter_stopped_while_its_drivers_are_made_closes_those_made(write, how):
+    config, folder = slow_exporter(write)
+    exporter = ExporterProcess(config, "--listen", "127.0.0.1:0", env={"PYTHONPATH": str(config.parent)})
+    try:
+        wait_for(lambda: (folder / "second.making").exists(), what="making the second driver")
+        if how == "stdin EOF":  # --exit-with-stdin: pytest, which started it, is gone
+            exporter._close_stdin()
+        else:
+            exporter.process.send_signal(getattr(signal, how))
+        code = exporter.process.wait(60)
+    finally:
+        exporter.stop()
+    output = exporter.output()
+    assert code == 0, output
+    markers = sorted(p.name for p in folder.iterdir() if p.name != ".keep")
+    made = ["first.made", "inner.made", "second.made"]  # the one being made finishes; no other is made
+    closed = ["first.closed", "inner.closed", "second.closed"]
+    assert markers == sorted([*made, *closed, "first.making", "inner.making", "second.making"]), output
+    assert "stopping" in output and "Traceback" not in output, output
+
+
+# Item 12: clear errors instead of tracebacks ----------------------------------------------------------------------
+
+
+def run_held(config: Path) -> subprocess.Popen:
+    """``jumpstarter run CONFIG --hold``, its standard input a pipe, once it waits for the line that lets it go."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jumpstarter", "run", str(config), "--listen", "127.0.0.1:0", "--hold"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(config.parent)},
+    )
+    return process
+
+
+def held_exporter_waits(process: subprocess.Popen) -> None:
+    """Wait until a held exporter reads its standard input (it has imported its drivers' modules by then)."""
+    wait_for(lambda: _waits_on_stdin(process.pid), what="the held exporter's read of its standard input")
+
+
+def _waits_on_stdin(pid: int) -> bool:
+    try:
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return syscall[:2] == ["0", "0x0"]  # read(0, ...)
+
+
+def test_a_held_exporter_says_why_it_stops_and_exits_non_zero(write):
+    config, folder = slow_exporter(write)
+    for how, code, said in (
+        ("SIGINT", 130, "SIGINT while held (--hold)"),
+        ("stdin EOF", 1, "standard input ended while held (--hold)"),
+    ):
+        process = run_held(config)
+        assert process.stdin is not None and process.stdout is not None  # (PIPEs)
+        try:
+            held_exporter_waits(process)
+            if how == "SIGINT":  # Ctrl-C
+                process.send_signal(signal.SIGINT)
+            else:  # the pytest run that started it ended before letting it go
+                process.stdin.close()
+            output = process.stdout.read()  # to its end: the exporter has exited
+            assert process.wait(60) == code, output
+        finally:
+            process.kill()
+            process.wait()
+            process.stdin.close()
+            process.stdout.close()
+        assert said in output and "no driver was made" in output, output
+        assert "Traceback" not in output, output
+    assert sorted(p.name for p in folder.iterdir()) == [".keep"]  # no driver was made
+
+
+def test_a_message_size_beyond_grpcs_is_refused_clearly(write, exporter_process):
+    config = Path(__file__).parent.parent / "examples" / "jumpstarter-driver-demo" / "board.yaml"
+    for args, env, said in (
+        (["--max-message-size", "2048"], {}, "argument --max-message-size: 2048: at most 2047 (MiB)"),
+        ([], {"JUMPSTARTER_MAX_MESSAGE_SIZE": "4096"}, "JUMPSTARTER_MAX_MESSAGE_SIZE=4096: at most 2047 (MiB)"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "jumpstarter", "run", str(config), "--listen", "127.0.0.1:0", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 2, done.stderr
+        assert said in done.stderr and "gRPC takes no bigger message" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+    exporter = exporter_process(config, "--listen", "127.0.0.1:0", "--max-message-size", "2047")
+    from jumpstarter.client import connect
+
+    with connect(exporter.address) as root:
+        assert root.board.add(1, 2) == 3
