@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from jumpstarter.common.utils import serve
+from jumpstarter.driver import Driver, export
+from jumpstarter.errors import DriverError
 from jumpstarter.exporter.process import ExporterProcess
 
 SLOW_DRIVER = """
@@ -174,3 +178,42 @@ def test_a_message_size_beyond_grpcs_is_refused_clearly(write, exporter_process)
 
     with connect(exporter.address) as root:
         assert root.board.add(1, 2) == 3
+
+
+# Item 13: how deep values nest, counted as the README counts -----------------------------------------------------
+
+
+def brackets(lists: int) -> list:
+    """``lists`` lists, one inside the other, the innermost empty: ``brackets(2) == [[]]``."""
+    value: list = []
+    for _ in range(lists - 1):
+        value = [value]
+    return value
+
+
+@dataclass(kw_only=True)
+class Brackets(Driver):
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    @export
+    def echo(self, value: object) -> object:
+        return value
+
+    @export
+    def make(self, lists: int) -> list:
+        return brackets(lists)
+
+
+def test_32_lists_one_inside_the_other_travel_both_ways_and_33_are_refused():
+    from jumpstarter.values import MAX_DEPTH
+
+    assert MAX_DEPTH == 32 and brackets(2) == [[]]  # the README's count
+    with serve(Brackets()) as client:
+        assert client.call("echo", brackets(32)) == brackets(32)  # an argument, and a result
+        assert client.call("make", 32) == brackets(32)
+        with pytest.raises(TypeError, match=r"^echo: argument 1\[0\].*nests deeper than 32 levels"):
+            client.call("echo", brackets(33))
+        with pytest.raises(DriverError, match=r"^make: .*nests deeper than 32 levels"):
+            client.call("make", 33)
