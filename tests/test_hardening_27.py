@@ -217,3 +217,47 @@ def test_32_lists_one_inside_the_other_travel_both_ways_and_33_are_refused():
             client.call("echo", brackets(33))
         with pytest.raises(DriverError, match=r"^make: .*nests deeper than 32 levels"):
             client.call("make", 33)
+
+
+# Items 11 and 12: the folders the socket and the lock files go in ------------------------------------------------
+
+BOARD_YAML = Path(__file__).parent.parent / "examples" / "jumpstarter-driver-demo" / "board.yaml"
+
+
+def run_board(runtime_dir: Path) -> subprocess.CompletedProcess:
+    """``jumpstarter run board.yaml`` on its default socket under ``runtime_dir``, expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "run", str(BOARD_YAML)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime_dir)},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_socket_folder_under_a_folder_others_may_write_is_refused_naming_both(tmp_path, exporter_process):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # another user could move our folder aside and serve a socket of theirs in its place
+    done = run_board(shared)
+    assert done.returncode == 1, done.stderr
+    folder = shared / f"jumpstarter-{os.getuid()}"
+    assert f"{shared}, the folder above {folder}, may be written by others (mode 0777, not sticky)" in done.stderr
+    assert "XDG_RUNTIME_DIR" in done.stderr and "chmod +t" in done.stderr and "Traceback" not in done.stderr
+    shared.chmod(0o1777)  # sticky, as /tmp: only the owner of a name may move it
+    exporter = exporter_process(BOARD_YAML, env={"XDG_RUNTIME_DIR": str(shared)})
+    assert exporter.address == f"unix://{folder}/board.sock"
+
+
+@pytest.mark.parametrize("thing", ["file", "dangling symlink"])
+def test_a_file_or_dangling_symlink_at_the_socket_folders_name_is_named(tmp_path, thing):
+    folder = tmp_path / f"jumpstarter-{os.getuid()}"
+    if thing == "file":
+        folder.write_text("")
+    else:
+        folder.symlink_to(tmp_path / "gone")
+    done = run_board(tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert f"{folder} is not a folder (a file, or a symlink)" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
