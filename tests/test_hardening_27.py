@@ -4,15 +4,24 @@ tracebacks. Secrets in errors are tested in test_presigned.py and test_secrets.p
 from __future__ import annotations
 
 import os
+import pwd
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
+from jumpstarter.client.connection import Connection
+from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.common.utils import serve
 from jumpstarter.driver import Driver, export
 from jumpstarter.errors import DriverError
@@ -261,3 +270,129 @@ def test_a_file_or_dangling_symlink_at_the_socket_folders_name_is_named(tmp_path
     assert done.returncode == 1, done.stderr
     assert f"{folder} is not a folder (a file, or a symlink)" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+# Item 7: the lock file that stands for a lease where the exporter keeps none --------------------------------------
+
+AS_ANOTHER_USER = """
+import os, sys
+from jumpstarter.client.connection import Connection
+from jumpstarter.client.lease import try_lease
+
+address, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)  # from here on, another user: the modules are loaded (root's interpreter is private to root)
+taken = try_lease(Connection(address), f"uid {uid}")
+print(type(taken).__name__, taken, flush=True)
+sys.stdin.read()  # held until the test closes standard input
+"""
+
+
+@pytest.fixture
+def another_user() -> Iterator[tuple[int, int]]:
+    """A second user of this machine (uid, gid), removed afterwards: the tests run as root."""
+    if os.getuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("making a second user needs root and useradd")
+    name = f"jstest{os.getpid()}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        entry = pwd.getpwnam(name)
+        yield entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def upstream_like_exporter() -> Iterator[str]:
+    """The address of a gRPC server without our LeaseService (an upstream exporter, as far as leases go)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_the_lock_file_of_an_exporter_without_leases_keeps_two_users_apart(
+    another_user, upstream_like_exporter, monkeypatch
+):
+    uid, gid = another_user
+    shared = Path(tempfile.mkdtemp(prefix="jumpstarter-test-", dir="/tmp"))  # a temp directory as /tmp is
+    shared.chmod(0o1777)
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    other = subprocess.Popen(
+        [sys.executable, "-c", AS_ANOTHER_USER, upstream_like_exporter, str(uid), str(gid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "TMPDIR": str(shared)},
+    )
+    assert other.stdin is not None and other.stdout is not None  # (PIPEs)
+    try:
+        said = other.stdout.readline()
+        assert said.startswith("Lease "), said + other.stdout.read()
+        connection = Connection(upstream_like_exporter)
+        try:
+            busy = try_lease(connection, "root")
+            assert isinstance(busy, Busy) and busy.holder == f"uid {uid}", busy
+            other.stdin.close()
+            assert other.wait(30) == 0, other.stdout.read()
+            lease = try_lease(connection, "root")  # free once the other user's process let go
+            assert isinstance(lease, Lease), lease
+            lease.release()
+        finally:
+            connection.close()
+    finally:
+        other.kill()
+        other.wait()
+        other.stdin.close()
+        other.stdout.close()
+        shutil.rmtree(shared)
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hard link"])
+def test_a_link_planted_at_the_lock_files_name_is_refused_and_its_target_left_alone(
+    upstream_like_exporter, tmp_path, monkeypatch, planted
+):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    connection = Connection(upstream_like_exporter)
+    try:
+        lease = try_lease(connection, "me")
+        assert isinstance(lease, Lease)
+        lock = Path(lease.lease_id.removeprefix("lock:"))
+        assert lock.parent == shared and lock.stat().st_mode & 0o777 == 0o666  # every user's processes open it
+        lease.release()
+        victim = tmp_path / "victim"  # a file of ours that another user would have us overwrite
+        victim.write_text("precious")
+        lock.unlink()
+        if planted == "symlink":
+            lock.symlink_to(victim)
+        else:
+            os.link(victim, lock)
+        why = "is a symlink" if planted == "symlink" else "has 2 hard links"
+        with pytest.raises(
+            PermissionError, match=rf"^{re.escape(str(lock))} {why}: it is no lock file of ours; remove"
+        ):
+            try_lease(connection, "me")
+        assert victim.read_text() == "precious"
+    finally:
+        connection.close()
+
+
+def test_a_lock_file_in_a_temp_directory_others_may_write_is_refused(upstream_like_exporter, tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: another user could swap the lock file for theirs
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    connection = Connection(upstream_like_exporter)
+    try:
+        with pytest.raises(
+            PermissionError, match=rf"^{re.escape(str(shared))}, the folder above .*, may be written by"
+        ):
+            try_lease(connection, "me")
+    finally:
+        connection.close()

@@ -4,14 +4,18 @@ Another local user who makes ``/tmp/jumpstarter-<uid>`` first could put a listen
 exporter's socket goes, or a symlink where a lock file goes; one who may write the folder above ours (a TMPDIR
 writable by all, without the sticky bit) could move ours aside and put theirs in its place. A folder we use must
 be ours and writable only by us, in folders that only root or we may rename things in; one that isn't is refused,
-saying why and what to do.
+saying why and what to do. A lock file that every user opens (``shared_lock_file``) lies in the temp directory,
+sticky as /tmp is, and is written only if it is a plain file of one link, opened without following a symlink.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import tempfile
 from pathlib import Path
+from typing import IO
 
 _WHAT_TO_DO = "set XDG_RUNTIME_DIR (or TMPDIR) to a folder of your own"
 
@@ -60,3 +64,47 @@ def safe_above(folder: Path, ours: Path) -> None:
         f"{folder}, the folder above {ours}, {why}: another user could move {ours.name} aside and put theirs in its "
         f"place; {_WHAT_TO_DO}, or make {folder} sticky (chmod +t) or private (chmod go-w)"
     )
+
+
+def shared_lock_file(name: str) -> tuple[IO[str], Path]:
+    """The lock file ``name`` in the temp directory, and its path. Every local user opens the same file, so flock
+    on it keeps apart the processes of all users (an exporter's lease where it keeps none). Open for reading and
+    writing (the holder writes who it is), or for reading only where another user's file refuses us.
+
+    PermissionError naming the problem where the temp directory isn't safe (see ``safe_above``), or the name holds
+    anything but a plain file of one link: a symlink or a hard link to a file of ours, put there by another user,
+    is never written."""
+    folder = Path(tempfile.gettempdir())
+    path = folder / name
+    safe_above(folder, path)
+    descriptor, writable = _open_shared(path)
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(descriptor)
+        what = f"has {info.st_nlink} hard links" if stat.S_ISREG(info.st_mode) else "is not a plain file"
+        raise PermissionError(f"{path} {what}: it is no lock file of ours; remove it (another user's?)")
+    if info.st_uid == os.getuid():
+        os.fchmod(descriptor, 0o666)  # whatever the umask: every user's processes lock it and write who holds it
+    return open(descriptor, "a+" if writable else "r"), path  # noqa: SIM115 - the caller holds it open
+
+
+def _open_shared(path: Path) -> tuple[int, bool]:
+    """A descriptor of ``path``, made if missing, without following a symlink; and whether it may be written."""
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK  # (a FIFO put there doesn't block the open: it is refused after)
+    while True:
+        try:  # no O_CREAT first: fs.protected_regular refuses it for another user's file in a sticky folder
+            return os.open(path, os.O_RDWR | flags), True
+        except FileNotFoundError:
+            pass
+        except PermissionError:  # another user's, which we may not write: lock it all the same
+            return os.open(path, os.O_RDONLY | flags), False
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PermissionError(
+                    f"{path} is a symlink: it is no lock file of ours; remove it (another user's?)"
+                ) from None
+            raise
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666), True
+        except FileExistsError:
+            continue  # made meanwhile by another process: open that one
