@@ -3,6 +3,7 @@ tracebacks. Secrets in errors are tested in test_presigned.py and test_secrets.p
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -396,3 +397,29 @@ def test_a_lock_file_in_a_temp_directory_others_may_write_is_refused(upstream_li
             try_lease(connection, "me")
     finally:
         connection.close()
+
+
+# Item 6, the exporter's side: a driver's close() that fails names no credential either ----------------------------
+
+
+@dataclass(kw_only=True)
+class LeakyClose(Driver):
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    def close(self) -> None:
+        try:
+            raise OSError("PUT https://bob:hunter22@h/log?X-Amz-Signature=cause-secret failed")
+        except OSError as exc:
+            raise RuntimeError("flushing with token=close-secret failed") from exc
+
+
+def test_a_failed_close_is_logged_without_its_credentials(caplog):
+    caplog.set_level(logging.DEBUG)
+    with serve(LeakyClose()) as client:
+        assert client.uuid
+    assert "closing the root driver (LeakyClose) failed: flushing with token=[REDACTED] failed" in caplog.text
+    assert "Traceback" in caplog.text  # -v's traceback, its cause included
+    for secret in ("close-secret", "cause-secret", "hunter22"):
+        assert secret not in caplog.text, caplog.text

@@ -15,6 +15,7 @@ with ``[REDACTED]``, keeping enough around it to say what was there:
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
@@ -45,6 +46,12 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _AUTH_HEADER.sub(lambda m: m["name"] + REDACTED, text)
     text = _CREDENTIAL.sub(lambda m: f"{m['scheme']} {REDACTED}", text)
     return _KEY_VALUE.sub(lambda m: m["key"] + REDACTED, text)
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback, its chain included, as logging shows it, with the credentials redacted (an exception's
+    message, or its cause's, may quote a signed URL)."""
+    return redact("".join(traceback.format_exception(exc))).rstrip()
 
 
 def redact_url(url: str) -> str:

@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectStream
 from anyio.streams.stapled import StapledObjectStream
 
-from jumpstarter.common.secrets import redact
+from jumpstarter.common.secrets import redact, redacted_traceback
 from jumpstarter.driver.decorators import LOOKAHEAD_MARKER, MARKER, STREAM
 from jumpstarter.exporter.limits import Limits
 from jumpstarter.signature import Signature
@@ -346,8 +346,9 @@ def close_drivers(root: Driver) -> list[tuple[str, Exception]]:
                 close()
             except Exception as exc:
                 failures.append((label, exc))
-                _log.error("closing %s (%s) failed: %s", label, type(driver).__qualname__, exc or type(exc).__name__)
-                _log.debug("closing %s failed", label, exc_info=exc)
+                why = redact(str(exc)) or type(exc).__name__  # (a message may quote a credential)
+                _log.error("closing %s (%s) failed: %s", label, type(driver).__qualname__, why)
+                _log.debug("closing %s failed\n%s", label, redacted_traceback(exc))
 
         return close_once
 

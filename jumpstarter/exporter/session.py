@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import threading
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.common.frames import RAW, REQUESTS, Framing
-from jumpstarter.common.secrets import redact
+from jumpstarter.common.secrets import redact, redacted_traceback
 from jumpstarter.common.textcalls import TextCall, TextReply, reply
 from jumpstarter.common.wire import BATCH_KEY, RAW_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
@@ -461,8 +460,7 @@ class Session(
         message (or an exception it chained) may quote a signed URL, a password or a token."""
         code = status_for(exc)
         if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
-            trace = redact("".join(traceback.format_exception(exc))).rstrip()
-            log.error("%s raised %s\n%s", where, type(exc).__name__, trace)
+            log.error("%s raised %s\n%s", where, type(exc).__name__, redacted_traceback(exc))
         else:
             log.info("%s raised %s: %s", where, type(exc).__name__, redact(str(exc)))
         if code == grpc.StatusCode.UNAVAILABLE:
