@@ -29,8 +29,7 @@ def private_folder(path: Path) -> Path:
         pass
     except NotADirectoryError as exc:
         raise PermissionError(f"{path}: a file stands where a folder above it should be ({exc.filename})") from None
-    for above in path.parents:
-        safe_above(above, path)
+    safe_parents(path)
     info = os.lstat(path)
     problem = None
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
@@ -46,9 +45,14 @@ def private_folder(path: Path) -> Path:
     return path
 
 
-def safe_above(folder: Path, ours: Path) -> None:
-    """PermissionError unless only root or this user may rename what ``folder`` holds: it belongs to one of them,
-    and others may not write it, or it is sticky (as /tmp is)."""
+def safe_parents(ours: Path) -> None:
+    """PermissionError unless only root or this user may rename what each folder above ``ours`` holds: each
+    belongs to one of them, and others may not write it, or it is sticky (as /tmp is)."""
+    for folder in ours.parents:
+        _safe_above(folder, ours)
+
+
+def _safe_above(folder: Path, ours: Path) -> None:
     link = os.lstat(folder)
     info = os.stat(folder) if stat.S_ISLNK(link.st_mode) else link  # a symlink's owner may repoint it: both count
     stranger = next((i.st_uid for i in (link, info) if i.st_uid not in (0, os.getuid())), None)
@@ -71,12 +75,11 @@ def shared_lock_file(name: str) -> tuple[IO[str], Path]:
     on it keeps apart the processes of all users (an exporter's lease where it keeps none). Open for reading and
     writing (the holder writes who it is), or for reading only where another user's file refuses us.
 
-    PermissionError naming the problem where the temp directory isn't safe (see ``safe_above``), or the name holds
+    PermissionError naming the problem where the temp directory isn't safe (see ``safe_parents``), or the name holds
     anything but a plain file of one link: a symlink or a hard link to a file of ours, put there by another user,
     is never written."""
-    folder = Path(tempfile.gettempdir())
-    path = folder / name
-    safe_above(folder, path)
+    path = Path(tempfile.gettempdir()) / name
+    safe_parents(path)
     descriptor, writable = _open_shared(path)
     info = os.fstat(descriptor)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
