@@ -25,7 +25,7 @@ from jumpstarter.client.connection import Connection
 from jumpstarter.client.lease import Busy, Lease, try_lease
 from jumpstarter.common.utils import serve
 from jumpstarter.driver import Driver, export
-from jumpstarter.errors import DriverError
+from jumpstarter.errors import DriverError, LeaseError
 from jumpstarter.exporter.process import ExporterProcess
 
 SLOW_DRIVER = """
@@ -352,7 +352,7 @@ def test_the_lock_file_of_an_exporter_without_leases_keeps_two_users_apart(
         shutil.rmtree(shared)
 
 
-@pytest.mark.parametrize("planted", ["symlink", "hard link"])
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "folder"])
 def test_a_link_planted_at_the_lock_files_name_is_refused_and_its_target_left_alone(
     upstream_like_exporter, tmp_path, monkeypatch, planted
 ):
@@ -372,12 +372,12 @@ def test_a_link_planted_at_the_lock_files_name_is_refused_and_its_target_left_al
         lock.unlink()
         if planted == "symlink":
             lock.symlink_to(victim)
-        else:
+        elif planted == "hard link":
             os.link(victim, lock)
-        why = "is a symlink" if planted == "symlink" else "has 2 hard links"
-        with pytest.raises(
-            PermissionError, match=rf"^{re.escape(str(lock))} {why}: it is no lock file of ours; remove"
-        ):
+        else:
+            lock.mkdir()
+        why = {"symlink": "is a symlink", "hard link": "has 2 hard links", "folder": "is a folder"}[planted]
+        with pytest.raises(LeaseError, match=rf"lease can't be used: {re.escape(str(lock))} {why}: it is no lock file"):
             try_lease(connection, "me")
         assert victim.read_text() == "precious"
     finally:
@@ -392,7 +392,7 @@ def test_a_lock_file_in_a_temp_directory_others_may_write_is_refused(upstream_li
     connection = Connection(upstream_like_exporter)
     try:
         with pytest.raises(
-            PermissionError, match=rf"^{re.escape(str(shared))}, the folder above .*, may be written by"
+            LeaseError, match=rf"can't be used: {re.escape(str(shared))}, the folder above .*, may be written by"
         ):
             try_lease(connection, "me")
     finally:

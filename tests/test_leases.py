@@ -190,7 +190,7 @@ def test_lock_file_leases_are_shared_by_users_and_follow_no_symlink(tmp_path, mo
         victim = tmp_path / "victim"
         victim.write_text("keep")
         lock.symlink_to(victim)
-        with pytest.raises(OSError):
+        with pytest.raises(LeaseError, match="is a symlink"):
             _lock_file(connection, "mallory's trap")
         assert victim.read_text() == "keep"
     finally:

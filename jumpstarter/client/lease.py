@@ -29,7 +29,7 @@ from jumpstarter.client.connection import Connection
 from jumpstarter.common.background import background_portal
 from jumpstarter.common.folders import shared_lock_file
 from jumpstarter.common.wire import MAX_HOLDER, when
-from jumpstarter.errors import ConnectError, error_from_rpc
+from jumpstarter.errors import ConnectError, LeaseError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
 
@@ -398,7 +398,13 @@ def stop_waiting(connection: Connection) -> None:
 def _lock_file(connection: Connection, holder: str) -> Lease | Busy:
     # One file for every user of this machine, none of whom can make us write a file of their choosing (folders.py).
     name = f"jumpstarter-lease-{hashlib.sha256(connection.target.encode()).hexdigest()[:16]}.lock"
-    file, path = shared_lock_file(name)  # held open for the lease's lifetime
+    try:
+        file, path = shared_lock_file(name)  # held open for the lease's lifetime
+    except OSError as exc:
+        raise LeaseError(
+            f"exporter at {connection.address} keeps no leases (upstream's?), and the lock file that stands for its "
+            f"lease can't be used: {exc}"
+        ) from None
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -85,7 +85,7 @@ def shared_lock_file(name: str) -> tuple[IO[str], Path]:
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(descriptor)
         what = f"has {info.st_nlink} hard links" if stat.S_ISREG(info.st_mode) else "is not a plain file"
-        raise PermissionError(f"{path} {what}: it is no lock file of ours; remove it (another user's?)")
+        raise _not_a_lock_file(path, what)
     if info.st_uid == os.getuid():
         os.fchmod(descriptor, 0o666)  # whatever the umask: every user's processes lock it and write who holds it
     return open(descriptor, "a+" if writable else "r"), path  # noqa: SIM115 - the caller holds it open
@@ -102,12 +102,15 @@ def _open_shared(path: Path) -> tuple[int, bool]:
         except PermissionError:  # another user's, which we may not write: lock it all the same
             return os.open(path, os.O_RDONLY | flags), False
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PermissionError(
-                    f"{path} is a symlink: it is no lock file of ours; remove it (another user's?)"
-                ) from None
+            what = {errno.ELOOP: "is a symlink", errno.EISDIR: "is a folder"}.get(exc.errno or 0)
+            if what:
+                raise _not_a_lock_file(path, what) from None
             raise
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666), True
         except FileExistsError:
             continue  # made meanwhile by another process: open that one
+
+
+def _not_a_lock_file(path: Path, what: str) -> PermissionError:
+    return PermissionError(f"{path} {what}: it is no lock file of ours; remove it (another user's?)")
