@@ -20,6 +20,7 @@ import anyio
 from anyio import to_thread
 
 from jumpstarter.common.folders import private_folder
+from jumpstarter.common.secrets import RedactingFormatter
 from jumpstarter.common.wire import grpc_address
 from jumpstarter.config import BuildStopped, ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL, close_drivers
@@ -479,11 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         return inspect_exporter(args)
     _check_run_args(parser, args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("grpc").setLevel(logging.WARNING)
     return run(args)
 

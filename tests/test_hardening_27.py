@@ -423,3 +423,47 @@ def test_a_failed_close_is_logged_without_its_credentials(caplog):
     assert "Traceback" in caplog.text  # -v's traceback, its cause included
     for secret in ("close-secret", "cause-secret", "hunter22"):
         assert secret not in caplog.text, caplog.text
+
+
+def test_what_drivers_log_reaches_the_exporters_log_and_clients_without_credentials(write, exporter_process, caplog):
+    write(
+        "chatty_driver.py",
+        """
+        from dataclasses import dataclass
+        from jumpstarter.driver import Driver, export
+
+        @dataclass(kw_only=True)
+        class Chatty(Driver):
+            @classmethod
+            def client(cls):
+                return "jumpstarter.client.DriverClient"
+
+            @export
+            def fetch(self) -> None:
+                self.logger.warning("fetching https://bob:hunter22@h/img?X-Amz-Signature=log-secret")
+        """,
+    )
+    config = write(
+        "chatty.yaml",
+        """
+        apiVersion: jumpstarter.dev/v1alpha1
+        kind: ExporterConfig
+        export:
+          chatty: {type: chatty_driver.Chatty}
+        """,
+    )
+    exporter = exporter_process(config, "--listen", "127.0.0.1:0", env={"PYTHONPATH": str(config.parent)})
+    from jumpstarter.client import connect
+
+    with connect(exporter.address) as root, caplog.at_level("INFO", logger="exporter:driver"), root.log_stream():
+        deadline = time.monotonic() + 30
+        while not [r for r in caplog.records if r.name == "exporter:driver"]:
+            root.chatty.call("fetch")
+            assert time.monotonic() < deadline, "no exporter log record arrived"
+            time.sleep(0.05)
+    remote = [r.getMessage() for r in caplog.records if r.name == "exporter:driver"]
+    assert remote[0] == "fetching https://[REDACTED]@h/img?[REDACTED]", remote
+    exporter.stop()
+    assert "fetching https://[REDACTED]@h/img?[REDACTED]" in exporter.output(), exporter.output()
+    for secret in ("hunter22", "log-secret"):
+        assert secret not in exporter.output(), exporter.output()

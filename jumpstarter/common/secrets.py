@@ -14,6 +14,7 @@ with ``[REDACTED]``, keeping enough around it to say what was there:
 
 from __future__ import annotations
 
+import logging
 import re
 import traceback
 from collections.abc import Iterable
@@ -52,6 +53,14 @@ def redacted_traceback(exc: BaseException) -> str:
     """``exc``'s traceback, its chain included, as logging shows it, with the credentials redacted (an exception's
     message, or its cause's, may quote a signed URL)."""
     return redact("".join(traceback.format_exception(exc))).rstrip()
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with the credentials redacted: whatever a driver, or a library it uses,
+    logs with a signed URL or a token in it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def redact_url(url: str) -> str:

@@ -159,7 +159,7 @@ class Session(
         return jumpstarter_pb2.LogStreamResponse(
             uuid=uuid,
             severity=record.levelname,
-            message=record.getMessage(),
+            message=redact(record.getMessage()),  # to clients: no credential a driver logged
             source=common_pb2.LOG_SOURCE_DRIVER,
             driver_type=driver_type,
             timestamp=stamp,
