@@ -131,7 +131,10 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
 
         async def bidi(requests: Any, context: ServicerContext) -> None:
             await _admit(gate, method, requests, context)
-            await _respond(both, requests if parse is None else _parsed(method, requests, context), context)
+            try:
+                await _respond(both, requests if parse is None else _parsed(requests), context)
+            except _UnparsedInStream as exc:  # aborted here, on the call's own task, whichever task read it
+                await _malformed(method, exc.request, context)
 
         return grpc.stream_stream_rpc_method_handler(bidi, _parsing(parse, kind), serialize)
     raise TypeError(f"{method}: a client-streaming RPC, which the exporter's services have none of")
@@ -146,12 +149,20 @@ async def _admit(gate: _Gate, method: str, request: Any, context: ServicerContex
         await _malformed(method, request, context)
 
 
-async def _parsed(method: str, requests: AsyncIterator[Any], context: ServicerContext) -> AsyncIterator[Any]:
-    """A stream's ``requests``, the call aborted at the first that didn't parse."""
+async def _parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A stream's ``requests``, ended by _UnparsedInStream at the first that didn't parse."""
     async for request in requests:
         if type(request) is _Unparsed:
-            await _malformed(method, request, context)
+            raise _UnparsedInStream(request)
         yield request
+
+
+class _UnparsedInStream(Exception):
+    """A streamed request that didn't parse: raised where the service reads it, to end its call."""
+
+    def __init__(self, request: _Unparsed) -> None:
+        super().__init__(request.reason)
+        self.request = request
 
 
 async def _respond(behavior: Callable[..., Any], request: Any, context: ServicerContext) -> None:
