@@ -4,6 +4,7 @@ runs a command connected to an exporter, as upstream's ``jmp shell`` does."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import fcntl
 import logging
@@ -19,11 +20,20 @@ import anyio
 from anyio import to_thread
 
 from jumpstarter.common.folders import private_folder
+from jumpstarter.common.secrets import RedactingFormatter
 from jumpstarter.common.wire import grpc_address
-from jumpstarter.config import ExporterConfig
+from jumpstarter.config import BuildStopped, ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL, close_drivers
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
-from jumpstarter.exporter.limits import MAX_MESSAGE_ENV, MAX_UPLOADS_ENV, MIB, UPLOAD_MEMORY_ENV, Limits
+from jumpstarter.exporter.limits import (
+    MAX_MESSAGE_ENV,
+    MAX_UPLOADS_ENV,
+    MIB,
+    MOST_MESSAGE_MIB,
+    UPLOAD_MEMORY_ENV,
+    Limits,
+    too_big,
+)
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
 
@@ -100,19 +110,36 @@ def exporter_labels(config: ExporterConfig) -> dict[str, str]:
 async def _run(
     config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None, limits: Limits
 ) -> int:
-    """Serve until SIGINT or SIGTERM, then close every driver; how many failed to close."""
-    root = await to_thread.run_sync(config.instantiate)
+    """Serve until SIGINT or SIGTERM, then close every driver; how many failed to close.
+
+    A signal while the drivers are made (a slow one opening its hardware) lets the one being made finish, makes no
+    other, and closes those made."""
+    stop, stopped = threading.Event(), asyncio.Event()  # one for the thread that makes the drivers, one for the loop
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        _say(f"jumpstarter: {signal.Signals(signum).name}, stopping")
+        stop.set()
+        stopped.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # from now on: a signal no longer kills, it stops
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            root = await to_thread.run_sync(config.instantiate, stop)
+        except BuildStopped:
+            return 0  # those made are closed
+        try:
             labels = exporter_labels(config)
             async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls, limits=limits) as where:
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
                 print(f"{READY} {config.source} at {where}", flush=True)
-                async for signum in signals:
-                    _say(f"jumpstarter: {signal.Signals(signum).name}, stopping")
-                    break
+                await stopped.wait()
+        finally:
+            failures = await to_thread.run_sync(close_drivers, root)  # every driver, each failure logged
     finally:
-        failures = await to_thread.run_sync(close_drivers, root)  # every driver, each failure logged
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
     return len(failures)
 
 
@@ -159,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
                 f"no --passphrase (or {PASSPHRASE_ENV}) and no TLS (--tls-cert/--tls-key)",
                 file=sys.stderr,
             )
-    if args.hold and not _hold(config):
-        return 0
+    if args.hold:
+        held = _hold(config)
+        if held is not None:
+            return held
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
@@ -200,15 +229,23 @@ def _say(line: str) -> None:
         pass
 
 
-def _hold(config: ExporterConfig) -> bool:
-    """--hold: import the drivers' modules, then wait for a line on standard input before any driver is made. True
-    to go on; False if standard input ended first: not wanted after all, and no driver was touched."""
-    with suppress(ConfigError):  # making the drivers reports it
-        config.check()  # imports every driver class
+def _hold(config: ExporterConfig) -> int | None:
+    """--hold: import the drivers' modules, then wait for a line on standard input before any driver is made. None
+    to go on; the exit code if standard input ended first (not wanted after all) or Ctrl-C came: no driver was
+    touched, and the line printed says so."""
     try:
-        return os.read(0, 4096) != b""
-    except OSError:
-        return False
+        with suppress(ConfigError):  # making the drivers reports it
+            config.check()  # imports every driver class
+        if os.read(0, 4096):
+            return None
+        why = "standard input ended"
+    except OSError as exc:
+        why = f"standard input can't be read ({exc.strerror})"
+    except KeyboardInterrupt:
+        _say("jumpstarter: SIGINT while held (--hold): stopping; no driver was made")
+        return 130
+    _say(f"jumpstarter: {why} while held (--hold), before the line that lets it go: stopping; no driver was made")
+    return 1
 
 
 def _exit_with_stdin() -> None:
@@ -322,7 +359,7 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument("-v", "--verbose", action="store_true", help="log every driver error with its traceback")
     run_parser.add_argument(
         "--max-message-size",
-        type=_positive,
+        type=_message_size,
         metavar="MIB",
         help=f"the largest request a client may send (a call's arguments), in MiB; default: {MAX_MESSAGE_ENV} or "
         f"{Limits.max_message // MIB}",
@@ -388,6 +425,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _message_size(text: str) -> int:
+    value = _positive(text)
+    if value > MOST_MESSAGE_MIB:
+        raise argparse.ArgumentTypeError(too_big(text, MOST_MESSAGE_MIB))
+    return value
+
+
 def _check_shell_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.address and args.tls_grpc:
         parser.error(f"give the address once: {args.address!r} or --tls-grpc {args.tls_grpc!r}")
@@ -436,11 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "inspect":
         return inspect_exporter(args)
     _check_run_args(parser, args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("grpc").setLevel(logging.WARNING)
     return run(args)
 

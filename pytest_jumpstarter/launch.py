@@ -60,9 +60,9 @@ class Launch:
         return self.process
 
     def stop(self) -> None:
-        """Stop the exporter and remove its folder; again is harmless. One still starting is let serve first: a
-        SIGTERM now would kill it before its drivers are all made, and none of them would be closed. One held has
-        made none."""
+        """Stop the exporter and remove its folder; again is harmless. One still starting is let serve first (up to
+        its start timeout): SIGTERM would close the drivers made so far once the one being made is, but stop() kills
+        after 10 s, which a driver slow to make could outlast. One held has made none."""
         if not self.held:
             with suppress(ExporterStartError):
                 self.wait()

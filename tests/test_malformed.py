@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -226,6 +227,13 @@ CASES: dict[str, tuple[Callable[[Peer], Any], grpc.StatusCode, str]] = {
         INVALID,
         r"^malformed LeaseRequest",
     ),
+    "LeaseSession: garbage": (
+        lambda p: list(
+            p.channel.stream_stream("/jumpstarter.hil.v1.LeaseService/LeaseSession")(iter((GARBAGE,)), timeout=10)
+        ),
+        INVALID,
+        r"^malformed LeaseSessionRequest: ",
+    ),
     # RouterService.Stream: its metadata
     "stream: no metadata": (lambda p: p.stream(None), INVALID, r"^stream: metadata 'request' must be a JSON object"),
     "stream: not JSON": (lambda p: p.stream("{{{"), INVALID, r"metadata 'request' must be a JSON object"),
@@ -335,6 +343,22 @@ def test_a_malformed_request_gets_a_fitting_code_a_message_and_one_log_line(peer
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "\n" not in lines[0].getMessage()
     assert peer.call("add", value(1), value(2)).result.number_value == 3  # and the exporter goes on
+
+
+def test_garbage_in_a_lease_session_ends_it_invalid_and_frees_its_lease(peer, caplog):
+    caplog.set_level(logging.INFO)
+    take = lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder="me")).SerializeToString()
+    session = peer.channel.stream_stream("/jumpstarter.hil.v1.LeaseService/LeaseSession")
+    with pytest.raises(grpc.RpcError) as info:
+        list(session(iter((take, GARBAGE)), timeout=10))
+    assert info.value.code() == INVALID, info.value.details()
+    assert re.search(r"^malformed LeaseSessionRequest: ", info.value.details()), info.value.details()
+    deadline = time.monotonic() + 10
+    while "holder vanished" not in caplog.text:  # the lease it took is free again, once the call has ended there
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.02)
+    assert [r for r in caplog.records if r.exc_info] == []
+    assert peer.call("add", value(1), value(2)).result.number_value == 3
 
 
 def test_the_exporter_answers_every_case_above_with_its_lease_held(peer):

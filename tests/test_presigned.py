@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
@@ -20,6 +21,22 @@ PUT: list[bytes] = []
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/elsewhere"):  # a redirect to a URL aiohttp won't fetch, signed
+            self.send_response(302)
+            self.send_header("Location", "ftp://files.example/image?sig=redirect-secret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path.startswith("/quoting"):  # a reason phrase that quotes the request line, query and all
+            self.send_response(403, f"Forbidden: {self.requestline}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path.startswith("/denied"):
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = b"image" * 1000
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -146,3 +163,70 @@ def test_a_bad_url_is_named_with_its_signature_kept_secret(url: str, why: str) -
             message = str(failed.value)
             assert f"presigned HTTP {method} of {url.replace('sig=secret', '[REDACTED]')}" in message, message
             assert why in message and "secret" not in message, message
+
+
+def _credentials_kept_secret(client, call: tuple, caplog: pytest.LogCaptureFixture, *secrets: str) -> str:
+    """The message of the error ``client.call(*call)`` raises, which must not hold ``secrets``, nor the log."""
+    caplog.clear()
+    with pytest.raises(DriverError) as failed:
+        client.call(*call)
+    message = str(failed.value)
+    for secret in secrets:
+        assert secret not in message, message
+        assert secret not in caplog.text, caplog.text  # nor in the exporter's log
+    assert "[REDACTED]" in message, message
+    return message
+
+
+def test_every_credential_of_a_presigned_request_is_kept_out_of_errors_and_logs(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with serve(Storage()) as client:
+        malformed = {"kind": "presigned_request", "url": "https://h/p?sig=handle-secret", "method": 5}
+        message = _credentials_kept_secret(client, ("size", malformed), caplog, "handle-secret")  # quoted in its error
+        assert "needs a 'url' and a 'method'" in message, message
+        message = _credentials_kept_secret(  # a redirect to a non-HTTP URL, which aiohttp's error quotes
+            client,
+            ("size", _handle(f"{server}/elsewhere?sig=first-secret", "GET")),
+            caplog,
+            "first-secret",
+            "redirect-secret",
+        )
+        assert "(redirected to ftp://files.example/image?[REDACTED]) failed" in message, message
+        userinfo = server.replace("http://", "http://alice:hunter22@")
+        for method, call in (("GET", "size"), ("PUT", "dump")):  # user:password@
+            message = _credentials_kept_secret(
+                client, (call, _handle(f"{userinfo}/denied?sig=secret", method)), caplog, "hunter22", "alice"
+            )
+            assert "status=403" in message, message
+        message = _credentials_kept_secret(  # the server's reason phrase quotes the request line
+            client, ("size", _handle(f"{server}/quoting?sig=quoted-secret", "GET")), caplog, "quoted-secret"
+        )
+        assert "status=403" in message and "Forbidden: GET /quoting?" in message, message
+
+
+@dataclass(kw_only=True)
+class Leaky(Driver):
+    @classmethod
+    def client(cls) -> str:
+        return "jumpstarter.client.DriverClient"
+
+    @export
+    def fetch(self) -> None:
+        try:
+            raise OSError("GET https://bob:pa55word@h/img?X-Amz-Signature=cause-secret failed")
+        except OSError as exc:
+            raise RuntimeError("fetching with token=message-secret failed") from exc
+
+    @export
+    def check(self) -> None:
+        raise ValueError("password: value-secret is wrong")
+
+
+def test_the_exporter_redacts_credentials_from_any_drivers_error_and_its_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with serve(Leaky()) as client:
+        _credentials_kept_secret(client, ("fetch",), caplog, "message-secret", "cause-secret", "pa55word")
+        assert "fetch raised RuntimeError" in caplog.text and "Traceback" in caplog.text, caplog.text
+        _credentials_kept_secret(client, ("check",), caplog, "value-secret")

@@ -265,7 +265,7 @@ def test_run_hold_makes_no_driver_until_a_line_comes_on_stdin(tmp_path, monkeypa
     held = ExporterProcess(config, "--hold", "--listen", f"unix://{tmp_path / 'held.sock'}", env=env)
     assert held.process.stdin is not None
     held.process.stdin.close()  # nobody lets it go: it ends, having made no driver
-    assert held.process.wait(30) == 0
+    assert held.process.wait(30) == 1  # and says so: not a success
     assert not notes.exists()
     released = ExporterProcess(config, "--hold", "--listen", f"unix://{tmp_path / 'released.sock'}", env=env)
     with released:

@@ -35,6 +35,8 @@ def test_named_literals_are_redacted_and_plain_text_is_kept() -> None:
 def test_redacting_twice_changes_nothing_more() -> None:
     once = redact("https://u:p@h/x?sig=1 Authorization: Bearer t0ken token=abc")
     assert redact(once) == once
+    quoted = "GET of https://h/x?[REDACTED] (redirected to https://h/y?[REDACTED]): 403."  # redacted, then quoted
+    assert redact(quoted) == quoted
 
 
 @pytest.mark.parametrize("name", ["token", "api_key", "X-Amz-Signature", "password", "Authorization", "db_passwd"])

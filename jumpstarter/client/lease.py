@@ -17,21 +17,19 @@ import fcntl
 import hashlib
 import os
 import queue
-import tempfile
 import threading
 import time
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import grpc
 
 from jumpstarter.client.connection import Connection
 from jumpstarter.common.background import background_portal
-from jumpstarter.common.folders import private_folder
+from jumpstarter.common.folders import shared_lock_file
 from jumpstarter.common.wire import MAX_HOLDER, when
-from jumpstarter.errors import ConnectError, error_from_rpc
+from jumpstarter.errors import ConnectError, LeaseError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
 
@@ -398,19 +396,25 @@ def stop_waiting(connection: Connection) -> None:
 
 
 def _lock_file(connection: Connection, holder: str) -> Lease | Busy:
-    # Per user, private, and no symlink followed: another user can't make us write a file of their choosing.
-    folder = private_folder(Path(tempfile.gettempdir()) / f"jumpstarter-leases-{os.getuid()}")
-    path = folder / (hashlib.sha256(connection.target.encode()).hexdigest()[:16] + ".lock")
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    file = open(descriptor, "a+")  # noqa: SIM115 - held open for the lease's lifetime
+    # One file for every user of this machine, none of whom can make us write a file of their choosing (folders.py).
+    name = f"jumpstarter-lease-{hashlib.sha256(connection.target.encode()).hexdigest()[:16]}.lock"
+    try:
+        file, path = shared_lock_file(name)  # held open for the lease's lifetime
+    except OSError as exc:
+        raise LeaseError(
+            f"exporter at {connection.address} keeps no leases (upstream's?), and the lock file that stands for its "
+            f"lease can't be used: {exc}"
+        ) from None
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         file.seek(0)
         holder_now, _, since = file.read().partition("\n")
+        changed = os.fstat(file.fileno()).st_mtime
         file.close()
-        return Busy(holder_now or "another process of this machine", float(since or 0) or os.path.getmtime(path))
-    file.truncate(0)
-    file.write(f"{holder}\n{time.time()}")
-    file.flush()
+        return Busy(holder_now or "another process of this machine", float(since or 0) or changed)
+    if file.writable():  # (another user's file that we may not write still locks)
+        file.truncate(0)
+        file.write(f"{holder}\n{time.time()}")
+        file.flush()
     return Lease(connection, f"lock:{path}", lock=file)

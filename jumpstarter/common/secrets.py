@@ -14,7 +14,9 @@ with ``[REDACTED]``, keeping enough around it to say what was there:
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
 from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
@@ -33,6 +35,9 @@ _KEY_VALUE = re.compile(
 )
 
 
+_DONE = re.compile(r"\[REDACTED\][).,;:]*")  # a query redacted already, and what closes the sentence around it
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every credential it holds replaced by ``[REDACTED]`` (see the module's docstring)."""
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
@@ -42,6 +47,20 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _AUTH_HEADER.sub(lambda m: m["name"] + REDACTED, text)
     text = _CREDENTIAL.sub(lambda m: f"{m['scheme']} {REDACTED}", text)
     return _KEY_VALUE.sub(lambda m: m["key"] + REDACTED, text)
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback, its chain included, as logging shows it, with the credentials redacted (an exception's
+    message, or its cause's, may quote a signed URL)."""
+    return redact("".join(traceback.format_exception(exc))).rstrip()
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with the credentials redacted: whatever a driver, or a library it uses,
+    logs with a signed URL or a token in it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def redact_url(url: str) -> str:
@@ -66,6 +85,6 @@ def _url(match: re.Match) -> str:
     authority, slash, path = where.partition("/")
     if "@" in authority:  # user:password@host (the user alone may be a token too: GitHub's, for one)
         authority = REDACTED + "@" + authority.rpartition("@")[2]
-    if tail and tail[1:] != REDACTED:
+    if tail and not _DONE.fullmatch(tail[1:]):
         tail = tail[0] + REDACTED
     return match["scheme"] + authority + slash + path + tail

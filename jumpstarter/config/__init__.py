@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import pkgutil
 import sys
+import threading
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import yaml
 
 from jumpstarter.common.hints import closest, did_you_mean
 from jumpstarter.common.importing import ImportFailed, ModuleMissing, NameMissing, NotAClassPath, import_class
-from jumpstarter.driver.base import Composite, Driver, exported_methods
+from jumpstarter.driver.base import Composite, Driver, close_drivers, exported_methods
 from jumpstarter.errors import ConfigError
 from jumpstarter.signature import ArgumentError, convert
 
@@ -130,19 +131,35 @@ class ExporterConfig:
         for entry in self.export.values():
             visit(entry)
 
-    def instantiate(self) -> Driver:
-        """The root driver: a Composite whose children are the ``export:`` entries."""
+    def instantiate(self, stop: threading.Event | None = None) -> Driver:
+        """The root driver: a Composite whose children are the ``export:`` entries. Once ``stop`` is set (SIGTERM
+        while slow drivers are made), no other driver is made: BuildStopped, and those made are closed."""
         built: list[Driver] = []
         try:
-            children = {name: _build(entry, self.source, built) for name, entry in self.export.items()}
+            children = {name: _build(entry, self.source, built, stop) for name, entry in self.export.items()}
+            _check_stop(stop, "serving")
             return Composite(children=children, labels=dict(self.labels))
         except BaseException:
-            for driver in built:  # don't leave hardware open when a later entry fails
-                try:
-                    driver.close()
-                except Exception:
-                    pass
+            _close_built(built)  # don't leave hardware open when a later entry fails, or the exporter is stopped
             raise
+
+
+class BuildStopped(Exception):
+    """Making the drivers was stopped before all were made."""
+
+
+def _check_stop(stop: threading.Event | None, before: str) -> None:
+    if stop is not None and stop.is_set():
+        raise BuildStopped(f"stopped before {before}")
+
+
+def _close_built(built: list[Driver]) -> None:
+    """Close the drivers made so far: each that no other made driver holds as a child, with its children (each
+    failure logged)."""
+    children = {id(child) for driver in built for child in driver.children.values()}
+    for driver in built:
+        if id(driver) not in children:
+            close_drivers(driver)
 
 
 class _Parser:
@@ -280,11 +297,12 @@ class _Parser:
         return {k: str(v) for k, v in value.items()}
 
 
-def _build(entry: DriverEntry, source: str, built: list[Driver]) -> Driver:
+def _build(entry: DriverEntry, source: str, built: list[Driver], stop: threading.Event | None = None) -> Driver:
     where = f"{source}:{entry.line}: export {entry.path!r}"
+    _check_stop(stop, f"making {entry.path!r}")
     cls = import_driver_class(entry.type, where)
     _check_params(cls, entry, where, source)
-    children = {name: _build(child, source, built) for name, child in entry.children.items()}
+    children = {name: _build(child, source, built, stop) for name, child in entry.children.items()}
     extra: dict[str, Any] = {}
     if entry.labels:
         extra["labels"] = entry.labels

@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectStream
 from anyio.streams.stapled import StapledObjectStream
 
+from jumpstarter.common.secrets import redact, redacted_traceback
 from jumpstarter.driver.decorators import LOOKAHEAD_MARKER, MARKER, STREAM
 from jumpstarter.exporter.limits import Limits
 from jumpstarter.signature import Signature
@@ -263,9 +264,11 @@ class Driver:
             if not (isinstance(url, str) and isinstance(method, str) and isinstance(headers, dict)) or not all(
                 isinstance(v, str) for v in headers.values()
             ):
+                query = url.partition("?")[2] if isinstance(url, str) else ""  # a signature, even in a URL gone wrong
+                got = redact(repr(handle), [query])
                 raise ValueError(
                     "a presigned_request handle needs a 'url' and a 'method' (strings) and may have 'headers' "
-                    f"(a dict of strings); got {handle!r:.200}"
+                    f"(a dict of strings); got {got:.200}"
                 )
             async with presigned(url, method, headers, timeout or 7200) as stream:
                 yield stream
@@ -343,8 +346,9 @@ def close_drivers(root: Driver) -> list[tuple[str, Exception]]:
                 close()
             except Exception as exc:
                 failures.append((label, exc))
-                _log.error("closing %s (%s) failed: %s", label, type(driver).__qualname__, exc or type(exc).__name__)
-                _log.debug("closing %s failed", label, exc_info=exc)
+                why = redact(str(exc)) or type(exc).__name__  # (a message may quote a credential)
+                _log.error("closing %s (%s) failed: %s", label, type(driver).__qualname__, why)
+                _log.debug("closing %s failed\n%s", label, redacted_traceback(exc))
 
         return close_once
 

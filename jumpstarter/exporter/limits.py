@@ -16,6 +16,8 @@ MIB = 1024 * 1024
 MAX_MESSAGE_ENV = "JUMPSTARTER_MAX_MESSAGE_SIZE"  # MiB
 UPLOAD_MEMORY_ENV = "JUMPSTARTER_UPLOAD_MEMORY"  # MiB
 MAX_UPLOADS_ENV = "JUMPSTARTER_MAX_UPLOADS"
+# gRPC takes a message size as a 32-bit int: 2048 MiB is one byte too many.
+MOST_MESSAGE_MIB = 2047
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,13 @@ class Limits:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Limits:
         """The defaults, with those the environment sets; ValueError naming a variable that isn't a number."""
         return cls(
-            max_message=_number(environ, MAX_MESSAGE_ENV, cls.max_message // MIB) * MIB,
+            max_message=_number(environ, MAX_MESSAGE_ENV, cls.max_message // MIB, most=MOST_MESSAGE_MIB) * MIB,
             upload_memory=_number(environ, UPLOAD_MEMORY_ENV, cls.upload_memory // MIB) * MIB,
             max_uploads=_number(environ, MAX_UPLOADS_ENV, cls.max_uploads),
         )
 
 
-def _number(environ: Mapping[str, str], name: str, default: int) -> int:
+def _number(environ: Mapping[str, str], name: str, default: int, most: int | None = None) -> int:
     text = environ.get(name, "").strip()
     if not text:
         return default
@@ -52,4 +54,11 @@ def _number(environ: Mapping[str, str], name: str, default: int) -> int:
         value = 0
     if value < 1:
         raise ValueError(f"{name}={text!r}: give a whole number, 1 or more")
+    if most is not None and value > most:
+        raise ValueError(too_big(f"{name}={text}", most))
     return value
+
+
+def too_big(given: str, most: int) -> str:
+    """The message for a message size beyond gRPC's."""
+    return f"{given}: at most {most} (MiB): gRPC takes no bigger message"

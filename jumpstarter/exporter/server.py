@@ -102,9 +102,9 @@ _CODECS = {textcalls.METHOD: (textcalls.parse_request, textcalls.serialize_respo
 
 
 def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.RpcMethodHandler:
-    """``handler``, refusing what ``gate`` refuses; and, for a single request message, one that doesn't parse
-    with INVALID_ARGUMENT and one log line: grpc would answer UNKNOWN naming the exception (``Unexpected <class
-    'DecodeError'>``) and log its traceback. Streamed requests are the services' to check (session.py).
+    """``handler``, refusing what ``gate`` refuses; and a request message that doesn't parse with INVALID_ARGUMENT
+    and one log line: grpc would answer UNKNOWN naming the exception (``Unexpected <class 'DecodeError'>``) and log
+    its traceback. (RouterService's frames, which it doesn't parse, are the session's to check.)
 
     (Parsing stays on the event loop: protobuf holds the GIL while it parses, so a worker thread would stall the
     loop all the same. The message size limit bounds it: some 50 ms for 10 MB of small values.)"""
@@ -131,9 +131,12 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
 
         async def bidi(requests: Any, context: ServicerContext) -> None:
             await _admit(gate, method, requests, context)
-            await _respond(both, requests, context)
+            try:
+                await _respond(both, requests if parse is None else _parsed(requests), context)
+            except _UnparsedInStream as exc:  # aborted here, on the call's own task, whichever task read it
+                await _malformed(method, exc.request, context)
 
-        return grpc.stream_stream_rpc_method_handler(bidi, parse, serialize)
+        return grpc.stream_stream_rpc_method_handler(bidi, _parsing(parse, kind), serialize)
     raise TypeError(f"{method}: a client-streaming RPC, which the exporter's services have none of")
 
 
@@ -144,6 +147,22 @@ async def _admit(gate: _Gate, method: str, request: Any, context: ServicerContex
         await context.abort(*refusal)
     if type(request) is _Unparsed:
         await _malformed(method, request, context)
+
+
+async def _parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A stream's ``requests``, ended by _UnparsedInStream at the first that didn't parse."""
+    async for request in requests:
+        if type(request) is _Unparsed:
+            raise _UnparsedInStream(request)
+        yield request
+
+
+class _UnparsedInStream(Exception):
+    """A streamed request that didn't parse: raised where the service reads it, to end its call."""
+
+    def __init__(self, request: _Unparsed) -> None:
+        super().__init__(request.reason)
+        self.request = request
 
 
 async def _respond(behavior: Callable[..., Any], request: Any, context: ServicerContext) -> None:

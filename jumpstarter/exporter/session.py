@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jumpstarter.common.frames import RAW, REQUESTS, Framing
+from jumpstarter.common.secrets import redact, redacted_traceback
 from jumpstarter.common.textcalls import TextCall, TextReply, reply
 from jumpstarter.common.wire import BATCH_KEY, RAW_KEY
 from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, close_drivers, exported_methods
@@ -158,7 +159,7 @@ class Session(
         return jumpstarter_pb2.LogStreamResponse(
             uuid=uuid,
             severity=record.levelname,
-            message=record.getMessage(),
+            message=redact(record.getMessage()),  # to clients: no credential a driver logged
             source=common_pb2.LOG_SOURCE_DRIVER,
             driver_type=driver_type,
             timestamp=stamp,
@@ -455,14 +456,16 @@ class Session(
             await _unsendable(exc, where, context)
 
     async def _fail(self, exc: Exception, where: str, context: ServicerContext) -> NoReturn:
+        """A driver's failure, to its client and the exporter's log, credentials redacted from both: a driver's
+        message (or an exception it chained) may quote a signed URL, a password or a token."""
         code = status_for(exc)
         if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
-            log.error("%s raised %s", where, type(exc).__name__, exc_info=exc)
+            log.error("%s raised %s\n%s", where, type(exc).__name__, redacted_traceback(exc))
         else:
-            log.info("%s raised %s: %s", where, type(exc).__name__, exc)
+            log.info("%s raised %s: %s", where, type(exc).__name__, redact(str(exc)))
         if code == grpc.StatusCode.UNAVAILABLE:
             context.set_trailing_metadata(((DRIVER_ERROR_KEY, type(exc).__name__),))
-        await context.abort(code, message_for(exc))
+        await context.abort(code, redact(message_for(exc)))
 
 
 # A request of more values than this is decoded off the event loop (see Session._arguments): counting them
