@@ -65,12 +65,43 @@ def test_the_held_lease_id_is_its_holders_secret(board_client):
 
     with leased(board_client.connection, "alice") as lease:
         (held,) = [r for r in lease_records(board_client.connection) if not r.ended]
-        assert (held.holder, held.lease_id) == ("alice", "")  # others can't call through it, nor release it
+        assert held.holder == "alice" and held.lease_id != lease.lease_id  # others can't call through it
         board_client.connection.hold(held.lease_id)
         with pytest.raises(LeaseError, match="leased by alice"):
             board_client.echo("x")
         board_client.connection.hold(None)
         assert isinstance(lease, Lease)
+
+
+def test_a_kept_lease_can_be_used_by_no_one_else_between_its_takes_or_during_them(board_client, second):
+    """A kept lease's next take has the same id: GetLeases must not show it, ended or not. A raw second client
+    reads every id GetLeases shows, and calls through each, between the holder's takes and during the next."""
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    assert len(bytes.fromhex(first.lease_id)) >= 16  # 128 random bits: not guessable
+
+    def calls_through_what_getleases_shows() -> list[str]:
+        shown = {r.lease_id for r in lease_records(second.connection)} - {""}
+        assert shown  # the records name their leases, with something
+        passed = []
+        for lease_id in shown:
+            second.connection.hold(lease_id)
+            try:
+                second.echo("mallory")
+                passed.append(lease_id)
+            except LeaseError:
+                pass
+        second.connection.hold(None)
+        return passed
+
+    assert calls_through_what_getleases_shows() == []  # during the first take
+    first.release()  # kept
+    assert calls_through_what_getleases_shows() == []  # between the takes
+    again = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(again, Lease) and again.lease_id == first.lease_id
+    assert calls_through_what_getleases_shows() == []  # during the next take
+    assert board_client.echo("mine") == "mine"  # the holder's own calls go through
+    again.release()
 
 
 def test_a_call_with_an_ended_lease_is_refused(board_client):

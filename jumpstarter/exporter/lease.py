@@ -15,11 +15,13 @@ the one who released it can't take it straight back while others wait.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from uuid import uuid4
 
 import grpc
 
@@ -183,7 +185,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         elif current is not None or self._handed_elsewhere(who, now):
             return None, self._refuse(who, request.holder, now)
         else:
-            lease_id = uuid4().hex[:12]
+            lease_id = secrets.token_hex(16)  # 128 random bits: nobody guesses it
         if session is not None:  # told again if someone (still) waits: a notice may have crossed a kept take
             session.told = False
         record = lease_pb2.LeaseRecord(lease_id=lease_id, holder=request.holder, granted=now)
@@ -191,7 +193,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self._waiters.pop(who, None)
         self._handed = None
         self.records.append(record)
-        log.info("lease %s taken by %s", record.lease_id, record.holder)
+        log.info("lease %s taken by %s", handle(record.lease_id), record.holder)
         return record, lease_pb2.LeaseResponse(lease_id=record.lease_id, keeps=session is not None and session.keeps)
 
     def _handed_elsewhere(self, who: object, now: float) -> bool:
@@ -231,7 +233,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             return
         now = time.time()
         record.released, record.ended = max(record.granted, min(at or now, now)), how
-        log.info("lease %s %s after %.3f s", record.lease_id, how, record.released - record.granted)
+        log.info("lease %s %s after %.3f s", handle(record.lease_id), how, record.released - record.granted)
         if self.current is not record:
             return
         if keep is not None:  # (told or not: a notice may be on its way; the session lets go when it reads it)
@@ -263,12 +265,23 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self, request: lease_pb2.GetLeasesRequest, context: ServicerContext
     ) -> lease_pb2.GetLeasesResponse:
         """Who held the exporter and when. A lease id is its holder's secret (it lets calls through, and
-        releases): the one held now is never shown."""
-        leases = []
-        for record in self.records:
-            if not record.ended:
-                record = lease_pb2.LeaseRecord(holder=record.holder, granted=record.granted)
-            leases.append(record)
+        releases), ended or not: a kept lease's next take has the same id. Records show its handle instead."""
+        leases = [_shown(record) for record in self.records]
         if self._kept and self.current is not None:
             leases.append(lease_pb2.LeaseRecord(holder=self.current.holder, granted=self.current.granted))
         return lease_pb2.GetLeasesResponse(leases=leases)
+
+
+def _shown(record: lease_pb2.LeaseRecord) -> lease_pb2.LeaseRecord:
+    """``record`` as others may see it: its lease's handle in place of its id."""
+    shown = lease_pb2.LeaseRecord()
+    shown.CopyFrom(record)
+    shown.lease_id = handle(record.lease_id)
+    return shown
+
+
+@functools.lru_cache(maxsize=64)
+def handle(lease_id: str) -> str:
+    """A name for lease ``lease_id`` that logs and GetLeases may show: it tells leases apart (a kept lease's takes
+    share it), and doesn't let calls through (a hash of the id, which the id can't be found from)."""
+    return "h-" + hashlib.sha256(lease_id.encode()).hexdigest()[:12]
