@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import grpc
 import pytest
 from samples import EXAMPLES, leased
 
@@ -493,3 +495,87 @@ def test_a_waiter_is_woken_as_soon_as_the_exporter_is_handed_to_it(board_client,
     taken = try_lease(second.connection, "bob")  # handed to bob: his at once
     assert isinstance(taken, Lease)
     taken.release()
+
+
+def _kept_pairs(lease_id: str, pairs: int) -> list[lease_pb2.LeaseSessionRequest]:
+    """A kept lease's releases and takes, as a worker's tests make them."""
+    requests = []
+    for i in range(pairs):
+        requests.append(lease_pb2.LeaseSessionRequest(release=lease_pb2.ReleaseRequest(lease_id=lease_id, keep=True)))
+        requests.append(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=f"gw0: test_{i}", keep=True)))
+    return requests
+
+
+def test_a_lease_session_batch_too_big_is_refused_naming_the_limit(board_client, second):
+    """A batch is handled in one go: one of 200,000 requests kept every other client waiting for seconds."""
+    from jumpstarter.common.wire import MAX_LEASE_BATCH
+    from jumpstarter.v1 import lease_pb2_grpc
+
+    stub = lease_pb2_grpc.LeaseServiceStub(board_client.connection.channel)
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    call = stub.LeaseSession(iter(outbox.get, None), timeout=30)
+    replies = iter(call)
+    outbox.put(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder="flooder", keep=True)))
+    held = next(replies)
+    assert held.lease_id
+    batch = lease_pb2.LeaseSessionBatch(requests=_kept_pairs(held.lease_id, MAX_LEASE_BATCH // 2 + 1))
+    outbox.put(lease_pb2.LeaseSessionRequest(batch=batch))
+    with pytest.raises(grpc.RpcError) as refused:
+        next(replies)
+    outbox.put(None)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"a LeaseSession batch of {MAX_LEASE_BATCH + 2} requests" in refused.value.details()
+    assert f"more than the {MAX_LEASE_BATCH}" in refused.value.details()
+    _until_leased(second.connection, "next").release()  # the flooder's lease ended with its session
+
+
+def test_a_lease_session_batch_lets_others_run_between_its_requests():
+    async def scenario() -> None:
+        leases = Leases()
+        gw0 = _Peer(leases)
+        held = await gw0.take("gw0: test_a", keep=True)
+        turns = 0
+
+        async def other_clients() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        others = asyncio.ensure_future(other_clients())
+        await asyncio.sleep(0)
+        before = turns
+        gw0.send(batch=lease_pb2.LeaseSessionBatch(requests=_kept_pairs(held.lease_id, 500)))
+        gw0.send(release=lease_pb2.ReleaseRequest(lease_id=held.lease_id))  # answered after the batch
+        await gw0.answer()
+        assert turns - before >= 20, turns - before  # turns all through the batch, not one for all of it
+        others.cancel()
+        gw0.send()
+        await gw0.task
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_of_kept_leases_is_summed_up_in_the_log_not_logged_line_by_line(caplog):
+    """100,000 release/take pairs wrote 200,000 log lines: past a budget, the lines are counted and summed up."""
+    from jumpstarter.common.wire import MAX_LEASE_BATCH
+
+    async def scenario() -> None:
+        leases = Leases()
+        gw0 = _Peer(leases)
+        held = await gw0.take("gw0: test_a", keep=True)
+        for _ in range(10):
+            gw0.send(batch=lease_pb2.LeaseSessionBatch(requests=_kept_pairs(held.lease_id, MAX_LEASE_BATCH // 2)))
+        gw0.send(release=lease_pb2.ReleaseRequest(lease_id=held.lease_id))
+        await gw0.answer()
+        gw0.send()
+        await gw0.task
+
+    caplog.set_level(logging.INFO, logger="jumpstarter.exporter")
+    asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "jumpstarter.exporter"]
+    assert len(lines) < 1000, f"{len(lines)} lines for 5,000 leases"
+    summaries = [line for line in lines if "lease lines of this session left out" in line]
+    assert summaries and "gw0: test_" in summaries[-1]
+    left_out = sum(int(line.split()[0]) for line in summaries)
+    assert left_out + len(lines) - len(summaries) == 2 * 5_001  # every take and release: logged or counted

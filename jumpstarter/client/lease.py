@@ -30,7 +30,7 @@ import grpc
 from jumpstarter.client.connection import Connection
 from jumpstarter.common.background import background_portal
 from jumpstarter.common.folders import private_folder
-from jumpstarter.common.wire import MAX_HOLDER, when
+from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, when
 from jumpstarter.errors import ConnectError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
@@ -215,8 +215,8 @@ class _Session:
                         self._let_go_now()
                     self._batching = False  # the next _later() starts another
                     return
-            if unsent:
-                self._outbox.put_nowait(_batch(unsent))
+            for batch in _batches(unsent):
+                self._outbox.put_nowait(batch)
 
     def _start_batches(self) -> None:
         self._batches = self._loop.create_task(self._send_batches())
@@ -233,7 +233,7 @@ class _Session:
         if awaited:
             self._awaited = self._sent
         self._sent += 1
-        requests, self._unsent = [_batch(self._unsent), request] if self._unsent else [request], []
+        requests, self._unsent = [*_batches(self._unsent), request], []
         self._loop.call_soon_threadsafe(self._queue, requests)
 
     def _later(self, request: lease_pb2.LeaseSessionRequest) -> None:
@@ -321,7 +321,7 @@ class _Session:
         with self._state:
             if self._kept is not None and not self._in_use:
                 self._let_go_now()
-            requests, self._unsent = [_batch(self._unsent), None] if self._unsent else [None], []
+            requests, self._unsent = [*_batches(self._unsent), None], []
         try:
             self._loop.call_soon_threadsafe(self._queue, requests)
             asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=1)
@@ -333,10 +333,16 @@ class _Session:
         self._call.cancel()
 
 
-def _batch(requests: list[lease_pb2.LeaseSessionRequest]) -> lease_pb2.LeaseSessionRequest:
-    """One message of ``requests``: the exporter handles them in order (a message sent costs its sender a thread's
-    wake-up or two; a test run's worker may take and release hundreds of kept leases a second)."""
-    return lease_pb2.LeaseSessionRequest(batch=lease_pb2.LeaseSessionBatch(requests=requests))
+def _batches(requests: list[lease_pb2.LeaseSessionRequest]) -> list[lease_pb2.LeaseSessionRequest]:
+    """Messages of ``requests``, as few as the exporter takes (MAX_LEASE_BATCH a message; more only if the loop
+    stalled): it handles them in order. A message sent costs its sender a thread's wake-up or two; a test run's
+    worker may take and release hundreds of kept leases a second."""
+    return [
+        lease_pb2.LeaseSessionRequest(
+            batch=lease_pb2.LeaseSessionBatch(requests=requests[start : start + MAX_LEASE_BATCH])
+        )
+        for start in range(0, len(requests), MAX_LEASE_BATCH)
+    ]
 
 
 _sessions: weakref.WeakKeyDictionary[Connection, _Session] = weakref.WeakKeyDictionary()

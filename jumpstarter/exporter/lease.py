@@ -25,8 +25,9 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from jumpstarter.common.wire import MAX_HOLDER, when
+from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, when
 from jumpstarter.exporter.context import ServicerContext
+from jumpstarter.exporter.loglimit import LogQuota
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
 # The RPCs that stay open to everyone while the exporter is leased: they read, or they are the leasing itself.
@@ -60,6 +61,8 @@ log = logging.getLogger("jumpstarter.exporter")
 # so it gets a short one: an exporter isn't held free long for a waiter that went elsewhere.
 WAITING = 0.1
 SESSION_WAITING = 1.0
+# A batch's requests handled between two turns of others' calls (some 0.1 ms of work; a turn costs as much).
+YIELD_EVERY = 16
 
 
 def _patience(who: object) -> float:
@@ -74,6 +77,8 @@ class _SessionEnd:
         self.notify = notify
         self.keeps = False  # its takes said keep: it keeps leases between takes, and is told when others wait
         self.told = False  # told someone waits, since its last take
+        # Its lease lines: a session may take and release thousands of leases a second, in batches.
+        self.log = LogQuota(log, "lease lines of this session")
 
 
 class Leases(lease_pb2_grpc.LeaseServiceServicer):
@@ -131,19 +136,28 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             elif request.HasField("release"):
                 keep = request.release.keep and end.keeps
                 if held is not None and held.lease_id == request.release.lease_id:
-                    self._end(held, "released", keep=end if keep else None, at=request.release.at)
+                    self._end(held, "released", keep=end if keep else None, at=request.release.at, by=end)
                     held = None
                 elif self._kept and self._session is end and self.current is not None:
                     if self.current.lease_id == request.release.lease_id:
-                        self._end(self.current, "let go")  # kept between leases: free now
+                        self._end(self.current, "let go", by=end)  # kept between leases: free now
                 if not keep:  # a release that keeps is unanswered: nobody waits for it
                     out.put_nowait(lease_pb2.LeaseResponse())
             elif request.HasField("stop_waiting"):
                 self._stop_waiting(end)
             elif request.HasField("batch"):
-                for each in request.batch.requests:
+                if len(request.batch.requests) > MAX_LEASE_BATCH:
+                    why = (
+                        f"a LeaseSession batch of {len(request.batch.requests)} requests, more than the "
+                        f"{MAX_LEASE_BATCH} an exporter takes in one: send them in smaller batches"
+                    )
+                    log.info("refused a lease session of %s: %s", held.holder if held else "no lease", why)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+                for n, each in enumerate(request.batch.requests, 1):
                     if not each.HasField("batch"):  # one level: a batch is the client's, of takes and releases
                         await handle(each)
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # others' calls run in between
 
         async def answer() -> None:
             try:
@@ -160,10 +174,11 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         finally:
             reader.cancel()
             if held is not None:
-                self._end(held, "holder vanished")
+                self._end(held, "holder vanished", by=end)
             if self._session is end:  # kept between its leases: free again
-                self._end(self.current, "holder vanished")
+                self._end(self.current, "holder vanished", by=end)
             self._stop_waiting(end)
+            end.log.close()
 
     async def _take(
         self, request: lease_pb2.LeaseRequest, context: ServicerContext, who: object
@@ -193,7 +208,9 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self._waiters.pop(who, None)
         self._handed = None
         self.records.append(record)
-        log.info("lease %s taken by %s", handle(record.lease_id), record.holder)
+        (session.log.info if session is not None else log.info)(
+            "lease %s taken by %s", handle(record.lease_id), record.holder
+        )
         return record, lease_pb2.LeaseResponse(lease_id=record.lease_id, keeps=session is not None and session.keeps)
 
     def _handed_elsewhere(self, who: object, now: float) -> bool:
@@ -225,15 +242,26 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         return lease_pb2.ReleaseResponse()
 
     def _end(
-        self, record: lease_pb2.LeaseRecord | None, how: str, keep: _SessionEnd | None = None, at: float = 0.0
+        self,
+        record: lease_pb2.LeaseRecord | None,
+        how: str,
+        keep: _SessionEnd | None = None,
+        at: float = 0.0,
+        by: _SessionEnd | None = None,
     ) -> None:
         """End ``record``'s lease; ``keep``: keep the exporter for that session's next take; ``at``: when the
-        holder ended it, if a moment ago (0: now)."""
+        holder ended it, if a moment ago (0: now); ``by``: the session that held it, whose log budget it uses."""
         if record is None or record.ended:
             return
         now = time.time()
         record.released, record.ended = max(record.granted, min(at or now, now)), how
-        log.info("lease %s %s after %.3f s", handle(record.lease_id), how, record.released - record.granted)
+        (by.log.info if by is not None else log.info)(
+            "lease %s %s after %.3f s: %s",
+            handle(record.lease_id),
+            how,
+            record.released - record.granted,
+            record.holder,
+        )
         if self.current is not record:
             return
         if keep is not None:  # (told or not: a notice may be on its way; the session lets go when it reads it)
