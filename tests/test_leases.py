@@ -579,3 +579,85 @@ def test_a_flood_of_kept_leases_is_summed_up_in_the_log_not_logged_line_by_line(
     assert summaries and "gw0: test_" in summaries[-1]
     left_out = sum(int(line.split()[0]) for line in summaries)
     assert left_out + len(lines) - len(summaries) == 2 * 5_001  # every take and release: logged or counted
+
+
+def _exporter_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name.startswith(("jumpstarter.exporter", "jumpstarter.drivers"))
+    ]
+
+
+def test_the_exporter_log_has_a_kept_leases_take_before_the_calls_it_covers(board_client, caplog, monkeypatch):
+    """A kept lease's take was sent with the next batch, and a call goes on a stream of its own: the log had a
+    test's calls before its lease line. A loaded machine here: the lease session's messages go late."""
+    from jumpstarter.client import lease as client_lease
+
+    write = client_lease._Session._write
+
+    async def late_writes(self, call):
+        class Late:
+            async def write(self, request):
+                await asyncio.sleep(0.2)
+                await call.write(request)
+
+            async def done_writing(self):
+                await call.done_writing()
+
+        await write(self, Late())
+
+    monkeypatch.setattr(client_lease._Session, "_write", late_writes)
+    caplog.set_level(logging.INFO)
+    first = try_lease(board_client.connection, "gw0: test_power_on", keep=True)
+    assert isinstance(first, Lease)
+    board_client.power.on()
+    first.release()  # kept
+    again = try_lease(board_client.connection, "gw0: test_power_cycle", keep=True)
+    assert isinstance(again, Lease) and again.lease_id == first.lease_id  # kept: granted at once
+    board_client.power.off()
+    again.release()
+    lines = _exporter_lines(caplog)
+    taken = [i for i, line in enumerate(lines) if "taken by gw0: test_power_cycle" in line]
+    assert taken and lines.index("power off") > taken[0], lines
+
+
+def test_a_sessions_normal_end_is_logged_as_a_release_though_the_exporter_reads_it_late(
+    board_client, caplog, monkeypatch
+):
+    """Closing a session ended its call before the exporter had read its last takes and releases: a normal exit
+    of a test run was logged as "holder vanished", and its last test's lease was lost from the records."""
+    take = Leases._take
+
+    async def slow_take(self, request, context, who):
+        if request.holder == "gw0: test_b":
+            await asyncio.sleep(0.3)  # a loaded exporter
+        return await take(self, request, context, who)
+
+    monkeypatch.setattr(Leases, "_take", slow_take)
+    caplog.set_level(logging.INFO)
+    with connect(board_client.connection.address, trusted=_trusted()) as worker:
+        for test in ("gw0: test_a", "gw0: test_b"):
+            lease = try_lease(worker.connection, test, keep=True)
+            assert isinstance(lease, Lease)
+            lease.release()
+    records = [(r.holder, r.ended) for r in lease_records(board_client.connection)]
+    assert records == [("gw0: test_a", "released"), ("gw0: test_b", "released")]
+    assert not [line for line in _exporter_lines(caplog) if "vanished" in line]
+
+
+def test_a_call_under_a_kept_take_not_sent_yet_has_the_exporter_ask_for_it(board_client, caplog, monkeypatch):
+    """The exporter holds a call until it has read the call's take, and asks the session for it: the call doesn't
+    wait for the session's next batch."""
+    from jumpstarter.client import lease as client_lease
+
+    monkeypatch.setattr(client_lease, "BATCH_DELAY", 60.0)  # no batch is sent during this test
+    caplog.set_level(logging.INFO)
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    first.release()  # kept, not sent
+    again = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(again, Lease)
+    assert board_client.echo("mine") == "mine"
+    lines = _exporter_lines(caplog)
+    assert any("taken by gw0: test_b" in line for line in lines), lines
+    assert not [line for line in lines if "never came" in line]
+    again.release()

@@ -30,7 +30,7 @@ import grpc
 from jumpstarter.client.connection import Connection
 from jumpstarter.common.background import background_portal
 from jumpstarter.common.folders import private_folder
-from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, when
+from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, TAKE_MARK, when
 from jumpstarter.errors import ConnectError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
@@ -57,7 +57,9 @@ class Lease:
         self.connection, self.lease_id = connection, lease_id
         self._session, self._lock = session, lock
         self.held = True
-        connection.hold(lease_id if session is not None else None)
+        # The calls carry the id, and which take of it this is: a kept lease's takes share its id, and the exporter
+        # runs a call only once it has read the take the call is made under.
+        connection.hold(f"{lease_id}{TAKE_MARK}{session.takes}" if session is not None else None)
 
     def release(self) -> None:
         if not self.held:
@@ -114,13 +116,14 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
     return Lease(connection, answer.lease_id, session=session)
 
 
-# How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's
-# view of which test holds it lags this much.
+# How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's view
+# of which test holds it lags this much (a call under a take not sent yet has the exporter ask for it at once).
 BATCH_DELAY = 0.02
 PROBE_TIMEOUT = 10.0  # seconds for an exporter to say whether it keeps leases (a frozen one fails sooner: pings)
 # How long a kept lease not in use stays kept: a worker that goes on to tests that don't need the exporter lets
 # it go after this, for clients that call without a lease (upstream's), which a kept lease refuses.
 KEEP_IDLE = 1.0
+CLOSE_TIMEOUT = 2.0  # seconds a closing session waits for the exporter to read its last takes and releases
 
 
 class _Session:
@@ -130,7 +133,9 @@ class _Session:
     Kept leases (``try_lease(keep=True)``, a test run's per-test leases): a release keeps the exporter for this
     session's next take, granted then with the same id, so neither waits for an answer, and neither is sent at
     once: a task sends them in batches every BATCH_DELAY, saying when each happened (waking a thread for each
-    message costs a test more than everything else its lease does). When the exporter says someone else waits
+    message costs a test more than everything else its lease does). A call carries which take it is made under;
+    the exporter holds one whose take it hasn't read, and asks for what is held back (a ``hurry`` notice), so
+    that its log has each take before the calls it covers. When the exporter says someone else waits
     (a ``wanted`` notice), the kept lease is let go at once if no lease is in use, else when the one in use is
     released.
 
@@ -145,6 +150,7 @@ class _Session:
         self._awaited = -1  # the index of the request whose answer someone waits for
         self._unsent: list[lease_pb2.LeaseSessionRequest] = []  # a kept lease's takes and releases, not sent yet
         self._kept: str | None = None  # the id of a kept lease (in use or not)
+        self.takes = 0  # how many times the current lease was taken: 1, and one more for each kept take
         self._in_use = False
         self._wanted = False  # someone else waits: let the kept lease go when it is released
         self._broken = 0  # the connection's count of broken calls when the kept lease was granted by the exporter
@@ -182,6 +188,11 @@ class _Session:
         end: BaseException | None = None
         try:
             async for reply in call:
+                if reply.hurry:  # a call waits for a take we hold back
+                    with self._state:
+                        unsent, self._unsent = self._unsent, []
+                    self._queue(_batches(unsent))  # type: ignore[arg-type]
+                    continue
                 if reply.handed:
                     _count_handover()
                     continue
@@ -263,6 +274,7 @@ class _Session:
                 # and the session not heard yet): then asked, so that a test doesn't start on a dead exporter.
                 if keep and self._broken == broken:
                     self._in_use = True
+                    self.takes += 1
                     self._later(
                         lease_pb2.LeaseSessionRequest(
                             take=lease_pb2.LeaseRequest(holder=holder, keep=True, at=time.time())
@@ -273,6 +285,7 @@ class _Session:
             # A notice from here on may be about the lease this take gets, and may come before its answer is read.
             self._wanted = False
         answer = self._ask(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=holder, keep=keep)))
+        self.takes = 1
         if answer.lease_id and keep and answer.keeps:
             with self._state:
                 self._kept, self._in_use, self._broken = answer.lease_id, True, broken
@@ -324,12 +337,14 @@ class _Session:
             requests, self._unsent = [*_batches(self._unsent), None], []
         try:
             self._loop.call_soon_threadsafe(self._queue, requests)
-            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=1)
+            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=CLOSE_TIMEOUT + 1)
         except (RuntimeError, TimeoutError):
             pass  # the loop has ended (the process exits), or the exporter doesn't answer: the call is over anyway
 
     async def _end(self) -> None:
-        await asyncio.wait([self._writer], timeout=1)
+        """Wait for the exporter to end the call, once it has read everything (cancelling it first would drop what
+        it hasn't read yet: the log would have the holder vanish)."""
+        await asyncio.wait([self._reader], timeout=CLOSE_TIMEOUT)
         self._call.cancel()
 
 

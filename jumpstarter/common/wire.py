@@ -10,6 +10,8 @@ import time
 
 PASSPHRASE_KEY = "x-jumpstarter-passphrase"  # metadata: the exporter's passphrase, on every call
 LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is made under
+# ... and, after this mark, which take of it (a LeaseSession's kept lease is taken again with the same id): "ID#3"
+TAKE_MARK = "#"
 # The longest lease holder name an exporter takes: it keeps the newest 10,000 leases' names, so they stay within
 # some 10 MB and GetLeases' reply within the message limit. Our client shortens longer names.
 MAX_HOLDER = 1024

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, when
+from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, TAKE_MARK, when
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.loglimit import LogQuota
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
@@ -77,6 +77,7 @@ class _SessionEnd:
         self.notify = notify
         self.keeps = False  # its takes said keep: it keeps leases between takes, and is told when others wait
         self.told = False  # told someone waits, since its last take
+        self.hurried = False  # told a call waits for its next take, since its last take
         # Its lease lines: a session may take and release thousands of leases a second, in batches.
         self.log = LogQuota(log, "lease lines of this session")
 
@@ -92,14 +93,24 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self._kept = False  # the current "lease" is a session's keeping between its leases: not in records
         self._waiters: dict[object, tuple[float, float, str]] = {}  # who was refused: first, last time, name
         self._handed: tuple[object, float] | None = None  # the waiter the exporter is handed to, until when
+        self._takes = 0  # how many times the current lease was taken (a kept one: once per take)
+        self._taken = asyncio.Event()  # set (and made anew) at each take and each lease's end
 
-    def refusal(self, lease_id: str) -> str | None:
-        """Why a guarded call carrying ``lease_id`` ("" for none) may not run now, or None."""
+    def refusal(self, lease: str) -> str | asyncio.Event | None:
+        """Why a guarded call carrying ``lease`` ("" for none; "ID" or "ID#TAKE") may not run now, or None; or an
+        event to wait for, then ask again: the call is made under a take of a kept lease that is on its way (its
+        holder sends the take before calling), and runs after the exporter has read it: the log has it first."""
+        lease_id, _, take = lease.partition(TAKE_MARK)
         current = self.current
         if current is None:
             return f"lease {lease_id} has ended; take a new one" if lease_id else None
         if lease_id == current.lease_id:
-            return None
+            if not (take.isdigit() and int(take) > self._takes):
+                return None
+            if self._session is not None and not self._session.hurried:  # it holds the take back, in a batch
+                self._session.hurried = True
+                self._session.notify(lease_pb2.LeaseResponse(hurry=True, wanted=True))
+            return self._taken
         return f"exporter is leased by {current.holder} since {when(current.granted)}"
 
     async def Lease(
@@ -194,6 +205,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
         # No await from here on: one event loop, no race.
         now, current, session = time.time(), self.current, who if isinstance(who, _SessionEnd) else None
+        current_id = current.lease_id if current is not None else None
         if current is not None and self._kept and self._session is session and session is not None:
             lease_id = current.lease_id  # kept for this session: granted at once, with the same id
             now = max(current.granted, min(request.at or now, now))  # taken a moment ago, maybe
@@ -202,9 +214,11 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         else:
             lease_id = secrets.token_hex(16)  # 128 random bits: nobody guesses it
         if session is not None:  # told again if someone (still) waits: a notice may have crossed a kept take
-            session.told = False
+            session.told = session.hurried = False
         record = lease_pb2.LeaseRecord(lease_id=lease_id, holder=request.holder, granted=now)
         self.current, self._released, self._session, self._kept = record, asyncio.Event(), session, False
+        self._takes = self._takes + 1 if lease_id == current_id else 1
+        self._next_take()
         self._waiters.pop(who, None)
         self._handed = None
         self.records.append(record)
@@ -212,6 +226,11 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             "lease %s taken by %s", handle(record.lease_id), record.holder
         )
         return record, lease_pb2.LeaseResponse(lease_id=record.lease_id, keeps=session is not None and session.keeps)
+
+    def _next_take(self) -> None:
+        """Wake the calls that wait for a take (see ``refusal``): they ask again."""
+        self._taken.set()
+        self._taken = asyncio.Event()
 
     def _handed_elsewhere(self, who: object, now: float) -> bool:
         """Whether the free exporter is handed to a waiter other than ``who`` for a moment yet."""
@@ -269,7 +288,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             self.current = lease_pb2.LeaseRecord(lease_id=record.lease_id, holder=holder, granted=record.released)
             self._kept = True
             return
-        self.current, self._session, self._kept = None, None, False
+        self.current, self._session, self._kept, self._takes = None, None, False, 0
+        self._next_take()
         self._hand_over(record.released)
 
     def _hand_over(self, now: float) -> None:
