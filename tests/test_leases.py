@@ -661,3 +661,35 @@ def test_a_call_under_a_kept_take_not_sent_yet_has_the_exporter_ask_for_it(board
     assert any("taken by gw0: test_b" in line for line in lines), lines
     assert not [line for line in lines if "never came" in line]
     again.release()
+
+
+def test_a_board_still_running_a_timed_out_call_goes_to_no_one_until_the_call_returns(board_client, second):
+    """A sync driver method runs on after its client's call timeout (a thread can't be stopped): the next test,
+    on this worker or another, waits for the board, told why, instead of getting it busy."""
+    from jumpstarter.errors import DriverTimeout
+
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    board_client.connection.call_timeout = 1.0
+    started = time.monotonic()
+    with pytest.raises(DriverTimeout, match="no answer within the call timeout of 1 s"):
+        board_client.call("block", 6)
+    board_client.connection.call_timeout = None
+    first.release()  # kept
+
+    def busy_with_the_call(connection, holder: str) -> bool:
+        got = try_lease(connection, holder, keep=True)
+        if isinstance(got, Lease):
+            got.release()
+            return time.monotonic() - started >= 6  # granted only once the call has returned
+        assert "its call block, whose caller gave up" in got.holder and "still runs" in got.holder, got
+        return True
+
+    deadline = time.monotonic() + 3  # while the call surely still runs (it blocks 6 s; the timeout was at 1)
+    while time.monotonic() - started < 4 and time.monotonic() < deadline:
+        assert busy_with_the_call(board_client.connection, "gw0: test_b")  # the same worker: its next test
+        assert busy_with_the_call(second.connection, "gw1: test_c")  # another worker
+        time.sleep(0.1)
+    lease = _until_leased(second.connection, "gw1: test_c", timeout=60)  # the call returns: the board is free
+    assert time.monotonic() - started >= 6
+    lease.release()

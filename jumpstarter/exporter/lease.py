@@ -28,6 +28,7 @@ import grpc
 from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, TAKE_MARK, when
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.loglimit import LogQuota
+from jumpstarter.exporter.threaded import Stragglers
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
 # The RPCs that stay open to everyone while the exporter is leased: they read, or they are the leasing itself.
@@ -85,7 +86,9 @@ class _SessionEnd:
 class Leases(lease_pb2_grpc.LeaseServiceServicer):
     """The lease of one exporter, and a record of past ones (the newest ``keep``)."""
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 10_000, stragglers: Stragglers | None = None) -> None:
+        """``stragglers``: the exporter's calls that run on after their caller gave up (a client's call timeout):
+        while one runs, the board is busy, and nobody takes the lease."""
         self.current: lease_pb2.LeaseRecord | None = None
         self.records: deque[lease_pb2.LeaseRecord] = deque(maxlen=keep)
         self._released = asyncio.Event()  # set to end the current Lease call (each lease makes its own)
@@ -93,6 +96,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self._kept = False  # the current "lease" is a session's keeping between its leases: not in records
         self._waiters: dict[object, tuple[float, float, str]] = {}  # who was refused: first, last time, name
         self._handed: tuple[object, float] | None = None  # the waiter the exporter is handed to, until when
+        self.stragglers = stragglers or Stragglers()
+        self.stragglers.on_end.append(self._straggled)
         self._takes = 0  # how many times the current lease was taken (a kept one: once per take)
         self._taken = asyncio.Event()  # set (and made anew) at each take and each lease's end
 
@@ -209,7 +214,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         if current is not None and self._kept and self._session is session and session is not None:
             lease_id = current.lease_id  # kept for this session: granted at once, with the same id
             now = max(current.granted, min(request.at or now, now))  # taken a moment ago, maybe
-        elif current is not None or self._handed_elsewhere(who, now):
+        elif current is not None or self._handed_elsewhere(who, now) or self.stragglers.running:
             return None, self._refuse(who, request.holder, now)
         else:
             lease_id = secrets.token_hex(16)  # 128 random bits: nobody guesses it
@@ -244,6 +249,11 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         first = self._waiters.get(who, (now, now, holder))[0]
         self._waiters[who] = (first, now, holder)
         current = self.current
+        straggler = self.stragglers.oldest()
+        if current is None and straggler is not None:  # the board is still busy with a call nobody waits for
+            what, since = straggler
+            busy = f"the board: its call {what}, whose caller gave up {now - since:.0f} s ago, still runs"
+            return lease_pb2.LeaseResponse(holder=busy, since=since)
         if current is None:  # handed to another waiter for a moment
             assert self._handed is not None
             _, _, name = self._waiters.get(self._handed[0], (now, now, "another waiter"))
@@ -302,6 +312,11 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             self._handed = (who, now + _patience(who))
             if isinstance(who, _SessionEnd):  # it needn't wait for its next try (wanted: read as a notice)
                 who.notify(lease_pb2.LeaseResponse(handed=True, wanted=True))
+
+    def _straggled(self) -> None:
+        """The board's last straggling call has returned: a free exporter goes to whoever waits longest."""
+        if self.current is None:
+            self._hand_over(time.time())
 
     def _stop_waiting(self, end: _SessionEnd) -> None:
         """Session ``end`` waits no more: forget it, and if the free exporter was handed to it, hand it on."""

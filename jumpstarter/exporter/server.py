@@ -227,7 +227,7 @@ async def serving(
     """
     limits = limits or (session.limits if session is not None else Limits.from_env())
     session = session or Session(root, labels, limits=limits)
-    leases = Leases()
+    leases = Leases(stragglers=session.stragglers)
     tune_allocator()  # large values: see jumpstarter.common.memory
     options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
     server = grpc.aio.server(options=options)
