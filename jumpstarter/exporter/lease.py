@@ -10,6 +10,10 @@ A LeaseSession may keep its lease between its takes (a test run's worker, betwee
 exporter records each take as a lease of its own, tells the session when someone else is refused, and
 once the lease is released for good hands the exporter for a moment to whoever waits longest, so that
 the one who released it can't take it straight back while others wait.
+
+The board goes to no one while a call whose caller gave up still runs on it (a sync method past its
+client's call timeout: a thread can't be stopped). A lease's id is never shown (GetLeases and the log
+show a handle), and the log has each take before the calls made under it.
 """
 
 from __future__ import annotations
