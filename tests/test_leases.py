@@ -629,7 +629,7 @@ def test_a_sessions_normal_end_is_logged_as_a_release_though_the_exporter_reads_
 
     async def slow_take(self, request, context, who):
         if request.holder == "gw0: test_b":
-            await asyncio.sleep(0.3)  # a loaded exporter
+            await asyncio.sleep(0.2)  # a loaded exporter
         return await take(self, request, context, who)
 
     monkeypatch.setattr(Leases, "_take", slow_take)

@@ -123,7 +123,7 @@ PROBE_TIMEOUT = 10.0  # seconds for an exporter to say whether it keeps leases (
 # How long a kept lease not in use stays kept: a worker that goes on to tests that don't need the exporter lets
 # it go after this, for clients that call without a lease (upstream's), which a kept lease refuses.
 KEEP_IDLE = 1.0
-CLOSE_TIMEOUT = 2.0  # seconds a closing session waits for the exporter to read its last takes and releases
+CLOSE_TIMEOUT = 3.0  # seconds a closing session waits for the exporter to read its last takes and releases
 
 
 class _Session:
