@@ -102,6 +102,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         self._handed: tuple[object, float] | None = None  # the waiter the exporter is handed to, until when
         self.stragglers = stragglers or Stragglers()
         self.stragglers.on_end.append(self._straggled)
+        self.stragglers.holder = lambda: self.current.holder if self.current is not None else ""
         self._takes = 0  # how many times the current lease was taken (a kept one: once per take)
         self._taken = asyncio.Event()  # set (and made anew) at each take and each lease's end
 

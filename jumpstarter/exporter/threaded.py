@@ -88,6 +88,7 @@ class Stragglers:
     def __init__(self) -> None:
         self.running: dict[_Job, float] = {}  # -> since when (time.time())
         self.on_end: list[Callable[[], None]] = []  # told when the last one ends
+        self.holder: Callable[[], str] = lambda: ""  # who holds the board now (the leases'), for the log
 
     def oldest(self) -> tuple[str, float] | None:
         """The longest running straggler: what it runs (``power.cycle``), since when its caller gave up."""
@@ -99,7 +100,12 @@ class Stragglers:
     def _add(self, job: _Job) -> None:
         job.straggling = self
         self.running[job] = time.time()
-        log.warning("%s goes on running after its caller gave up: the board is busy until it returns", job.what)
+        holder = self.holder()
+        log.warning(
+            "%s%s goes on running after its caller gave up: the board is busy until it returns",
+            job.what,
+            f" (called under the lease of {holder})" if holder else "",
+        )
 
     def _ended(self, job: _Job) -> None:
         since = self.running.pop(job, None)
