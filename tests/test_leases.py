@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import grpc
 import pytest
 from samples import EXAMPLES, leased
 
@@ -65,12 +67,43 @@ def test_the_held_lease_id_is_its_holders_secret(board_client):
 
     with leased(board_client.connection, "alice") as lease:
         (held,) = [r for r in lease_records(board_client.connection) if not r.ended]
-        assert (held.holder, held.lease_id) == ("alice", "")  # others can't call through it, nor release it
+        assert held.holder == "alice" and held.lease_id != lease.lease_id  # others can't call through it
         board_client.connection.hold(held.lease_id)
         with pytest.raises(LeaseError, match="leased by alice"):
             board_client.echo("x")
         board_client.connection.hold(None)
         assert isinstance(lease, Lease)
+
+
+def test_a_kept_lease_can_be_used_by_no_one_else_between_its_takes_or_during_them(board_client, second):
+    """A kept lease's next take has the same id: GetLeases must not show it, ended or not. A raw second client
+    reads every id GetLeases shows, and calls through each, between the holder's takes and during the next."""
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    assert len(bytes.fromhex(first.lease_id)) >= 16  # 128 random bits: not guessable
+
+    def calls_through_what_getleases_shows() -> list[str]:
+        shown = {r.lease_id for r in lease_records(second.connection)} - {""}
+        assert shown  # the records name their leases, with something
+        passed = []
+        for lease_id in shown:
+            second.connection.hold(lease_id)
+            try:
+                second.echo("mallory")
+                passed.append(lease_id)
+            except LeaseError:
+                pass
+        second.connection.hold(None)
+        return passed
+
+    assert calls_through_what_getleases_shows() == []  # during the first take
+    first.release()  # kept
+    assert calls_through_what_getleases_shows() == []  # between the takes
+    again = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(again, Lease) and again.lease_id == first.lease_id
+    assert calls_through_what_getleases_shows() == []  # during the next take
+    assert board_client.echo("mine") == "mine"  # the holder's own calls go through
+    again.release()
 
 
 def test_a_call_with_an_ended_lease_is_refused(board_client):
@@ -461,3 +494,201 @@ def test_a_waiter_is_woken_as_soon_as_the_exporter_is_handed_to_it(board_client,
     taken = try_lease(second.connection, "bob")  # handed to bob: his at once
     assert isinstance(taken, Lease)
     taken.release()
+
+
+def _kept_pairs(lease_id: str, pairs: int) -> list[lease_pb2.LeaseSessionRequest]:
+    """A kept lease's releases and takes, as a worker's tests make them."""
+    requests = []
+    for i in range(pairs):
+        requests.append(lease_pb2.LeaseSessionRequest(release=lease_pb2.ReleaseRequest(lease_id=lease_id, keep=True)))
+        requests.append(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=f"gw0: test_{i}", keep=True)))
+    return requests
+
+
+def test_a_lease_session_batch_too_big_is_refused_naming_the_limit(board_client, second):
+    """A batch is handled in one go: one of 200,000 requests kept every other client waiting for seconds."""
+    from jumpstarter.common.wire import MAX_LEASE_BATCH
+    from jumpstarter.v1 import lease_pb2_grpc
+
+    stub = lease_pb2_grpc.LeaseServiceStub(board_client.connection.channel)
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    call = stub.LeaseSession(iter(outbox.get, None), timeout=30)
+    replies = iter(call)
+    outbox.put(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder="flooder", keep=True)))
+    held = next(replies)
+    assert held.lease_id
+    batch = lease_pb2.LeaseSessionBatch(requests=_kept_pairs(held.lease_id, MAX_LEASE_BATCH // 2 + 1))
+    outbox.put(lease_pb2.LeaseSessionRequest(batch=batch))
+    with pytest.raises(grpc.RpcError) as refused:
+        next(replies)
+    outbox.put(None)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"a LeaseSession batch of {MAX_LEASE_BATCH + 2} requests" in refused.value.details()
+    assert f"more than the {MAX_LEASE_BATCH}" in refused.value.details()
+    _until_leased(second.connection, "next").release()  # the flooder's lease ended with its session
+
+
+def test_a_lease_session_batch_lets_others_run_between_its_requests():
+    async def scenario() -> None:
+        leases = Leases()
+        gw0 = _Peer(leases)
+        held = await gw0.take("gw0: test_a", keep=True)
+        turns = 0
+
+        async def other_clients() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        others = asyncio.ensure_future(other_clients())
+        await asyncio.sleep(0)
+        before = turns
+        gw0.send(batch=lease_pb2.LeaseSessionBatch(requests=_kept_pairs(held.lease_id, 500)))
+        gw0.send(release=lease_pb2.ReleaseRequest(lease_id=held.lease_id))  # answered after the batch
+        await gw0.answer()
+        assert turns - before >= 20, turns - before  # turns all through the batch, not one for all of it
+        others.cancel()
+        gw0.send()
+        await gw0.task
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_of_kept_leases_is_summed_up_in_the_log_not_logged_line_by_line(caplog):
+    """100,000 release/take pairs wrote 200,000 log lines: past a budget, the lines are counted and summed up."""
+    from jumpstarter.common.wire import MAX_LEASE_BATCH
+
+    async def scenario() -> None:
+        leases = Leases()
+        gw0 = _Peer(leases)
+        held = await gw0.take("gw0: test_a", keep=True)
+        for _ in range(10):
+            gw0.send(batch=lease_pb2.LeaseSessionBatch(requests=_kept_pairs(held.lease_id, MAX_LEASE_BATCH // 2)))
+        gw0.send(release=lease_pb2.ReleaseRequest(lease_id=held.lease_id))
+        await gw0.answer()
+        gw0.send()
+        await gw0.task
+
+    caplog.set_level(logging.INFO, logger="jumpstarter.exporter")
+    asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records if r.name == "jumpstarter.exporter"]
+    assert len(lines) < 1000, f"{len(lines)} lines for 5,000 leases"
+    summaries = [line for line in lines if "lease lines of this session left out" in line]
+    assert summaries and "gw0: test_" in summaries[-1]
+    left_out = sum(int(line.split()[0]) for line in summaries)
+    assert left_out + len(lines) - len(summaries) == 2 * 5_001  # every take and release: logged or counted
+
+
+def _exporter_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name.startswith(("jumpstarter.exporter", "jumpstarter.drivers"))
+    ]
+
+
+def test_the_exporter_log_has_a_kept_leases_take_before_the_calls_it_covers(board_client, caplog, monkeypatch):
+    """A kept lease's take was sent with the next batch, and a call goes on a stream of its own: the log had a
+    test's calls before its lease line. A loaded machine here: the lease session's messages go late."""
+    from jumpstarter.client import lease as client_lease
+
+    write = client_lease._Session._write
+
+    async def late_writes(self, call):
+        class Late:
+            async def write(self, request):
+                await asyncio.sleep(0.2)
+                await call.write(request)
+
+            async def done_writing(self):
+                await call.done_writing()
+
+        await write(self, Late())
+
+    monkeypatch.setattr(client_lease._Session, "_write", late_writes)
+    caplog.set_level(logging.INFO)
+    first = try_lease(board_client.connection, "gw0: test_power_on", keep=True)
+    assert isinstance(first, Lease)
+    board_client.power.on()
+    first.release()  # kept
+    again = try_lease(board_client.connection, "gw0: test_power_cycle", keep=True)
+    assert isinstance(again, Lease) and again.lease_id == first.lease_id  # kept: granted at once
+    board_client.power.off()
+    again.release()
+    lines = _exporter_lines(caplog)
+    taken = [i for i, line in enumerate(lines) if "taken by gw0: test_power_cycle" in line]
+    assert taken and lines.index("power off") > taken[0], lines
+
+
+def test_a_sessions_normal_end_is_logged_as_a_release_though_the_exporter_reads_it_late(
+    board_client, caplog, monkeypatch
+):
+    """Closing a session ended its call before the exporter had read its last takes and releases: a normal exit
+    of a test run was logged as "holder vanished", and its last test's lease was lost from the records."""
+    take = Leases._take
+
+    async def slow_take(self, request, context, who):
+        if request.holder == "gw0: test_b":
+            await asyncio.sleep(0.2)  # a loaded exporter
+        return await take(self, request, context, who)
+
+    monkeypatch.setattr(Leases, "_take", slow_take)
+    caplog.set_level(logging.INFO)
+    with connect(board_client.connection.address, trusted=_trusted()) as worker:
+        for test in ("gw0: test_a", "gw0: test_b"):
+            lease = try_lease(worker.connection, test, keep=True)
+            assert isinstance(lease, Lease)
+            lease.release()
+    records = [(r.holder, r.ended) for r in lease_records(board_client.connection)]
+    assert records == [("gw0: test_a", "released"), ("gw0: test_b", "released")]
+    assert not [line for line in _exporter_lines(caplog) if "vanished" in line]
+
+
+def test_a_call_under_a_kept_take_not_sent_yet_has_the_exporter_ask_for_it(board_client, caplog, monkeypatch):
+    """The exporter holds a call until it has read the call's take, and asks the session for it: the call doesn't
+    wait for the session's next batch."""
+    from jumpstarter.client import lease as client_lease
+
+    monkeypatch.setattr(client_lease, "BATCH_DELAY", 60.0)  # no batch is sent during this test
+    caplog.set_level(logging.INFO)
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    first.release()  # kept, not sent
+    again = try_lease(board_client.connection, "gw0: test_b", keep=True)
+    assert isinstance(again, Lease)
+    assert board_client.echo("mine") == "mine"
+    lines = _exporter_lines(caplog)
+    assert any("taken by gw0: test_b" in line for line in lines), lines
+    assert not [line for line in lines if "never came" in line]
+    again.release()
+
+
+def test_a_board_still_running_a_timed_out_call_goes_to_no_one_until_the_call_returns(board_client, second):
+    """A sync driver method runs on after its client's call timeout (a thread can't be stopped): the next test,
+    on this worker or another, waits for the board, told why, instead of getting it busy."""
+    from jumpstarter.errors import DriverTimeout
+
+    first = try_lease(board_client.connection, "gw0: test_a", keep=True)
+    assert isinstance(first, Lease)
+    board_client.connection.call_timeout = 1.0
+    started = time.monotonic()
+    with pytest.raises(DriverTimeout, match="no answer within the call timeout of 1 s"):
+        board_client.call("block", 6)
+    board_client.connection.call_timeout = None
+    first.release()  # kept
+
+    def busy_with_the_call(connection, holder: str) -> bool:
+        got = try_lease(connection, holder, keep=True)
+        if isinstance(got, Lease):
+            got.release()
+            return time.monotonic() - started >= 6  # granted only once the call has returned
+        assert "its call block, whose caller gave up" in got.holder and "still runs" in got.holder, got
+        return True
+
+    deadline = time.monotonic() + 3  # while the call surely still runs (it blocks 6 s; the timeout was at 1)
+    while time.monotonic() - started < 4 and time.monotonic() < deadline:
+        assert busy_with_the_call(board_client.connection, "gw0: test_b")  # the same worker: its next test
+        assert busy_with_the_call(second.connection, "gw1: test_c")  # another worker
+        time.sleep(0.1)
+    lease = _until_leased(second.connection, "gw1: test_c", timeout=60)  # the call returns: the board is free
+    assert time.monotonic() - started >= 6
+    lease.release()

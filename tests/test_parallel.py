@@ -293,3 +293,22 @@ def test_an_exporter_dying_mid_run_fails_only_the_tests_that_need_it(pytester):
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*no exporter left for export 'dut' with unit=a: exporter a* can't be reached*"])
     assert result.duration < 30
+
+
+def test_after_a_call_timeout_the_next_test_waits_until_the_board_has_returned_from_the_call(pytester, lab):
+    """A sync driver method can't be stopped: test_b got the board while test_a's timed-out call still ran."""
+    (address,) = lab(1)
+    pytester.makepyfile(
+        test_order="""
+        def test_a(board):
+            board.call("block", 6)
+
+        def test_b(board):
+            assert board.echo("b") == "b"
+        """
+    )
+    result = pytester.runpytest_subprocess("--exporter", address, "--call-timeout", "2", timeout=120)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*no answer within the call timeout of 2 s*"])
+    a, b = (next(r for r in records(address) if r.holder.endswith(test)) for test in ("::test_a", "::test_b"))
+    assert b.granted - a.granted >= 6  # test_b's lease began after the 6 s call had returned

@@ -126,6 +126,7 @@ class _Pending:
                 target=self._target,
                 method=self._method,
             )
+            self._connection.broken += 1  # the exporter may still be busy with it: a kept lease is asked again
             self._ended(exc)
             return exc
         exc = error_from_rpc(err, address=self._connection.address, target=self._target, method=self._method)
@@ -194,7 +195,9 @@ class Connection:
         # may rightly be read for an hour.
         self.call_timeout: float | None = None
         self.on_close: list[Callable[[], None]] = []  # what ends with the connection (a lease session)
-        self.broken = 0  # calls that failed for the connection (a ConnectError): the exporter may be gone
+        # Calls that failed for the connection (a ConnectError: the exporter may be gone) or timed out (it may
+        # still run them): a kept lease is asked for again (jumpstarter.client.lease).
+        self.broken = 0
         self._handed: set[str] = set()  # uuids of upload handles given to a call (see resource_async)
 
     def _note_handles(self, args: tuple) -> None:

@@ -28,7 +28,7 @@ import grpc
 from jumpstarter.client.connection import Connection
 from jumpstarter.common.background import background_portal
 from jumpstarter.common.folders import shared_lock_file
-from jumpstarter.common.wire import MAX_HOLDER, when
+from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, TAKE_MARK, when
 from jumpstarter.errors import ConnectError, LeaseError, error_from_rpc
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
@@ -55,7 +55,9 @@ class Lease:
         self.connection, self.lease_id = connection, lease_id
         self._session, self._lock = session, lock
         self.held = True
-        connection.hold(lease_id if session is not None else None)
+        # The calls carry the id, and which take of it this is: a kept lease's takes share its id, and the exporter
+        # runs a call only once it has read the take the call is made under.
+        connection.hold(f"{lease_id}{TAKE_MARK}{session.takes}" if session is not None else None)
 
     def release(self) -> None:
         if not self.held:
@@ -112,13 +114,14 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
     return Lease(connection, answer.lease_id, session=session)
 
 
-# How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's
-# view of which test holds it lags this much.
+# How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's view
+# of which test holds it lags this much (a call under a take not sent yet has the exporter ask for it at once).
 BATCH_DELAY = 0.02
 PROBE_TIMEOUT = 10.0  # seconds for an exporter to say whether it keeps leases (a frozen one fails sooner: pings)
 # How long a kept lease not in use stays kept: a worker that goes on to tests that don't need the exporter lets
 # it go after this, for clients that call without a lease (upstream's), which a kept lease refuses.
 KEEP_IDLE = 1.0
+CLOSE_TIMEOUT = 3.0  # seconds a closing session waits for the exporter to read its last takes and releases
 
 
 class _Session:
@@ -128,7 +131,9 @@ class _Session:
     Kept leases (``try_lease(keep=True)``, a test run's per-test leases): a release keeps the exporter for this
     session's next take, granted then with the same id, so neither waits for an answer, and neither is sent at
     once: a task sends them in batches every BATCH_DELAY, saying when each happened (waking a thread for each
-    message costs a test more than everything else its lease does). When the exporter says someone else waits
+    message costs a test more than everything else its lease does). A call carries which take it is made under;
+    the exporter holds one whose take it hasn't read, and asks for what is held back (a ``hurry`` notice), so
+    that its log has each take before the calls it covers. When the exporter says someone else waits
     (a ``wanted`` notice), the kept lease is let go at once if no lease is in use, else when the one in use is
     released.
 
@@ -143,6 +148,7 @@ class _Session:
         self._awaited = -1  # the index of the request whose answer someone waits for
         self._unsent: list[lease_pb2.LeaseSessionRequest] = []  # a kept lease's takes and releases, not sent yet
         self._kept: str | None = None  # the id of a kept lease (in use or not)
+        self.takes = 0  # how many times the current lease was taken: 1, and one more for each kept take
         self._in_use = False
         self._wanted = False  # someone else waits: let the kept lease go when it is released
         self._broken = 0  # the connection's count of broken calls when the kept lease was granted by the exporter
@@ -180,6 +186,11 @@ class _Session:
         end: BaseException | None = None
         try:
             async for reply in call:
+                if reply.hurry:  # a call waits for a take we hold back
+                    with self._state:
+                        unsent, self._unsent = self._unsent, []
+                    self._queue(_batches(unsent))  # type: ignore[arg-type]
+                    continue
                 if reply.handed:
                     _count_handover()
                     continue
@@ -213,8 +224,8 @@ class _Session:
                         self._let_go_now()
                     self._batching = False  # the next _later() starts another
                     return
-            if unsent:
-                self._outbox.put_nowait(_batch(unsent))
+            for batch in _batches(unsent):
+                self._outbox.put_nowait(batch)
 
     def _start_batches(self) -> None:
         self._batches = self._loop.create_task(self._send_batches())
@@ -231,7 +242,7 @@ class _Session:
         if awaited:
             self._awaited = self._sent
         self._sent += 1
-        requests, self._unsent = [_batch(self._unsent), request] if self._unsent else [request], []
+        requests, self._unsent = [*_batches(self._unsent), request], []
         self._loop.call_soon_threadsafe(self._queue, requests)
 
     def _later(self, request: lease_pb2.LeaseSessionRequest) -> None:
@@ -261,6 +272,7 @@ class _Session:
                 # and the session not heard yet): then asked, so that a test doesn't start on a dead exporter.
                 if keep and self._broken == broken:
                     self._in_use = True
+                    self.takes += 1
                     self._later(
                         lease_pb2.LeaseSessionRequest(
                             take=lease_pb2.LeaseRequest(holder=holder, keep=True, at=time.time())
@@ -271,6 +283,7 @@ class _Session:
             # A notice from here on may be about the lease this take gets, and may come before its answer is read.
             self._wanted = False
         answer = self._ask(lease_pb2.LeaseSessionRequest(take=lease_pb2.LeaseRequest(holder=holder, keep=keep)))
+        self.takes = 1
         if answer.lease_id and keep and answer.keeps:
             with self._state:
                 self._kept, self._in_use, self._broken = answer.lease_id, True, broken
@@ -319,22 +332,30 @@ class _Session:
         with self._state:
             if self._kept is not None and not self._in_use:
                 self._let_go_now()
-            requests, self._unsent = [_batch(self._unsent), None] if self._unsent else [None], []
+            requests, self._unsent = [*_batches(self._unsent), None], []
         try:
             self._loop.call_soon_threadsafe(self._queue, requests)
-            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=1)
+            asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=CLOSE_TIMEOUT + 1)
         except (RuntimeError, TimeoutError):
             pass  # the loop has ended (the process exits), or the exporter doesn't answer: the call is over anyway
 
     async def _end(self) -> None:
-        await asyncio.wait([self._writer], timeout=1)
+        """Wait for the exporter to end the call, once it has read everything (cancelling it first would drop what
+        it hasn't read yet: the log would have the holder vanish)."""
+        await asyncio.wait([self._reader], timeout=CLOSE_TIMEOUT)
         self._call.cancel()
 
 
-def _batch(requests: list[lease_pb2.LeaseSessionRequest]) -> lease_pb2.LeaseSessionRequest:
-    """One message of ``requests``: the exporter handles them in order (a message sent costs its sender a thread's
-    wake-up or two; a test run's worker may take and release hundreds of kept leases a second)."""
-    return lease_pb2.LeaseSessionRequest(batch=lease_pb2.LeaseSessionBatch(requests=requests))
+def _batches(requests: list[lease_pb2.LeaseSessionRequest]) -> list[lease_pb2.LeaseSessionRequest]:
+    """Messages of ``requests``, as few as the exporter takes (MAX_LEASE_BATCH a message; more only if the loop
+    stalled): it handles them in order. A message sent costs its sender a thread's wake-up or two; a test run's
+    worker may take and release hundreds of kept leases a second."""
+    return [
+        lease_pb2.LeaseSessionRequest(
+            batch=lease_pb2.LeaseSessionBatch(requests=requests[start : start + MAX_LEASE_BATCH])
+        )
+        for start in range(0, len(requests), MAX_LEASE_BATCH)
+    ]
 
 
 _sessions: weakref.WeakKeyDictionary[Connection, _Session] = weakref.WeakKeyDictionary()

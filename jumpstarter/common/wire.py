@@ -10,9 +10,14 @@ import time
 
 PASSPHRASE_KEY = "x-jumpstarter-passphrase"  # metadata: the exporter's passphrase, on every call
 LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is made under
+# ... and, after this mark, which take of it (a LeaseSession's kept lease is taken again with the same id): "ID#3"
+TAKE_MARK = "#"
 # The longest lease holder name an exporter takes: it keeps the newest 10,000 leases' names, so they stay within
 # some 10 MB and GetLeases' reply within the message limit. Our client shortens longer names.
 MAX_HOLDER = 1024
+# The most requests a LeaseSession batch may carry: an exporter handles a batch's requests one after another, and
+# refuses a bigger one. Our client sends a kept lease's takes and releases every 20 ms, in batches of at most this.
+MAX_LEASE_BATCH = 1000
 BATCH_KEY = "x-jumpstarter-batch"  # metadata of a StreamingDriverCall: the client takes several items a message
 RAW_KEY = "x-jumpstarter-raw"  # a driver byte stream's metadata, and its exporter's headers: no frames (frames.RAW)
 

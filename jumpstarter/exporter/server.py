@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +42,11 @@ SERVER_OPTIONS = list(
 )
 
 
+# How long a call under a kept lease waits for the lease's take, which its holder sent first: the call then runs
+# anyway (it carries the lease), logged.
+TAKE_ON_ITS_WAY = 5.0
+
+
 class _Gate:
     """What every RPC of an exporter checks before it runs: the passphrase, if the exporter has one
     (UNAUTHENTICATED), and for a guarded RPC while the exporter is leased, that the call carries the lease
@@ -51,8 +57,8 @@ class _Gate:
         self.leases = leases
         self.expected = passphrase.encode() if passphrase else None
 
-    def refusal(self, method: str, context: ServicerContext) -> tuple[grpc.StatusCode, str] | None:
-        """Why the call of ``method`` may not run, or None."""
+    def refusal(self, method: str, context: ServicerContext) -> tuple[grpc.StatusCode, str] | asyncio.Event | None:
+        """Why the call of ``method`` may not run, or None; or an event to wait for first (see Leases.refusal)."""
         guard = guarded(method)
         if self.expected is None and not guard:
             return None
@@ -62,7 +68,7 @@ class _Gate:
             if not _same_bytes(given.encode() if isinstance(given, str) else given, self.expected):
                 return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase"
         why = self.leases.refusal(metadata.get(LEASE_KEY, "")) if guard else None
-        return None if why is None else (grpc.StatusCode.FAILED_PRECONDITION, why)
+        return why if why is None or isinstance(why, asyncio.Event) else (grpc.StatusCode.FAILED_PRECONDITION, why)
 
 
 def _same_bytes(given: bytes, expected: bytes) -> bool:
@@ -143,7 +149,17 @@ def _gated(handler: grpc.RpcMethodHandler, method: str, gate: _Gate) -> grpc.Rpc
 async def _admit(gate: _Gate, method: str, request: Any, context: ServicerContext) -> None:
     """Abort the call of ``method`` if ``gate`` refuses it, or if its request message didn't parse."""
     refusal = gate.refusal(method, context)
-    if refusal is not None:
+    if isinstance(refusal, asyncio.Event):  # under a kept lease's take that is on its way: run after it
+        deadline = asyncio.get_running_loop().time() + TAKE_ON_ITS_WAY
+        while isinstance(refusal, asyncio.Event):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await refusal.wait()
+            except TimeoutError:
+                log.warning("%s ran under a kept lease's take that never came (%g s)", method, TAKE_ON_ITS_WAY)
+                break
+            refusal = gate.refusal(method, context)
+    if isinstance(refusal, tuple):
         await context.abort(*refusal)
     if type(request) is _Unparsed:
         await _malformed(method, request, context)
@@ -230,7 +246,7 @@ async def serving(
     """
     limits = limits or (session.limits if session is not None else Limits.from_env())
     session = session or Session(root, labels, limits=limits)
-    leases = Leases()
+    leases = Leases(stragglers=session.stragglers)
     tune_allocator()  # large values: see jumpstarter.common.memory
     options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
     server = grpc.aio.server(options=options)

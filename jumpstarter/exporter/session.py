@@ -30,7 +30,7 @@ from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.generators import DEFAULT_LOOKAHEAD, ERROR, ITEM, Producer
 from jumpstarter.exporter.limits import MAX_UPLOADS_ENV, Limits
-from jumpstarter.exporter.threaded import run_in_worker
+from jumpstarter.exporter.threaded import Stragglers, run_in_worker
 from jumpstarter.signature import ArgumentError, Signature
 from jumpstarter.v1 import (
     common_pb2,
@@ -84,6 +84,7 @@ class Session(
         self.root = root
         self.limits = limits or Limits.from_env()
         self.uploads = UploadBudget(self.limits.upload_buffer, self.limits.upload_memory)
+        self.stragglers = Stragglers()  # sync calls running on after their caller gave up: the board is busy
         self._uploads_open = 0
         self.status: int = common_pb2.EXPORTER_STATUS_LEASE_READY
         self.labels = dict(labels or {})
@@ -180,7 +181,8 @@ class Session(
             if info.is_async:
                 result = await func(*args)
             else:
-                result = await run_in_worker(func, *args)
+                where = self.where(request.uuid, request.method)
+                result = await run_in_worker(func, *args, stragglers=self.stragglers, what=where)
         except Exception as exc:
             await self._fail(exc, self.where(request.uuid, request.method), context)
         finally:
@@ -298,7 +300,7 @@ class Session(
         self, request: jumpstarter_pb2.ResetRequest, context: ServicerContext
     ) -> jumpstarter_pb2.ResetResponse:
         try:
-            await run_in_worker(self.root.reset)
+            await run_in_worker(self.root.reset, stragglers=self.stragglers, what="reset")
         except Exception as exc:
             await self._fail(exc, "reset", context)
         return jumpstarter_pb2.ResetResponse()

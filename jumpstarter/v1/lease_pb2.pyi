@@ -17,20 +17,22 @@ class LeaseRequest(_message.Message):
     def __init__(self, holder: _Optional[str] = ..., keep: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("lease_id", "holder", "since", "keeps", "wanted", "handed")
+    __slots__ = ("lease_id", "holder", "since", "keeps", "wanted", "handed", "hurry")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     HOLDER_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
     KEEPS_FIELD_NUMBER: _ClassVar[int]
     WANTED_FIELD_NUMBER: _ClassVar[int]
     HANDED_FIELD_NUMBER: _ClassVar[int]
+    HURRY_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     holder: str
     since: float
     keeps: bool
     wanted: bool
     handed: bool
-    def __init__(self, lease_id: _Optional[str] = ..., holder: _Optional[str] = ..., since: _Optional[float] = ..., keeps: _Optional[bool] = ..., wanted: _Optional[bool] = ..., handed: _Optional[bool] = ...) -> None: ...
+    hurry: bool
+    def __init__(self, lease_id: _Optional[str] = ..., holder: _Optional[str] = ..., since: _Optional[float] = ..., keeps: _Optional[bool] = ..., wanted: _Optional[bool] = ..., handed: _Optional[bool] = ..., hurry: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id", "keep", "at")

@@ -85,7 +85,8 @@ class LeaseServiceServicer:
         """One client's leases, one after another, on one call that stays open (a test run's worker): a take
         is answered as Lease answers (granted or busy), a release with an empty LeaseResponse once the lease
         has ended. A lease costs two messages on an open call instead of a call opened, a Release call and a
-        cancel. A lease still held when the call ends ends with it (the holder vanished).
+        cancel. A lease still held when the call ends ends with it (the holder vanished): a client that
+        ends its session releases first, and waits for the exporter to end the call, having read it all.
 
         Keeping, for a session whose takes say keep: a release with keep ends the lease's record but keeps
         the exporter for this session's next take, which is then granted with the same lease_id. Neither that release
@@ -97,6 +98,10 @@ class LeaseServiceServicer:
         back while another waits; a session it is handed to gets a notice (handed), so that it needn't wait
         for its next try. A session refused counts as waiting until it takes the exporter, sends
         stop_waiting, ends, or stops trying for a second.
+
+        A call under a kept lease carries "ID#N" in x-jumpstarter-lease: the lease's id and which take of it
+        the call is made under. The exporter holds a call whose take it hasn't read yet until it has (up to
+        5 s), and tells the session to hurry (a notice), so that its log has each take before its calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
