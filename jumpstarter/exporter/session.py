@@ -27,7 +27,14 @@ from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, clos
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
 from jumpstarter.exporter.context import ServicerContext
-from jumpstarter.exporter.generators import DEFAULT_LOOKAHEAD, ERROR, ITEM, Producer
+from jumpstarter.exporter.generators import (
+    DEFAULT_LOOKAHEAD,
+    ERROR,
+    ITEM,
+    MAX_ASK_AHEAD,
+    AskedTooMuch,
+    Producer,
+)
 from jumpstarter.exporter.limits import MAX_UPLOADS_ENV, Limits
 from jumpstarter.exporter.threaded import run_in_worker
 from jumpstarter.signature import ArgumentError, Signature
@@ -206,6 +213,7 @@ class Session(
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
         batches = any(key == BATCH_KEY for key, _ in context.invocation_metadata() or ())
         producer = Producer(func, args, info.is_async, 1 + lookahead, where)
+        _close_with_call(producer, context)
         try:
             async for response in self._items(producer, batches, lookahead, where, context):
                 yield response
@@ -230,18 +238,25 @@ class Session(
         where = self.where(request.uuid, request.method)
         args = await self._arguments(info, request, context)
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
+        if first.wanted > MAX_ASK_AHEAD:
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(_asked_too_much(first.wanted, 0, where)))
         producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where)
+        _close_with_call(producer, context)
+        progress = [0]  # the items sent so far
 
         async def asked() -> None:
             try:
                 async for more in requests:
+                    if more.wanted > progress[0] + MAX_ASK_AHEAD:
+                        producer.refuse(_asked_too_much(more.wanted, progress[0], where))
+                        return
                     producer.allow(more.wanted + lookahead)
             except Exception:
                 pass  # the call has ended: what it ended with is the responses' to report
 
         reader = asyncio.create_task(asked())
         try:
-            async for response in self._items(producer, True, None, where, context):
+            async for response in self._items(producer, True, None, where, context, progress):
                 yield response
         finally:
             reader.cancel()
@@ -250,14 +265,21 @@ class Session(
             self._end_uploads(request.uuid, args)
 
     async def _items(
-        self, producer: Producer, batches: bool, lookahead: int | None, where: str, context: ServicerContext
+        self,
+        producer: Producer,
+        batches: bool,
+        lookahead: int | None,
+        where: str,
+        context: ServicerContext,
+        progress: list[int] | None = None,
     ) -> AsyncIterator[jumpstarter_pb2.StreamingDriverCallResponse]:
         """The responses of a streaming call: what the producer has ready, waiting only for the first item.
-        ``lookahead``: let the producer run that far beyond what was sent (None: the client paces it)."""
+        ``lookahead``: let the producer run that far beyond what was sent (None: the client paces it).
+        ``progress[0]``: kept at the items sent."""
         sent = 0
         while True:
             entries = await producer.take(BATCH_ITEMS if batches else 1)
-            items = [value for kind, value in entries if kind == ITEM]
+            items = [value for kind, value, _ in entries if kind == ITEM]
             if items:
                 if batches:
                     responses, unsendable = _batches(items)
@@ -270,10 +292,14 @@ class Session(
                     await self._encode(items[0], response, where, context)
                     yield response
                 sent += len(items)
+                if progress is not None:
+                    progress[0] = sent
                 if lookahead is not None:
                     producer.allow(sent + 1 + lookahead)
             if len(items) < len(entries):  # the end, last of the entries
-                kind, value = entries[-1]
+                kind, value, _ = entries[-1]
+                if isinstance(value, AskedTooMuch):
+                    await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(value))
                 if kind == ERROR:
                     await self._fail(value, where, context)
                 return
@@ -491,6 +517,19 @@ def _light(request: Any, budget: int = DECODE_INLINE) -> bool:
             return False
         stack.extend(items)
     return True
+
+
+def _close_with_call(producer: Producer, context: ServicerContext) -> None:
+    """Stop ``producer`` as soon as the call ends, however it ends: a cancelled call (or a client gone) may leave
+    the call's own code waiting inside gRPC, its ``finally`` for later."""
+    context.add_done_callback(lambda _call: producer.close())
+
+
+def _asked_too_much(wanted: int, sent: int, where: str) -> AskedTooMuch:
+    return AskedTooMuch(
+        f"{where}: a paced call asked for {wanted} items with {sent} sent; it may ask for at most {MAX_ASK_AHEAD} "
+        "beyond those sent (jumpstarter.exporter.generators.MAX_ASK_AHEAD)"
+    )
 
 
 def _bound(signature: Signature, request: Any) -> list[Any]:
