@@ -6,17 +6,21 @@ than let it take the machine.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
+import anyio
 import grpc
 import pytest
 
 from jumpstarter.client import connect
+from jumpstarter.common.utils import serve
 from jumpstarter.exporter.generators import BUFFER_BYTES, BUFFER_ITEMS, MAX_ASK_AHEAD
 from jumpstarter.exporter.process import ExporterProcess
 from jumpstarter.v1 import jumpstarter_pb2, paced_pb2, paced_pb2_grpc
@@ -223,3 +227,49 @@ def test_a_paced_call_asking_for_absurdly_many_is_refused_naming_the_limit(flood
     assert f"asked for {2**63} items" in info.value.details()
     exporter.wait_for("closed", 1)  # the second call's generator (the first was refused before it started)
     channel.close()
+
+
+# Item 14: cancelled uploads --------------------------------------------------------------------------------------
+
+
+class Endless:
+    """An upload source that never ends."""
+
+    def __init__(self, chunk: int) -> None:
+        self.chunk = b"u" * chunk
+
+    def __aiter__(self) -> Endless:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await anyio.sleep(0)
+        return self.chunk
+
+
+def test_a_cancelled_upload_is_freed_without_the_cyclic_collector(board):
+    """Its chunks go as soon as it ends: nothing of it is left in a reference cycle (it held 1 MiB chunks of three
+    cancelled uploads in a row until a gc.collect(); the exporter's RSS went 104 -> 149 -> 179 MB)."""
+    uploads: list[weakref.ref] = []
+
+    async def cancelled_uploads(client) -> None:
+        for _ in range(3):
+            with anyio.move_on_after(0.5):
+                async with client.resource_async(Endless(MIB)):
+                    while not board.resources:
+                        await anyio.sleep(0.01)
+                    uploads.extend(weakref.ref(upload) for upload in board.resources.values())
+                    await anyio.sleep(10)  # cancelled here, sending
+
+    gc.disable()
+    try:
+        with serve(board) as client:
+            anyio.run(cancelled_uploads, client)
+            assert len(uploads) == 3
+            deadline = time.monotonic() + 10
+            while any(ref() is not None for ref in uploads) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            alive = sum(ref() is not None for ref in uploads)
+            assert alive == 0, f"{alive} of 3 cancelled uploads are still held (in reference cycles)"
+            assert client.checksum(b"after")["size"] == 5
+    finally:
+        gc.enable()

@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -618,8 +619,15 @@ class _ForwardingHandler(logging.Handler):
 
 
 async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes]) -> None:
-    async with upload.writer:  # closed at the client's end: the driver's reading ends there too
-        await _frames_into(upload, request_iterator, REQUESTS)
+    try:
+        async with upload.writer:  # closed at the client's end: the driver's reading ends there too
+            await _frames_into(upload, request_iterator, REQUESTS)
+    except BaseException as exc:
+        # A cancelled upload's exception sits in a reference cycle: the frames of its traceback would hold the
+        # upload and the chunk in hand until the cyclic collector runs. They are of no use now: clear them.
+        traceback.clear_frames(exc.__traceback__)
+        del upload, request_iterator
+        raise
 
 
 class _MalformedFrame(ValueError):
