@@ -7,6 +7,7 @@ than let it take the machine.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import queue
 import subprocess
@@ -14,10 +15,12 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 
 import anyio
 import grpc
 import pytest
+from samples import EXAMPLES
 
 from jumpstarter.client import connect
 from jumpstarter.common.utils import serve
@@ -28,6 +31,7 @@ from jumpstarter.values import encode_args
 
 MIB = 1024 * 1024
 KIB = 1024
+BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
 
 FLOOD = """
     import threading
@@ -273,3 +277,72 @@ def test_a_cancelled_upload_is_freed_without_the_cyclic_collector(board):
             assert client.checksum(b"after")["size"] == 5
     finally:
         gc.enable()
+
+
+# Item 4: what idle uploads make the exporter hold ------------------------------------------------------------------
+
+
+def test_idle_uploads_of_big_chunks_hold_about_the_upload_memory_and_grpcs_windows(exporter_process):
+    """16 uploads nobody reads, with --upload-memory 4: their big chunks (15 MiB) once took the exporter +936 MB
+    (each held one chunk waiting for room, twice over, and gRPC more). Our client now sends at most
+    UPLOAD_CHUNK_MAX a message; each upload holds one chunk in hand and gRPC's flow-control window."""
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0", "--upload-memory", "4", "--max-uploads", "16")
+    pid = exporter.process.pid
+    limit = 400 * MIB
+
+    async def idle_uploads(board) -> int:
+        base, peak = rss(pid), 0
+        async with AsyncExitStack() as stack:
+            for _ in range(16):
+                await stack.enter_async_context(board.resource_async(Endless(15 * MIB)))
+            last, since, deadline = -1, time.monotonic(), time.monotonic() + 20
+            while time.monotonic() < deadline and time.monotonic() - since < 2.0:  # until it stops growing
+                grown = rss(pid) - base
+                if grown > limit:
+                    exporter.kill()
+                    pytest.fail(f"16 idle uploads grew the exporter by {grown / MIB:.0f} MiB (killed past 400 MiB)")
+                peak = max(peak, grown)
+                if peak > last + MIB:
+                    last, since = peak, time.monotonic()
+                await anyio.sleep(0.02)
+        return peak
+
+    with connect(exporter.address) as root:
+        board = root.children["board"]
+        peak = anyio.run(idle_uploads, board)
+        # 4 MiB admitted, 16 chunks of 1 MiB in hand, and gRPC's windows (some 10 MiB an upload here)
+        assert peak < 300 * MIB, f"16 idle uploads grew the exporter by {peak / MIB:.0f} MiB"
+        data = os.urandom(3 * MIB)
+        got = anyio.run(checksum_of, board, [data])  # a 3 MiB chunk goes as three messages
+        assert got == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+async def checksum_of(board, chunks: list[bytes]) -> dict:
+    async def source():
+        for chunk in chunks:
+            yield chunk
+
+    async with board.resource_async(source()) as handle:
+        return await board.call_async("checksum", handle)
+
+
+def test_an_upload_message_bigger_than_the_limit_is_refused_naming_it(board_client):
+    import json
+
+    from jumpstarter.common.frames import encode, raw_stream_method
+    from jumpstarter.common.wire import UPLOAD_CHUNK_MAX
+
+    async def send_big(address: str) -> grpc.aio.AioRpcError:
+        async with grpc.aio.insecure_channel(address) as channel:
+            request = json.dumps({"kind": "resource", "uuid": str(board_client.uuid), "method": ""})
+            call = raw_stream_method(channel)(metadata=(("request", request),), timeout=15)
+            await call.write(encode(b"x" * (UPLOAD_CHUNK_MAX + 1)))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                while True:
+                    await call.read()
+            return info.value
+
+    error = anyio.run(send_big, board_client.connection.address)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"({UPLOAD_CHUNK_MAX} bytes, jumpstarter.common.wire.UPLOAD_CHUNK_MAX)" in error.details()
+    assert board_client.checksum(b"after")["size"] == 5

@@ -407,7 +407,7 @@ class Session(
             await context.send_initial_metadata((("resource", json.dumps(handle)),))
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_fill, upload, request_iterator)
+                    tg.start_soon(_fill, upload, request_iterator, self.limits.upload_chunk)
                     async for reply in upload.outgoing:  # until the driver is done with it
                         await context.write(REQUESTS.encode(reply))
                     tg.cancel_scope.cancel()
@@ -618,10 +618,10 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes]) -> None:
+async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes], most: int) -> None:
     try:
         async with upload.writer:  # closed at the client's end: the driver's reading ends there too
-            await _frames_into(upload, request_iterator, REQUESTS)
+            await _frames_into(upload, request_iterator, REQUESTS, most)
     except BaseException as exc:
         # A cancelled upload's exception sits in a reference cycle: the frames of its traceback would hold the
         # upload and the chunk in hand until the cyclic collector runs. They are of no use now: clear them.
@@ -631,15 +631,24 @@ async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes]) -> None:
 
 
 class _MalformedFrame(ValueError):
-    """A frame of a Stream call that doesn't parse."""
+    """A frame of a Stream call that doesn't parse, or is bigger than the call takes."""
 
 
-async def _frames_into(stream: Any, request_iterator: AsyncIterator[bytes], framing: Framing) -> None:
-    """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
+async def _frames_into(
+    stream: Any, request_iterator: AsyncIterator[bytes], framing: Framing, most: int | None = None
+) -> None:
+    """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side;
+    a payload of more than ``most`` bytes is refused."""
     try:
         async for message in request_iterator:
             frame = framing.parse(message)
+            del message  # a framed payload is a copy: one copy waits for the stream, not two
             if frame.frame_type == _DATA:
+                if most is not None and len(frame.payload) > most:
+                    raise _MalformedFrame(
+                        f"an upload's chunk of {len(frame.payload)} bytes is more than an exporter takes in one "
+                        f"message ({most} bytes, jumpstarter.common.wire.UPLOAD_CHUNK_MAX): send smaller chunks"
+                    )
                 await stream.send(frame.payload)
             elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
                 break
