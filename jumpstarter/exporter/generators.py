@@ -138,7 +138,7 @@ class Producer:
     # The producer's side -------------------------------------------------------------------------------
 
     def _put(self, kind: int, value: Any = None) -> None:
-        size = weight(value) if kind == ITEM else 0
+        size = 0 if kind != ITEM else 8 if type(value) is int else weight(value)
         with self._lock:
             if self._closed:
                 return
@@ -157,7 +157,11 @@ class Producer:
 
     def _room_for_one(self) -> bool:
         """Whether the generator may produce its next item (under the lock)."""
-        return self._produced < self._allowed and self._buffer_room()
+        return (
+            self._produced < self._allowed
+            and len(self._entries) + self._lent < BUFFER_ITEMS
+            and self._queued_bytes + self._lent_bytes < BUFFER_BYTES
+        )
 
     def _buffer_room(self) -> bool:
         return len(self._entries) + self._lent < BUFFER_ITEMS and self._queued_bytes + self._lent_bytes < BUFFER_BYTES
