@@ -49,7 +49,7 @@ class Producer:
 
     def __init__(self, func: Callable[..., Any], args: list[Any], is_async: bool, allowed: int, name: str) -> None:
         self._loop = asyncio.get_running_loop()
-        self._entries: deque[tuple[int, Any, int]] = deque()  # (ITEM, ERROR or END, value, its weight)
+        self._entries: deque[tuple[int, Any, int]] = deque()  # (ITEM, ERROR or END; value; its weight())
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # a thread producer waits here for allow()
         self._room_waiter: asyncio.Future | None = None  # a task producer waits here for allow()
@@ -157,13 +157,10 @@ class Producer:
 
     def _room_for_one(self) -> bool:
         """Whether the generator may produce its next item (under the lock)."""
-        return (
-            self._produced < self._allowed
-            and len(self._entries) + self._lent < BUFFER_ITEMS
-            and self._queued_bytes + self._lent_bytes < BUFFER_BYTES
-        )
+        return self._produced < self._allowed and self._buffer_room()
 
     def _buffer_room(self) -> bool:
+        """Whether the items produced and not handed on leave room for one more (under the lock)."""
         return len(self._entries) + self._lent < BUFFER_ITEMS and self._queued_bytes + self._lent_bytes < BUFFER_BYTES
 
     def _wake_producer(self) -> None:
