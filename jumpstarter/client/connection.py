@@ -30,7 +30,15 @@ from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.common.frames import DATA, raw_stream_method, stream_method
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.textcalls import TextResult, driver_call, encode_request
-from jumpstarter.common.wire import BATCH_KEY, GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, RAW_KEY, grpc_address
+from jumpstarter.common.wire import (
+    BATCH_KEY,
+    GRPC_OPTIONS,
+    LEASE_KEY,
+    PASSPHRASE_KEY,
+    RAW_KEY,
+    UPLOAD_CHUNK_MAX,
+    grpc_address,
+)
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
 from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2, paced_pb2_grpc
@@ -533,9 +541,10 @@ class Connection:
             # start late: a dump's whole call can be over before its empty upload says GOAWAY.)
             try:
                 async for chunk in chunks:
-                    if call.done():
-                        return
-                    await call.write(bytes(chunk))
+                    for start in range(0, len(chunk), UPLOAD_CHUNK_MAX):  # an exporter takes no bigger message
+                        if call.done():
+                            return
+                        await call.write(bytes(chunk[start : start + UPLOAD_CHUNK_MAX]))
                 if not call.done():
                     await call.write(None)  # GOAWAY
                     await call.done_writing()

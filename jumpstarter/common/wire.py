@@ -23,6 +23,10 @@ RAW_KEY = "x-jumpstarter-raw"  # a driver byte stream's metadata, and its export
 
 PING_TIMEOUT_MS = 3_000
 
+# The most one message of an upload may carry: an exporter refuses a bigger chunk, our client splits its
+# source's chunks to fit. Each upload holds one chunk in hand while it waits for room (exporter.limits).
+UPLOAD_CHUNK_MAX = 1024 * 1024
+
 # Generous but bounded: a 1 MiB string argument must pass, a runaway one must not exhaust memory.
 MAX_MESSAGE = 64 * 1024 * 1024
 GRPC_OPTIONS = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -19,3 +19,4 @@ class ServicerContext(Protocol):
     async def send_initial_metadata(self, initial_metadata: Metadata) -> None: ...
     async def write(self, message: Any) -> None: ...
     async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn: ...
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None: ...

@@ -10,6 +10,11 @@ item number p it waits until p <= ``allowed``, which the call raises with ``allo
 - any other call: the items handed to gRPC, plus one (the item being sent), plus the lookahead. The
   client can't say what it took, and gRPC's buffers hold more on the way (see README, "Generators").
 
+Whatever the call allows, the producer holds at most ``BUFFER_ITEMS`` items or ``BUFFER_BYTES`` bytes that
+it has produced and the call hasn't handed to gRPC yet (an item bigger than that goes alone): a client that
+asks for everything and reads nothing can't make the exporter buffer without bound. The call stops the
+producer when it ends, however it ends (``close()``).
+
 ``take()`` waits only for the first item: a slow producer's item goes out at once.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +32,16 @@ log = logging.getLogger("jumpstarter.exporter")
 
 DEFAULT_LOOKAHEAD = 16  # items a generator that declared none runs ahead of what the call has sent
 ITEM, ERROR, END = range(3)
+# Produced and not yet handed to gRPC, at most (four batches of small items; four of 256 KiB).
+BUFFER_ITEMS = 1024
+BUFFER_BYTES = 1024 * 1024
+# A paced call's client may ask for at most this many items beyond those sent (our client asks for one more
+# than it has taken). It is refused beyond: a client asking for 2**64 items is broken, not eager.
+MAX_ASK_AHEAD = 1 << 20
+
+
+class AskedTooMuch(ValueError):
+    """A paced call's client asked for more than MAX_ASK_AHEAD items beyond those it was sent."""
 
 
 class Producer:
@@ -33,13 +49,16 @@ class Producer:
 
     def __init__(self, func: Callable[..., Any], args: list[Any], is_async: bool, allowed: int, name: str) -> None:
         self._loop = asyncio.get_running_loop()
-        self._entries: deque[tuple[int, Any]] = deque()
+        self._entries: deque[tuple[int, Any, int]] = deque()  # (ITEM, ERROR or END; value; its weight())
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # a thread producer waits here for allow()
         self._room_waiter: asyncio.Future | None = None  # a task producer waits here for allow()
         self._taker: asyncio.Future | None = None  # take() waits here for an entry
         self._allowed = allowed
         self._produced = 0  # items the generator has been asked for
+        self._queued_bytes = 0  # the weight() of the entries
+        self._lent = 0  # the entries take() last returned, handed on once it is called again
+        self._lent_bytes = 0  # their weight()
         self._closed = False
         self._task: asyncio.Task | None = None
         if is_async:
@@ -51,16 +70,27 @@ class Producer:
 
     # The call's side (on the event loop) ---------------------------------------------------------------
 
-    async def take(self, most: int) -> list[tuple[int, Any]]:
-        """Up to ``most`` entries (ITEM, ERROR or END, value), waiting only while there is none."""
+    async def take(self, most: int) -> list[tuple[int, Any, int]]:
+        """Up to ``most`` entries (ITEM, ERROR or END, value, weight), waiting only while there is none. Calling
+        it again says that the entries it returned before have been handed on: the producer may replace them."""
         while True:
             with self._lock:
-                if self._entries:
-                    entries = self._entries
+                if self._lent:
+                    full = not self._buffer_room()
+                    self._lent = self._lent_bytes = 0
+                    if full:  # the producer may be waiting for room
+                        self._wake_producer()
+                entries = self._entries
+                if entries:
                     if len(entries) <= most:
                         self._entries = deque()
+                        self._lent, self._lent_bytes, self._queued_bytes = len(entries), self._queued_bytes, 0
                         return list(entries)
-                    return [entries.popleft() for _ in range(most)]
+                    taken = [entries.popleft() for _ in range(most)]
+                    size = sum(entry[2] for entry in taken)
+                    self._lent, self._lent_bytes = most, size
+                    self._queued_bytes -= size
+                    return taken
                 self._taker = taker = self._loop.create_future()
             await taker
 
@@ -70,33 +100,50 @@ class Producer:
             if allowed <= self._allowed:
                 return
             self._allowed = allowed
-            self._room.notify()
-            waiter, self._room_waiter = self._room_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            self._wake_producer()
 
-    async def aclose(self) -> None:
-        """The call has ended: the generator is closed where it stands (its ``finally`` runs)."""
+    def refuse(self, error: Exception) -> None:
+        """End the call with ``error`` (after the items ready), and the generator with it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._entries.append((ERROR, error, 0))
+            taker, self._taker = self._taker, None
+        if taker is not None:
+            _wake(taker)
+        self.close(drop=False)
+
+    def close(self, drop: bool = True) -> None:
+        """The call has ended: stop the generator where it stands (its ``finally`` runs), and ``drop`` what it
+        made. On the event loop; ``aclose()`` waits for an async generator's ``finally`` too."""
         with self._lock:
             self._closed = True
-            self._entries.clear()
+            if drop:
+                self._entries.clear()
             self._room.notify_all()
             waiter, self._room_waiter = self._room_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         task = self._task
+        if task is not None and not task.done() and waiter is None:
+            task.cancel()  # the generator is inside a step of its own (awaiting its device): stop it there
+
+    async def aclose(self) -> None:
+        """``close()``, and wait for an async generator to finish closing."""
+        self.close()
+        task = self._task
         if task is not None and not task.done():
-            if waiter is None:  # the generator is inside a step of its own (awaiting its device): stop it there
-                task.cancel()
             await asyncio.wait({task})
 
     # The producer's side -------------------------------------------------------------------------------
 
     def _put(self, kind: int, value: Any = None) -> None:
+        size = 0 if kind != ITEM else 8 if type(value) is int else weight(value)
         with self._lock:
             if self._closed:
                 return
-            self._entries.append((kind, value))
+            self._entries.append((kind, value, size))
+            self._queued_bytes += size
             taker, self._taker = self._taker, None
         if taker is None:
             return
@@ -108,9 +155,24 @@ class Producer:
         except RuntimeError:
             pass  # the loop has closed: nobody takes this
 
+    def _room_for_one(self) -> bool:
+        """Whether the generator may produce its next item (under the lock)."""
+        return self._produced < self._allowed and self._buffer_room()
+
+    def _buffer_room(self) -> bool:
+        """Whether the items produced and not handed on leave room for one more (under the lock)."""
+        return len(self._entries) + self._lent < BUFFER_ITEMS and self._queued_bytes + self._lent_bytes < BUFFER_BYTES
+
+    def _wake_producer(self) -> None:
+        """(Under the lock.)"""
+        self._room.notify()
+        waiter, self._room_waiter = self._room_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _room_in_thread(self) -> bool:
         with self._room:
-            while self._produced >= self._allowed and not self._closed:
+            while not self._room_for_one() and not self._closed:
                 self._room.wait()
             if self._closed:
                 return False
@@ -141,7 +203,7 @@ class Producer:
             with self._lock:
                 if self._closed:
                     return False
-                if self._produced < self._allowed:
+                if self._room_for_one():
                     self._produced += 1
                     return True
                 self._room_waiter = waiter = self._loop.create_future()
@@ -168,6 +230,25 @@ class Producer:
                     await agen.aclose()
                 except Exception as exc:
                     log.error("closing the generator %s failed: %s", getattr(func, "__qualname__", func), exc)
+
+
+_SMALL = (int, float, bool, type(None))
+
+
+def weight(value: Any, depth: int = 0) -> int:
+    """About the bytes ``value`` takes on the wire: its text and bytes, 8 a number (for BUFFER_BYTES)."""
+    kind = type(value)
+    if kind in _SMALL:
+        return 8
+    if kind is str or kind is bytes or kind is bytearray:
+        return len(value) + 8
+    if depth > 33:  # deeper than values travel (values.MAX_DEPTH): the call fails on it anyway
+        return 8
+    if kind is list or kind is tuple:
+        return 8 + sum(weight(item, depth + 1) for item in value)
+    if kind is dict:
+        return 8 + sum(len(key) + weight(item, depth + 1) for key, item in value.items() if type(key) is str)
+    return sys.getsizeof(value)  # a dataclass or model: its plain data is weighed no further
 
 
 def _wake(waiter: asyncio.Future) -> None:

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from jumpstarter.common.wire import UPLOAD_CHUNK_MAX
+
 MIB = 1024 * 1024
 
 MAX_MESSAGE_ENV = "JUMPSTARTER_MAX_MESSAGE_SIZE"  # MiB
@@ -27,8 +29,10 @@ class Limits:
     # One request (a call's arguments, a frame of a stream): gRPC refuses a bigger one before it is read. A
     # request of many small values costs some 20 times its size in memory once decoded.
     max_message: int = 16 * MIB
-    # The bytes of one upload held while its driver hasn't read them (at least one chunk, whatever its size).
+    # The bytes of one upload held while its driver hasn't read them (at least one chunk).
     upload_buffer: int = 1 * MIB
+    # One message of an upload: a bigger one is refused (our client sends no bigger).
+    upload_chunk: int = UPLOAD_CHUNK_MAX
     # The same for all uploads together; a driver that waits to read still gets its upload's next chunk.
     upload_memory: int = 64 * MIB
     # Uploads open at once.

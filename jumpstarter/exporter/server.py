@@ -32,6 +32,12 @@ SERVER_OPTIONS = list(
     {
         **{k: v for k, v in GRPC_OPTIONS if k != "grpc.max_receive_message_length"},  # serving() sets its own
         "grpc.so_reuseport": 0,
+        # What a client may send on a call before the exporter reads it: 1 MiB a call, fixed. gRPC's default
+        # grows it with its estimate of the link (BDP probing) to some 10-20 MiB a call on a fast link, which
+        # an upload nobody reads then held (16 of them took 307 MiB past --upload-memory; 66 MiB with this).
+        # The cost: a call sends at most 1 MiB a round trip to the exporter (some 30 MB/s at 30 ms).
+        "grpc.http2.bdp_probe": 0,
+        "grpc.http2.lookahead_bytes": 1024 * 1024,
         "grpc.keepalive_time_ms": 2_000,
         "grpc.keepalive_timeout_ms": 2_000,
         # An unanswered ping closes the connection after this (gRPC's default: 60 s): a frozen holder (a

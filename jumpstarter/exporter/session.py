@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import threading
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,14 @@ from jumpstarter.driver.base import Driver, Exported, Upload, UploadBudget, clos
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.errors import DRIVER_ERROR_KEY, message_for, status_for
 from jumpstarter.exporter.context import ServicerContext
-from jumpstarter.exporter.generators import DEFAULT_LOOKAHEAD, ERROR, ITEM, Producer
+from jumpstarter.exporter.generators import (
+    DEFAULT_LOOKAHEAD,
+    ERROR,
+    ITEM,
+    MAX_ASK_AHEAD,
+    AskedTooMuch,
+    Producer,
+)
 from jumpstarter.exporter.limits import MAX_UPLOADS_ENV, Limits
 from jumpstarter.exporter.threaded import Stragglers, run_in_worker
 from jumpstarter.signature import ArgumentError, Signature
@@ -209,6 +217,7 @@ class Session(
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
         batches = any(key == BATCH_KEY for key, _ in context.invocation_metadata() or ())
         producer = Producer(func, args, info.is_async, 1 + lookahead, where)
+        _close_with_call(producer, context)
         try:
             async for response in self._items(producer, batches, lookahead, where, context):
                 yield response
@@ -233,18 +242,25 @@ class Session(
         where = self.where(request.uuid, request.method)
         args = await self._arguments(info, request, context)
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
+        if first.wanted > MAX_ASK_AHEAD:
+            await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(_asked_too_much(first.wanted, 0, where)))
         producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where)
+        _close_with_call(producer, context)
+        progress = [0]  # the items sent so far
 
         async def asked() -> None:
             try:
                 async for more in requests:
+                    if more.wanted > progress[0] + MAX_ASK_AHEAD:
+                        producer.refuse(_asked_too_much(more.wanted, progress[0], where))
+                        return
                     producer.allow(more.wanted + lookahead)
             except Exception:
                 pass  # the call has ended: what it ended with is the responses' to report
 
         reader = asyncio.create_task(asked())
         try:
-            async for response in self._items(producer, True, None, where, context):
+            async for response in self._items(producer, True, None, where, context, progress):
                 yield response
         finally:
             reader.cancel()
@@ -253,14 +269,21 @@ class Session(
             self._end_uploads(request.uuid, args)
 
     async def _items(
-        self, producer: Producer, batches: bool, lookahead: int | None, where: str, context: ServicerContext
+        self,
+        producer: Producer,
+        batches: bool,
+        lookahead: int | None,
+        where: str,
+        context: ServicerContext,
+        progress: list[int] | None = None,
     ) -> AsyncIterator[jumpstarter_pb2.StreamingDriverCallResponse]:
         """The responses of a streaming call: what the producer has ready, waiting only for the first item.
-        ``lookahead``: let the producer run that far beyond what was sent (None: the client paces it)."""
+        ``lookahead``: let the producer run that far beyond what was sent (None: the client paces it).
+        ``progress[0]``: kept at the items sent."""
         sent = 0
         while True:
             entries = await producer.take(BATCH_ITEMS if batches else 1)
-            items = [value for kind, value in entries if kind == ITEM]
+            items = [value for kind, value, _ in entries if kind == ITEM]
             if items:
                 if batches:
                     responses, unsendable = _batches(items)
@@ -273,10 +296,14 @@ class Session(
                     await self._encode(items[0], response, where, context)
                     yield response
                 sent += len(items)
+                if progress is not None:
+                    progress[0] = sent
                 if lookahead is not None:
                     producer.allow(sent + 1 + lookahead)
             if len(items) < len(entries):  # the end, last of the entries
-                kind, value = entries[-1]
+                kind, value, _ = entries[-1]
+                if isinstance(value, AskedTooMuch):
+                    await _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(value))
                 if kind == ERROR:
                     await self._fail(value, where, context)
                 return
@@ -383,7 +410,7 @@ class Session(
             await context.send_initial_metadata((("resource", json.dumps(handle)),))
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_fill, upload, request_iterator)
+                    tg.start_soon(_fill, upload, request_iterator, self.limits.upload_chunk)
                     async for reply in upload.outgoing:  # until the driver is done with it
                         await context.write(REQUESTS.encode(reply))
                     tg.cancel_scope.cancel()
@@ -498,6 +525,19 @@ def _light(request: Any, budget: int = DECODE_INLINE) -> bool:
     return True
 
 
+def _close_with_call(producer: Producer, context: ServicerContext) -> None:
+    """Stop ``producer`` as soon as the call ends, however it ends: a cancelled call (or a client gone) may leave
+    the call's own code waiting inside gRPC, its ``finally`` for later."""
+    context.add_done_callback(lambda _call: producer.close())
+
+
+def _asked_too_much(wanted: int, sent: int, where: str) -> AskedTooMuch:
+    return AskedTooMuch(
+        f"{where}: a paced call asked for {wanted} items with {sent} sent; it may ask for at most {MAX_ASK_AHEAD} "
+        "beyond those sent (jumpstarter.exporter.generators.MAX_ASK_AHEAD)"
+    )
+
+
 def _bound(signature: Signature, request: Any) -> list[Any]:
     return signature.bind(decode_args(request))
 
@@ -583,21 +623,37 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes]) -> None:
-    async with upload.writer:  # closed at the client's end: the driver's reading ends there too
-        await _frames_into(upload, request_iterator, REQUESTS)
+async def _fill(upload: Upload, request_iterator: AsyncIterator[bytes], most: int) -> None:
+    try:
+        async with upload.writer:  # closed at the client's end: the driver's reading ends there too
+            await _frames_into(upload, request_iterator, REQUESTS, most)
+    except BaseException as exc:
+        # A cancelled upload's exception sits in a reference cycle: the frames of its traceback would hold the
+        # upload and the chunk in hand until the cyclic collector runs. They are of no use now: clear them.
+        traceback.clear_frames(exc.__traceback__)
+        del upload, request_iterator
+        raise
 
 
 class _MalformedFrame(ValueError):
-    """A frame of a Stream call that doesn't parse."""
+    """A frame of a Stream call that doesn't parse, or is bigger than the call takes."""
 
 
-async def _frames_into(stream: Any, request_iterator: AsyncIterator[bytes], framing: Framing) -> None:
-    """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side."""
+async def _frames_into(
+    stream: Any, request_iterator: AsyncIterator[bytes], framing: Framing, most: int | None = None
+) -> None:
+    """Send the payloads of the client's DATA frames to ``stream`` until its GOAWAY or the end of its side;
+    a payload of more than ``most`` bytes is refused."""
     try:
         async for message in request_iterator:
             frame = framing.parse(message)
+            del message  # a framed payload is a copy: one copy waits for the stream, not two
             if frame.frame_type == _DATA:
+                if most is not None and len(frame.payload) > most:
+                    raise _MalformedFrame(
+                        f"an upload's chunk of {len(frame.payload)} bytes is more than an exporter takes in one "
+                        f"message ({most} bytes, jumpstarter.common.wire.UPLOAD_CHUNK_MAX): send smaller chunks"
+                    )
                 await stream.send(frame.payload)
             elif frame.frame_type in (_GOAWAY, router_pb2.FRAME_TYPE_RST_STREAM):
                 break
