@@ -113,17 +113,21 @@ def ordinary(board, rng: random.Random) -> str:
 
 def hostile(board, rng: random.Random, until: float) -> None:
     """One hostile thing; the process ends with it (leaving open whatever it left open)."""
+    import grpc
+
     from jumpstarter.v1 import jumpstarter_pb2, paced_pb2, paced_pb2_grpc
 
     kind = rng.choice(["wanted", "abandoned stream", "abandoned generator", "killed"])
     connection = board.connection
-    if kind == "wanted":  # a paced generator asked for 2**62 items: it may still run only 4 ahead of the reader
+    if kind == "wanted":  # a paced generator (lookahead 4) asked for far more items, and not read
         stub = paced_pb2_grpc.PacedCallServiceStub(connection.channel)
-        call = paced_pb2.PacedRequest(
-            call=jumpstarter_pb2.StreamingDriverCallRequest(uuid=board.uuid, method="lines_forever"), wanted=2**62
-        )
+        request = jumpstarter_pb2.StreamingDriverCallRequest(uuid=board.uuid, method="lines_forever")
+        call = paced_pb2.PacedRequest(call=request, wanted=rng.choice([10**6, 2**62]))
         replies = stub.PacedStreamingDriverCall(iter([call]), metadata=connection.metadata)
-        next(replies)
+        try:
+            next(replies)
+        except grpc.RpcError as err:  # an exporter may refuse the ask outright
+            kind = f"wanted, refused ({err.code().name})"
         time.sleep(rng.uniform(0.5, 3))  # not reading meanwhile
     elif kind == "abandoned stream":  # bytes sent and never read back, the stream never closed
         opened = board.stream("console")  # entered and never exited
@@ -187,10 +191,12 @@ def spawn(kind: str, address: str, until: float, seed: int) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
-def soak(minutes: float, clients: int, hostiles: int, max_rss: float) -> None:
+def soak(minutes: float, clients: int, hostiles: int, max_rss: float, default_malloc: bool) -> None:
     from jumpstarter.exporter.process import ExporterProcess
 
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))}
+    if default_malloc:  # no freed heap kept for the next large buffer (jumpstarter.common.memory): growth is leaks
+        env["JUMPSTARTER_MALLOC"] = "default"
     with tempfile.TemporaryDirectory(prefix="soak-") as folder:
         config = Path(folder) / "soak.yaml"
         config.write_text(CONFIG)
@@ -300,8 +306,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=6, help="ordinary client processes (default 6)")
     parser.add_argument("--hostile", type=int, default=2, help="hostile client processes (default 2)")
     parser.add_argument("--max-rss", type=float, default=2048, help="stop if the exporter's RSS passes this (MiB)")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="the exporter keeps no freed heap for reuse: RSS growth is leaks"
+    )
     options = parser.parse_args()
-    soak(options.minutes, options.clients, options.hostile, options.max_rss)
+    soak(options.minutes, options.clients, options.hostile, options.max_rss, options.default_malloc)
 
 
 if __name__ == "__main__":
