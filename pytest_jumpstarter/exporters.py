@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from contextlib import ExitStack, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jumpstarter.client import DriverClient, connect
-from jumpstarter.client.connection import TLS
+from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection, accepts_connections
 from jumpstarter.client.lease import Busy, Lease, stop_waiting, try_lease
+from jumpstarter.common.wire import when
 from jumpstarter.config import ExporterConfig
 from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConnectError, JumpstarterError
@@ -19,6 +22,23 @@ from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 from pytest_jumpstarter.launch import Launch, is_yaml
 
 DYING = 1.0  # seconds an exporter whose connection broke is given to end, so that we can say how it ended
+# An exporter whose connection broke but whose address still takes connections (frozen, or starved of CPU on a
+# loaded runner: a keepalive ping went unanswered) is tried again every RETRY s, and is gone only if it hasn't
+# answered for GRACE s. One that is known dead (its process ended, or nothing listens there) is gone at once.
+GRACE = 60.0
+RETRY = 1.0
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """The exporter's connection broke at ``since`` (seconds since the epoch) and it hasn't answered again yet:
+    claims wait for it, as for a busy one, until it answers or its grace is over."""
+
+    since: float
+    why: str
+
+    def __str__(self) -> str:
+        return f"has not answered since {when(self.since)}; trying again ({self.why})"
 
 
 class Exporter:
@@ -31,6 +51,8 @@ class Exporter:
         self.descendants: list[str] = []  # dotted paths of the drivers below the exports ("dut.power")
         self.labels: dict[str, str] = {}
         self.gone: str | None = None  # why it can't be reached any more
+        self.unanswered: Unanswered | None = None  # its connection broke, and it hasn't answered since
+        self._broke = self._tried = 0.0  # (monotonic) when it broke, and when it was last tried again
         self._root: DriverClient | None = None
         self._stack = ExitStack()
         self.observers: list[Any] = []
@@ -57,9 +79,10 @@ class Exporter:
     def matches(self, labels: dict[str, str]) -> bool:
         return all(self.labels.get(key) == value for key, value in labels.items())
 
-    def try_lease(self, holder: str) -> Lease | Busy:
-        """Lease it if free. One that can't start or be reached is gone for the rest of the session
-        (ConnectError): tests that need it fail fast instead of each trying again."""
+    def try_lease(self, holder: str) -> Lease | Busy | Unanswered:
+        """Lease it if free. One that can't start, or is known dead, is gone for the rest of the session
+        (ConnectError): tests that need it fail fast instead of each trying again. One whose connection broke
+        while it still takes connections is ``Unanswered`` until it answers again, or is gone after GRACE s."""
         if self.failure():
             raise ConnectError(self.failure())
         try:
@@ -67,11 +90,43 @@ class Exporter:
         except (ExporterStartError, JumpstarterError, OSError) as exc:
             self.gone = f"jumpstarter: {exc}"
             raise ConnectError(self.gone) from None
+        if self.unanswered is not None:
+            return self._try_again(connection, holder)
         try:
             return try_lease(connection, holder, keep=True)  # a worker's next test needn't wait for the exporter
         except ConnectError as exc:
-            self.exit_code(wait=DYING)  # a dying exporter's socket closes a moment before its process ends
-            self.gone = self.failure() or f"exporter {self.name} can't be reached: {exc}"
+            self._check_alive(connection, exc, dying=DYING)
+            self.unanswered, self._broke, self._tried = Unanswered(time.time(), str(exc)), time.monotonic(), 0.0
+            return self._try_again(connection, holder)
+
+    def _try_again(self, connection: Connection, holder: str) -> Lease | Busy | Unanswered:
+        """An exporter whose connection broke: once every RETRY s, ask it over a fresh connection (the channel
+        connects again) whether it answers, and lease it if it does."""
+        assert self.unanswered is not None
+        if time.monotonic() - self._tried < RETRY:
+            return self.unanswered
+        self._tried = time.monotonic()
+        try:
+            connection.report(CONNECT_TIMEOUT)
+            got = try_lease(connection, holder, keep=True)
+        except JumpstarterError as exc:
+            self._check_alive(connection, exc)
+            silent = time.monotonic() - self._broke
+            if silent >= GRACE:
+                self.gone = f"exporter {self.name} can't be reached: it has not answered for {silent:.0f} s: {exc}"
+                raise ConnectError(self.gone) from None
+            return self.unanswered
+        self.unanswered = None
+        return got
+
+    def _check_alive(self, connection: Connection, exc: Exception, dying: float = 0) -> None:
+        """Mark it gone (ConnectError) if it is known dead: its process ended (``dying``: seconds to give one that
+        is ending), or nothing listens at its address any more. A frozen or busy exporter still takes connections."""
+        if accepts_connections(connection.target) is False:
+            self.exit_code(wait=dying)  # a dying exporter's socket closes a moment before its process ends
+            self.gone = f"exporter {self.name} can't be reached: nothing listens at {connection.address}: {exc}"
+        self.gone = self.failure() or self.gone
+        if self.gone:
             raise ConnectError(self.gone) from None
 
     def stop_waiting(self) -> None:

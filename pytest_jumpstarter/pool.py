@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from jumpstarter.client.lease import Busy, Lease, handovers, wait_for_handover
 from jumpstarter.errors import ConnectError
-from pytest_jumpstarter.exporters import Exporter
+from pytest_jumpstarter.exporters import Exporter, Unanswered
 
 # export name (None: any exporter, for the `exporter` fixture alone) -> labels the exporter must carry
 Needs = dict[str | None, dict[str, str]]
@@ -138,7 +138,7 @@ class Pool:
                     got = exporter.try_lease(holder)
                 except ConnectError:
                     continue  # it is marked gone now; the next pass fails if nothing else remains
-                if isinstance(got, Busy):
+                if isinstance(got, (Busy, Unanswered)):  # busy, or not answering again yet: waited for
                     busy[exporter] = got
                     continue
                 claim.leases[exporter] = got

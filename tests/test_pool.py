@@ -8,6 +8,7 @@ import pytest
 
 from jumpstarter.client.lease import Busy
 from jumpstarter.errors import ConnectError
+from pytest_jumpstarter.exporters import Unanswered
 from pytest_jumpstarter.pool import ClaimError
 from pytest_jumpstarter.pool import Pool as RealPool
 
@@ -32,6 +33,7 @@ class FakeExporter:
         self.gone: str | None = None
         self.unreachable = False
         self.waiter = False  # it refused someone who hasn't said they stopped waiting
+        self.silent = 0  # its next tries that find it not answering again yet (its connection broke)
 
     def provides(self, export: str | None) -> bool:
         return export is None or export in self.exports
@@ -42,7 +44,10 @@ class FakeExporter:
     def failure(self) -> str | None:
         return self.gone
 
-    def try_lease(self, holder: str) -> FakeLease | Busy:
+    def try_lease(self, holder: str) -> FakeLease | Busy | Unanswered:
+        if self.silent:
+            self.silent -= 1
+            return Unanswered(0.0, "a ping went unanswered")
         if self.unreachable:
             self.gone = f"exporter {self.name} can't be reached"
             raise ConnectError(self.gone)
@@ -112,3 +117,13 @@ def test_a_claim_tells_the_exporters_it_found_busy_that_it_no_longer_waits():
     with pytest.raises(ClaimError):
         Pool([free]).claim({"dut": {}}, "gw2", timeout=0.05)
     assert not free.waiter  # giving up stops the waiting too
+
+
+def test_a_claim_waits_for_an_exporter_that_has_not_answered_again_yet():
+    """Its connection broke (a ping unanswered) but it may answer again: waited for, like a busy one, not dropped."""
+    board = FakeExporter("rpi", ["dut"])
+    board.silent = 3
+    notes: list[str] = []
+    claim = Pool([board]).claim({"dut": {}}, "me", timeout=60, notify=notes.append)
+    assert claim.first is board and board.holder == "me" and claim.waited_for == ("rpi",)
+    assert notes[0].startswith("waiting for export 'dut': rpi has not answered since ")

@@ -621,13 +621,29 @@ UPLOAD_CHUNK = 64 * 1024
 
 def _listening(target: str) -> bool:
     """Whether a TCP ``HOST:PORT`` target accepts connections (for a hint: what answers there isn't plain gRPC)."""
-    host, _, port = target.rpartition(":")
-    if target.startswith("unix:") or not port.isdigit():
-        return False
+    return not target.startswith("unix:") and accepts_connections(target) is True
+
+
+def accepts_connections(target: str, timeout: float = 0.5) -> bool | None:
+    """Whether something accepts connections at a gRPC target, a unix socket or ``HOST:PORT``: False when the
+    connection is refused (nothing listens: the exporter's process is gone), None when that can't be told (no
+    answer within ``timeout``, a name grpc resolves itself). A frozen or busy exporter's socket still accepts
+    connections: its kernel does that."""
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=0.5).close()
-    except OSError:
+        if target.startswith("unix:"):
+            path = target.removeprefix("unix:")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(timeout)
+                probe.connect("/" + path.lstrip("/") if path.startswith("//") else path)
+        else:
+            host, _, port = target.rpartition(":")
+            if not port.isdigit():
+                return None
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (ConnectionRefusedError, FileNotFoundError):
         return False
+    except OSError:
+        return None
     return True
 
 
