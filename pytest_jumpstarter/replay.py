@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import anyio
 import pytest
@@ -25,7 +25,7 @@ from jumpstarter.client.connection import OwnPortal
 from jumpstarter.client.streams import AsyncStreamBase, BlockingStreamBase
 from jumpstarter.common.secrets import redact
 from pytest_jumpstarter import redaction, tapes
-from pytest_jumpstarter.leasing import ROOT
+from pytest_jumpstarter.leasing import ROOT, fixture_definitions
 
 if TYPE_CHECKING:
     from jumpstarter.client.connection import Connection
@@ -92,13 +92,7 @@ class Replayer:
 
         tape = self.tape
         if tape is None or tape.recording is None:
-            nodeid = tape.nodeid if tape else nodeid
-            file = tape.file if tape else self.folder
-            pytest.fail(
-                f"jumpstarter: no recording of {nodeid} in {file}: record it on the "
-                f"bench with `pytest --exporter ... --jumpstarter-record {self.folder}`",
-                pytrace=False,
-            )
+            self._no_recording(tape.nodeid if tape else nodeid, tape.file if tape else self.folder)
         path = tape.recording.get("fixtures", {}).get(fixture)
         if path is None:
             pytest.fail(
@@ -141,6 +135,17 @@ class Replayer:
             self.tape = None
             pytest.fail(tests, pytrace=False)
         self.tape = Tape(item.nodeid, file, tests.get(tapes.test_key(item.nodeid)))
+        if self.tape.recording is None and any(
+            name != "request" and not fixture_definitions(item, name) for name in getattr(item, "fixturenames", ())
+        ):  # an unrecorded module's export names have no fixture: say why, not pytest's "fixture not found"
+            self._no_recording(item.nodeid, file)
+
+    def _no_recording(self, nodeid: str, file: Path) -> NoReturn:
+        pytest.fail(
+            f"jumpstarter: no recording of {nodeid} in {file}: record it on the "
+            f"bench with `pytest --exporter ... --jumpstarter-record {self.folder}`",
+            pytrace=False,
+        )
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):

@@ -412,3 +412,18 @@ def test_the_client_env_gives_is_recorded_and_replayed(pytester):
     ]
     pytester.runpytest_subprocess("--jumpstarter-replay", "rec").assert_outcomes(passed=2)
     pytester.runpytest_subprocess("--jumpstarter-replay", "rec", "-k", "second").assert_outcomes(passed=1, deselected=1)
+
+
+def test_a_module_never_recorded_is_named_not_a_missing_fixture(pytester):
+    """Replay reads only the recordings of the modules that run: a module with none still gets "no recording",
+    not pytest's "fixture 'board' not found"; its tests that use no export run as they are."""
+    pytester.makepyfile(test_board=REPLAYED)
+    (pytester.path / "rec").mkdir()
+    (pytester.path / "rec" / "test_board.yaml").write_text(RECORDING)
+    pytester.makepyfile(
+        test_new="def test_new(board):\n    board.add(1, 1)\n\n\ndef test_plain():\n    assert 1 + 1 == 2\n"
+    )
+    result = pytester.runpytest_subprocess("--jumpstarter-replay", "rec", "test_new.py")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*no recording of test_new.py::test_new in */rec/test_new.yaml: record it*"])
+    assert "fixture 'board' not found" not in result.stdout.str()
