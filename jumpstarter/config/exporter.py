@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from jumpstarter.config import DriverEntry, _build, _Loader, _Parser
+from jumpstarter.config.loader import DriverEntry, LineLoader, Parser, build_driver
 from jumpstarter.driver.base import Driver
 from jumpstarter.errors import ConfigError
 
@@ -23,10 +23,10 @@ class ExporterConfigV1Alpha1DriverInstance:
     @classmethod
     def from_str(cls, text: str, source: str = "<string>") -> ExporterConfigV1Alpha1DriverInstance:
         try:
-            node = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+            node = yaml.load(text, Loader=LineLoader)  # noqa: S506 - LineLoader is a SafeLoader
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-        return cls(_Parser(source).entry("driver", "driver", node, 1), source)
+        return cls(Parser(source).entry("driver", "driver", node, 1), source)
 
     def instantiate(self) -> Driver:
-        return _build(self.entry, self.source, [])
+        return build_driver(self.entry, self.source, [])
