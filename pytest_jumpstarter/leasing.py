@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_jumpstarter.records import LeaseRecord
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
-from pytest_jumpstarter.timeline import LeaseRecord
 
 if TYPE_CHECKING:
     from pytest_jumpstarter.lab import Lab

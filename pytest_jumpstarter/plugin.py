@@ -75,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
     manager.register(fixtures, "jumpstarter-fixtures")
     if lab.exporters or replayer:
         set_env_fallback(fixtures.env)
-    manager.register(Handoff(lab), "jumpstarter-xdist")
+    manager.register(Handoff(lab.exporters), "jumpstarter-xdist")
     manager.register(Timeline(lab, leasing), "jumpstarter-timeline")
 
 

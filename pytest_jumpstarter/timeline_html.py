@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from html import escape
 
-from pytest_jumpstarter.timeline import OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
+from pytest_jumpstarter.records import OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
 
 PAGE_LEFT, PAGE_TOP = 16, 72  # where the chart's top left corner is on the page, in CSS pixels
 LABEL_WIDTH, PLOT_WIDTH, RIGHT = 170, 960, 20

@@ -6,13 +6,14 @@ board. ``-n auto`` starts one worker per exporter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_jumpstarter.lab import Lab
+    from pytest_jumpstarter.exporters import Exporter
 
 HANDOFF = "jumpstarter_exporters"  # key of xdist's workerinput
 
@@ -30,13 +31,13 @@ def handoffs(config: pytest.Config) -> list[dict[str, Any]] | None:
 class Handoff:
     """In the controlling process: start the exporters once, and tell each worker where they are."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
+    def __init__(self, exporters: Sequence[Exporter]) -> None:
+        self.exporters = exporters  # the lab's: the handoff needs nothing else of it
         self._handoffs: list[dict[str, Any]] | None = None
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self._handoffs is None:
-            with ThreadPoolExecutor(max(1, len(self.lab.exporters))) as starting:
-                self._handoffs = list(starting.map(lambda e: e.handoff(), self.lab.exporters))
+            with ThreadPoolExecutor(max(1, len(self.exporters))) as starting:
+                self._handoffs = list(starting.map(lambda e: e.handoff(), self.exporters))
         node.workerinput[HANDOFF] = self._handoffs

@@ -13,7 +13,8 @@ import pytest
 from samples import CRASHY_DRIVER, exporter_yaml
 
 from pytest_jumpstarter import timeline_html
-from pytest_jumpstarter.timeline import LeaseRecord, RanTest, Run, command_line
+from pytest_jumpstarter.records import LeaseRecord, RanTest, Run
+from pytest_jumpstarter.timeline import command_line
 
 BOARD = "jumpstarter_driver_demo.Board"
 SVG = "{http://www.w3.org/2000/svg}"

@@ -1,0 +1,249 @@
+"""The timeline's records: each claim's lease, each test's outcome and wait, each exporter's share of the run.
+
+Plain data (dataclasses) that ride from the processes that run tests to the one that reports (``timeline``),
+and that the summary table and the chart (``timeline_html``) are made from; it imports neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import pytest
+
+from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
+
+WAITED_PROPERTY = "jumpstarter_waited"  # user_properties key: seconds the test waited for its leases (junitxml too)
+NOTICEABLE_WAIT = 0.1  # seconds: shorter waits are the lease call itself, not a busy board
+# How bad an outcome is: a test's outcome is the worst of its phases'.
+OUTCOME_RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "error": 4, "failed": 5}
+
+
+@dataclass
+class LeaseRecord:
+    """One claim: what it waited for, and the leases it held from take to release (wall-clock, ``time.time()``)."""
+
+    holder: str  # node id of the test, or of the module ("" the session) with --lease-scope
+    exporters: tuple[str, ...]  # the exporters leased; empty when the claim failed
+    asked: float
+    taken: float | None = None  # None: never taken (``error`` says why)
+    released: float | None = None  # None: still held
+    worker: str | None = None  # xdist worker id
+    error: str = ""
+    waited_for: tuple[str, ...] = ()  # the exporters it found busy while it waited
+    test: str = ""  # the test whose set-up made the claim, and waited for it
+    sent: bool = field(default=False, compare=False, repr=False)  # already on a report
+
+    @property
+    def waited(self) -> float:
+        end = self.taken if self.taken is not None else self.released
+        return max(0.0, (end if end is not None else self.asked) - self.asked)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For a report (dataclasses.asdict() would cost a test some 70 us: it copies deep)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sent"}
+        data["exporters"], data["waited_for"] = list(self.exporters), list(self.waited_for)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LeaseRecord:
+        return cls(**{**data, "exporters": tuple(data["exporters"]), "waited_for": tuple(data["waited_for"])})
+
+
+@dataclass
+class Gone:
+    """An exporter seen dead or unreachable, first at ``at``."""
+
+    exporter: str
+    at: float
+    why: str
+
+
+@dataclass
+class RanTest:
+    """One test as its reports tell it: outcome, when it ran, which exporters it used and how long it waited."""
+
+    nodeid: str
+    outcome: str = "passed"
+    start: float = 0.0
+    stop: float = 0.0
+    exporters: list[str] = field(default_factory=list)
+    waited: float | None = None
+    worker: str | None = None
+
+    def add(self, report: pytest.TestReport) -> None:
+        start, stop = getattr(report, "start", 0.0), getattr(report, "stop", 0.0)
+        if start:
+            self.start = min(self.start, start) if self.start else start
+        self.stop = max(self.stop, stop)
+        self.worker = getattr(report, "worker_id", None) or self.worker
+        outcome = _outcome(report)
+        if OUTCOME_RANK[outcome] > OUTCOME_RANK[self.outcome]:
+            self.outcome = outcome
+        for key, value in report.user_properties:
+            if key == EXPORTER_PROPERTY and value not in self.exporters:
+                self.exporters.append(str(value))
+            elif key == WAITED_PROPERTY:
+                self.waited = float(str(value))  # a float here, its text from an xdist worker
+
+    @property
+    def broken(self) -> bool:
+        return self.outcome in ("failed", "error")
+
+
+def _outcome(report: pytest.TestReport) -> str:
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.skipped:
+        return "xfailed" if hasattr(report, "wasxfail") else "skipped"
+    return "xpassed" if report.when == "call" and hasattr(report, "wasxfail") else "passed"
+
+
+@dataclass
+class Usage:
+    """One exporter's share of the run: the summary table's row."""
+
+    name: str
+    tests: int
+    busy: float  # seconds leased
+    utilization: float | None  # busy / the test phase's wall time
+    waited: float  # seconds tests waited for it, in total
+    longest: float
+    failures: int
+    gone: Gone | None
+
+
+@dataclass
+class Run:
+    """Everything the controlling process learnt: the summary and the chart are made from this alone."""
+
+    exporters: list[str]  # one row each, in the lab's order
+    tests: dict[str, RanTest]
+    leases: list[LeaseRecord]
+    gone: dict[str, Gone]
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def phase(self) -> tuple[float, float]:
+        """The test phase, from the first test's start to the last one's end (wall-clock)."""
+        starts = [t.start for t in self.tests.values() if t.start]
+        stops = [t.stop for t in self.tests.values() if t.stop]
+        if not starts or not stops:
+            return 0.0, 0.0
+        return min(starts), max(stops)
+
+    def rows(self) -> list[str]:
+        """The exporters to show: the lab's, then any other a record names."""
+        names = list(self.exporters)
+        for lease in self.leases:
+            names += [e for e in lease.exporters if e not in names]
+        return names + [e for e in self.gone if e not in names]
+
+    def used(self) -> bool:
+        return bool(self.leases) or any(t.exporters for t in self.tests.values())
+
+    def usage(self) -> list[Usage]:
+        first, last = self.phase()
+        wall = last - first
+        usages = []
+        for name in self.rows():
+            held = [(r.taken, r.released) for r in self.leases if name in r.exporters and r.taken is not None]
+            busy = _union([(a, b if b is not None else max(a, last)) for a, b in held])
+            waits = [r.waited for r in self.leases if name in r.waited_for]  # not the time to start or reach it
+            tests = {t.nodeid for t in self.tests.values() if name in t.exporters}
+            tests |= {r.holder for r in self.leases if name in r.exporters and r.holder in self.tests}
+            usages.append(
+                Usage(
+                    name,
+                    len(tests),
+                    busy,
+                    busy / wall if wall > 0 else None,
+                    sum(waits),
+                    max(waits, default=0.0),
+                    sum(1 for t in tests if self.tests[t].broken),
+                    self.gone.get(name),
+                )
+            )
+        return usages
+
+    def unleased(self) -> list[LeaseRecord]:
+        """Claims that waited and got nothing (timed out, or every fitting exporter was gone)."""
+        return [r for r in self.leases if r.taken is None]
+
+    def advice(self, usages: list[Usage]) -> str:
+        """The line naming the busiest board, and where another board would help."""
+        if not usages:
+            return ""
+        busiest = max(usages, key=lambda u: (u.busy, u.waited))
+        share = f"busy {_percent(busiest.utilization)} of the test phase"
+        awaited = max(usages, key=lambda u: u.waited)
+        if awaited.waited < NOTICEABLE_WAIT:
+            return (
+                f"busiest: {busiest.name} ({share}); no test waited for an exporter: more boards alone would not "
+                "make this run faster"
+            )
+        like = self._like(awaited.name)
+        if awaited is busiest:
+            return (
+                f"busiest: {busiest.name} ({share}; tests waited {awaited.waited:.1f} s for it): "
+                f"another board {like} would help most"
+            )
+        return (
+            f"busiest: {busiest.name} ({share}); tests waited longest for {awaited.name} "
+            f"({awaited.waited:.1f} s): another board {like} would help most"
+        )
+
+    def _like(self, name: str) -> str:
+        labels = {k: v for k, v in self.labels.get(name, {}).items() if k != "jumpstarter.dev/name"}
+        what = ", ".join(f"{k}={v}" for k, v in labels.items())
+        return f"like {name}" + (f" ({what})" if what else "")
+
+    def summary(self) -> list[str]:
+        """The terminal's table: per exporter, tests run, busy time, utilization, waits, failures; then advice."""
+        usages = self.usage()
+        first, last = self.phase()
+        header = ("exporter", "tests", "busy", "util", "waited", "longest wait", "failed")
+        rows = [
+            (
+                u.name + (" (gone)" if u.gone else ""),
+                str(u.tests),
+                f"{u.busy:.1f} s",
+                _percent(u.utilization),
+                f"{u.waited:.1f} s",
+                f"{u.longest:.1f} s",
+                str(u.failures),
+            )
+            for u in usages
+        ]
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        lines = [
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in (header, *rows)
+        ]
+        lines.append(f"test phase {last - first:.1f} s; {self.advice(usages)}")
+        unleased = self.unleased()
+        if unleased:
+            lines.append(
+                f"{len(unleased)} claim(s) got no exporter after waiting {sum(r.waited for r in unleased):.1f} s "
+                f"in total: {', '.join(r.holder or 'session' for r in unleased)}"
+            )
+        for u in usages:
+            if u.gone:
+                lines.append(f"{u.name} gone at +{max(0.0, u.gone.at - first):.1f} s: {u.gone.why.splitlines()[0]}")
+        return lines
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by ``spans`` (overlaps counted once)."""
+    total, end = 0.0, None
+    for a, b in sorted(spans):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
+def _percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{fraction:.0%}"
