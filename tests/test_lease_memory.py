@@ -11,7 +11,7 @@ import gc
 import time
 
 import pytest
-from samples import EXAMPLES
+from samples import EXAMPLES, rss
 
 from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, try_lease
@@ -21,14 +21,6 @@ BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
 ROUNDS = 400
 MOST_PER_ROUND = 8 * KIB
 GUARD = 64 * MIB  # the exporter is killed past this growth: a leak would reach it in some 2000 rounds
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * KIB
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 def refused_on_a_new_connection(address: str) -> None:
