@@ -66,3 +66,12 @@ def leased(connection: Connection, holder: str) -> Lease:
     taken = try_lease(connection, holder)
     assert isinstance(taken, Lease), f"expected a free exporter: {taken}"
     return taken
+
+
+def rss(pid: int) -> int:
+    """Process ``pid``'s resident memory (VmRSS), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

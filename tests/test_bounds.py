@@ -20,7 +20,7 @@ from contextlib import AsyncExitStack
 import anyio
 import grpc
 import pytest
-from samples import EXAMPLES
+from samples import EXAMPLES, rss
 
 from jumpstarter.client import connect
 from jumpstarter.common.utils import serve
@@ -83,14 +83,6 @@ FLOOD_YAML = """
       flood:
         type: flood.Flood
     """
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * KIB
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 class Watched:

@@ -13,6 +13,7 @@ not those of two machines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -161,6 +162,11 @@ class _Session:
         probe.Release(lease_pb2.ReleaseRequest(), metadata=connection.metadata, timeout=PROBE_TIMEOUT)
         self._loop, self._call = background_portal().call(self._open, connection)
         connection.on_close.append(self.close)
+        # A connection dropped unclosed (a root client's close() leaves it open) ends its session too: else the
+        # call, kept by its tasks here, stayed open on the channel others to that address share, and the
+        # exporter held it (its handler, its tasks, ~30 KiB) until this process exits.
+        self._abandoned = weakref.finalize(connection, self._abandon)
+        self._abandoned.atexit = False
 
     # On the background loop --------------------------------------------------------------------------------
 
@@ -329,15 +335,31 @@ class _Session:
 
     def close(self) -> None:
         """End the session: what is unsent goes first, and a kept lease is released (its record says so)."""
-        with self._state:
-            if self._kept is not None and not self._in_use:
-                self._let_go_now()
-            requests, self._unsent = [*_batches(self._unsent), None], []
+        self._abandoned.detach()
+        requests = self._last_requests()
         try:
             self._loop.call_soon_threadsafe(self._queue, requests)
             asyncio.run_coroutine_threadsafe(self._end(), self._loop).result(timeout=CLOSE_TIMEOUT + 1)
         except (RuntimeError, TimeoutError):
             pass  # the loop has ended (the process exits), or the exporter doesn't answer: the call is over anyway
+
+    def _last_requests(self) -> list[lease_pb2.LeaseSessionRequest | None]:
+        """What is left to send, a kept lease not in use released, and the end of the requests (None)."""
+        with self._state:
+            if self._kept is not None and not self._in_use:
+                self._let_go_now()
+            requests, self._unsent = [*_batches(self._unsent), None], []
+        return requests
+
+    def _abandon(self) -> None:
+        """The connection was dropped unclosed: end the session as close() does, without waiting. (Run by the
+        garbage collector, on whatever thread it ran, maybe one holding ``_state``: it only asks the loop.)"""
+        with contextlib.suppress(RuntimeError):  # the loop has ended: the process exits
+            self._loop.call_soon_threadsafe(self._end_abandoned)
+
+    def _end_abandoned(self) -> None:
+        self._queue(self._last_requests())
+        self._ending = self._loop.create_task(self._end())  # (held: asyncio keeps running tasks weakly)
 
     async def _end(self) -> None:
         """Wait for the exporter to end the call, once it has read everything (cancelling it first would drop what
