@@ -21,9 +21,9 @@ from anyio import to_thread
 
 from jumpstarter.common.folders import private_folder
 from jumpstarter.common.secrets import RedactingFormatter
-from jumpstarter.common.wire import grpc_address
+from jumpstarter.common.wire import NAME_LABEL, grpc_address
 from jumpstarter.config import BuildStopped, ExporterConfig
-from jumpstarter.driver.base import NAME_LABEL, close_drivers
+from jumpstarter.driver.base import close_drivers
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.limits import (
     MAX_MESSAGE_ENV,

@@ -11,7 +11,7 @@ import inspect
 from typing import Any
 
 from jumpstarter.client.base import DriverClient, StubDriverClient
-from jumpstarter.driver.base import CLIENT_LABEL
+from jumpstarter.common.wire import CLIENT_LABEL
 
 _BASE = set(dir(DriverClient))  # call, streamingcall, stream, reset, ...: every client has them
 

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from jumpstarter.client.connection import TLS, Connection
-from jumpstarter.driver.base import NAME_LABEL
+from jumpstarter.common.wire import NAME_LABEL
 from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
 
 

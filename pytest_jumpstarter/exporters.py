@@ -14,9 +14,8 @@ import pytest
 from jumpstarter.client import DriverClient, connect
 from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection, accepts_connections
 from jumpstarter.client.lease import Busy, Lease, stop_waiting, try_lease
-from jumpstarter.common.wire import when
+from jumpstarter.common.wire import NAME_LABEL, when
 from jumpstarter.config import ExporterConfig
-from jumpstarter.driver.base import NAME_LABEL
 from jumpstarter.errors import ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 from pytest_jumpstarter.launch import Launch, is_yaml

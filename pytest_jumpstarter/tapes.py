@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from jumpstarter.common.safefiles import read_regular, write_atomic
-from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL
+from jumpstarter.common.wire import CLIENT_LABEL, NAME_LABEL
 from jumpstarter.errors import DriverError
 from jumpstarter.v1 import jumpstarter_pb2
 from jumpstarter.values import decode_args, encode_args

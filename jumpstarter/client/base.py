@@ -15,7 +15,7 @@ from anyio.from_thread import BlockingPortal
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.streams import AsyncStream, BlockingStream
 from jumpstarter.common.hints import did_you_mean
-from jumpstarter.driver.base import CLIENT_LABEL
+from jumpstarter.common.wire import CLIENT_LABEL
 from jumpstarter.errors import ClientClassError
 from jumpstarter.v1.common_pb2 import LOG_SOURCE_AFTER_LEASE_HOOK, LOG_SOURCE_BEFORE_LEASE_HOOK, LOG_SOURCE_DRIVER
 

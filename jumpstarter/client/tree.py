@@ -8,7 +8,7 @@ import logging
 from jumpstarter.client.allow import load_client_class
 from jumpstarter.client.base import CompositeClient, DriverClient, StubDriverClient
 from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection
-from jumpstarter.driver.base import CLIENT_LABEL, NAME_LABEL
+from jumpstarter.common.wire import CLIENT_LABEL, NAME_LABEL
 from jumpstarter.errors import ClientClassError
 from jumpstarter.v1 import jumpstarter_pb2
 

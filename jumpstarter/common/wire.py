@@ -8,6 +8,10 @@ from __future__ import annotations
 import os
 import time
 
+# A driver report's labels: the import path of its client class, and its name under its parent.
+CLIENT_LABEL = "jumpstarter.dev/client"
+NAME_LABEL = "jumpstarter.dev/name"
+
 PASSPHRASE_KEY = "x-jumpstarter-passphrase"  # metadata: the exporter's passphrase, on every call
 LEASE_KEY = "x-jumpstarter-lease"  # metadata: the id of the lease a call is made under
 # ... and, after this mark, which take of it (a LeaseSession's kept lease is taken again with the same id): "ID#3"

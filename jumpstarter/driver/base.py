@@ -5,25 +5,19 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
-import anyio
-from anyio.abc import ObjectReceiveStream, ObjectStream
-from anyio.streams.stapled import StapledObjectStream
+from anyio.abc import ObjectStream
 
 from jumpstarter.common.secrets import redact, redacted_traceback
+from jumpstarter.common.wire import CLIENT_LABEL, NAME_LABEL
 from jumpstarter.driver.decorators import LOOKAHEAD_MARKER, MARKER, STREAM
-from jumpstarter.exporter.limits import Limits
 from jumpstarter.signature import Signature
 from jumpstarter.v1 import jumpstarter_pb2
-
-CLIENT_LABEL = "jumpstarter.dev/client"
-NAME_LABEL = "jumpstarter.dev/name"
 
 
 @dataclass(frozen=True)
@@ -79,110 +73,6 @@ class DriverLogger(logging.LoggerAdapter):
         uuid = getattr(self.driver, "uuid", None)
         kwargs["extra"] = {**(kwargs.get("extra") or {}), "driver_uuid": str(uuid) if uuid else None}
         return msg, kwargs
-
-
-UPLOAD_BUFFER = 32  # chunks the driver sends back on an upload (a dump) held until the client takes them
-
-
-class UploadBudget:
-    """The bytes uploads hold while their drivers haven't read them: at most ``each`` per upload (or one chunk,
-    whatever its size) and ``total`` for all of an exporter's uploads. A client sending more waits (gRPC's flow
-    control holds it back). A chunk for a driver that waits to read goes through whatever the others hold, so
-    uploads nobody reads can't starve one that is read."""
-
-    def __init__(self, each: int, total: int) -> None:
-        self.each, self.total = each, total
-        self.held = 0
-        self._changed: anyio.Event | None = None
-
-    def _admits(self, upload: Upload, size: int) -> bool:
-        if upload.reader_waiting:
-            return True
-        if upload.held and upload.held + size > self.each:
-            return False
-        return self.held + size <= self.total
-
-    async def admit(self, upload: Upload, size: int) -> None:
-        """Wait until ``upload`` may hold ``size`` more bytes, and count them."""
-        while not self._admits(upload, size):
-            if self._changed is None:
-                self._changed = anyio.Event()
-            await self._changed.wait()
-        self.held += size
-        upload.held += size
-
-    def release(self, upload: Upload, size: int) -> None:
-        self.held -= size
-        upload.held -= size
-        self.changed()
-
-    def changed(self) -> None:
-        """Wake the uploads waiting to hold more: bytes were read, or a driver waits to read."""
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-
-class _Chunks(ObjectReceiveStream[bytes]):
-    """The driver's side of an upload's bytes: each chunk read gives its bytes back to the budget."""
-
-    def __init__(self, upload: Upload) -> None:
-        self._upload = upload
-
-    async def receive(self) -> bytes:
-        upload = self._upload
-        if not upload.held:  # nothing is waiting: the next chunk may come whatever the other uploads hold
-            upload.reader_waiting = True
-            upload.budget.changed()
-        try:
-            chunk = await upload.chunks.receive()
-        finally:
-            upload.reader_waiting = False
-        upload.budget.release(upload, len(chunk))
-        return chunk
-
-    async def aclose(self) -> None:
-        await self._upload.chunks.aclose()
-
-
-class Upload:
-    """A resource stream for a driver call: the bytes the client sends, which the driver reads, and the bytes
-    the driver sends back (a dump into the client's file), which the exporter forwards to the client."""
-
-    def __init__(self, budget: UploadBudget | None = None) -> None:
-        self.budget = budget or UploadBudget(Limits.upload_buffer, Limits.upload_memory)
-        self.held = 0  # bytes received and not yet read by the driver
-        self.reader_waiting = False
-        self.writer, self.chunks = anyio.create_memory_object_stream[bytes](math.inf)  # bounded by the budget
-        self.replies, self.outgoing = anyio.create_memory_object_stream[bytes](UPLOAD_BUFFER)
-        self.finished = anyio.Event()  # set when the driver is done with it
-
-    async def send(self, chunk: bytes) -> None:
-        """A chunk from the client, held for the driver once the budget allows (the writer's side)."""
-        if not chunk:
-            return
-        await self.budget.admit(self, len(chunk))
-        try:
-            self.writer.send_nowait(chunk)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):  # the driver has closed its side
-            self.budget.release(self, len(chunk))
-
-    def stream(self) -> StapledObjectStream[bytes]:
-        """What ``Driver.resource()`` gives the driver: receive the client's bytes, send bytes back."""
-        return StapledObjectStream(self.replies, _Chunks(self))
-
-    def finish(self) -> None:
-        """The driver is done with it (or the call it was passed to has ended): no more replies."""
-        self.replies.close()
-        self.finished.set()
-
-    async def close(self) -> None:
-        self.finish()
-        await self.writer.aclose()
-        await self.chunks.aclose()
-        await self.outgoing.aclose()
-        if self.held:  # what the driver never read
-            self.budget.release(self, self.held)
 
 
 @dataclass(kw_only=True)
