@@ -220,7 +220,7 @@ class RecordingConnection:
     ) -> AsyncIterator[dict]:
         """An upload: its bytes' size and digest are written down (an image is too big to keep), and the bytes the
         driver sent back (a dump), whole."""
-        from jumpstarter.client.connection import upload_source
+        from jumpstarter.client.uploads import upload_source
 
         entry = self._recorder.begin("upload", target)
         tap = _UploadTap(upload_source(source, target))
@@ -356,7 +356,7 @@ class _UploadTap:
                 setattr(self, name, getattr(source, name))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        from jumpstarter.client.connection import chunks_of
+        from jumpstarter.client.uploads import chunks_of
 
         async for chunk in chunks_of(self._source):
             self.size += len(chunk)

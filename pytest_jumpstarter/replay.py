@@ -330,7 +330,7 @@ class ReplayConnection:
     ) -> AsyncIterator[dict]:
         """The upload's bytes are read and must be those recorded (size and digest); a recorded dump is sent
         back into ``source``."""
-        from jumpstarter.client.connection import chunks_of, upload_source
+        from jumpstarter.client.uploads import chunks_of, upload_source
 
         tape = self.tape
         entry = tape.next("upload", target)

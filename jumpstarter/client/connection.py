@@ -8,26 +8,23 @@ lazily for the running event loop.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import os
 import queue
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import anyio
 import grpc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from google.protobuf.empty_pb2 import Empty
 
-from jumpstarter.client.progress import upload_label, upload_size, with_progress
 from jumpstarter.client.streams import AsyncStream, BlockingStream
-from jumpstarter.common.frames import DATA, raw_stream_method, stream_method
+from jumpstarter.client.uploads import upload
+from jumpstarter.common.frames import raw_stream_method, stream_method
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.textcalls import TextResult, driver_call, encode_request
 from jumpstarter.common.wire import (
@@ -36,16 +33,13 @@ from jumpstarter.common.wire import (
     LEASE_KEY,
     PASSPHRASE_KEY,
     RAW_KEY,
-    UPLOAD_CHUNK_MAX,
     grpc_address,
 )
 from jumpstarter.errors import AuthenticationError, ConnectError, DriverTimeout, JumpstarterError, error_from_rpc
-from jumpstarter.streams.encoding import Compression, create_decompressor, decompress_chunks
 from jumpstarter.v1 import jumpstarter_pb2, jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2, paced_pb2_grpc
 from jumpstarter.values import decode, decode_result, encode_args, restore_ints
 
 CONNECT_TIMEOUT = 2.0
-REPLY_GRACE = 30.0  # seconds a resource stream's end is awaited after its block (see resource_async)
 
 # (target, method, args, outcome, seconds) after every call; outcome is the result or the exception.
 CallObserver = Callable[[str, str, tuple, Any, float], None]
@@ -499,10 +493,9 @@ class Connection:
         call = self._aio_stubs().byte_stream(metadata=self._byte_stream_metadata(uuid, method))
         return AsyncStream(call, self._error(target, method))
 
-    @asynccontextmanager
-    async def resource_async(
+    def resource_async(
         self, uuid: str, target: str, source: Any, content_encoding: str | None = None
-    ) -> AsyncIterator[dict]:
+    ) -> AbstractAsyncContextManager[dict]:
         """Upload ``source`` (an anyio byte stream, or an async iterable of bytes) for a driver call of
         ``uuid``; yields the handle to pass to that call, which reads the bytes with ``Driver.resource()``.
         What the driver sends back on it (a dump) goes to ``source.send()``, all of it by the block's end,
@@ -511,112 +504,7 @@ class Connection:
         A ``content_encoding`` (gzip, xz, bz2, zstd) says ``source`` is compressed: it is decompressed here, and
         the driver reads plain bytes, as upstream's client does for an exporter that takes no encoding.
         """
-        label, total = upload_label(source, target), upload_size(source)
-        source = upload_source(source, target)
-        try:
-            decompressor = create_decompressor(content_encoding) if content_encoding else None
-        except (ValueError, ModuleNotFoundError) as exc:  # a name we don't know; zstd without its codec installed
-            why = exc if isinstance(exc, ModuleNotFoundError) else ", ".join(Compression)
-            message = f"{target}: content encoding {content_encoding!r} is not supported ({why})"
-            raise NotImplementedError(message) from None
-        metadata = self._stream_metadata(kind="resource", uuid=uuid, x_jmp_content_encoding=None)
-        call = self._aio_stubs().stream(metadata=metadata)
-        try:
-            headers = dict(await call.initial_metadata())
-            if "resource" not in headers:
-                await call.read()  # a refused upload (leased, passphrase, no such driver) ends here with its reason
-            handle = json.loads(headers["resource"])
-        except grpc.RpcError as err:
-            raise self._error(target, "resource")(err) from None
-        except (KeyError, ValueError):
-            call.cancel()
-            raise ConnectError(f"exporter at {self.address} sent no resource handle for {target}") from None
-
-        async def upload() -> None:
-            chunks = with_progress(chunks_of(source), label, total)  # on a terminal, a long upload shows progress
-            if decompressor is not None:
-                chunks = decompress_chunks(chunks, decompressor)
-            # A write after the exporter has ended the stream fails, and gRPC then ends the call as INTERNAL, which
-            # the replies still to read would report: so nothing is written once the call is done. (This task may
-            # start late: a dump's whole call can be over before its empty upload says GOAWAY.)
-            try:
-                async for chunk in chunks:
-                    for start in range(0, len(chunk), UPLOAD_CHUNK_MAX):  # an exporter takes no bigger message
-                        if call.done():
-                            return
-                        await call.write(bytes(chunk[start : start + UPLOAD_CHUNK_MAX]))
-                if not call.done():
-                    await call.write(None)  # GOAWAY
-                    await call.done_writing()
-            except (grpc.RpcError, asyncio.InvalidStateError):
-                pass  # the exporter ended the stream first: what it ended with is for replies() to read
-
-        replied = anyio.Event()
-        refused: list[TypeError] = []
-
-        async def replies() -> None:
-            try:
-                await read_replies()
-            except grpc.RpcError as err:  # raised after the task group, not wrapped in its ExceptionGroup
-                ended.append(err)
-
-        ended: list[grpc.RpcError] = []
-
-        async def read_replies() -> None:
-            """Bytes the driver sends back (a dump into ``source``), until the exporter ends the stream."""
-            send = getattr(source, "send", None)
-            while (frame := await call.read()) is not grpc.aio.EOF:
-                if frame.frame_type != DATA:
-                    break  # GOAWAY: the driver is done with it
-                if not frame.payload:
-                    continue
-                if send is None:
-                    refused.append(
-                        TypeError(
-                            f"{target}: the driver sent bytes back, but the source "
-                            f"({type(source).__name__}) can't take them: pass a stream with send()"
-                        )
-                    )
-                    break
-                await send(frame.payload)
-            with suppress(AttributeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                await source.send_eof()
-            replied.set()
-
-        failed: BaseException | None = None
-        try:
-            async with anyio.create_task_group() as uploading:
-                uploading.start_soon(upload)
-                uploading.start_soon(replies)
-                try:
-                    yield handle
-                except BaseException as exc:  # raised again below, not wrapped in the task group's ExceptionGroup
-                    failed = exc
-                else:
-                    # The calls given the handle have returned; the exporter ends the stream once it has sent what
-                    # the driver sent back (a peer that never ends it gets this long). A handle given to no call
-                    # has nothing to wait for.
-                    if handle.get("uuid") in self._handed:
-                        with anyio.move_on_after(REPLY_GRACE):
-                            await replied.wait()
-                uploading.cancel_scope.cancel()  # what the driver didn't read is not sent
-        except grpc.RpcError as err:
-            raise self._error(target, "resource")(err) from None
-        finally:
-            call.cancel()
-            self._handed.discard(handle.get("uuid"))
-            if hasattr(source, "aclose"):  # as upstream's client does: a file written by a dump is flushed here
-                with anyio.CancelScope(shield=True):
-                    await source.aclose()
-        if failed is not None:
-            raise failed
-        if ended:
-            raise self._error(target, "resource")(ended[0]) from None
-        if refused:
-            raise refused[0]
-
-
-UPLOAD_CHUNK = 64 * 1024
+        return upload(self, uuid, target, source, content_encoding)
 
 
 def _listening(target: str) -> bool:
@@ -645,63 +533,6 @@ def accepts_connections(target: str, timeout: float = 0.5) -> bool | None:
     except OSError:
         return None
     return True
-
-
-def upload_source(source: Any, target: str) -> Any:
-    """What ``resource_async()`` uploads from.
-
-    An anyio byte stream or an async iterable of bytes is taken as it is; from ordinary test code also
-    bytes, a path (``str`` or ``os.PathLike``) and a file opened in binary mode, read in a worker thread.
-    Anything else is refused here, naming its type, before the upload starts.
-    """
-    if hasattr(source, "receive") or hasattr(source, "__aiter__"):
-        return source
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_bytes(bytes(source))
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            os.stat(source)  # a missing file fails here, before anything is sent
-        except OSError as exc:
-            raise FileNotFoundError(f"{target}: can't upload {os.fspath(source)!r}: {exc.strerror}") from None
-        return file_chunks(source)
-    if isinstance(source, io.TextIOBase):
-        raise TypeError(f"{target}: can't upload a file opened as text ({source!r}): open it in binary mode, 'rb'")
-    if callable(getattr(source, "read", None)):
-        return file_chunks(source)
-    raise TypeError(
-        f"{target}: can't upload a {type(source).__name__}: pass bytes, a path, a file opened with 'rb', "
-        "or an async byte stream"
-    )
-
-
-async def _from_bytes(data: bytes) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), UPLOAD_CHUNK):
-        yield data[start : start + UPLOAD_CHUNK]
-
-
-async def file_chunks(file: Any) -> AsyncGenerator[bytes, None]:
-    """A binary file's bytes, a chunk at a time, read in a worker thread. ``file`` is a path (opened here, and
-    closed when the generator ends or is closed: resource_async() closes it) or a file opened 'rb' (left open:
-    the caller's)."""
-    if isinstance(file, (str, os.PathLike)):
-        async with await anyio.open_file(file, "rb") as opened:
-            async for chunk in file_chunks(opened.wrapped):
-                yield chunk
-        return
-    while chunk := await anyio.to_thread.run_sync(file.read, UPLOAD_CHUNK):
-        yield chunk
-
-
-async def chunks_of(source: Any) -> AsyncIterator[bytes]:
-    """The chunks of an upload's source: an anyio byte stream, or an async iterable of bytes."""
-    if hasattr(source, "receive"):
-        try:
-            while True:
-                yield await source.receive()
-        except anyio.EndOfStream:
-            return
-    async for chunk in source:
-        yield chunk
 
 
 def _where(target: str, method: str) -> str:

@@ -27,8 +27,8 @@ from anyio.abc import ObjectStream
 
 from jumpstarter.client.adapters import blocking
 from jumpstarter.client.base import DriverClient
-from jumpstarter.client.connection import file_chunks
 from jumpstarter.client.decorators import driver_click_group
+from jumpstarter.client.uploads import file_chunks
 from jumpstarter.extras import missing_extra
 
 try:
