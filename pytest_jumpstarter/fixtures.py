@@ -3,22 +3,20 @@
 An export's fixture gives the client of that export on the exporter the test leased, or, where the test's
 ``@pytest.mark.jumpstarter_mock`` names it, the client of a driver served in-process (a driver below an
 export is mocked by its path, ``**{"board.power": MockPower}``). In matrix mode a test runs once per
-exporter that fits it. Set-up checks turn silent mistakes into errors: a mock keyword no fixture of the
-test uses, an export name misspelt, a child's name used as an export's.
+exporter that fits it. The mocks are served by mock.py; the set-up checks are checks.py's.
 """
 
 from __future__ import annotations
 
 import types
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from functools import partial
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from jumpstarter.common.hints import closest
-from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, fixture_definitions
+from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT
+from pytest_jumpstarter.mock import mock_children, mocked
 
 if TYPE_CHECKING:
     from jumpstarter.client.connection import Connection
@@ -68,7 +66,7 @@ class Fixtures:
 
     def _export_fixture(self, name: str):
         def export(request: pytest.FixtureRequest, jumpstarter_target: str | None):
-            client = self._mock(name, request)
+            client = mocked(name, request, self.reporting.record)
             if client is None and self.replayer:
                 client = self.replayer.client(name, request)
                 client.connection.observers.append(self.reporting.record)
@@ -79,7 +77,7 @@ class Fixtures:
                         f"export {name!r} is only mocked ({MOCK_MARKER}) for other tests; this one has no mock", False
                     )
                 client = self._tree(claim.chosen[name], name, request)
-            self._mock_children(name, client, request)
+            mock_children(name, client, request, self.reporting.record)
             return client
 
         providers = [e.describe() for e in self.lab.exporters if name in e.exports]
@@ -141,46 +139,6 @@ class Fixtures:
                 if detach:
                     detach()
 
-    # Mocks -------------------------------------------------------------------------------------
-
-    def _mock(self, name: str, request: pytest.FixtureRequest):
-        for marker in request.node.iter_markers(MOCK_MARKER):
-            if name in marker.kwargs:
-                return self._serve_mock(marker.kwargs[name], request)
-        return None
-
-    def _serve_mock(self, driver: Any, request: pytest.FixtureRequest):
-        """``driver`` (a Driver, or a factory of one) served in-process until the test's fixtures end."""
-        from jumpstarter.driver import Driver
-        from jumpstarter.inprocess import serve
-
-        driver = driver if isinstance(driver, Driver) else driver()
-        stack = ExitStack()
-        client = stack.enter_context(serve(driver))
-        request.addfinalizer(stack.close)
-        client.connection.observers.append(self.reporting.record)
-        return client
-
-    def _mock_children(self, name: str, client: Any, request: pytest.FixtureRequest) -> None:
-        """Mocks of drivers below export ``name`` (``jumpstarter_mock(**{"dut.power": MockPower})``): for this
-        test, the child's client is the mock's, in the export's client (real or mocked) it is a child of."""
-        mocks: dict[str, Any] = {}
-        for marker in request.node.iter_markers(MOCK_MARKER):  # the closest marker wins
-            for key, driver in marker.kwargs.items():
-                if key.startswith(f"{name}."):
-                    mocks.setdefault(key, driver)
-        for path, driver in mocks.items():
-            parent = client
-            *between, last = path.split(".")[1:]
-            try:
-                for step in between:
-                    parent = parent.children[step]
-                original = parent.children[last]
-            except KeyError:
-                pytest.fail(f"@pytest.mark.{MOCK_MARKER}: {path!r}: {name!r} has no such child", pytrace=False)
-            parent.children[last] = self._serve_mock(driver, request)
-            request.addfinalizer(partial(parent.children.__setitem__, last, original))
-
     # Hooks ---------------------------------------------------------------------------------------
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -199,55 +157,6 @@ class Fixtures:
         names = [e.name for e in lab.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]
         if names:  # none fits: unparametrized, the test fails at set-up saying why
             metafunc.parametrize(TARGET, names, ids=names, indirect=True, scope=lab.scope)
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self._check_mocks(item)
-        self._check_names(item)
-
-    def _check_mocks(self, item: pytest.Item) -> None:
-        """Every jumpstarter_mock keyword of a test names an export it uses, or a driver below one: a mock
-        that would be ignored (and the real driver driven instead) is an error."""
-        used = set(getattr(item, "fixturenames", ()))
-        for node, marker in item.iter_markers_with_node(MOCK_MARKER):
-            if node is not item:  # a module's or class's mock applies to those of its tests that use it
-                continue
-            for key in marker.kwargs:
-                if key.split(".")[0] in used:
-                    continue
-                below = self._paths_ending(key)
-                hint = f"; to mock a child, name its path: {', '.join(below)}" if below else ""
-                exports = sorted(used & self.names) or ["none"]
-                pytest.fail(
-                    f"@pytest.mark.{MOCK_MARKER}({key}=...): this test uses no export {key!r}{hint} "
-                    f"(the exports it uses: {', '.join(exports)})",
-                    pytrace=False,
-                )
-
-    def _check_names(self, item: pytest.Item) -> None:
-        """A fixture nobody defines whose name is close to an export's, or is a child's: say which export.
-        Any other unknown name is left to pytest's own "fixture not found", with its list."""
-        provided = self.lab.provided()
-        if not provided:
-            return  # no exporters: pytest's error stands, and the report adds a hint (reporting.py)
-        for name in getattr(item, "fixturenames", ()):
-            if name == "request" or fixture_definitions(item, name):
-                continue
-            below = self._paths_ending(name)
-            close = closest(name, provided)
-            if not below and close is None:
-                continue
-            where = "; ".join(f"{e.name}: {', '.join(e.exports) or 'none'}" for e in self.lab.exporters)
-            if below:
-                pytest.fail(
-                    f"{name!r} is not an export but a child of one: use {' or '.join(below)} (exports: {where})",
-                    pytrace=False,
-                )
-            pytest.fail(f"no exporter provides export {name!r}; did you mean {close!r}? (exports: {where})", False)
-
-    def _paths_ending(self, name: str) -> list[str]:
-        """The paths of drivers below the exports whose own name is ``name`` ("power": "board.power")."""
-        return sorted({path for e in self.lab.exporters for path in e.descendants if path.endswith(f".{name}")})
 
 
 def _target(request: pytest.FixtureRequest) -> str | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_jumpstarter.mock import MOCK_MARKER
 from pytest_jumpstarter.records import LeaseRecord
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from pytest_jumpstarter.pool import Claim
 
 MARKER = "exporter"  # @pytest.mark.exporter(*exports, **labels)
-MOCK_MARKER = "jumpstarter_mock"  # the exports a test mocks take no lease
 ROOT = "exporter"  # the fixture of the leased exporter's root client
 EXPORT_ATTRIBUTE = "_jumpstarter_export"  # on our fixtures' functions: the export's name (None: the root)
 CLAIMS = pytest.StashKey[dict]()  # on the node of a fixture scope: matrix target -> its Claim

@@ -20,6 +20,7 @@ import pytest
 
 from jumpstarter.utils.env import set_fallback as set_env_fallback
 from pytest_jumpstarter import launch, redaction, settings
+from pytest_jumpstarter.checks import SetupChecks
 from pytest_jumpstarter.fixtures import Fixtures
 from pytest_jumpstarter.lab import LAB, Lab
 from pytest_jumpstarter.leasing import MARKER as EXPORTER_MARKER
@@ -73,6 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
         manager.register(replayer, "jumpstarter-replayer")
     fixtures = Fixtures(lab, leasing, reporting, recorder, replayer)
     manager.register(fixtures, "jumpstarter-fixtures")
+    manager.register(SetupChecks(lab, fixtures.names), "jumpstarter-checks")
     if lab.exporters or replayer:
         set_env_fallback(fixtures.env)
     manager.register(Handoff(lab.exporters), "jumpstarter-xdist")
