@@ -1,10 +1,11 @@
 """Secrets out of recordings, which are committed to git; and replay's matching of what was redacted.
 
-At record time, each test's steps are redacted before they leave the test (README, "What a recording keeps
-secret"): in arguments, results, generator items and error messages, whatever ``jumpstarter.common.secrets``
-knows to carry a credential (a URL's query and userinfo, Authorization and Bearer/Basic/Token values, the text
-values of keys named like secrets), the exporter's address and passphrase wherever they appear, and the
-arguments a test declares secret with ``@pytest.mark.jumpstarter_secret("board.login:1", "board.set_key")``.
+At record time, each test's steps are redacted before they leave the test (docs/record-replay.md, "What a
+recording keeps secret"): in arguments, results, generator items and error messages, whatever
+``jumpstarter.common.secrets`` knows to carry a credential (a URL's query and userinfo, Authorization and
+Bearer/Basic/Token values, the text values of keys named like secrets), the exporter's address and passphrase
+wherever they appear, and the arguments a test declares secret with
+``@pytest.mark.jumpstarter_secret("board.login:1", "board.set_key")``.
 Byte-stream traffic is kept as it was (replay compares it byte for byte).
 
 At replay, a recorded value holding ``[REDACTED]`` matches whatever the test passes there: ``[REDACTED]`` alone

@@ -1,4 +1,4 @@
-"""The shape a recording file must have (README, "Recording files"), checked before replay trusts it.
+"""The shape a recording file must have (docs/record-replay.md, "Recording files"), checked before replay trusts it.
 
 A recording may come from a merge, a hand edit or a hostile pull request: each value replay will use is checked
 for its type here, so that a damaged file is refused naming the file, the test and the step, instead of failing

@@ -209,8 +209,8 @@ def test_lookahead_n_runs_at_most_n_ahead_of_what_the_client_took():
 
 
 def test_default_lookahead_runs_ahead():
-    """What README's "Generators" says: without a declared lookahead a generator runs on while the transport takes
-    its items (the client stops after two; the generator got further)."""
+    """What docs/drivers.md says of generators: without a declared lookahead a generator runs on while the
+    transport takes its items (the client stops after two; the generator got further)."""
     driver = Lines()
     with serve(driver) as client:
         lines = client.streamingcall("lines")

@@ -45,7 +45,8 @@ def test_readme_pytest_examples_pass_as_written(pytester, exporter):
 
 @pytest.mark.parametrize("check", [["check"], ["format", "--check"]], ids=["check", "format"])
 def test_readme_pytest_examples_pass_the_projects_lint(check):
-    """A reader who saves an example in this clone keeps `scripts/lint.sh`, which `scripts/test.sh` runs first, clean."""
+    """A reader who saves an example in this clone keeps `scripts/lint.sh` (which `scripts/test.sh` runs first)
+    clean."""
     ruff = [sys.executable, "-m", "ruff", *check, "--config", str(ROOT / "pyproject.toml"), "--no-cache"]
     findings = []
     for path, code in readme_files().items():

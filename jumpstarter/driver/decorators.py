@@ -25,7 +25,7 @@ def export(*, lookahead: int | None = None) -> Callable[[F], F]: ...
 def export(func: F | None = None, /, *, lookahead: int | None = None) -> F | Callable[[F], F]:
     """Let clients call this method by name. Generators are served as streaming calls.
 
-    A generator runs ahead of the client by default (see README, "Generators"); one that consumes what it
+    A generator runs ahead of the client by default (see docs/drivers.md, "Generators"); one that consumes what it
     yields (a device's console lines) says how far it may: ``@export(lookahead=0)`` produces an item only
     once the client asks for it, ``lookahead=N`` at most N items beyond those the client has taken.
     """

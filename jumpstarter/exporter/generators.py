@@ -8,7 +8,7 @@ item number p it waits until p <= ``allowed``, which the call raises with ``allo
 - a paced call (our client, a method that declared ``@export(lookahead=N)``): the items the client has
   asked for, plus N. With N = 0 an item is produced only once the client asks for it;
 - any other call: the items handed to gRPC, plus one (the item being sent), plus the lookahead. The
-  client can't say what it took, and gRPC's buffers hold more on the way (see README, "Generators").
+  client can't say what it took, and gRPC's buffers hold more on the way (see docs/drivers.md, "Generators").
 
 Whatever the call allows, the producer holds at most ``BUFFER_ITEMS`` items or ``BUFFER_BYTES`` bytes that
 it has produced and the call hasn't handed to gRPC yet (an item bigger than that goes alone): a client that
