@@ -122,7 +122,8 @@ class Exporter:
         """Mark it gone (ConnectError) if it is known dead: its process ended (``dying``: seconds to give one that
         is ending), or nothing listens at its address any more. A frozen or busy exporter still takes connections."""
         if accepts_connections(connection.target) is False:
-            self.exit_code(wait=dying)  # a dying exporter's socket closes a moment before its process ends
+            # A dying exporter's socket closes a moment before its process ends: give it DYING s to say how it ended.
+            self.exit_code(wait=max(dying, DYING))
             self.gone = f"exporter {self.name} can't be reached: nothing listens at {connection.address}: {exc}"
         self.gone = self.failure() or self.gone
         if self.gone:

@@ -274,10 +274,13 @@ from jumpstarter.client.connection import Connection
 from jumpstarter.client.lease import try_lease
 
 address, uid, gid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# The channel is made while still root: gRPC imports modules as it makes one, and the checkout (a CI clone under
+# a private folder) may be unreadable to the other user. The lock file is made by try_lease, as the other user.
+connection = Connection(address)
 os.setgroups([])
 os.setgid(gid)
 os.setuid(uid)  # from here on, another user: the modules are loaded (root's interpreter is private to root)
-taken = try_lease(Connection(address), f"uid {uid}")
+taken = try_lease(connection, f"uid {uid}")
 print(type(taken).__name__, taken, flush=True)
 sys.stdin.read()  # held until the test closes standard input
 """
