@@ -14,7 +14,7 @@ import sys
 import threading
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import anyio
 from anyio import to_thread
@@ -109,8 +109,9 @@ def exporter_labels(config: ExporterConfig) -> dict[str, str]:
 
 async def _run(
     config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None, limits: Limits
-) -> int:
-    """Serve until SIGINT or SIGTERM, then close every driver; how many failed to close.
+) -> tuple[int, bool]:
+    """Serve until SIGINT or SIGTERM (or a failed hook whose onFailure is exit), then close every driver; how many
+    failed to close, and whether a hook stopped it.
 
     A signal while the drivers are made (a slow one opening its hardware) lets the one being made finish, makes no
     other, and closes those made."""
@@ -124,14 +125,27 @@ async def _run(
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # from now on: a signal no longer kills, it stops
         loop.add_signal_handler(signum, on_signal, signum)
+    exited: list[str] = []
+
+    def on_exit(why: str) -> None:  # a hook with onFailure exit failed
+        _say(f"jumpstarter: {why}\njumpstarter: stopping: the hook's onFailure is exit")
+        exited.append(why)
+        stopped.set()
+
+    holders = None
+    if config.hooks:
+        from jumpstarter.exporter.holders import Holders
+
+        holders = Holders(config.hooks, on_exit)
     try:
         try:
             root = await to_thread.run_sync(config.instantiate, stop)
         except BuildStopped:
-            return 0  # those made are closed
+            return 0, False  # those made are closed
         try:
             labels = exporter_labels(config)
-            async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls, limits=limits) as where:
+            options: dict[str, Any] = {"passphrase": passphrase, "labels": labels, "tls": tls, "limits": limits}
+            async with serving(root, address, holders=holders, **options) as where:
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
                 print(f"{READY} {config.source} at {where}", flush=True)
                 await stopped.wait()
@@ -140,7 +154,7 @@ async def _run(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    return len(failures)
+    return len(failures), bool(exited)
 
 
 def export_tree(config: ExporterConfig) -> str:
@@ -193,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
-        failed = anyio.run(_run, config, address, passphrase, tls, limits)
+        failed, hook_exit = anyio.run(_run, config, address, passphrase, tls, limits)
     except ConfigError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2
@@ -206,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         _say(f"jumpstarter: {failed} driver{'s' if failed > 1 else ''} failed to close (see above)")
         return 1
-    return 0
+    return 1 if hook_exit else 0
 
 
 def _limits(args: argparse.Namespace) -> Limits:

@@ -17,6 +17,7 @@ import yaml
 
 from jumpstarter.common.hints import closest, did_you_mean
 from jumpstarter.common.importing import ImportFailed, ModuleMissing, NameMissing, NotAClassPath, import_class
+from jumpstarter.config.hooks import Hooks, parse_hooks
 from jumpstarter.driver.base import Composite, Driver, close_drivers, exported_methods
 from jumpstarter.errors import ConfigError
 from jumpstarter.signature import ArgumentError, convert
@@ -24,7 +25,7 @@ from jumpstarter.signature import ArgumentError, convert
 API_VERSION = "jumpstarter.dev/v1alpha1"
 KIND = "ExporterConfig"
 # Upstream keys we accept. tls and grpcOptions configure upstream's controller connection, failureDetection
-# its restart loop; hooks are refused with a reason rather than left silently unrun.
+# its restart loop (both ignored here); hooks are run by the exporter (jumpstarter.config.hooks).
 TOP_KEYS = {
     *("apiVersion", "kind", "metadata", "endpoint", "token", "tls", "grpcOptions", "export", "description"),
     *("hooks", "failureDetection"),
@@ -92,6 +93,7 @@ class ExporterConfig:
     endpoint: str = ""
     token: str = ""
     warnings: list[str] = field(default_factory=list)
+    hooks: Hooks = field(default_factory=Hooks)
 
     @classmethod
     def load(cls, path: str | Path) -> ExporterConfig:
@@ -189,13 +191,7 @@ class Parser:
         if meta:
             self.check_keys(meta, METADATA_KEYS, "metadata")
         labels = self.string_map(meta.get("labels"), "metadata.labels", getattr(meta, "lines", {}).get("labels", 0))
-        if "hooks" in doc:
-            raise self.error(
-                doc.lines["hooks"],
-                "'hooks': upstream's beforeLease/afterLease hooks are not run by this runtime; remove them "
-                "and do those steps in the pytest plugin's pytest_jumpstarter_lease_acquired/_released hooks "
-                "(or a fixture)",
-            )
+        hooks = parse_hooks(doc.get("hooks"), doc.lines.get("hooks", 0), self.error)
         if "failureDetection" in doc:
             self.warnings.append(
                 f"{self.source}: 'failureDetection' configures upstream's restart loop; it is ignored here"
@@ -220,6 +216,7 @@ class Parser:
             endpoint=endpoint,
             token=token,
             warnings=self.warnings,
+            hooks=hooks,
         )
 
     def entry(self, name: Any, path: str, node: Any, line: int) -> DriverEntry:

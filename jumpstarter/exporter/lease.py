@@ -26,6 +26,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -34,6 +35,9 @@ from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.loglimit import LogQuota
 from jumpstarter.exporter.threaded import Stragglers
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
+
+if TYPE_CHECKING:
+    from jumpstarter.exporter.holders import Holders
 
 # The RPCs that stay open to everyone while the exporter is leased: they read, or they are the leasing itself.
 # Every other RPC, a new one included, is refused without the lease (deny by default).
@@ -90,9 +94,15 @@ class _SessionEnd:
 class Leases(lease_pb2_grpc.LeaseServiceServicer):
     """The lease of one exporter, and a record of past ones (the newest ``keep``)."""
 
-    def __init__(self, keep: int = 10_000, stragglers: Stragglers | None = None) -> None:
+    def __init__(
+        self, keep: int = 10_000, stragglers: Stragglers | None = None, holders: Holders | None = None
+    ) -> None:
         """``stragglers``: the exporter's calls that run on after their caller gave up (a client's call timeout):
-        while one runs, the board is busy, and nobody takes the lease."""
+        while one runs, the board is busy, and nobody takes the lease. ``holders``: the config's hooks, run as the
+        board changes holder (jumpstarter.exporter.holders)."""
+        self.holders = holders
+        if holders is not None:
+            holders.leases = self
         self.current: lease_pb2.LeaseRecord | None = None
         self.records: deque[lease_pb2.LeaseRecord] = deque(maxlen=keep)
         self._released = asyncio.Event()  # set to end the current Lease call (each lease makes its own)
@@ -216,11 +226,21 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         # No await from here on: one event loop, no race.
         now, current, session = time.time(), self.current, who if isinstance(who, _SessionEnd) else None
         current_id = current.lease_id if current is not None else None
+        hooks: list[lease_pb2.HookRun] = []
+        failed = self.holders.refusal(who, request.holder) if self.holders is not None else None
+        if failed is not None:  # its beforeLease hook failed (endLease, exit), or the exporter stops for a hook
+            self._waiters.pop(who, None)
+            return None, failed
         if current is not None and self._kept and self._session is session and session is not None:
             lease_id = current.lease_id  # kept for this session: granted at once, with the same id
             now = max(current.granted, min(request.at or now, now))  # taken a moment ago, maybe
         elif current is not None or self._handed_elsewhere(who, now) or self.stragglers.running:
             return None, self._refuse(who, request.holder, now)
+        elif self.holders is not None:  # a hook may run first: the board is the hook's, and this taker waits
+            granted, lease_id = self.holders.free_for(who, request.holder)
+            if not granted:
+                return None, self._refuse(who, request.holder, now)
+            hooks = self.holders.ran_for(who, self._waiters.get(who, (now,))[0])
         else:
             lease_id = secrets.token_hex(16)  # 128 random bits: nobody guesses it
         if session is not None:  # told again if someone (still) waits: a notice may have crossed a kept take
@@ -235,7 +255,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
         (session.log.info if session is not None else log.info)(
             "lease %s taken by %s", handle(record.lease_id), record.holder
         )
-        return record, lease_pb2.LeaseResponse(lease_id=record.lease_id, keeps=session is not None and session.keeps)
+        keeps = session is not None and session.keeps
+        return record, lease_pb2.LeaseResponse(lease_id=record.lease_id, keeps=keeps, hooks=hooks)
 
     def _next_take(self) -> None:
         """Wake the calls that wait for a take (see ``refusal``): they ask again."""
@@ -303,9 +324,36 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             self.current = lease_pb2.LeaseRecord(lease_id=record.lease_id, holder=holder, granted=record.released)
             self._kept = True
             return
+        owner = self._session if self._session is not None else record.holder
         self.current, self._session, self._kept, self._takes = None, None, False, 0
         self._next_take()
+        if self.holders is not None and self.holders.ended(owner):
+            return  # its afterLease hook runs: the board is the hook's until it ends
         self._hand_over(record.released)
+
+    def hook_holds(self, record: lease_pb2.LeaseRecord) -> None:
+        """A hook runs: the board is its own (``record``: a lease whose id only the hook's calls carry)."""
+        record.granted = time.time()
+        self.current, self._session, self._kept, self._takes = record, None, False, 0
+        self._next_take()
+
+    def hook_done(self, to: object | None) -> None:
+        """The hook has ended: the board is free, handed to ``to`` (the taker it ran for), else to whoever waits
+        longest."""
+        self.current = None
+        self._next_take()
+        now = time.time()
+        if to is None or not (isinstance(to, (str, _SessionEnd))):
+            self._hand_over(now)
+            return
+        self._handed = (to, now + _patience(to))
+        if isinstance(to, _SessionEnd):
+            to.notify(lease_pb2.LeaseResponse(handed=True, wanted=True))
+
+    async def close(self) -> None:
+        """The exporter stops: a running hook is killed, with its children."""
+        if self.holders is not None:
+            await self.holders.close()
 
     def _hand_over(self, now: float) -> None:
         """Hand the freed exporter for a moment to whoever waits longest (and still waits)."""

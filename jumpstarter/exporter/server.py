@@ -7,7 +7,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -22,6 +22,9 @@ from jumpstarter.exporter.limits import Limits
 from jumpstarter.exporter.session import Session
 from jumpstarter.v1 import jumpstarter_pb2_grpc, lease_pb2_grpc, paced_pb2_grpc
 from jumpstarter.values import MAX_DEPTH
+
+if TYPE_CHECKING:
+    from jumpstarter.exporter.holders import Holders
 
 log = logging.getLogger("jumpstarter.exporter")
 
@@ -242,17 +245,20 @@ async def serving(
     tls: tuple[bytes, bytes] | None = None,
     session: Session | None = None,
     limits: Limits | None = None,
+    holders: Holders | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``root`` at ``address`` until the block ends; yields the address clients use.
 
     A TCP address with port 0 gets a free port, reported in the yielded address. ``tls`` is the
     server's certificate chain and private key (PEM) to serve TLS with; None serves plain gRPC.
-    ``limits``: what clients may make the exporter hold (default: ``Limits.from_env()``).
+    ``limits``: what clients may make the exporter hold (default: ``Limits.from_env()``). ``holders``: the
+    config's hooks, run as the board changes holder (killed, with their children, when the block ends).
     Leaving the block stops the server; closing the drivers is the caller's job.
     """
     limits = limits or (session.limits if session is not None else Limits.from_env())
     session = session or Session(root, labels, limits=limits)
-    leases = Leases(stragglers=session.stragglers)
+    leases = Leases(stragglers=session.stragglers, holders=holders)
+    session.holders = holders
     tune_allocator()  # large values: see jumpstarter.common.memory
     options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
     server = grpc.aio.server(options=options)
@@ -274,8 +280,13 @@ async def serving(
         target = f"{target.rsplit(':', 1)[0]}:{port}"
     await server.start()
     session.start_logging()
+    if holders is not None:
+        from jumpstarter.exporter.hooks import Where
+
+        holders.where = Where(target, passphrase, tls is not None)
     try:
         yield target
     finally:
+        await leases.close()
         session.stop_logging()
         await server.stop(grace=1)

@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jumpstarter.common.frames import RAW, REQUESTS
 from jumpstarter.common.secrets import redact
 from jumpstarter.common.textcalls import TextCall, TextReply, reply
-from jumpstarter.common.wire import BATCH_KEY, RAW_KEY
+from jumpstarter.common.wire import BATCH_KEY, LEASE_KEY, RAW_KEY
 from jumpstarter.driver.base import Driver, Exported, close_drivers, exported_methods
 from jumpstarter.driver.decorators import CALL, STREAM, STREAMING
 from jumpstarter.exporter.batches import asked_too_much, close_with_call, responses
@@ -73,6 +73,7 @@ class Session(
         self.uploads = Uploads(self.limits)
         self.stragglers = Stragglers()  # sync calls running on after their caller gave up: the board is busy
         self.status: int = common_pb2.EXPORTER_STATUS_LEASE_READY
+        self.holders: Any = None  # the config's hooks (jumpstarter.exporter.holders): their status, if any
         self.labels = dict(labels or {})
         self.drivers: dict[str, Driver] = {}
         self.paths: dict[str, str] = {}  # uuid -> dotted export path, for messages
@@ -270,15 +271,23 @@ class Session(
     async def GetStatus(
         self, request: jumpstarter_pb2.GetStatusRequest, context: ServicerContext
     ) -> jumpstarter_pb2.GetStatusResponse:
+        if self.holders is None:
+            return jumpstarter_pb2.GetStatusResponse(
+                status=self.status,  # type: ignore[arg-type]  # an enum field takes its number; the stub wants the enum
+                message="direct mode",
+                status_version=1,
+            )
+        leased = bool(dict(context.invocation_metadata() or ()).get(LEASE_KEY))
+        status, message, version, previous = self.holders.get_status(leased, context.peer())
         return jumpstarter_pb2.GetStatusResponse(
-            status=self.status,  # type: ignore[arg-type]  # an enum field takes its number; the stub wants the enum
-            message="direct mode",
-            status_version=1,
+            status=status, message=message, status_version=version, previous_status=previous
         )
 
     async def EndSession(
         self, request: jumpstarter_pb2.EndSessionRequest, context: ServicerContext
     ) -> jumpstarter_pb2.EndSessionResponse:
+        if self.holders is not None and not dict(context.invocation_metadata() or ()).get(LEASE_KEY):
+            self.holders.end_session()
         return jumpstarter_pb2.EndSessionResponse(success=True)
 
     # RouterService -----------------------------------------------------------

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from jumpstarter.client.base import DriverClient
 
 # The variables upstream's `jmp shell` sets for its command (our `jumpstarter shell` sets the same).
+HOOK_LEASE = "JUMPSTARTER_LEASE"  # set by an exporter for its hooks (jumpstarter.exporter.hooks)
 JUMPSTARTER_HOST = "JUMPSTARTER_HOST"
 JMP_GRPC_PASSPHRASE = "JMP_GRPC_PASSPHRASE"
 JMP_GRPC_INSECURE = "JMP_GRPC_INSECURE"
@@ -64,4 +65,7 @@ def env() -> Iterator[DriverClient]:
         )
     passphrase = os.environ.get(JMP_GRPC_PASSPHRASE) or None
     with connect(host, passphrase=passphrase, tls=shell_tls(host)) as client:
+        lease = os.environ.get(HOOK_LEASE, "")
+        if lease:  # a hook of the exporter's config: its calls carry the hook's lease (the board is the hook's)
+            client.connection.hold(lease)
         yield client

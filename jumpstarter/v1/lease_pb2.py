@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajumpstarter/v1/lease.proto\x12\x12jumpstarter.hil.v1\"8\n\x0cLeaseRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"~\n\rLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\r\n\x05since\x18\x03 \x01(\x01\x12\r\n\x05keeps\x18\x04 \x01(\x08\x12\x0e\n\x06wanted\x18\x05 \x01(\x08\x12\x0e\n\x06handed\x18\x06 \x01(\x08\x12\r\n\x05hurry\x18\x07 \x01(\x08\"<\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"\xf9\x01\n\x13LeaseSessionRequest\x12\x30\n\x04take\x18\x01 \x01(\x0b\x32 .jumpstarter.hil.v1.LeaseRequestH\x00\x12\x35\n\x07release\x18\x02 \x01(\x0b\x32\".jumpstarter.hil.v1.ReleaseRequestH\x00\x12\x36\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32%.jumpstarter.hil.v1.LeaseSessionBatchH\x00\x12\x37\n\x0cstop_waiting\x18\x04 \x01(\x0b\x32\x1f.jumpstarter.hil.v1.StopWaitingH\x00\x42\x08\n\x06\x61\x63tion\"\r\n\x0bStopWaiting\"N\n\x11LeaseSessionBatch\x12\x39\n\x08requests\x18\x01 \x03(\x0b\x32\'.jumpstarter.hil.v1.LeaseSessionRequest\"\x11\n\x0fReleaseResponse\"\x12\n\x10GetLeasesRequest\"a\n\x0bLeaseRecord\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07granted\x18\x03 \x01(\x01\x12\x10\n\x08released\x18\x04 \x01(\x01\x12\r\n\x05\x65nded\x18\x05 \x01(\t\"D\n\x11GetLeasesResponse\x12/\n\x06leases\x18\x01 \x03(\x0b\x32\x1f.jumpstarter.hil.v1.LeaseRecord2\xec\x02\n\x0cLeaseService\x12N\n\x05Lease\x12 .jumpstarter.hil.v1.LeaseRequest\x1a!.jumpstarter.hil.v1.LeaseResponse0\x01\x12R\n\x07Release\x12\".jumpstarter.hil.v1.ReleaseRequest\x1a#.jumpstarter.hil.v1.ReleaseResponse\x12^\n\x0cLeaseSession\x12\'.jumpstarter.hil.v1.LeaseSessionRequest\x1a!.jumpstarter.hil.v1.LeaseResponse(\x01\x30\x01\x12X\n\tGetLeases\x12$.jumpstarter.hil.v1.GetLeasesRequest\x1a%.jumpstarter.hil.v1.GetLeasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ajumpstarter/v1/lease.proto\x12\x12jumpstarter.hil.v1\"8\n\x0cLeaseRequest\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"\xaa\x01\n\rLeaseResponse\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\r\n\x05since\x18\x03 \x01(\x01\x12\r\n\x05keeps\x18\x04 \x01(\x08\x12\x0e\n\x06wanted\x18\x05 \x01(\x08\x12\x0e\n\x06handed\x18\x06 \x01(\x08\x12\r\n\x05hurry\x18\x07 \x01(\x08\x12*\n\x05hooks\x18\x08 \x03(\x0b\x32\x1b.jumpstarter.hil.v1.HookRun\"|\n\x07HookRun\x12\x0c\n\x04hook\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\x01\x12\r\n\x05\x65nded\x18\x04 \x01(\x01\x12\x0f\n\x07\x66\x61ilure\x18\x05 \x01(\t\x12\x12\n\non_failure\x18\x06 \x01(\t\x12\x0e\n\x06output\x18\x07 \x01(\t\"<\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\x12\n\n\x02\x61t\x18\x03 \x01(\x01\"\xf9\x01\n\x13LeaseSessionRequest\x12\x30\n\x04take\x18\x01 \x01(\x0b\x32 .jumpstarter.hil.v1.LeaseRequestH\x00\x12\x35\n\x07release\x18\x02 \x01(\x0b\x32\".jumpstarter.hil.v1.ReleaseRequestH\x00\x12\x36\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32%.jumpstarter.hil.v1.LeaseSessionBatchH\x00\x12\x37\n\x0cstop_waiting\x18\x04 \x01(\x0b\x32\x1f.jumpstarter.hil.v1.StopWaitingH\x00\x42\x08\n\x06\x61\x63tion\"\r\n\x0bStopWaiting\"N\n\x11LeaseSessionBatch\x12\x39\n\x08requests\x18\x01 \x03(\x0b\x32\'.jumpstarter.hil.v1.LeaseSessionRequest\"\x11\n\x0fReleaseResponse\"\x12\n\x10GetLeasesRequest\"a\n\x0bLeaseRecord\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07granted\x18\x03 \x01(\x01\x12\x10\n\x08released\x18\x04 \x01(\x01\x12\r\n\x05\x65nded\x18\x05 \x01(\t\"D\n\x11GetLeasesResponse\x12/\n\x06leases\x18\x01 \x03(\x0b\x32\x1f.jumpstarter.hil.v1.LeaseRecord2\xec\x02\n\x0cLeaseService\x12N\n\x05Lease\x12 .jumpstarter.hil.v1.LeaseRequest\x1a!.jumpstarter.hil.v1.LeaseResponse0\x01\x12R\n\x07Release\x12\".jumpstarter.hil.v1.ReleaseRequest\x1a#.jumpstarter.hil.v1.ReleaseResponse\x12^\n\x0cLeaseSession\x12\'.jumpstarter.hil.v1.LeaseSessionRequest\x1a!.jumpstarter.hil.v1.LeaseResponse(\x01\x30\x01\x12X\n\tGetLeases\x12$.jumpstarter.hil.v1.GetLeasesRequest\x1a%.jumpstarter.hil.v1.GetLeasesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEASEREQUEST']._serialized_start=50
   _globals['_LEASEREQUEST']._serialized_end=106
-  _globals['_LEASERESPONSE']._serialized_start=108
-  _globals['_LEASERESPONSE']._serialized_end=234
-  _globals['_RELEASEREQUEST']._serialized_start=236
-  _globals['_RELEASEREQUEST']._serialized_end=296
-  _globals['_LEASESESSIONREQUEST']._serialized_start=299
-  _globals['_LEASESESSIONREQUEST']._serialized_end=548
-  _globals['_STOPWAITING']._serialized_start=550
-  _globals['_STOPWAITING']._serialized_end=563
-  _globals['_LEASESESSIONBATCH']._serialized_start=565
-  _globals['_LEASESESSIONBATCH']._serialized_end=643
-  _globals['_RELEASERESPONSE']._serialized_start=645
-  _globals['_RELEASERESPONSE']._serialized_end=662
-  _globals['_GETLEASESREQUEST']._serialized_start=664
-  _globals['_GETLEASESREQUEST']._serialized_end=682
-  _globals['_LEASERECORD']._serialized_start=684
-  _globals['_LEASERECORD']._serialized_end=781
-  _globals['_GETLEASESRESPONSE']._serialized_start=783
-  _globals['_GETLEASESRESPONSE']._serialized_end=851
-  _globals['_LEASESERVICE']._serialized_start=854
-  _globals['_LEASESERVICE']._serialized_end=1218
+  _globals['_LEASERESPONSE']._serialized_start=109
+  _globals['_LEASERESPONSE']._serialized_end=279
+  _globals['_HOOKRUN']._serialized_start=281
+  _globals['_HOOKRUN']._serialized_end=405
+  _globals['_RELEASEREQUEST']._serialized_start=407
+  _globals['_RELEASEREQUEST']._serialized_end=467
+  _globals['_LEASESESSIONREQUEST']._serialized_start=470
+  _globals['_LEASESESSIONREQUEST']._serialized_end=719
+  _globals['_STOPWAITING']._serialized_start=721
+  _globals['_STOPWAITING']._serialized_end=734
+  _globals['_LEASESESSIONBATCH']._serialized_start=736
+  _globals['_LEASESESSIONBATCH']._serialized_end=814
+  _globals['_RELEASERESPONSE']._serialized_start=816
+  _globals['_RELEASERESPONSE']._serialized_end=833
+  _globals['_GETLEASESREQUEST']._serialized_start=835
+  _globals['_GETLEASESREQUEST']._serialized_end=853
+  _globals['_LEASERECORD']._serialized_start=855
+  _globals['_LEASERECORD']._serialized_end=952
+  _globals['_GETLEASESRESPONSE']._serialized_start=954
+  _globals['_GETLEASESRESPONSE']._serialized_end=1022
+  _globals['_LEASESERVICE']._serialized_start=1025
+  _globals['_LEASESERVICE']._serialized_end=1389
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ class LeaseRequest(_message.Message):
     def __init__(self, holder: _Optional[str] = ..., keep: _Optional[bool] = ..., at: _Optional[float] = ...) -> None: ...
 
 class LeaseResponse(_message.Message):
-    __slots__ = ("lease_id", "holder", "since", "keeps", "wanted", "handed", "hurry")
+    __slots__ = ("lease_id", "holder", "since", "keeps", "wanted", "handed", "hurry", "hooks")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     HOLDER_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class LeaseResponse(_message.Message):
     WANTED_FIELD_NUMBER: _ClassVar[int]
     HANDED_FIELD_NUMBER: _ClassVar[int]
     HURRY_FIELD_NUMBER: _ClassVar[int]
+    HOOKS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     holder: str
     since: float
@@ -32,7 +33,26 @@ class LeaseResponse(_message.Message):
     wanted: bool
     handed: bool
     hurry: bool
-    def __init__(self, lease_id: _Optional[str] = ..., holder: _Optional[str] = ..., since: _Optional[float] = ..., keeps: _Optional[bool] = ..., wanted: _Optional[bool] = ..., handed: _Optional[bool] = ..., hurry: _Optional[bool] = ...) -> None: ...
+    hooks: _containers.RepeatedCompositeFieldContainer[HookRun]
+    def __init__(self, lease_id: _Optional[str] = ..., holder: _Optional[str] = ..., since: _Optional[float] = ..., keeps: _Optional[bool] = ..., wanted: _Optional[bool] = ..., handed: _Optional[bool] = ..., hurry: _Optional[bool] = ..., hooks: _Optional[_Iterable[_Union[HookRun, _Mapping]]] = ...) -> None: ...
+
+class HookRun(_message.Message):
+    __slots__ = ("hook", "holder", "started", "ended", "failure", "on_failure", "output")
+    HOOK_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    hook: str
+    holder: str
+    started: float
+    ended: float
+    failure: str
+    on_failure: str
+    output: str
+    def __init__(self, hook: _Optional[str] = ..., holder: _Optional[str] = ..., started: _Optional[float] = ..., ended: _Optional[float] = ..., failure: _Optional[str] = ..., on_failure: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id", "keep", "at")
