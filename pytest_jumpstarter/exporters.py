@@ -13,7 +13,7 @@ import pytest
 
 from jumpstarter.client import DriverClient, connect
 from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection, accepts_connections
-from jumpstarter.client.lease import Busy, Lease, stop_waiting, try_lease
+from jumpstarter.client.lease import Busy, HookFailed, Lease, stop_waiting, try_lease
 from jumpstarter.common.wire import NAME_LABEL, when
 from jumpstarter.config import ExporterConfig
 from jumpstarter.errors import ConnectError, JumpstarterError
@@ -93,6 +93,11 @@ class Exporter:
             return self._try_again(connection, holder)
         try:
             return try_lease(connection, holder, keep=True)  # a worker's next test needn't wait for the exporter
+        except HookFailed as exc:
+            if exc.run.on_failure == "exit":  # it stops: its other tests fail naming the hook
+                self.gone = f"exporter {self.name} stopped: its {exc.run.hook} hook failed ({exc.run.failure}), and "
+                self.gone += "its onFailure is exit"
+            raise
         except ConnectError as exc:
             self._check_alive(connection, exc, dying=DYING)
             self.unanswered, self._broke, self._tried = Unanswered(time.time(), str(exc)), time.monotonic(), 0.0

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_jumpstarter import hookruns
 from pytest_jumpstarter.mock import MOCK_MARKER
 from pytest_jumpstarter.records import LeaseRecord
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
@@ -74,6 +75,7 @@ class Leasing:
             claim = self.lab.pool.claim(needs, holder, timeout, pinned=target, notify=self.notify)
         except ClaimError as exc:
             failed, record.waited_for = str(exc), exc.waited_for
+            record.hooks = [hookruns.record(name, run) for name, run in exc.hooks]
         if failed is not None:  # failing outside the except: no chained traceback in the report
             record.released, record.error = time.time(), failed
             pytest.fail(f"jumpstarter: {failed}", pytrace=False)
@@ -81,6 +83,9 @@ class Leasing:
         exporters = list(dict.fromkeys(claim.chosen.values()))
         record.taken, record.waited_for = time.time(), claim.waited_for
         record.exporters = tuple(e.name for e in exporters)
+        for name, run in claim.hooks:  # the exporters' hooks it waited for: their output in the test's report
+            self.notify(hookruns.note(name, run))
+            record.hooks.append(hookruns.record(name, run))
 
         def release() -> None:
             claims.pop(target, None)

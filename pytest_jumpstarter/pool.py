@@ -11,8 +11,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from jumpstarter.client.lease import Busy, Lease, handovers, wait_for_handover
+from jumpstarter.client.lease import Busy, HookFailed, Lease, handovers, wait_for_handover
 from jumpstarter.errors import ConnectError
 from pytest_jumpstarter.exporters import Exporter, Unanswered
 
@@ -26,9 +27,10 @@ REPEAT_NOTICE = 30.0  # while waiting, repeat who holds what this often
 
 
 class ClaimError(Exception):
-    """No exporter can serve the claim: none fits, all are gone, or the wait timed out."""
+    """No exporter can serve the claim: none fits, all are gone, the wait timed out, or a hook failed."""
 
     waited_for: tuple[str, ...] = ()  # the exporters it found busy meanwhile
+    hooks: tuple[tuple[str, Any], ...] = ()  # (exporter, its failed hook's run)
 
 
 @dataclass
@@ -38,6 +40,11 @@ class Claim:
     chosen: dict[str | None, Exporter]
     leases: dict[Exporter, Lease] = field(default_factory=dict)
     waited_for: tuple[str, ...] = ()  # the exporters it found busy before it got these (the timeline's)
+
+    @property
+    def hooks(self) -> list[tuple[str, Any]]:
+        """(exporter name, HookRun): the exporters' hooks its leases waited for (jumpstarter.exporter.holders)."""
+        return [(e.name, run) for e, lease in self.leases.items() for run in lease.hooks]
 
     @property
     def first(self) -> Exporter:
@@ -138,6 +145,11 @@ class Pool:
                     got = exporter.try_lease(holder)
                 except ConnectError:
                     continue  # it is marked gone now; the next pass fails if nothing else remains
+                except HookFailed as exc:  # its beforeLease hook failed for this claim: the claim fails
+                    claim.release()
+                    error = ClaimError(f"exporter {exporter.name}: {exc}")
+                    error.hooks = ((exporter.name, exc.run),)
+                    raise error from None
                 if isinstance(got, (Busy, Unanswered)):  # busy, or not answering again yet: waited for
                     busy[exporter] = got
                     continue

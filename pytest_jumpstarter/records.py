@@ -32,6 +32,7 @@ class LeaseRecord:
     error: str = ""
     waited_for: tuple[str, ...] = ()  # the exporters it found busy while it waited
     test: str = ""  # the test whose set-up made the claim, and waited for it
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # the exporters' hooks it waited for (hookruns)
     sent: bool = field(default=False, compare=False, repr=False)  # already on a report
 
     @property

@@ -31,7 +31,7 @@ COLOURS = {  # outcome -> the fill of its bars
     "xpassed": "#c9a800",
     "unknown": "#5d6d7e",
 }
-WAIT_COLOUR, GONE_COLOUR = "#f0a020", "#b3261e"
+WAIT_COLOUR, GONE_COLOUR, HOOK_COLOUR = "#f0a020", "#b3261e", "#7b5cc4"
 
 CSS = """
 body { margin: 0; padding: 0 16px 24px 16px; font: 13px/1.4 "DejaVu Sans", Verdana, sans-serif; color: #222;
@@ -52,6 +52,7 @@ svg.chart { display: block; }
 .heldlabel { font-size: 10px; fill: #34495e; }
 .wait { fill: url(#waiting); stroke: #c77c00; stroke-width: 0.5; }
 .dead { fill: url(#dead); }
+.hook rect { fill: #7b5cc4; } .hook.failed rect { fill: #b3261e; }
 .gone line { stroke: #b3261e; stroke-width: 2; }
 .gone text { fill: #b3261e; font-size: 12px; font-weight: bold; }
 .legend span { display: inline-block; margin: 10px 14px 0 0; }
@@ -215,6 +216,8 @@ def _row(
             out.append(_wait(record, name, scale, top + WAIT_LANE * waits[id(record)], leases))
     for record in leases:
         out.append(_lease(run, record, name, scale, top))
+    for record in run.leases:  # the exporter's hooks the claims waited for: a stripe of their own
+        out.extend(_hook(record, hook, scale, top) for hook in record.hooks if hook["exporter"] == name)
     if gone is not None:
         x = scale.x(gone.at)
         why = f"{name} gone at {scale.rel(gone.at)}:\n{gone.why}"
@@ -275,6 +278,21 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
         out.append(_test_bar(t, exporter, scale, top, record))
     out.append("</g>\n")
     return "".join(out)
+
+
+def _hook(record: LeaseRecord, hook: dict, scale: Scale, top: int) -> str:
+    """A run of the exporter's beforeLease or afterLease hook that a claim waited for, over its wait."""
+    x1 = scale.x(hook["started"])
+    width = max(scale.x(hook["ended"]) - x1, 1.5)
+    how = f"failed: {hook['failure']}" if hook["failure"] else "succeeded"
+    waiter = record.test or record.holder or "session"
+    tip = f"{hook['exporter']}: its {hook['hook']} hook {how} in {_seconds(hook['ended'] - hook['started'])}"
+    return (
+        f'<g class="hook{" failed" if hook["failure"] else ""}" data-hook="{escape(hook["hook"])}" '
+        f'data-exporter="{escape(hook["exporter"])}" data-test="{escape(waiter)}"><title>{escape(tip)}\n'
+        f"waited for by {escape(waiter)}</title>"
+        f'<rect x="{x1:.1f}" y="{top + WAIT_TOP - 3}" width="{width:.1f}" height="{WAIT_HEIGHT + 2}"/></g>\n'
+    )
 
 
 def _test_bar(test: RanTest, exporter: str, scale: Scale, top: int, record: LeaseRecord) -> str:
@@ -349,6 +367,7 @@ def _legend() -> str:
     items.append(f'<span><i style="background:{WAIT_COLOUR}; height:6px"></i>waiting for the exporter</span>')
     items.append('<span><i style="background:#e3e9f3; border:1px solid #6b86b3"></i>module or session lease</span>')
     items.append(f'<span><i style="background:{GONE_COLOUR}; width:3px"></i>exporter gone</span>')
+    items.append(f'<span><i style="background:{HOOK_COLOUR}; height:8px"></i>exporter\'s lease hook</span>')
     return f'<div class="legend">{"".join(items)}</div>\n'
 
 

@@ -45,8 +45,24 @@ class Busy:
         return f"leased by {self.holder} since {when(self.since)}"
 
 
+class HookFailed(LeaseError):
+    """The exporter's beforeLease hook, run for this take, failed, and its config's onFailure is endLease or exit
+    (the exporter stops): no lease. ``run``: the hook's run (jumpstarter.v1.lease_pb2.HookRun), its output."""
+
+    def __init__(self, run: lease_pb2.HookRun) -> None:
+        self.run = run
+        stops = "; the exporter stops" if run.on_failure == "exit" else ""
+        super().__init__(
+            f"its {run.hook} hook failed: {run.failure} (onFailure: {run.on_failure}{stops}); its output:\n"
+            + (run.output.rstrip()[-8000:] or "(none)")
+        )
+
+
 class Lease:
-    """A lease held on ``connection``; ``release()`` gives it back (idempotent)."""
+    """A lease held on ``connection``; ``release()`` gives it back (idempotent). ``hooks``: the exporter's hooks
+    this take waited for (jumpstarter.v1.lease_pb2.HookRun: which, how long, their output)."""
+
+    hooks: tuple[lease_pb2.HookRun, ...] = ()
 
     def __init__(
         self, connection: Connection, lease_id: str, session: _Session | None = None, lock: IO[str] | None = None
@@ -78,7 +94,8 @@ class Lease:
 
 
 def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lease | Busy:
-    """Take the exporter's lease if it is free; never waits for another holder. A holder name longer than an
+    """Take the exporter's lease if it is free; never waits for another holder (nor for its hooks: Busy while one
+    runs; HookFailed when this take's beforeLease hook failed). A holder name longer than an
     exporter keeps is shortened in its middle (a test id's end says most).
 
     ``keep``: releasing it keeps the exporter for the connection's next lease of ``keep=True``, until someone else
@@ -111,8 +128,13 @@ def try_lease(connection: Connection, holder: str, *, keep: bool = False) -> Lea
             exc = ConnectError(f"exporter at {connection.address}: its lease session ended: {err.details()}")
         raise exc from None
     if not answer.lease_id:
+        failed = [run for run in answer.hooks if run.failure and run.on_failure != "warn"]
+        if failed:
+            raise HookFailed(failed[-1])
         return Busy(answer.holder, answer.since)
-    return Lease(connection, answer.lease_id, session=session)
+    lease = Lease(connection, answer.lease_id, session=session)
+    lease.hooks = tuple(answer.hooks)
+    return lease
 
 
 # How long a kept lease's take or release may wait to be sent, in a batch with the next ones: the exporter's view
