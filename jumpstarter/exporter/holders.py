@@ -74,6 +74,7 @@ class Holders:
         self.failed: dict[object, lease_pb2.HookRun] = {}  # whose beforeLease failed (endLease, exit): told at take
         self.exiting: lease_pb2.HookRun | None = None
         self.waited: dict[object, list[lease_pb2.HookRun]] = {}  # the runs each taker waited for, till its grant
+        self.gone: set[object] = set()  # takers that vanished while a hook ran for them
         self.status: int = AVAILABLE
         self.previous: int = AVAILABLE
         self.message, self.version = "", 1
@@ -119,6 +120,17 @@ class Holders:
             return False
         self.start(self.hooks.after_lease)
         return True
+
+    def vanished(self, who: object) -> None:
+        """Taker ``who`` is gone (its LeaseSession ended): a board prepared for it gets its afterLease now (or
+        when its beforeLease, still running, ends); it waits for nothing any more."""
+        self.waited.pop(who, None)
+        self.failed.pop(who, None)
+        if self.task is not None:
+            self.gone.add(who)
+        elif self._idle() and self.prepared is who and not self.ended(who):
+            assert self.leases is not None
+            self.leases.hook_done(None)
 
     def ran_for(self, who: object, first: float) -> list[lease_pb2.HookRun]:
         """The runs ``who`` waited for: those it started, and those that ended since ``first`` (its first
@@ -186,6 +198,11 @@ class Holders:
         if run.failure and spec.on_failure == "exit":
             self.exiting = run
             asyncio.get_running_loop().call_later(EXIT_GRACE, self.on_exit, f"{describe(run)}:\n{run.output[-4000:]}")
+        if then in self.gone:  # it vanished while its hook ran: the board is let go at once
+            self.gone.discard(then)
+            if self.prepared is then and self.ended(then):
+                return
+            then = None
         if then is not None:
             self.waited.setdefault(then, []).append(run)
         self.leases.hook_done(then if spec.name == "beforeLease" else None)

@@ -208,6 +208,8 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
                 self._end(held, "holder vanished", by=end)
             if self._session is end:  # kept between its leases: free again
                 self._end(self.current, "holder vanished", by=end)
+            if self.holders is not None:
+                self.holders.vanished(end)
             self._stop_waiting(end)
             end.log.close()
 
