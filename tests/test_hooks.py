@@ -307,3 +307,111 @@ def test_sigterm_while_a_hook_runs_kills_it_and_closes_the_drivers(exporter_proc
     assert not alive(pid)
     assert (tmp_path / "state").read_text() == "closed"
     assert "beforeLease hook killed, with its children: the exporter stops" in exporter.output()
+
+
+# The pytest plugin --------------------------------------------------------------------------------------------------
+
+USES_THE_BOARD = """
+import os, time
+
+def mark(power):
+    assert power.read() == "on"  # its beforeLease hook ran first
+    with open({events!r}, "a") as f:
+        f.write("test " + os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+    time.sleep(0.1)
+
+{tests}
+"""
+
+
+def board_tests(events: Path, names: list[str], without: tuple[str, ...] | list[str] = ()) -> str:
+    """A test module: tests ``names`` on the board (each writes "test WORKER" to ``events``), ``without`` not."""
+    tests = [f"def test_{name}(power):\n    mark(power)\n" for name in names]
+    tests += [f"def test_{name}():\n    time.sleep(0.1)\n" for name in without]
+    return USES_THE_BOARD.format(events=str(events), tests="\n".join(tests))
+
+
+def holds(events: Path) -> list[tuple[str, list[str]]]:
+    """The events as holds: (the worker beforeLease ran for, the workers of the tests run before the next hook)."""
+    found: list[tuple[str, list[str]]] = []
+    for line in lines(events):
+        kind, _, rest = line.partition(" ")
+        if kind == "before":
+            worker = next((w for w in ("gw0", "gw1") if f" {w}: " in rest), "main")
+            found.append((worker, []))
+        elif kind == "test":
+            assert found, f"a test ran before any beforeLease hook: {lines(events)}"
+            found[-1][1].append(rest)
+        elif kind == "after":
+            found.append(("(after)", []))
+    return found
+
+
+@pytest.fixture
+def hooked(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    monkeypatch.setenv("JUMPSTARTER_CLIENT_MODULES", "hookboard")
+    events = tmp_path / "events"
+    return config(
+        tmp_path,
+        {
+            "beforeLease": {"script": f'j power on; echo "before $CLIENT_NAME" >> {events}; echo "board ready"'},
+            "afterLease": {"script": f"j power off; echo after >> {events}"},
+        },
+    )
+
+
+def test_one_holder_one_before_lease_hook_and_its_output_in_the_report(pytester, hooked):
+    events = hooked.parent / "events"
+    pytester.makepyfile(test_serial=board_tests(events, ["a", "b", "c", "d"]))
+    timeline = hooked.parent / "timeline.html"
+    result = pytester.runpytest_subprocess("--exporter", str(hooked), "-rP", "--jumpstarter-timeline", str(timeline))
+    result.assert_outcomes(passed=4)
+    found = holds(events)
+    assert found[0] == ("main", ["main"] * 4), found  # four tests, one holder: one beforeLease
+    assert all(worker == "(after)" for worker, _ in found[1:]), found
+    output = result.stdout.str()
+    assert output.count("its beforeLease hook (for ") == 1, output  # in the report of the test that waited
+    assert "succeeded after" in output and "board ready" in output, output
+    page = timeline.read_text()
+    assert 'class="hook" data-hook="beforeLease" data-exporter="hookboard"' in page, page[:3000]
+
+
+def test_two_workers_taking_turns_get_one_before_lease_per_change_of_holder(pytester, hooked):
+    events = hooked.parent / "events"
+    # gw0 runs the first file's tests, all on the board; gw1 one test on the board, then three without it.
+    pytester.makepyfile(
+        test_a=board_tests(events, ["a1", "a2", "a3", "a4", "a5"]),
+        test_b=board_tests(events, ["b1"], without=["b2", "b3", "b4"]),
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadfile", "--exporter", str(hooked))
+    result.assert_outcomes(passed=9)
+    found = holds(events)
+    prepared = [(worker, tests) for worker, tests in found if worker != "(after)"]
+    for worker, tests in prepared:  # every test ran on a board prepared for its own worker
+        assert tests and set(tests) == {worker}, found
+    assert sum(len(tests) for _, tests in prepared) == 6
+    assert len(prepared) < 6, found  # a worker keeping the board between its tests is one holder
+    befores = [i for i, (worker, _) in enumerate(found) if worker != "(after)"]
+    for first, second in zip(befores, befores[1:]):  # a holder's afterLease before the next one's beforeLease
+        assert found[second - 1][0] == "(after)", found
+
+
+@pytest.mark.parametrize("mode", ["endLease", "exit"])
+def test_the_plugin_fails_the_tests_naming_the_failed_hook(pytester, tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    monkeypatch.setenv("JUMPSTARTER_CLIENT_MODULES", "hookboard")
+    script = "j power on; echo 'flashing failed: no image'; exit 4"
+    path = config(tmp_path, {"beforeLease": {"script": script, "onFailure": mode}})
+    pytester.makepyfile(test_x="def test_a(power):\n    pass\n\ndef test_b(power):\n    pass\n")
+    result = pytester.runpytest_subprocess("--exporter", str(path), "-p", "no:randomly")
+    result.assert_outcomes(errors=2)
+    output = result.stdout.str()
+    first = f"exporter hookboard: its beforeLease hook failed: exit status 4 (onFailure: {mode}"
+    assert first in output and "flashing failed: no image" in output, output
+    if mode == "exit":  # the next test: the exporter is gone, and says why
+        assert "exporter hookboard stopped: its beforeLease hook failed (exit status 4), and its onFailure is exit" in (
+            output
+        ), output
+    else:
+        assert output.count(first) == 2, output
