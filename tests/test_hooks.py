@@ -24,8 +24,8 @@ import yaml
 
 from jumpstarter.client.connection import Connection
 from jumpstarter.client.lease import Busy, HookFailed, Lease, try_lease
-from jumpstarter.config import ExporterConfig
 from jumpstarter.common.wire import LEASE_KEY
+from jumpstarter.config import ExporterConfig
 from jumpstarter.config.hooks import HookSpec
 from jumpstarter.errors import ConfigError
 from jumpstarter.exporter import hooks as runner
@@ -393,7 +393,7 @@ def test_two_workers_taking_turns_get_one_before_lease_per_change_of_holder(pyte
     assert sum(len(tests) for _, tests in prepared) == 6
     assert len(prepared) < 6, found  # a worker keeping the board between its tests is one holder
     befores = [i for i, (worker, _) in enumerate(found) if worker != "(after)"]
-    for first, second in zip(befores, befores[1:]):  # a holder's afterLease before the next one's beforeLease
+    for second in befores[1:]:  # a holder's afterLease before the next one's beforeLease
         assert found[second - 1][0] == "(after)", found
 
 
