@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+import upstream_peer as peer
 import yaml
 
 from jumpstarter.client.connection import Connection
@@ -415,3 +416,50 @@ def test_the_plugin_fails_the_tests_naming_the_failed_hook(pytester, tmp_path, m
         ), output
     else:
         assert output.count(first) == 2, output
+
+
+# Upstream's jmp shell -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upstream(say) -> Path:
+    """The bin directory of upstream Jumpstarter's virtualenv (set up on the first run, as test_upstream.py)."""
+    try:
+        return peer.install_upstream(progress=say)
+    except peer.PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def interop_with_hooks(folder: Path, hooks: dict[str, Any]) -> Path:
+    """tests/upstream/custom.yaml (its demo board and custom driver, installed on both sides) with ``hooks``."""
+    doc = yaml.safe_load(peer.CUSTOM_YAML.read_text())
+    path = folder / "interop-hooks.yaml"
+    path.write_text(yaml.safe_dump({**doc, "hooks": hooks}, sort_keys=False))
+    return path
+
+
+POWER_ON = "python -c 'from jumpstarter.utils.env import env\nwith env() as board: board.board.power.on()'"
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_upstream_jmp_shell_waits_for_our_before_lease_hook(upstream, exporter_process, tmp_path, fails):
+    events = tmp_path / "events"
+    script = f"sleep 2; {POWER_ON}; echo before >> {events}" + ("; echo 'no image'; exit 5" if fails else "")
+    ours = exporter_process(
+        interop_with_hooks(tmp_path, {"beforeLease": {"script": script, "onFailure": "endLease"}}),
+        "--listen",
+        "127.0.0.1:0",
+    )
+    try:
+        shell = peer.jmp_shell(upstream, ours.address, ["cat", str(events)], cwd=tmp_path, timeout=120)
+    except peer.PeerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if fails:  # upstream's shell says why, and runs nothing
+        assert shell.returncode != 0, shell.stdout + shell.stderr
+        assert "beforeLease hook failed: exit status 5 (onFailure: endLease)" in shell.stdout + shell.stderr
+        assert "no image" in shell.stdout + shell.stderr
+    else:  # it ran its command once the hook was done: the file is there, the board's power on
+        assert shell.returncode == 0 and shell.stdout.splitlines()[-1] == "before", shell.stdout + shell.stderr
+        assert "BEFORE_LEASE_HOOK -> LEASE_READY" in shell.stdout + shell.stderr  # upstream's client waited
+    assert "beforeLease hook runs, for a client without a lease (ipv" in ours.output(), ours.output()
+    assert "[driver] power on" in ours.output() or "power on" in ours.output(), ours.output()
