@@ -76,8 +76,8 @@ def test_seed_yaml_names_the_wrong_module_and_suggests_the_installed_one(write):
             r"^:7: export 'a.p': missing 'type'",
         ),
         (
-            HEADER + "hooks:\n  beforeLease: {script: j power on}\nexport: {}\n",
-            r"^:3: 'hooks': upstream's beforeLease/afterLease hooks are not run by this runtime; remove them",
+            HEADER + "hooks:\n  beforeLease: {script: j power on, timeout: 0}\nexport: {}\n",
+            r"^:4: hooks.beforeLease.timeout must be a number of seconds above 0 and at most 86400, not 0",
         ),
         (
             HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Power\n    methods_description: {of: x}\n",
