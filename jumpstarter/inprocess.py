@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anyio.from_thread import BlockingPortal
 
@@ -21,23 +22,33 @@ from jumpstarter.common.background import background_portal
 from jumpstarter.driver.base import Driver, close_drivers
 from jumpstarter.exporter.server import serving
 
+if TYPE_CHECKING:
+    from jumpstarter.config.hooks import Hooks
+
 __all__ = ["serve"]
 
 log = logging.getLogger("jumpstarter.exporter")
 
 
 @contextmanager
-def serve(root: Driver, *, passphrase: str | None = None) -> Iterator[DriverClient]:
+def serve(root: Driver, *, passphrase: str | None = None, hooks: Hooks | None = None) -> Iterator[DriverClient]:
     """Serve ``root`` on a private unix socket from a background event loop; yield its client.
 
     Calls take the same path as against a real exporter (gRPC, protobuf
     values), so serialization is exercised. The drivers are closed on exit.
+    ``hooks``: an ExporterConfig's beforeLease/afterLease (a failed one whose onFailure is exit can't stop
+    this process: it refuses every lease from then on, saying why).
     """
     # The client classes of drivers handed to us in-process are not network input: trust them.
     trusted = frozenset(driver.client() for _, _, _, driver in root.enumerate())
     portal, folder = _shared()
     socket = f"unix://{folder / f'exporter-{next(_serial)}.sock'}"
-    server = serving(root, socket, passphrase=passphrase)
+    holders = None
+    if hooks:
+        from jumpstarter.exporter.holders import Holders
+
+        holders = Holders(hooks, lambda why: log.error("%s: this in-process exporter takes no more leases", why))
+    server = serving(root, socket, passphrase=passphrase, holders=holders)
     try:
         address = portal.call(server.__aenter__)
     except BaseException:

@@ -232,7 +232,7 @@ class YamlExporter(Exporter):
         if self.mode == "inprocess":
             from jumpstarter.inprocess import serve
 
-            return serve(self.config.instantiate(), passphrase=self.passphrase)
+            return serve(self.config.instantiate(), passphrase=self.passphrase, hooks=self.config.hooks)
         if self.launch is None:
             self.launch = Launch(self.spec, self.passphrase, self.start_timeout)
             self._stack.callback(self.launch.stop)

@@ -362,11 +362,13 @@ def hooked(tmp_path, monkeypatch) -> Path:
     )
 
 
-def test_one_holder_one_before_lease_hook_and_its_output_in_the_report(pytester, hooked):
+@pytest.mark.parametrize("mode", ["subprocess", "inprocess"])
+def test_one_holder_one_before_lease_hook_and_its_output_in_the_report(pytester, hooked, mode):
     events = hooked.parent / "events"
     pytester.makepyfile(test_serial=board_tests(events, ["a", "b", "c", "d"]))
     timeline = hooked.parent / "timeline.html"
-    result = pytester.runpytest_subprocess("--exporter", str(hooked), "-rP", "--jumpstarter-timeline", str(timeline))
+    options = ["--exporter-mode", mode, "-rP", "--jumpstarter-timeline", str(timeline)]
+    result = pytester.runpytest_subprocess("--exporter", str(hooked), *options)
     result.assert_outcomes(passed=4)
     found = holds(events)
     assert found[0] == ("main", ["main"] * 4), found  # four tests, one holder: one beforeLease
