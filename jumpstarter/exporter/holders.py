@@ -23,11 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jumpstarter.config.hooks import Hooks, HookSpec
 from jumpstarter.exporter.hooks import Where, describe, environment, run_hook
 from jumpstarter.v1 import common_pb2, lease_pb2
 
 if TYPE_CHECKING:
+    from jumpstarter.config.hooks import Hooks, HookSpec
     from jumpstarter.exporter.lease import Leases
 
 log = logging.getLogger("jumpstarter.exporter")

@@ -17,11 +17,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from jumpstarter.config.hooks import HookSpec
 from jumpstarter.exporter.loglimit import LogQuota
 from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
 from jumpstarter.v1 import lease_pb2
+
+if TYPE_CHECKING:
+    from jumpstarter.config.hooks import HookSpec
 
 log = logging.getLogger("jumpstarter.exporter")
 
