@@ -161,7 +161,7 @@ def run(script: str, timeout: float = 60, **env: str) -> Any:
 
 
 def test_a_flooding_hook_is_bounded_in_memory_and_log(caplog):
-    caplog.set_level(logging.INFO, "jumpstarter.exporter")
+    caplog.set_level(logging.INFO)
     # 20 MB in 400,000 lines
     done = run(f"{sys.executable} -c \"import sys\nfor i in range(400000): sys.stdout.write('x' * 49 + chr(10))\"")
     assert done.failure == ""
@@ -446,14 +446,16 @@ POWER_ON = "python -c 'from jumpstarter.utils.env import env\nwith env() as boar
 @pytest.mark.parametrize("fails", [False, True])
 def test_upstream_jmp_shell_waits_for_our_before_lease_hook(upstream, exporter_process, tmp_path, fails):
     events = tmp_path / "events"
-    script = f"sleep 2; {POWER_ON}; echo before >> {events}" + ("; echo 'no image'; exit 5" if fails else "")
+    script = f"sleep 2; {POWER_ON}; echo before >> {events}; echo hook-says-hello"
+    script += "; echo 'no image'; exit 5" if fails else ""
     ours = exporter_process(
         interop_with_hooks(tmp_path, {"beforeLease": {"script": script, "onFailure": "endLease"}}),
         "--listen",
         "127.0.0.1:0",
     )
     try:
-        shell = peer.jmp_shell(upstream, ours.address, ["cat", str(events)], cwd=tmp_path, timeout=120)
+        command: list[str | Path] = ["cat", str(events)]
+        shell = peer.jmp_shell(upstream, ours.address, command, "--exporter-logs", cwd=tmp_path, timeout=120)
     except peer.PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
     if fails:  # upstream's shell says why, and runs nothing
@@ -463,5 +465,6 @@ def test_upstream_jmp_shell_waits_for_our_before_lease_hook(upstream, exporter_p
     else:  # it ran its command once the hook was done: the file is there, the board's power on
         assert shell.returncode == 0 and shell.stdout.splitlines()[-1] == "before", shell.stdout + shell.stderr
         assert "BEFORE_LEASE_HOOK -> LEASE_READY" in shell.stdout + shell.stderr  # upstream's client waited
+    assert "hook-says-hello" in shell.stdout + shell.stderr  # the hook's output, on our LogStream
     assert "beforeLease hook runs, for a client without a lease (ipv" in ours.output(), ours.output()
     assert "[driver] power on" in ours.output() or "power on" in ours.output(), ours.output()

@@ -45,6 +45,11 @@ class Where:
     tls: bool = False
 
 
+def output_log(hook: str) -> logging.Logger:
+    """Where the output of ``hook`` (beforeLease, afterLease) is logged."""
+    return logging.getLogger(f"jumpstarter.drivers.{hook}")
+
+
 def command(spec: HookSpec) -> list[str]:
     """The argv of ``spec``: a script file run by its interpreter (by extension: .py this Python, else /bin/sh),
     or inline text given to ``exec`` (default /bin/sh) with -c, as upstream's exporter does."""
@@ -85,7 +90,8 @@ class _Output:
         self.name = name
         self.kept = bytearray()
         self.dropped = 0
-        self.quota = LogQuota(log, f"lines of the {name} hook's output", limit=LOG_LINES, period=3600.0)
+        # Under jumpstarter.drivers: the exporter's log, and clients' LogStream (upstream's jmp shell --exporter-logs).
+        self.quota = LogQuota(output_log(name), f"lines of the {name} hook's output", limit=LOG_LINES, period=3600.0)
         self._partial = b""
 
     async def read(self, stream: asyncio.StreamReader) -> None:

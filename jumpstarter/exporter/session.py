@@ -45,6 +45,11 @@ from jumpstarter.values import (
 )
 
 log = logging.getLogger("jumpstarter.exporter")
+# The loggers of the config's hooks' output (jumpstarter.exporter.hooks.output_log), as upstream's log sources.
+HOOK_SOURCES = {
+    "jumpstarter.drivers.beforeLease": common_pb2.LOG_SOURCE_BEFORE_LEASE_HOOK,
+    "jumpstarter.drivers.afterLease": common_pb2.LOG_SOURCE_AFTER_LEASE_HOOK,
+}
 
 _END = object()
 _LOG_QUEUE = 1000  # records kept per LogStream subscriber before dropping
@@ -148,7 +153,7 @@ class Session(
             uuid=uuid,
             severity=record.levelname,
             message=redact(record.getMessage()),  # to clients: no credential a driver logged
-            source=common_pb2.LOG_SOURCE_DRIVER,
+            source=HOOK_SOURCES.get(record.name, common_pb2.LOG_SOURCE_DRIVER),
             driver_type=driver_type,
             timestamp=stamp,
         )
