@@ -350,6 +350,7 @@ def holds(events: Path) -> list[tuple[str, list[str]]]:
 
 @pytest.fixture
 def hooked(tmp_path, monkeypatch) -> Path:
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # ours, when this suite runs under xdist
     monkeypatch.setenv("PYTHONPATH", str(HERE))
     monkeypatch.setenv("JUMPSTARTER_CLIENT_MODULES", "hookboard")
     events = tmp_path / "events"

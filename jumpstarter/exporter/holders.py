@@ -46,6 +46,7 @@ HOOK_WARNING = "Hook warning: "  # upstream's prefix of a status message that a 
 FAILED_STICKS = 5.0  # seconds a failed hook's status stays before a lease-less client's GetStatus tries again
 EXIT_GRACE = 1.0  # seconds between an exit hook's failure and the exporter's stop: its waiter reads why
 RUNS_KEPT = 64
+MAX_TAKERS = 1000  # takers remembered (a failed hook to tell, runs they waited for) until they take again
 
 
 class Leaseless:
@@ -175,9 +176,12 @@ class Holders:
     def _finished(self, task: asyncio.Task, spec: HookSpec, then: object | None, then_name: str, lease_id: str) -> None:
         assert self.leases is not None
         self.task = None
-        if task.cancelled() or task.exception() is not None:
-            if not task.cancelled():
-                log.error("%s hook: %s", spec.name, task.exception())
+        if task.cancelled():  # the exporter stops
+            return
+        if task.exception() is not None:  # not the hook's failure: ours; the board goes on, unprepared
+            log.error("%s hook: %r", spec.name, task.exception())
+            self.prepared = None
+            self.leases.hook_done(None)
             return
         run = task.result()
         self.runs.append(run)
@@ -185,7 +189,7 @@ class Holders:
         if spec.name == "afterLease":
             self.prepared, self.prepared_id = None, ""
         elif failure:
-            self.failed[then] = run
+            _remember(self.failed, then, run)
         else:
             self.prepared, self.prepared_id, self.prepared_name = then, lease_id, then_name
         if failure:
@@ -204,7 +208,7 @@ class Holders:
                 return
             then = None
         if then is not None:
-            self.waited.setdefault(then, []).append(run)
+            _remember(self.waited, then, [*self.waited.get(then, []), run][-RUNS_KEPT:])
         self.leases.hook_done(then if spec.name == "beforeLease" else None)
 
     async def close(self) -> None:
@@ -224,3 +228,11 @@ class Holders:
         if status != self.status or message != self.message:
             self.previous, self.status, self.message = self.status, status, message
             self.version += 1
+
+
+def _remember(found: dict, who: object, what: object) -> None:
+    """``found[who] = what``, forgetting the oldest entries past MAX_TAKERS (takers that never came back)."""
+    found.pop(who, None)
+    found[who] = what
+    while len(found) > MAX_TAKERS:
+        del found[next(iter(found))]
