@@ -149,6 +149,9 @@ def export_tree(config: ExporterConfig) -> str:
 
     def walk(entries: dict, depth: int) -> None:
         for name, entry in entries.items():
+            if entry.target is not None:  # a ref: the same driver as at its target's path
+                lines.append(f"{'  ' * depth}{name}: the driver at {entry.target.path} ({entry.target.type})")
+                continue
             lines.append(f"{'  ' * depth}{name}: {entry.type}")
             walk(entry.children, depth + 1)
 

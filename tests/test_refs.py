@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jumpstarter.cli import export_tree
 from jumpstarter.common.wire import NAME_LABEL
 from jumpstarter.config import ExporterConfig
 from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
@@ -79,6 +80,9 @@ def test_a_ref_is_the_same_driver_under_both_paths_made_and_closed_once():
     config = load()
     config.check()
     assert config.export["console"].target is config.export["storage"].children["serial"]
+    shown = export_tree(config)  # what `jumpstarter run` prints at start-up
+    assert f"  console: the driver at storage.serial ({COUNTER})\n" in shown
+    assert shown.endswith(f"\n    power: the driver at storage ({COUNTER})")
     root = config.instantiate()
     storage = root.children["storage"]
     assert root.children["serial"] is storage.children["serial"] is root.children["console"]
