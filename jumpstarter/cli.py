@@ -163,6 +163,9 @@ def export_tree(config: ExporterConfig) -> str:
 
     def walk(entries: dict, depth: int) -> None:
         for name, entry in entries.items():
+            if entry.target is not None:  # a ref: the same driver as at its target's path
+                lines.append(f"{'  ' * depth}{name}: the driver at {entry.target.path} ({entry.target.type})")
+                continue
             lines.append(f"{'  ' * depth}{name}: {entry.type}")
             walk(entry.children, depth + 1)
 
@@ -348,7 +351,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="serve the drivers of an ExporterConfig YAML")
-    run_parser.add_argument("config", nargs="?", help="ExporterConfig YAML file")
+    run_parser.add_argument(
+        "config",
+        nargs="?",
+        help="ExporterConfig YAML file, or the NAME of one in the exporters' folders (as upstream's --exporter)",
+    )
     run_parser.add_argument(
         "--listen",
         metavar="ADDRESS",
@@ -357,6 +364,12 @@ def _parser() -> argparse.ArgumentParser:
     # Upstream's `jmp run --exporter-config FILE --tls-grpc-listener A --tls-grpc-insecure`, so a lab's
     # command line carries over.
     run_parser.add_argument("--exporter-config", metavar="FILE", help="the ExporterConfig, as upstream names it")
+    run_parser.add_argument(
+        "--exporter",
+        metavar="NAME",
+        help="NAME.yaml of the user's exporters folder (~/.config/jumpstarter/exporters), else of "
+        "/etc/jumpstarter/exporters, as upstream's `jmp run --exporter NAME`",
+    )
     run_parser.add_argument(
         "--tls-grpc-listener",
         metavar="ADDRESS",
@@ -459,8 +472,19 @@ def _check_shell_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.config and args.exporter_config:
-        parser.error(f"give the config once: {args.config!r} or --exporter-config {args.exporter_config!r}")
+    given = [
+        f"{what}{value!r}"
+        for what, value in (
+            ("", args.config),
+            ("--exporter-config ", args.exporter_config),
+            ("--exporter ", args.exporter),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        parser.error(f"give the config once: {' or '.join(given)}")
+    if args.exporter or (args.config and is_config_name(args.config)):
+        args.config = str(_named_config(parser, args.exporter or args.config))
     args.config = args.config or args.exporter_config
     if not args.config:
         parser.error("the ExporterConfig YAML file is required (jumpstarter run CONFIG)")
@@ -478,6 +502,22 @@ def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     args.listen = args.listen or args.tls_grpc_listener
     if args.listen and args.listen.isdigit():  # gRPC would try to resolve "7777" as a host name
         parser.error(f"--listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:{args.listen} (or 0.0.0.0:{args.listen})")
+
+
+def is_config_name(config: str) -> bool:
+    """Whether ``jumpstarter run CONFIG`` names a config of the exporters' folders rather than a file: no path
+    separator, no YAML suffix, and no such file here."""
+    return "/" not in config and not config.endswith((".yaml", ".yml")) and not os.path.exists(config)
+
+
+def _named_config(parser: argparse.ArgumentParser, name: str) -> Path:
+    """The file of exporter config ``name``, found as upstream's ``jmp run --exporter NAME`` finds it."""
+    from jumpstarter.config.exporter import ExporterConfigV1Alpha1 as Named
+
+    try:
+        return Named.find(name)
+    except ConfigError as exc:
+        parser.error(f"{exc} (give a YAML file's path to run that file)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,10 @@ from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection, acce
 from jumpstarter.client.lease import Busy, HookFailed, Lease, stop_waiting, try_lease
 from jumpstarter.common.wire import NAME_LABEL, when
 from jumpstarter.config import ExporterConfig
-from jumpstarter.errors import ConnectError, JumpstarterError
+from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 from pytest_jumpstarter.launch import Launch, is_yaml
+from pytest_jumpstarter.names import fixture_names
 
 DYING = 1.0  # seconds an exporter whose connection broke is given to end, so that we can say how it ended
 # An exporter whose connection broke but whose address still takes connections (frozen, or starved of CPU on a
@@ -46,7 +47,8 @@ class Exporter:
     def __init__(self, spec: str, passphrase: str | None, tls: TLS = False) -> None:
         self.spec, self.passphrase, self.tls = spec, passphrase, tls
         self.name = spec
-        self.exports: list[str] = []
+        self.exports: list[str] = []  # fixture names (names.py); export_names: fixture name -> export name
+        self.export_names: dict[str, str] = {}
         self.descendants: list[str] = []  # dotted paths of the drivers below the exports ("dut.power")
         self.labels: dict[str, str] = {}
         self.gone: str | None = None  # why it can't be reached any more
@@ -71,6 +73,15 @@ class Exporter:
 
     def _open(self):
         return connect(self.spec, passphrase=self.passphrase, tls=self.tls)
+
+    def name_exports(self, exports: list[str]) -> None:
+        """Set ``exports`` (their fixture names) and ``export_names`` from the exporter's export names."""
+        try:
+            self.export_names = fixture_names(exports, f"exporter {self.spec}")
+        except ConfigError:
+            self.close()  # what it started or opened
+            raise
+        self.exports = list(self.export_names)
 
     def provides(self, export: str | None) -> bool:
         return export is None or export in self.exports
@@ -156,6 +167,7 @@ class Exporter:
             "address": address,
             "tls": self.tls,
             "exports": self.exports,
+            "export_names": self.export_names,
             "descendants": self.descendants,
             "labels": self.labels,
             "failure": failure or self.failure(),
@@ -184,7 +196,7 @@ class AddressExporter(Exporter):
     def __init__(self, spec: str, passphrase: str | None, tls: TLS = False) -> None:
         super().__init__(spec, passphrase, tls)
         root = self.client()
-        self.exports = list(root.children)
+        self.name_exports(list(root.children))
         self.descendants = _paths({name: child.children for name, child in root.children.items()})
         self.labels = dict(root.connection.report().labels)
         self.name = self.labels.get(NAME_LABEL) or spec  # ours label themselves with their name
@@ -196,6 +208,7 @@ class RemoteExporter(Exporter):
     def __init__(self, handoff: dict[str, Any], passphrase: str | None) -> None:
         super().__init__(handoff["spec"], passphrase, handoff["tls"])
         self.name, self.exports, self.labels = handoff["name"], handoff["exports"], handoff["labels"]
+        self.export_names = handoff["export_names"]
         self.descendants = handoff["descendants"]
         self._address, self.gone = handoff["address"], handoff["failure"]
 
@@ -219,7 +232,7 @@ class YamlExporter(Exporter):
         self.config = ExporterConfig.load(spec)  # ConfigError now, at start-up, not once per test
         self.config.check()
         self.name = self.config.name or Path(spec).stem
-        self.exports = list(self.config.export)
+        self.name_exports(list(self.config.export))
         self.descendants = _paths({name: entry.children for name, entry in self.config.export.items()})
         self.labels = dict(self.config.labels)
         self.mode, self.start_timeout = mode, start_timeout

@@ -101,7 +101,7 @@ class Fixtures:
         seconds = self.lab.values.seconds("call_timeout", item)  # --call-timeout, or the test's marker's
         tree = self.tree(exporter.client(), seconds if seconds > 0 else None)
         request.addfinalizer(tree._close_tree)
-        client = tree if fixture == ROOT else tree.children[fixture]
+        client = tree if fixture == ROOT else tree.children[exporter.export_names.get(fixture, fixture)]
         if self.recorder:
             request.addfinalizer(self.recorder.attach(fixture, client))
         return client

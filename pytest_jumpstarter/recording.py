@@ -60,7 +60,8 @@ class Recorder:
     def _note(self, fixture: str, client: Any) -> None:
         if self.current is not None and fixture not in self.current["fixtures"]:
             self.current["fixtures"][fixture] = client.name or tapes.ROOT_PATH
-            self.current["drivers"] = tapes.merge(self.current["drivers"], tapes.describe(client))
+            uuids = self.current["uuids"]  # kept across the test's fixtures: a proxy's paths are one driver
+            self.current["drivers"] = tapes.merge(self.current["drivers"], tapes.describe(client, uuids))
 
     def begin(self, kind: str, target: str, method: str | None = None, args: tuple | None = None) -> dict:
         """A step of the running test, written down as it starts (so steps keep the order they were made in);
@@ -83,7 +84,7 @@ class Recorder:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.current = {"fixtures": {}, "drivers": {}, "calls": [], "aliases": {}}
+        self.current = {"fixtures": {}, "drivers": {}, "calls": [], "aliases": {}, "uuids": {}}
         self.declared = redaction.declared(item)
         used = set(getattr(item, "fixturenames", ()))
         for fixture, client in self.attached.items():  # module- or session-scoped fixtures, attached earlier
@@ -97,6 +98,7 @@ class Recorder:
             recording, self.current = self.current, None
             if recording["fixtures"]:
                 recording.pop("aliases")
+                recording.pop("uuids")
                 redaction.redact_steps(recording["calls"], self.secrets, self.declared)
                 recording[FILE] = str(tapes.file_for(self.folder, item.path, item.nodeid))
                 setattr(report, REPORT_ATTRIBUTE, recording)

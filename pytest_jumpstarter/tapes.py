@@ -192,10 +192,13 @@ ROOT_PATH = "."  # the root driver's path as written (its own path is "")
 ENV = "env()"  # in a recording's fixtures: the root client jumpstarter.utils.env() gave (upstream-style tests)
 
 
-def describe(client: Any) -> dict[str, Any]:
+def describe(client: Any, uuids: dict[str, str] | None = None) -> dict[str, Any]:
     """The drivers of ``client``'s tree, by path: what replay needs to build the same client classes. A driver
-    with no labels and no description is just its client class."""
+    with no labels and no description is just its client class. A driver met before under another path (a
+    ``ref:`` proxy; ``uuids``: uuid -> the first path it was met at, kept across a test's fixtures) says so, as
+    ``same``: replay gives both paths one uuid, as the exporter does."""
     drivers: dict[str, Any] = {}
+    uuids = {} if uuids is None else uuids
 
     def walk(node: Any) -> None:
         labels = {k: v for k, v in node.labels.items() if k not in (CLIENT_LABEL, NAME_LABEL)}
@@ -205,6 +208,9 @@ def describe(client: Any) -> dict[str, Any]:
             info["labels"] = labels
         if node.description:
             info["description"] = node.description
+        path = node.name or ROOT_PATH
+        if uuids.setdefault(str(node.uuid), path) != path:
+            info["same"] = uuids[str(node.uuid)]
         drivers[node.name or ROOT_PATH] = info if len(info) > 1 else cls
         for child in node.children.values():
             walk(child)
@@ -222,18 +228,39 @@ def merge(drivers: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(drivers: dict[str, Any]) -> jumpstarter_pb2.GetReportResponse:
-    """A report of the recorded tree (fresh uuids, named by path), for the client tree builder: children in
-    the order written (the exporter's), parents before them."""
+    """A report of the recorded tree (uuids named by path), for the client tree builder: each driver followed by
+    its subtree, children in the order written (the exporter's). Paths that are one driver (``same``) share a
+    uuid, and a subtree comes right after its parent, as in the exporter's report: a parent is the latest
+    report with its uuid."""
     response = jumpstarter_pb2.GetReportResponse(uuid="replay:")
     nodes = {"": drivers.get(ROOT_PATH, ROOT_CLIENT)}
-    paths = sorted((path for path in drivers if path != ROOT_PATH), key=lambda path: path.count("."))  # stable
-    nodes.update((path, drivers[path]) for path in paths)
-    for path, info in nodes.items():
+    nodes.update((path, info) for path, info in drivers.items() if path != ROOT_PATH)
+    below: dict[str, list[str]] = {}
+    for path in nodes:
+        if path:
+            below.setdefault(path.rpartition(".")[0], []).append(path)
+
+    def same(path: str) -> str:
+        info = nodes.get(path)
+        return info.get("same", path) if isinstance(info, dict) else path
+
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        order.append(path)
+        for child in below.get(path, []):
+            visit(child)
+
+    visit("")
+    placed = set(order)  # a path whose parent wasn't recorded: after the tree, as before
+    order += sorted((p for p in nodes if p not in placed), key=lambda path: path.count("."))
+    for path in order:
+        info = nodes[path]
         info = info if isinstance(info, dict) else {"client": info}
-        entry = response.reports.add(uuid=f"replay:{path}")
+        entry = response.reports.add(uuid=f"replay:{same(path)}")
         if path:
             parent, _, name = path.rpartition(".")
-            entry.parent_uuid = f"replay:{parent}"
+            entry.parent_uuid = f"replay:{same(parent)}"
             entry.labels[NAME_LABEL] = name
         entry.labels.update({k: str(v) for k, v in info.get("labels", {}).items()})
         entry.labels[CLIENT_LABEL] = str(info["client"])

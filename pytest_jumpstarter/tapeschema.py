@@ -58,6 +58,8 @@ def _check_drivers(drivers: Any, where: str) -> None:
                 raise BadRecording(f"{here}: label {name!r} must be a plain value, not {_kind(value)}")
         if "description" in info:
             _text(info["description"], f"{here}: 'description'")
+        if "same" in info and info["same"] not in drivers:
+            raise BadRecording(f"{here}: 'same' must name another recorded driver's path, not {info['same']!r}")
 
 
 def _check_step(step: Any, where: str) -> None:

@@ -54,9 +54,33 @@ def test_seed_yaml_names_the_wrong_module_and_suggests_the_installed_one(write):
         (HEADER + "export:\n  a:\n    typ: x.Y\n", r"^:5: export 'a': unknown key 'typ'; did you mean 'type'"),
         (HEADER + "export:\n  a:\n    config: {}\n", r"^:4: export 'a': missing 'type'"),
         (HEADER + "export:\n  a: {type: x.Y}\n  a: {type: x.Z}\n", r"^:5:.*duplicate key 'a' \(first at line 4\)"),
-        (HEADER + "export:\n  a:\n    ref: b\n", r"^:5: export 'a': 'ref' proxies are not supported"),
+        (HEADER + "export:\n  a:\n    ref: b\n", r"^:5: export 'a': ref 'b': no driver 'b' at the top of 'export'"),
+        (HEADER + "export:\n  a:\n    ref: a\n", r"^:5: export 'a': ref 'a' refers to itself"),
+        (
+            HEADER + "export:\n  a: {ref: b}\n  b: {ref: a}\n",
+            r"^:4: export 'a': ref 'b' makes a cycle of refs \(a -> b -> a\)",
+        ),
+        (
+            HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Board\n    config: {name: x}\n"
+            "    children:\n      p: {ref: a}\n",
+            r"^:8: export 'a.p': ref 'a' is a cycle: 'a' holds this ref itself",
+        ),
+        (
+            HEADER + "export:\n  a:\n    children:\n      p: {ref: b}\n  b:\n    children:\n      q: {ref: a}\n",
+            r"^:6: export 'a.p': ref 'b' is a cycle: 'b' holds this ref itself \(through 'a'\)",
+        ),
+        (
+            HEADER + "export:\n  a: {type: jumpstarter_driver_demo.Power}\n  b:\n    ref: a.x\n",
+            r"^:6: export 'b': ref 'a.x': no driver 'x' below 'a' \(there: none\)",
+        ),
+        (
+            HEADER + "export:\n  a: {type: jumpstarter_driver_demo.Power}\n  b:\n    ref: a\n    type: x.Y\n",
+            r"^:7: export 'b': a 'ref' entry stands for the driver it names and takes no 'type' of its own",
+        ),
+        (HEADER + "export:\n  a: {ref: 'a..b'}\n", r"^:4: export 'a': ref 'a..b' must be a dotted path"),
         (HEADER, r"missing 'export'"),
-        (HEADER + "export:\n  my-board: {type: x.Y}\n", r"^:4: export 'my-board': export names must be Python"),
+        (HEADER + "export:\n  my.board: {type: x.Y}\n", r"^:4: export 'my.board': an export name is a non-empty"),
+        (HEADER + "export:\n  1: {type: x.Y}\n", r"^:4: export '1': an export name is a non-empty string"),
         (
             HEADER + "export:\n  a:\n    type: jumpstarter_driver_demo.Bord\n",
             r"^:5: export 'a': .*has no 'Bord'; did you mean 'jumpstarter_driver_demo.Board'",

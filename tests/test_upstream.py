@@ -81,7 +81,7 @@ def results_of(shell: subprocess.CompletedProcess) -> dict:
 
 def assert_upstream_saw_our_drivers(results: dict) -> None:
     assert results["client"] == "jumpstarter_driver_composite.client.CompositeClient"
-    assert results["children"] == ["board", "custom"]
+    assert results["children"] == ["board", "custom", "dut-power"]
     assert results["board_client"] == "jumpstarter_driver_demo.client.BoardClient"  # the same driver package
     assert results["plain"] == {"value": "hello\n"}
     assert results["big_text"] == {"value": True}
@@ -91,6 +91,7 @@ def assert_upstream_saw_our_drivers(results: dict) -> None:
     assert results["async_generator"] == {"value": [0, 1, 2]}
     assert results["stream"] == {"value": {"echoed": ["ping", "\x00\xffbinary"], "ended": True}}
     assert results["child"] == {"value": True}
+    assert results["proxy"] == {"value": False}  # switched off through dut-power, read through board.power
     uploaded = {"value": {"size": len(UPLOAD), "sha256": hashlib.sha256(UPLOAD).hexdigest()}}
     assert results["upload"] == results["upload_gzip"] == uploaded  # gzip: decompressed by the client
     assert results["after_errors"] == {"value": 2}
@@ -147,7 +148,7 @@ def test_upstream_client_is_refused_while_our_lease_is_held(upstream, exporter_p
             results = results_of(jmp_shell(upstream, ours.address, cwd=tmp_path))
     finally:
         connection.close()
-    assert results["children"] == ["board", "custom"]  # looking is allowed
+    assert results["children"] == ["board", "custom", "dut-power"]  # looking is allowed
     holder = "exporter is leased by ci@lab pid 7: tests/test_board.py::test_boot since"
     for key in ("plain", "async", "generator", "child", "raises_value"):
         assert results[key]["error"] == "ExporterNotReady", key  # upstream's name for FAILED_PRECONDITION
@@ -335,7 +336,9 @@ def test_driver_tree_reports_agree(upstream, exporter_process, tmp_path):
         theirs = _report(address)
     mine = _report(ours.address)
     assert _tree(mine) == _tree(theirs)
-    assert [path for path, _, _ in _tree(theirs)] == ["", "custom", "board", "board.power"]
+    # The proxy dut-power: board.power reported again, under the root, with its name (the uuid is the same).
+    assert [path for path, _, _ in _tree(theirs)] == ["", "custom", "board", "board.power", "dut-power"]
+    assert mine.reports[4].uuid == mine.reports[3].uuid and theirs.reports[4].uuid == theirs.reports[3].uuid
     # Descriptions from the YAML, as upstream serves them; ours adds docstrings for the methods the YAML leaves out.
     assert [d.description for d in mine.reports] == [d.description for d in theirs.reports]
     assert theirs.reports[1].description == "runs commands on the exporter host"

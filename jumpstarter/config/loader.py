@@ -17,6 +17,7 @@ import yaml
 
 from jumpstarter.common.hints import closest, did_you_mean
 from jumpstarter.common.importing import ImportFailed, ModuleMissing, NameMissing, NotAClassPath, import_class
+from jumpstarter.config import refs
 from jumpstarter.config.hooks import Hooks, parse_hooks
 from jumpstarter.driver.base import Composite, Driver, close_drivers, exported_methods
 from jumpstarter.errors import ConfigError
@@ -80,6 +81,8 @@ class DriverEntry:
     description: str | None = None
     methods_description: dict[str, str] = field(default_factory=dict)
     config_lines: dict[str, int] = field(default_factory=dict)  # line of each config key
+    ref: str | None = None  # upstream's proxy: this path is the driver at ``ref`` (type, config unused)
+    target: DriverEntry | None = field(default=None, repr=False)  # the entry ``ref`` names (refs.resolve)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class ExporterConfig:
     export: dict[str, DriverEntry]
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    namespace: str | None = None
     endpoint: str = ""
     token: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -97,14 +101,7 @@ class ExporterConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ExporterConfig:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such exporter config file") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: can't read it: {exc.strerror}") from None
-        return cls.parse(text, str(path))
+        return cls.parse(read_config(Path(path)), str(path))
 
     @classmethod
     def parse(cls, text: str, source: str = "<string>") -> ExporterConfig:
@@ -124,26 +121,37 @@ class ExporterConfig:
         Catches what a user gets wrong in the YAML before anything touches hardware.
         """
 
-        def visit(entry: DriverEntry) -> None:
-            where = f"{self.source}:{entry.line}: export {entry.path!r}"
-            _check_params(import_driver_class(entry.type, where), entry, where, self.source)
-            for child in entry.children.values():
-                visit(child)
-
-        for entry in self.export.values():
-            visit(entry)
+        for entry in refs.walk(self.export):
+            if entry.ref is None:
+                where = f"{self.source}:{entry.line}: export {entry.path!r}"
+                _check_params(import_driver_class(entry.type, where), entry, where, self.source)
 
     def instantiate(self, stop: threading.Event | None = None) -> Driver:
         """The root driver: a Composite whose children are the ``export:`` entries. Once ``stop`` is set (SIGTERM
         while slow drivers are made), no other driver is made: BuildStopped, and those made are closed."""
         built: list[Driver] = []
         try:
-            children = {name: build_driver(entry, self.source, built, stop) for name, entry in self.export.items()}
+            builder = Builder(self.source, built, stop)
+            children = {name: builder.build(entry) for name, entry in self.export.items()}
             _check_stop(stop, "serving")
             return Composite(children=children, labels=dict(self.labels))
         except BaseException:
             _close_built(built)  # don't leave hardware open when a later entry fails, or the exporter is stopped
             raise
+
+
+class ConfigNotFound(ConfigError, FileNotFoundError):
+    """No such config file (a FileNotFoundError too, as upstream's loader raises)."""
+
+
+def read_config(path: Path) -> str:
+    """The text of a config file, or a ConfigError saying why it can't be read."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigNotFound(f"{path}: no such exporter config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: can't read it: {exc.strerror}") from None
 
 
 class BuildStopped(Exception):
@@ -208,10 +216,12 @@ class Parser:
         if not isinstance(export, _Node):
             raise self.error(doc.lines["export"], "'export' must be a mapping of export names to drivers")
         entries = {name: self.entry(name, str(name), value, export.lines[name]) for name, value in export.items()}
+        refs.resolve(entries, self.source)
         return ExporterConfig(
             source=self.source,
             export=entries,
             name=str(meta.get("name", "") or ""),
+            namespace=None if meta.get("namespace") is None else str(meta["namespace"]),
             labels=labels,
             endpoint=endpoint,
             token=token,
@@ -221,13 +231,13 @@ class Parser:
 
     def entry(self, name: Any, path: str, node: Any, line: int) -> DriverEntry:
         where = f"export {path!r}"
-        if not isinstance(name, str) or not name.isidentifier():
-            raise self.error(line, f"{where}: export names must be Python identifiers (they become attributes)")
+        if not isinstance(name, str) or not name or "." in name:
+            raise self.error(line, f"{where}: an export name is a non-empty string without '.' (it is a path step)")
         if not isinstance(node, _Node):
-            raise self.error(line, f"{where}: expected a mapping with 'type' (and 'config', 'children')")
+            raise self.error(line, f"{where}: expected a mapping with 'type' (and 'config', 'children'), or 'ref'")
         self.check_keys(node, ENTRY_KEYS, where)
         if "ref" in node:
-            raise self.error(node.lines["ref"], f"{where}: 'ref' proxies are not supported by this runtime")
+            return self.ref_entry(path, node, where)
         children_node = node.get("children") or _Node()
         if not isinstance(children_node, _Node):
             raise self.error(node.lines["children"], f"{where}: 'children' must be a mapping")
@@ -270,6 +280,19 @@ class Parser:
             ),
         )
 
+    def ref_entry(self, path: str, node: _Node, where: str) -> DriverEntry:
+        """``{ref: "a.b"}``: upstream's Proxy, which has nothing but its ref."""
+        others = [key for key in node if key != "ref"]
+        if others:
+            raise self.error(
+                node.lines[others[0]],
+                f"{where}: a 'ref' entry stands for the driver it names and takes no {others[0]!r} of its own",
+            )
+        ref = node["ref"]
+        if not isinstance(ref, str):
+            raise self.error(node.lines["ref"], f"{where}: 'ref' must be a dotted path, e.g. 'board.power'")
+        return DriverEntry(path=path, line=node.lines["ref"], type="", ref=ref.strip())
+
     def check_keys(self, node: Mapping[Any, Any], allowed: set[str], where: str) -> None:
         for key in node:
             if key not in allowed:
@@ -297,12 +320,38 @@ class Parser:
         return {k: str(v) for k, v in value.items()}
 
 
-def build_driver(entry: DriverEntry, source: str, built: list[Driver], stop: threading.Event | None = None) -> Driver:
+class Builder:
+    """Makes the drivers of entries, each once: a ref's target is made when first needed (by the ref or in its
+    own place), and the ref's place gets that same driver."""
+
+    def __init__(self, source: str, built: list[Driver], stop: threading.Event | None = None) -> None:
+        self.source, self.built, self.stop = source, built, stop
+        self.made: dict[int, Driver] = {}  # id(entry) -> its driver
+
+    def build(self, entry: DriverEntry) -> Driver:
+        if entry.target is not None:
+            entry = entry.target
+        elif entry.ref is not None:
+            raise ConfigError(f"{self.source}:{entry.line}: export {entry.path!r}: ref {entry.ref!r} is not resolved")
+        if id(entry) not in self.made:
+            self.made[id(entry)] = build_driver(entry, self.source, self.built, self.stop, self)
+        return self.made[id(entry)]
+
+
+def build_driver(
+    entry: DriverEntry,
+    source: str,
+    built: list[Driver],
+    stop: threading.Event | None = None,
+    builder: Builder | None = None,
+) -> Driver:
+    """The driver of ``entry`` and of its children (made through ``builder``, so that refs share drivers)."""
+    builder = builder or Builder(source, built, stop)
     where = f"{source}:{entry.line}: export {entry.path!r}"
     _check_stop(stop, f"making {entry.path!r}")
     cls = import_driver_class(entry.type, where)
     _check_params(cls, entry, where, source)
-    children = {name: build_driver(child, source, built, stop) for name, child in entry.children.items()}
+    children = {name: builder.build(child) for name, child in entry.children.items()}
     extra: dict[str, Any] = {}
     if entry.labels:
         extra["labels"] = entry.labels

@@ -66,6 +66,7 @@ with env() as client:
         "async_generator": outcome(lambda: list(board.ticks(3))),
         "stream": outcome(lambda: console(board)),
         "child": outcome(lambda: (power.on(), power.read())[1]),
+        "proxy": outcome(lambda: (client.children["dut-power"].off(), power.read())[1]),  # one driver, two paths
         "upload": outcome(lambda: board.checksum(bytes(range(256)) * 4000)),  # a resource stream
         "upload_gzip": outcome(lambda: gzipped_checksum(board, bytes(range(256)) * 4000)),
         "not_found": outcome(lambda: board.call("not_exported")),

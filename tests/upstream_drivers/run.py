@@ -64,67 +64,11 @@ CACHE_FORMAT = 2  # bump when a change here changes what a run of upstream's sid
 
 
 # Upstream runs a package that has no pytest settings of its own with its workspace's (python/pyproject.toml),
-# and so under the workspace's conftest.py too, whose fixtures its doctests use. This plugin, written by
-# this script for such runs, gives the same: `serve` and `run` in the doctests' namespace, no progress bars
-# (TERM=dumb), a wide console, and a configuration folder of each test's own.
-WORKSPACE_PLUGIN = '''\
-"""Upstream Jumpstarter's workspace test environment, for its packages' own tests (written by run.py)."""
-
-import os
-from contextlib import contextmanager
-
-import pytest
-
-os.environ["TERM"] = "dumb"
-
-
-def missing(name, why):
-    def fail(*args, **kwargs):
-        raise RuntimeError(f"the doctests' {name}() needs {why}")
-
-    return fail
-
-
-@pytest.fixture(autouse=True)
-def jumpstarter_namespace(doctest_namespace):
-    try:
-        from jumpstarter.common.utils import serve
-    except ImportError as exc:
-        why = f"jumpstarter.common.utils.serve: {exc}"
-        doctest_namespace["serve"], doctest_namespace["run"] = missing("serve", why), missing("run", why)
-        return
-    doctest_namespace["serve"] = serve
-    try:
-        from jumpstarter.config.exporter import ExporterConfigV1Alpha1DriverInstance
-    except ImportError as exc:
-        why = f"jumpstarter.config.exporter.ExporterConfigV1Alpha1DriverInstance: {exc}"
-        doctest_namespace["run"] = missing("run", why)
-        return
-
-    @contextmanager
-    def run(config):
-        with serve(ExporterConfigV1Alpha1DriverInstance.from_str(config).instantiate()) as client:
-            yield client
-
-    doctest_namespace["run"] = run
-
-
-@pytest.fixture(autouse=True)
-def tmp_config_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "client-config"))
-    try:
-        from jumpstarter.config.exporter import ExporterConfigV1Alpha1
-    except ImportError:
-        return
-    if hasattr(ExporterConfigV1Alpha1, "BASE_PATH"):
-        monkeypatch.setattr(ExporterConfigV1Alpha1, "BASE_PATH", tmp_path / "exporters")
-
-
-@pytest.fixture(autouse=True)
-def console_size(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "1024")
-    monkeypatch.setenv("LINES", "1024")
-'''
+# and so under the workspace's conftest.py (python/conftest.py), whose fixtures its doctests use (`serve`,
+# `run`, a configuration folder of each test's own). run.py loads upstream's file, kept as it is in
+# upstream_root_conftest.py.txt (from github.com/jumpstarter-dev/jumpstarter, python/conftest.py at commit
+# ba87d419095dd260d0a06395e079dcfc1c630516), as a plugin of that run on both sides.
+WORKSPACE_PLUGIN = (HERE / "upstream_root_conftest.py.txt").read_text()
 WORKSPACE_PLUGIN_NAME = "jumpstarter_upstream_workspace"
 
 
