@@ -24,7 +24,7 @@ LOADER = ROOT / "tests" / "upstream_drivers" / "load_configs.py"
 
 # Configs upstream's loader accepts and ours refuses, rightly: file -> (the words our error must have, why).
 # (Upstream's loader refuses two more, and so does ours: someip's file holds two YAML documents, and xcp's
-# `endpoint:` holds the export tree.) None of them uses `hooks:` (see branch hooks for those).
+# `endpoint:` holds the export tree.) None of them uses `hooks:`.
 RIGHT_REFUSALS: dict[str, tuple[str, str]] = {
     "jumpstarter_driver_tftp/examples/exporter.yaml": (
         "type 'jumpstarter_driver_tftp.driver.TftpServer' is not a Driver subclass",
