@@ -206,7 +206,12 @@ def test_address_in_use_is_reported(exporter_process):
         timeout=30,
     )
     assert done.returncode == 1
-    assert f"can't listen on {first.address}" in done.stderr
+    # the cause in the exporter's own error, not only in gRPC's log line before it
+    error = [line for line in done.stderr.splitlines() if line.startswith("jumpstarter: ")]
+    assert error == [
+        f"jumpstarter: can't listen on {first.address}: address {first.address} already in use "
+        + ("(another exporter or program listens there: stop it, or choose another port; port 0 picks a free one)")
+    ], done.stderr
     assert "Traceback" not in done.stderr
 
 

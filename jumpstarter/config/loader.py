@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pkgutil
+import re
 import sys
 import threading
 import typing
@@ -373,9 +374,45 @@ def _check_values(cls: type[Driver], entry: DriverEntry, source: str) -> None:
             entry.config[name] = convert(value, hints[name])
         except ArgumentError as exc:
             line = entry.config_lines.get(name, entry.line)
+            flag = _boolean_key(value, line)
+            if flag is not None:  # a shell driver's `methods: {on: ...}`: the key, not the value, is wrong
+                key, key_line = flag
+                raise ConfigError(
+                    f"{source}:{key_line}: export {entry.path!r}: config {name!r} of {cls.__qualname__}: key "
+                    f"{key} is a boolean in YAML (YAML 1.1 reads on/off/yes/no as true/false); quote it: "
+                    f"'{_key_word(source, key_line, key)}':"
+                ) from None
             raise ConfigError(
                 f"{source}:{line}: export {entry.path!r}: config {name!r} of {cls.__qualname__} {exc}"
             ) from None
+
+
+def _key_word(source: str, line: int, key: bool) -> str:
+    """The word the YAML wrote for a boolean key (``on``, ``yes``...), read from its line."""
+    try:
+        text = Path(source).read_text().splitlines()[line - 1]
+    except (OSError, IndexError, UnicodeDecodeError):
+        text = ""
+    match = re.match(r"\s*(?:-\s+)?([A-Za-z]+)\s*:", text)
+    return match.group(1) if match else ("on" if key else "off")
+
+
+def _boolean_key(value: Any, line: int) -> tuple[bool, int] | None:
+    """The first boolean key in a config value's mappings (at any depth) and its line."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            lines = getattr(value, "lines", {})
+            if isinstance(key, bool):
+                return key, lines.get(key, line)
+            found = _boolean_key(item, lines.get(key, line))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _boolean_key(item, line)
+            if found is not None:
+                return found
+    return None
 
 
 def import_driver_class(path: str, where: str) -> type[Driver]:
