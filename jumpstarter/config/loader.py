@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import pkgutil
 import re
 import sys
@@ -20,6 +21,7 @@ from jumpstarter.common.hints import closest, did_you_mean
 from jumpstarter.common.importing import ImportFailed, ModuleMissing, NameMissing, NotAClassPath, import_class
 from jumpstarter.driver.base import Composite, Driver, close_drivers, exported_methods
 from jumpstarter.errors import ConfigError
+from jumpstarter.installed import driver_requirement, misfit
 from jumpstarter.signature import ArgumentError, convert
 
 API_VERSION = "jumpstarter.dev/v1alpha1"
@@ -35,6 +37,7 @@ METADATA_KEYS = {"name", "namespace", "labels"}
 # Upstream's driver classes that ours stand in for.
 TYPE_ALIASES: dict[str, type[Driver]] = {"jumpstarter_driver_composite.driver.Composite": Composite}
 RESERVED_PARAMS = {"children", "uuid"}
+logger = logging.getLogger(__name__)
 
 
 class _Node(dict):
@@ -429,20 +432,30 @@ def import_driver_class(path: str, where: str) -> type[Driver]:
             raise ConfigError(f"{where}: type {path!r}: no module named {exc.missing!r}{hint}") from None
         raise ConfigError(
             f"{where}: type {path!r}: importing {exc.module!r} failed: "
-            f"it needs module {exc.missing!r}, which is not installed"
+            f"it needs module {exc.missing!r}, which is not installed{misfit(path)}"
         ) from exc
     except ImportFailed as exc:
         raise ConfigError(
             f"{where}: type {path!r}: importing {exc.module!r} raised {type(exc.cause).__name__}: {exc.cause}"
+            f"{misfit(path)}"
         ) from exc.cause
     except NameMissing as exc:
         drivers = [n for n, v in vars(exc.found).items() if isinstance(v, type) and issubclass(v, Driver)]
         module = exc.module
         hint = did_you_mean(exc.name, drivers, show=lambda name: repr(f"{module}.{name}"))
-        raise ConfigError(f"{where}: type {path!r}: module {module!r} has no {exc.name!r}{hint}") from None
+        raise ConfigError(
+            f"{where}: type {path!r}: module {module!r} has no {exc.name!r}{hint}{misfit(path)}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(f"{where}: type {path!r} is not a Driver subclass (from jumpstarter.driver import Driver)")
+    why = driver_requirement(path)
+    if why and why not in _warned:  # it imported: it may work, but say why if it doesn't
+        _warned.add(why)
+        logger.warning("%s: %s", where, why)
     return cls
+
+
+_warned: set[str] = set()
 
 
 def _suggest_module(path: str, missing: str) -> str:
