@@ -20,7 +20,8 @@ pytest_plugins = ["pytester"]
 E2E_FIXTURES = {"pytester", "exporter_process", "drivers_python", "upstream_python", "testdir"}
 E2E_MODULES = {
     *("test_upstream.py", "test_upstream_drivers.py", "test_upstream_drivers_product.py", "test_packaging.py"),
-    *("test_readme.py", "test_memory.py", "test_exporter_lifetime.py", "test_parallel.py", "test_upstream_configs.py"),
+    *("test_readme.py", "test_memory.py", "test_exporter_lifetime.py", "test_parallel.py"),
+    *("test_upstream_configs.py", "test_install_outside.py"),
 }
 
 

@@ -36,6 +36,7 @@ from jumpstarter.exporter.limits import (
 )
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
+from jumpstarter.installed import foreign_distribution
 
 PASSPHRASE_ENV = "JUMPSTARTER_PASSPHRASE"
 
@@ -521,6 +522,9 @@ def _named_config(parser: argparse.ArgumentParser, name: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    replaced = foreign_distribution()
+    if replaced:
+        print(f"jumpstarter: warning: {replaced}", file=sys.stderr)
     parser = _parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     command: list[str] = []

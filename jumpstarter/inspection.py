@@ -1,8 +1,8 @@
 """``jumpstarter inspect ADDRESS``: what a running exporter offers, as a test author needs to see it.
 
 For each driver of the tree: its path (the attribute to reach it: ``board.power``), its client class, its
-description, the methods the exporter exports with their help, and the client class's own methods with their
-signatures, which is what a test calls.
+description, every method the exporter exports (with its help where it has one), and the client class's own
+methods with their signatures, which is what a test calls.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 from jumpstarter.client.base import DriverClient, StubDriverClient
+from jumpstarter.client.exported import exported_methods
 from jumpstarter.common.wire import CLIENT_LABEL
 
 _BASE = set(dir(DriverClient))  # call, streamingcall, stream, reset, ...: every client has them
@@ -28,10 +29,12 @@ def describe(root: DriverClient, address: str, labels: dict[str, str]) -> str:
         lines.append(f"{indent}{client.name or '(root)'}: {class_path}{missing}")
         if client.description:
             lines.append(f"{indent}  {client.description}")
-        if client.methods_description:
-            lines.append(f"{indent}  exported methods with help:")
-            for name, help_text in sorted(client.methods_description.items()):
-                lines.append(f"{indent}    {name}: {_first_line(help_text)}" if help_text else f"{indent}    {name}")
+        exported = exported_methods(client)
+        if exported:
+            lines.append(f"{indent}  exported methods:")
+            for name in exported:
+                help_text = _first_line(client.methods_description.get(name, ""))
+                lines.append(f"{indent}    {name}: {help_text}" if help_text else f"{indent}    {name}")
         methods = [] if missing else _client_methods(type(client))
         if methods:
             lines.append(f"{indent}  client methods ({type(client).__name__}):")

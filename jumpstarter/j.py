@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import click
     except ModuleNotFoundError:
-        print("j: needs click, which upstream's drivers use: pip install 'jumpstarter[upstream]'", file=sys.stderr)
+        print("j: needs click, which upstream's drivers use: pip install click (see docs/install.md)", file=sys.stderr)
         return 2
     from jumpstarter.utils.env import env
 

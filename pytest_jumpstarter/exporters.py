@@ -16,7 +16,7 @@ from jumpstarter.client.connection import CONNECT_TIMEOUT, TLS, Connection, acce
 from jumpstarter.client.lease import Busy, HookFailed, Lease, stop_waiting, try_lease
 from jumpstarter.common.wire import NAME_LABEL, when
 from jumpstarter.config import ExporterConfig
-from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
+from jumpstarter.errors import ClientClassError, ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 from pytest_jumpstarter.launch import Launch, is_yaml
 from pytest_jumpstarter.names import fixture_names
@@ -52,6 +52,7 @@ class Exporter:
         self.descendants: list[str] = []  # dotted paths of the drivers below the exports ("dut.power")
         self.labels: dict[str, str] = {}
         self.gone: str | None = None  # why it can't be reached any more
+        self.refused = False  # gone only for us: it runs, but names a client class this side won't load
         self.unanswered: Unanswered | None = None  # its connection broke, and it hasn't answered since
         self._broke = self._tried = 0.0  # (monotonic) when it broke, and when it was last tried again
         self._root: DriverClient | None = None
@@ -98,7 +99,7 @@ class Exporter:
         try:
             connection = self.client().connection
         except (ExporterStartError, JumpstarterError, OSError) as exc:
-            self.gone = f"jumpstarter: {exc}"
+            self.gone, self.refused = f"jumpstarter: {exc}", isinstance(exc, ClientClassError)
             raise ConnectError(self.gone) from None
         if self.unanswered is not None:
             return self._try_again(connection, holder)
@@ -171,6 +172,7 @@ class Exporter:
             "descendants": self.descendants,
             "labels": self.labels,
             "failure": failure or self.failure(),
+            "refused": self.refused and not failure,
         }
 
     def output(self, since: int = 0) -> str:
@@ -210,7 +212,7 @@ class RemoteExporter(Exporter):
         self.name, self.exports, self.labels = handoff["name"], handoff["exports"], handoff["labels"]
         self.export_names = handoff["export_names"]
         self.descendants = handoff["descendants"]
-        self._address, self.gone = handoff["address"], handoff["failure"]
+        self._address, self.gone, self.refused = handoff["address"], handoff["failure"], handoff["refused"]
 
     def _open(self):
         if self.gone:

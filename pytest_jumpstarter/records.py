@@ -40,6 +40,16 @@ class LeaseRecord:
         end = self.taken if self.taken is not None else self.released
         return max(0.0, (end if end is not None else self.asked) - self.asked)
 
+    def waited_on(self, exporter: str) -> float:
+        """Seconds it waited because ``exporter`` was busy, as the usage table counts them: the time to start or
+        reach a free one is not waiting for it (``reaching``)."""
+        return self.waited if exporter in self.waited_for else 0.0
+
+    def reaching(self, exporter: str) -> str:
+        """How the tooltips say the rest of its wait: ``, 0.03 s to start or reach it``, or nothing."""
+        rest = self.waited - self.waited_on(exporter)
+        return f", {seconds(rest)} to start or reach it" if round(rest, 2) > 0 else ""
+
     def to_dict(self) -> dict[str, Any]:
         """For a report (dataclasses.asdict() would cost a test some 70 us: it copies deep)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sent"}
@@ -53,11 +63,18 @@ class LeaseRecord:
 
 @dataclass
 class Gone:
-    """An exporter seen dead or unreachable, first at ``at``."""
+    """An exporter seen dead or unreachable, or running but refused (its client class not allowed here), first at
+    ``at``."""
 
     exporter: str
     at: float
     why: str
+    refused: bool = False  # it runs, but names a client class this side won't load
+
+    @property
+    def what(self) -> str:
+        """What the table calls it: it is not gone when only its client class was refused."""
+        return "client class refused" if self.refused else "gone"
 
 
 @dataclass
@@ -149,7 +166,7 @@ class Run:
         for name in self.rows():
             held = [(r.taken, r.released) for r in self.leases if name in r.exporters and r.taken is not None]
             busy = _union([(a, b if b is not None else max(a, last)) for a, b in held])
-            waits = [r.waited for r in self.leases if name in r.waited_for]  # not the time to start or reach it
+            waits = [r.waited_on(name) for r in self.leases if name in r.waited_for]  # not the time to reach it
             tests = {t.nodeid for t in self.tests.values() if name in t.exporters}
             tests |= {r.holder for r in self.leases if name in r.exporters and r.holder in self.tests}
             usages.append(
@@ -205,7 +222,7 @@ class Run:
         header = ("exporter", "tests", "busy", "util", "waited", "longest wait", "failed")
         rows = [
             (
-                u.name + (" (gone)" if u.gone else ""),
+                u.name + (f" ({u.gone.what})" if u.gone else ""),
                 str(u.tests),
                 f"{u.busy:.1f} s",
                 _percent(u.utilization),
@@ -229,7 +246,8 @@ class Run:
             )
         for u in usages:
             if u.gone:
-                lines.append(f"{u.name} gone at +{max(0.0, u.gone.at - first):.1f} s: {u.gone.why.splitlines()[0]}")
+                at = max(0.0, u.gone.at - first)
+                lines.append(f"{u.name} {u.gone.what} at +{at:.1f} s: {u.gone.why.splitlines()[0]}")
         return lines
 
 
@@ -248,3 +266,8 @@ def _union(spans: list[tuple[float, float]]) -> float:
 
 def _percent(fraction: float | None) -> str:
     return "n/a" if fraction is None else f"{fraction:.0%}"
+
+
+def seconds(value: float) -> str:
+    """Seconds as the HTML timeline shows them, in its table and its tooltips alike."""
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"

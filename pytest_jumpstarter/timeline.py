@@ -56,7 +56,8 @@ class Timeline:
                 continue
             why = exporter.failure()
             if why:
-                self.seen[exporter.name] = gone = Gone(exporter.name, time.time(), why)
+                refused = exporter.refused and why == exporter.gone  # not if it died since
+                self.seen[exporter.name] = gone = Gone(exporter.name, time.time(), why, refused)
                 self.unsent.append(gone)
 
     @pytest.hookimpl(wrapper=True)

@@ -13,6 +13,7 @@ import time
 from html import escape
 
 from pytest_jumpstarter.records import OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
+from pytest_jumpstarter.records import seconds as _seconds  # one rounding for the table and the tooltips
 
 PAGE_LEFT, PAGE_TOP = 16, 72  # where the chart's top left corner is on the page, in CSS pixels
 LABEL_WIDTH, PLOT_WIDTH, RIGHT = 170, 960, 20
@@ -220,11 +221,11 @@ def _row(
         out.extend(_hook(record, hook, scale, top) for hook in record.hooks if hook["exporter"] == name)
     if gone is not None:
         x = scale.x(gone.at)
-        why = f"{name} gone at {scale.rel(gone.at)}:\n{gone.why}"
+        why = f"{name} {gone.what} at {scale.rel(gone.at)}:\n{gone.why}"
         out.append(
             f'<g class="gone" data-exporter="{escape(name)}" data-at="{gone.at:.3f}"><title>{escape(why)}</title>'
             f'<line x1="{x:.1f}" y1="{top + 2}" x2="{x:.1f}" y2="{top + height - 2}"/>'
-            f'<text x="{x + 4:.1f}" y="{top + 14}">✕ gone</text></g>\n'
+            f'<text x="{x + 4:.1f}" y="{top + 14}">✕ {gone.what}</text></g>\n'
         )
     out.append("</g>\n")
     return "".join(out)
@@ -243,7 +244,8 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     if test is not None:
         tip = (
             f"{test.nodeid}\n{test.outcome} on {exporter}{worker}{also}\n"
-            f"waited {_seconds(record.waited)}, held {held} ({scale.rel(record.taken or 0)} to "
+            f"waited {_seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
+            f"({scale.rel(record.taken or 0)} to "
             f"{scale.rel(record.released or 0)}), test {_seconds(test.stop - test.start)}"
         )
         return (
@@ -264,7 +266,8 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     outcome = max((t.outcome for t in inside), key=OUTCOME_RANK.__getitem__, default="unknown")
     holder = record.holder or "session"
     tip = (
-        f"{holder}: {len(inside)} tests{also}\non {exporter}{worker}, waited {_seconds(record.waited)}, held {held} "
+        f"{holder}: {len(inside)} tests{also}\non {exporter}{worker}, waited {_seconds(record.waited_on(exporter))}"
+        f"{record.reaching(exporter)}, held {held} "
         f"({scale.rel(record.taken or 0)} to {scale.rel(record.released or 0)})"
     )
     out = [
@@ -326,15 +329,12 @@ def _wait(
             for r in leases
             if r is not record and (r.taken or 0) < end and (r.released or float("inf")) > record.asked
         ]
-        meanwhile = (
-            f"\nmeanwhile {exporter} was held by: {', '.join(holders)}"
-            if holders
-            else f"\n{exporter} was free: this was the time to start or reach it"
-        )
-        tip = (
-            f"{waiter} waited {_seconds(record.waited)} for {exporter} "
-            f"({scale.rel(record.asked)} to {scale.rel(end)}){meanwhile}"
-        )
+        span = f"({scale.rel(record.asked)} to {scale.rel(end)})"
+        if exporter in record.waited_for:
+            meanwhile = f"\nmeanwhile {exporter} was held by: {', '.join(holders)}" if holders else ""
+            tip = f"{waiter} waited {_seconds(record.waited_on(exporter))} for {exporter} {span}{meanwhile}"
+        else:  # not waiting, as the table counts it: the table says 0 s for it
+            tip = f"{waiter} took {_seconds(record.waited)} to start or reach {exporter} {span}: it was free"
     mark = (
         f'<text x="{x1 + width + 2:.1f}" y="{top + WAIT_TOP + 7}" fill="{GONE_COLOUR}" font-size="11">✕</text>'
         if unleased
@@ -379,7 +379,7 @@ def _table(run: Run, usages: list[Usage], first: float) -> str:
     for u in usages:
         util = "n/a" if u.utilization is None else f"{u.utilization:.0%}"
         out.append(
-            f'<tr data-exporter="{escape(u.name)}"><td>{escape(u.name)}{" (gone)" if u.gone else ""}</td>'
+            f'<tr data-exporter="{escape(u.name)}"><td>{escape(u.name)}{f" ({u.gone.what})" if u.gone else ""}</td>'
             f"<td>{u.tests}</td><td>{_seconds(u.busy)}</td><td>{util}</td><td>{_seconds(u.waited)}</td>"
             f"<td>{_seconds(u.longest)}</td><td>{u.failures}</td></tr>\n"
         )
@@ -394,12 +394,8 @@ def _table(run: Run, usages: list[Usage], first: float) -> str:
         )
     for gone in run.gone.values():
         at = f"+{gone.at - first:.2f} s"
-        out.append(f'<p class="gone">{escape(gone.exporter)} gone at {at}: {escape(gone.why)}</p>\n')
+        out.append(f'<p class="gone">{escape(gone.exporter)} {gone.what} at {at}: {escape(gone.why)}</p>\n')
     return "".join(out)
-
-
-def _seconds(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def _fit(text: str, limit: int) -> str:

@@ -417,7 +417,12 @@ def test_modules_needing_the_upstream_extra_name_it():
         "        print(exc)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    extra = "comes with the upstream extra: pip install 'jumpstarter[upstream]'"
+    extra = "comes with the upstream extra: pip install {0}, or install this runtime with the extra (its wheel or "
+    extra += "clone as 'PATH[upstream]', see docs/install.md; not 'jumpstarter[upstream]' from the package index"
     aiohttp_error, rich_error = result.stdout.splitlines()
-    assert aiohttp_error.startswith("jumpstarter.streams.aiohttp needs aiohttp") and f"aiohttp {extra}" in aiohttp_error
-    assert rich_error.startswith("jumpstarter.streams.progress needs rich") and f"rich {extra}" in rich_error
+    assert aiohttp_error.startswith("jumpstarter.streams.aiohttp needs aiohttp")
+    assert f"aiohttp {extra.format('aiohttp')}" in aiohttp_error, aiohttp_error
+    assert (
+        rich_error.startswith("jumpstarter.streams.progress needs rich")
+        and f"rich {extra.format('rich')}" in rich_error
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,31 @@ def test_upstream_keys_load(write):
     assert any("failureDetection" in w and "ignored" in w for w in config.warnings)
     power = config.instantiate().children["power"]
     assert (power.description, power.methods_description) == ("the bench PSU", {"on": "Switch the DUT on"})
+
+
+def test_a_boolean_key_inside_a_config_value_is_named_with_its_line_and_quoting(write, monkeypatch):
+    """YAML 1.1 reads a shell driver's ``on:`` method as True: say which key, where, and how to quote it."""
+    write(
+        "shell_like_driver.py",
+        """
+        from dataclasses import dataclass
+        from jumpstarter.driver import Driver
+
+        @dataclass(kw_only=True)
+        class Shell(Driver):
+            methods: dict[str, str | dict[str, str | int]]
+
+            @classmethod
+            def client(cls):
+                return "jumpstarter.client.DriverClient"
+        """,
+    )
+    monkeypatch.syspath_prepend(str(write("x", "").parent))
+    monkeypatch.delitem(sys.modules, "shell_like_driver", raising=False)
+    text = HEADER + "export:\n  shell:\n    type: shell_like_driver.Shell\n    config:\n      methods:\n"
+    message = load_error(write, text + "        greet: echo hi\n        yes: echo yes\n")
+    assert message.startswith(":9: export 'shell': config 'methods' of Shell: key True is a boolean in YAML"), message
+    assert "YAML 1.1 reads on/off/yes/no as true/false); quote it: 'yes':" in message
+    message = load_error(write, text + "        off:\n          command: echo off\n")
+    assert message.startswith(":8: export 'shell': config 'methods' of Shell: key False"), message
+    assert "quote it: 'off':" in message

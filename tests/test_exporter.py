@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -206,7 +207,12 @@ def test_address_in_use_is_reported(exporter_process):
         timeout=30,
     )
     assert done.returncode == 1
-    assert f"can't listen on {first.address}" in done.stderr
+    # the cause in the exporter's own error, not only in gRPC's log line before it
+    error = [line for line in done.stderr.splitlines() if line.startswith("jumpstarter: ")]
+    assert error == [
+        f"jumpstarter: can't listen on {first.address}: address {first.address} already in use "
+        + ("(another exporter or program listens there: stop it, or choose another port; port 0 picks a free one)")
+    ], done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -367,6 +373,15 @@ def test_inspect_shows_the_drivers_methods_and_signatures(exporter_process):
     assert "      ticks(n: int, interval: float = 0.0) -> Iterator[int]" in lines
     assert "    board.power: jumpstarter_driver_demo.client.PowerClient" in lines
     assert "        read() -> bool" in lines
+    power = lines[lines.index("    board.power: jumpstarter_driver_demo.client.PowerClient") :]
+    # every exported method, those without help too (read has no docstring)
+    assert power[1:6] == [
+        "      exported methods:",
+        "        off: Switch the board off.",
+        "        on: Switch the board on.",
+        "        read",
+        "      client methods (PowerClient):",
+    ], power
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "requires a passphrase" in refused.stderr
 
@@ -468,3 +483,27 @@ def test_serving_the_network_without_passphrase_or_tls_warns(exporter_process):
         "jumpstarter: exports:\n  board: jumpstarter_driver_demo.Board\n    power: jumpstarter_driver_demo.Power\n"
         in (loopback.output())
     )
+
+
+def test_j_lists_a_driver_without_a_cli_and_says_how_to_use_it(exporter_process):
+    """`j --help` lists every export; `j board` of a client with no cli() says so, how to use it and its methods,
+    instead of listing nothing and answering "No such command"."""
+    exporter = exporter_process(BOARD_YAML, "--listen", "127.0.0.1:0")
+    shell = [sys.executable, "-m", "jumpstarter", "shell", exporter.address, "--", sys.executable, "-m"]
+
+    def j(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*shell, "jumpstarter.j", *args], capture_output=True, text=True, timeout=60)
+
+    listing = j("--help")
+    assert listing.returncode == 0, listing.stderr
+    assert re.search(r"^  board +\(no command-line interface: use it from Python; exports add, ", listing.stdout, re.M)
+    for args in (["board"], ["board", "on", "--now"]):
+        done = j(*args)
+        assert done.returncode == 2, done.stdout + done.stderr
+        message = " ".join(done.stderr.split())
+        assert (
+            "'board' has no command-line interface: its client class jumpstarter_driver_demo.client.BoardClient"
+            " has no cli(). Use it from Python" in message
+        ), done.stderr
+        assert "client.children['board'].METHOD(...)" in message and "Its driver exports: add, " in message
+        assert "No such command" not in done.stderr and "Traceback" not in done.stderr

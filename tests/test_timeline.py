@@ -242,6 +242,42 @@ def test_a_dead_exporter_is_marked_and_claims_that_got_nothing_have_their_row(py
     )
 
 
+def test_an_exporter_whose_client_class_is_refused_is_not_called_gone(pytester, monkeypatch):
+    """It runs the whole time; only this side won't load the client class it names: say that, not "gone"."""
+    pytester.makepyfile(
+        refused_driver="""
+            from dataclasses import dataclass
+            from jumpstarter.driver import Driver, export
+
+            @dataclass(kw_only=True)
+            class Refused(Driver):
+                @classmethod
+                def client(cls):
+                    return "refused_driver.RefusedClient"
+
+                @export
+                def ping(self):
+                    return "pong"
+        """,
+        test_it="def test_1(dut):\n    pass\n",
+    )
+    monkeypatch.delenv("JUMPSTARTER_CLIENT_MODULES", raising=False)
+    config = exporter_yaml(pytester.path / "lab.yaml", {"dut": "refused_driver.Refused"}, name="lab")
+    result = pytester.runpytest_subprocess("--exporter", str(config), "--jumpstarter-timeline", "lab.html")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "lab (client class refused) *",
+            "lab client class refused at +* s: jumpstarter: *refused_driver.RefusedClient*",
+        ]
+    )
+    assert "(gone)" not in result.stdout.str() and "lab gone at" not in result.stdout.str()
+    root = page(pytester.path / "lab.html")
+    mark = next(g for g in rows(root)["lab"].iter(f"{SVG}g") if g.get("class") == "gone")
+    assert tooltip(mark).startswith("lab client class refused at ")
+    assert "(client class refused)" in (pytester.path / "lab.html").read_text()
+
+
 def test_a_module_lease_is_one_bar_with_its_tests_inside(pytester):
     pytester.makepyfile(
         test_flash="def test_a(board):\n    board.wait(0.2)\n\ndef test_b(board):\n    assert False\n",
@@ -288,6 +324,27 @@ def test_the_busiest_board_and_where_another_would_help():
     )
     leases[1].waited_for = ()  # the time to start the exporter is no wait for a busy board
     assert "no test waited for an exporter" in run.advice(run.usage())
+
+
+def test_the_tooltips_and_the_table_say_the_same_wait():
+    """A claim that took 0.03 s to reach a free exporter did not wait for it: the table says 0.00 s, and so must
+    the bar's tooltip and the wait band's; a claim that found it busy waited, in both, rounded alike."""
+    t0 = 1_700_000_000.0
+    tests = {n: RanTest(n, start=t0 + s, stop=t0 + e, exporters=["rpi"]) for n, s, e in [("a", 0, 2), ("b", 0, 4)]}
+    leases = [
+        LeaseRecord("a", ("rpi",), t0, t0 + 0.034, t0 + 2),  # reaching a free exporter
+        LeaseRecord("b", ("rpi",), t0 + 0.5, t0 + 2.004, t0 + 4, waited_for=("rpi",)),  # it was busy
+    ]
+    root = ET.fromstring(timeline_html.render(Run(["rpi"], tests, leases, {}, {})))
+    table = next(t for t in root.iter("table") if t.get("class") == "usage")
+    cells = [td.text for td in next(tr for tr in table if tr.get("data-exporter") == "rpi")]
+    assert cells[4] == "1.50 s"  # waited: only b's
+    row = rows(root)["rpi"]
+    assert tooltip(lease_of(row, "a")).splitlines()[2].startswith("waited 0.00 s, 0.03 s to start or reach it, held")
+    assert tooltip(lease_of(row, "b")).splitlines()[2].startswith("waited 1.50 s, held")
+    bands = {g.get("data-test"): tooltip(g) for g in row.iter(f"{SVG}g") if "waited" in g.get("class", "")}
+    assert bands["a"].startswith("a took 0.03 s to start or reach rpi (") and bands["a"].endswith("it was free")
+    assert bands["b"].startswith("b waited 1.50 s for rpi (") and "meanwhile rpi was held by: a" in bands["b"]
 
 
 def test_the_page_shows_the_command_without_passphrases():

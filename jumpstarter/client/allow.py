@@ -26,6 +26,7 @@ from jumpstarter.common.importing import (
     split_class_path,
 )
 from jumpstarter.errors import ClientClassError
+from jumpstarter.installed import misfit
 
 if TYPE_CHECKING:
     from importlib import metadata  # imported when used: an exporter that imports a client module never is
@@ -157,16 +158,20 @@ def load_client_class(path: str, export: str, base: type, trusted: bool = False)
     try:
         cls = import_class(path)
     except ModuleMissing as exc:
-        raise ClientClassError(f"{where}: can't import client class {path!r}: {exc.__cause__}") from exc
+        raise ClientClassError(f"{where}: can't import client class {path!r}: {exc.__cause__}{misfit(path)}") from exc
     except ImportFailed as exc:  # a module that fails, or exits, on import: not the client's end
         if isinstance(exc.cause, ImportError):
-            raise ClientClassError(f"{where}: can't import client class {path!r}: {exc.cause}") from exc.cause
+            raise ClientClassError(
+                f"{where}: can't import client class {path!r}: {exc.cause}{misfit(path)}"
+            ) from exc.cause
         raise ClientClassError(
             f"{where}: importing module {module_name!r} for client class {path!r} failed: "
-            f"{type(exc.cause).__name__}: {exc.cause}"
+            f"{type(exc.cause).__name__}: {exc.cause}{misfit(path)}"
         ) from None
     except NameMissing:
-        raise ClientClassError(f"{where}: module {module_name!r} has no client class {class_name!r}") from None
+        raise ClientClassError(
+            f"{where}: module {module_name!r} has no client class {class_name!r}{misfit(path)}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ClientClassError(f"{where}: {path!r} is not a DriverClient subclass, so it is not used as a client")
     return cls

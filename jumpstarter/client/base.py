@@ -214,8 +214,10 @@ class CompositeClient(DriverClient):
 
     def cli(self) -> Any:
         """The click group of upstream's ``j`` command (click is needed): each child whose client has a ``cli()``
-        adds its commands under its name (``j power on``), as upstream's composite client gathers them."""
+        adds its commands under its name (``j power on``), as upstream's composite client gathers them; a child
+        without one is listed too, by a command that says so (``jumpstarter.client.nocli``)."""
         from jumpstarter.client.decorators import driver_click_group
+        from jumpstarter.client.nocli import no_cli_command
 
         @driver_click_group(self)
         def group() -> None:
@@ -224,6 +226,8 @@ class CompositeClient(DriverClient):
         for name, child in self.children.items():
             if not isinstance(child, StubDriverClient) and callable(getattr(type(child), "cli", None)):
                 group.add_command(child.cli(), name)
+            else:
+                group.add_command(no_cli_command(name, child, not isinstance(child, StubDriverClient)), name)
         return group
 
 

@@ -189,6 +189,7 @@ class Connection:
         self._paced = paced_pb2_grpc.PacedCallServiceStub(self._channel)
         # uuid -> {method: lookahead} of the generators that declared one, from the report (None: not read yet)
         self._lookaheads: dict[str, dict[str, int]] | None = None
+        self._exported: dict[str, list[str]] = {}  # by uuid: what an exporter of ours says each driver exports
         self._aio: dict[asyncio.AbstractEventLoop, _AioStubs] = {}
         self._portal = OwnPortal()
         self.closed = False
@@ -245,7 +246,13 @@ class Connection:
     def _read(self, report: jumpstarter_pb2.GetReportResponse) -> jumpstarter_pb2.GetReportResponse:
         """Note which generators pace themselves (@export(lookahead=N)): their calls go by PacedCallService."""
         self._lookaheads = {r.uuid: dict(r.methods_lookahead) for r in report.reports if r.methods_lookahead}
+        self._exported = {r.uuid: list(r.exported_methods) for r in report.reports if r.exported_methods}
         return report
+
+    def exported_methods(self, uuid: str) -> list[str] | None:
+        """The names of every method the driver ``uuid`` exports, from the report this connection read; None
+        when the exporter doesn't say (upstream's names only the methods that have help)."""
+        return self._exported.get(uuid)
 
     def _lookahead(self, uuid: str, method: str) -> int | None:
         """The declared lookahead of a generator method; None for the default. A connection that has read no

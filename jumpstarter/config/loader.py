@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import pkgutil
+import re
 import sys
 import threading
 import typing
@@ -21,6 +23,7 @@ from jumpstarter.config import refs
 from jumpstarter.config.hooks import Hooks, parse_hooks
 from jumpstarter.driver.base import Composite, Driver, close_drivers, exported_methods
 from jumpstarter.errors import ConfigError
+from jumpstarter.installed import driver_requirement, misfit
 from jumpstarter.signature import ArgumentError, convert
 
 API_VERSION = "jumpstarter.dev/v1alpha1"
@@ -36,6 +39,7 @@ METADATA_KEYS = {"name", "namespace", "labels"}
 # Upstream's driver classes that ours stand in for.
 TYPE_ALIASES: dict[str, type[Driver]] = {"jumpstarter_driver_composite.driver.Composite": Composite}
 RESERVED_PARAMS = {"children", "uuid"}
+logger = logging.getLogger(__name__)
 
 
 class _Node(dict):
@@ -419,9 +423,45 @@ def _check_values(cls: type[Driver], entry: DriverEntry, source: str) -> None:
             entry.config[name] = convert(value, hints[name])
         except ArgumentError as exc:
             line = entry.config_lines.get(name, entry.line)
+            flag = _boolean_key(value, line)
+            if flag is not None:  # a shell driver's `methods: {on: ...}`: the key, not the value, is wrong
+                key, key_line = flag
+                raise ConfigError(
+                    f"{source}:{key_line}: export {entry.path!r}: config {name!r} of {cls.__qualname__}: key "
+                    f"{key} is a boolean in YAML (YAML 1.1 reads on/off/yes/no as true/false); quote it: "
+                    f"'{_key_word(source, key_line, key)}':"
+                ) from None
             raise ConfigError(
                 f"{source}:{line}: export {entry.path!r}: config {name!r} of {cls.__qualname__} {exc}"
             ) from None
+
+
+def _key_word(source: str, line: int, key: bool) -> str:
+    """The word the YAML wrote for a boolean key (``on``, ``yes``...), read from its line."""
+    try:
+        text = Path(source).read_text().splitlines()[line - 1]
+    except (OSError, IndexError, UnicodeDecodeError):
+        text = ""
+    match = re.match(r"\s*(?:-\s+)?([A-Za-z]+)\s*:", text)
+    return match.group(1) if match else ("on" if key else "off")
+
+
+def _boolean_key(value: Any, line: int) -> tuple[bool, int] | None:
+    """The first boolean key in a config value's mappings (at any depth) and its line."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            lines = getattr(value, "lines", {})
+            if isinstance(key, bool):
+                return key, lines.get(key, line)
+            found = _boolean_key(item, lines.get(key, line))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _boolean_key(item, line)
+            if found is not None:
+                return found
+    return None
 
 
 def import_driver_class(path: str, where: str) -> type[Driver]:
@@ -438,20 +478,30 @@ def import_driver_class(path: str, where: str) -> type[Driver]:
             raise ConfigError(f"{where}: type {path!r}: no module named {exc.missing!r}{hint}") from None
         raise ConfigError(
             f"{where}: type {path!r}: importing {exc.module!r} failed: "
-            f"it needs module {exc.missing!r}, which is not installed"
+            f"it needs module {exc.missing!r}, which is not installed{misfit(path)}"
         ) from exc
     except ImportFailed as exc:
         raise ConfigError(
             f"{where}: type {path!r}: importing {exc.module!r} raised {type(exc.cause).__name__}: {exc.cause}"
+            f"{misfit(path)}"
         ) from exc.cause
     except NameMissing as exc:
         drivers = [n for n, v in vars(exc.found).items() if isinstance(v, type) and issubclass(v, Driver)]
         module = exc.module
         hint = did_you_mean(exc.name, drivers, show=lambda name: repr(f"{module}.{name}"))
-        raise ConfigError(f"{where}: type {path!r}: module {module!r} has no {exc.name!r}{hint}") from None
+        raise ConfigError(
+            f"{where}: type {path!r}: module {module!r} has no {exc.name!r}{hint}{misfit(path)}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(f"{where}: type {path!r} is not a Driver subclass (from jumpstarter.driver import Driver)")
+    why = driver_requirement(path)
+    if why and why not in _warned:  # it imported: it may work, but say why if it doesn't
+        _warned.add(why)
+        logger.warning("%s: %s", where, why)
     return cls
+
+
+_warned: set[str] = set()
 
 
 def _suggest_module(path: str, missing: str) -> str:

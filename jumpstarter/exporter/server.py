@@ -16,6 +16,7 @@ from jumpstarter.common.frames import add_stream_handler
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
+from jumpstarter.exporter.binding import bind_failure
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
 from jumpstarter.exporter.limits import Limits
@@ -275,7 +276,7 @@ async def serving(
         else:
             port = server.add_secure_port(target, grpc.ssl_server_credentials([(tls[1], tls[0])]))
     except RuntimeError as exc:
-        raise OSError(f"can't listen on {address}: {exc}") from None
+        raise OSError(f"can't listen on {address}: {bind_failure(address, target) or exc}") from None
     if not target.startswith("unix:") and target.rsplit(":", 1)[-1] == "0":
         target = f"{target.rsplit(':', 1)[0]}:{port}"
     await server.start()

@@ -91,7 +91,9 @@ class Session(
             parent_path = self.paths.get(str(parent.uuid), "") if parent is not None else ""
             self.paths.setdefault(uuid, f"{parent_path}.{name}".lstrip(".") if parent is not None else "")
             report = driver.report(parent=parent, name=name)
-            for info in exported_methods(type(driver)).values():  # our clients pace these (PacedCallService)
+            exported = exported_methods(type(driver))
+            report.exported_methods.extend(sorted(exported))  # all of them, help or not (inspect, j)
+            for info in exported.values():  # our clients pace these (PacedCallService)
                 if info.lookahead is not None:
                     report.methods_lookahead[info.name] = info.lookahead
             self.reports.append(report)

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jumpstarter.v1 import common_pb2 as jumpstarter_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jumpstarter/v1/jumpstarter.proto\x12\x0ejumpstarter.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bjumpstarter/v1/common.proto\"i\n\x08\x45ndpoint\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\t\x12\x1a\n\x12\x63lient_certificate\x18\x03 \x01(\t\x12\x1a\n\x12\x63lient_private_key\x18\x04 \x01(\t\"\x90\x04\n\x14\x44riverInstanceReport\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x18\n\x0bparent_uuid\x18\x02 \x01(\tH\x00\x88\x01\x01\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.jumpstarter.v1.DriverInstanceReport.LabelsEntry\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x01\x88\x01\x01\x12Y\n\x13methods_description\x18\x05 \x03(\x0b\x32<.jumpstarter.v1.DriverInstanceReport.MethodsDescriptionEntry\x12V\n\x11methods_lookahead\x18\xe8\x07 \x03(\x0b\x32:.jumpstarter.v1.DriverInstanceReport.MethodsLookaheadEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x39\n\x17MethodsDescriptionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x37\n\x15MethodsLookaheadEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\x0e\n\x0c_parent_uuidB\x0e\n\x0c_description\"\x8d\x02\n\x11GetReportResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12=\n\x06labels\x18\x02 \x03(\x0b\x32-.jumpstarter.v1.GetReportResponse.LabelsEntry\x12\x35\n\x07reports\x18\x03 \x03(\x0b\x32$.jumpstarter.v1.DriverInstanceReport\x12\x37\n\x15\x61lternative_endpoints\x18\x04 \x03(\x0b\x32\x18.jumpstarter.v1.Endpoint\x12\x0c\n\x04motd\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x08IntPaths\x12)\n\x05paths\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.ListValue\"\x85\x01\n\x11\x44riverCallRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12$\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\"x\n\x12\x44riverCallResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\"\x8e\x01\n\x1aStreamingDriverCallRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12$\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\"\xa9\x01\n\x1bStreamingDriverCallResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\x12&\n\x05items\x18\xe9\x07 \x03(\x0b\x32\x16.google.protobuf.Value\"\x9e\x03\n\x11LogStreamResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x10\n\x08severity\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12.\n\x06source\x18\x04 \x01(\x0e\x32\x19.jumpstarter.v1.LogSourceH\x00\x88\x01\x01\x12\x18\n\x0b\x64river_type\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x16\n\toperation\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x32\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x03\x88\x01\x01\x12R\n\x11structured_fields\x18\x08 \x03(\x0b\x32\x37.jumpstarter.v1.LogStreamResponse.StructuredFieldsEntry\x1a\x37\n\x15StructuredFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_sourceB\x0e\n\x0c_driver_typeB\x0c\n\n_operationB\x0c\n\n_timestamp\"\x0e\n\x0cResetRequest\"\x0f\n\rResetResponse\"\x12\n\x10GetStatusRequest\"\xcf\x01\n\x11GetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x1e.jumpstarter.v1.ExporterStatus\x12\x14\n\x07message\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\x0estatus_version\x18\x03 \x01(\x04\x12<\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\x1e.jumpstarter.v1.ExporterStatusH\x01\x88\x01\x01\x42\n\n\x08_messageB\x12\n\x10_previous_status\"\x13\n\x11\x45ndSessionRequest\"G\n\x12\x45ndSessionResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x14\n\x07message\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_message2\xd7\x04\n\x0f\x45xporterService\x12\x46\n\tGetReport\x12\x16.google.protobuf.Empty\x1a!.jumpstarter.v1.GetReportResponse\x12S\n\nDriverCall\x12!.jumpstarter.v1.DriverCallRequest\x1a\".jumpstarter.v1.DriverCallResponse\x12p\n\x13StreamingDriverCall\x12*.jumpstarter.v1.StreamingDriverCallRequest\x1a+.jumpstarter.v1.StreamingDriverCallResponse0\x01\x12H\n\tLogStream\x12\x16.google.protobuf.Empty\x1a!.jumpstarter.v1.LogStreamResponse0\x01\x12\x44\n\x05Reset\x12\x1c.jumpstarter.v1.ResetRequest\x1a\x1d.jumpstarter.v1.ResetResponse\x12P\n\tGetStatus\x12 .jumpstarter.v1.GetStatusRequest\x1a!.jumpstarter.v1.GetStatusResponse\x12S\n\nEndSession\x12!.jumpstarter.v1.EndSessionRequest\x1a\".jumpstarter.v1.EndSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n jumpstarter/v1/jumpstarter.proto\x12\x0ejumpstarter.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bjumpstarter/v1/common.proto\"i\n\x08\x45ndpoint\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\t\x12\x1a\n\x12\x63lient_certificate\x18\x03 \x01(\t\x12\x1a\n\x12\x63lient_private_key\x18\x04 \x01(\t\"\xab\x04\n\x14\x44riverInstanceReport\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x18\n\x0bparent_uuid\x18\x02 \x01(\tH\x00\x88\x01\x01\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.jumpstarter.v1.DriverInstanceReport.LabelsEntry\x12\x18\n\x0b\x64\x65scription\x18\x04 \x01(\tH\x01\x88\x01\x01\x12Y\n\x13methods_description\x18\x05 \x03(\x0b\x32<.jumpstarter.v1.DriverInstanceReport.MethodsDescriptionEntry\x12V\n\x11methods_lookahead\x18\xe8\x07 \x03(\x0b\x32:.jumpstarter.v1.DriverInstanceReport.MethodsLookaheadEntry\x12\x19\n\x10\x65xported_methods\x18\xe9\x07 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x39\n\x17MethodsDescriptionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x37\n\x15MethodsLookaheadEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\x0e\n\x0c_parent_uuidB\x0e\n\x0c_description\"\x8d\x02\n\x11GetReportResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12=\n\x06labels\x18\x02 \x03(\x0b\x32-.jumpstarter.v1.GetReportResponse.LabelsEntry\x12\x35\n\x07reports\x18\x03 \x03(\x0b\x32$.jumpstarter.v1.DriverInstanceReport\x12\x37\n\x15\x61lternative_endpoints\x18\x04 \x03(\x0b\x32\x18.jumpstarter.v1.Endpoint\x12\x0c\n\x04motd\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x08IntPaths\x12)\n\x05paths\x18\x01 \x03(\x0b\x32\x1a.google.protobuf.ListValue\"\x85\x01\n\x11\x44riverCallRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12$\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\"x\n\x12\x44riverCallResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\"\x8e\x01\n\x1aStreamingDriverCallRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12$\n\x04\x61rgs\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\"\xa9\x01\n\x1bStreamingDriverCallResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12&\n\x06result\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12,\n\tint_paths\x18\xe8\x07 \x01(\x0b\x32\x18.jumpstarter.v1.IntPaths\x12&\n\x05items\x18\xe9\x07 \x03(\x0b\x32\x16.google.protobuf.Value\"\x9e\x03\n\x11LogStreamResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x10\n\x08severity\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12.\n\x06source\x18\x04 \x01(\x0e\x32\x19.jumpstarter.v1.LogSourceH\x00\x88\x01\x01\x12\x18\n\x0b\x64river_type\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x16\n\toperation\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x32\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x03\x88\x01\x01\x12R\n\x11structured_fields\x18\x08 \x03(\x0b\x32\x37.jumpstarter.v1.LogStreamResponse.StructuredFieldsEntry\x1a\x37\n\x15StructuredFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_sourceB\x0e\n\x0c_driver_typeB\x0c\n\n_operationB\x0c\n\n_timestamp\"\x0e\n\x0cResetRequest\"\x0f\n\rResetResponse\"\x12\n\x10GetStatusRequest\"\xcf\x01\n\x11GetStatusResponse\x12.\n\x06status\x18\x01 \x01(\x0e\x32\x1e.jumpstarter.v1.ExporterStatus\x12\x14\n\x07message\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\x0estatus_version\x18\x03 \x01(\x04\x12<\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\x1e.jumpstarter.v1.ExporterStatusH\x01\x88\x01\x01\x42\n\n\x08_messageB\x12\n\x10_previous_status\"\x13\n\x11\x45ndSessionRequest\"G\n\x12\x45ndSessionResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x14\n\x07message\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_message2\xd7\x04\n\x0f\x45xporterService\x12\x46\n\tGetReport\x12\x16.google.protobuf.Empty\x1a!.jumpstarter.v1.GetReportResponse\x12S\n\nDriverCall\x12!.jumpstarter.v1.DriverCallRequest\x1a\".jumpstarter.v1.DriverCallResponse\x12p\n\x13StreamingDriverCall\x12*.jumpstarter.v1.StreamingDriverCallRequest\x1a+.jumpstarter.v1.StreamingDriverCallResponse0\x01\x12H\n\tLogStream\x12\x16.google.protobuf.Empty\x1a!.jumpstarter.v1.LogStreamResponse0\x01\x12\x44\n\x05Reset\x12\x1c.jumpstarter.v1.ResetRequest\x1a\x1d.jumpstarter.v1.ResetResponse\x12P\n\tGetStatus\x12 .jumpstarter.v1.GetStatusRequest\x1a!.jumpstarter.v1.GetStatusResponse\x12S\n\nEndSession\x12!.jumpstarter.v1.EndSessionRequest\x1a\".jumpstarter.v1.EndSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,43 +48,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDPOINT']._serialized_start=173
   _globals['_ENDPOINT']._serialized_end=278
   _globals['_DRIVERINSTANCEREPORT']._serialized_start=281
-  _globals['_DRIVERINSTANCEREPORT']._serialized_end=809
-  _globals['_DRIVERINSTANCEREPORT_LABELSENTRY']._serialized_start=616
-  _globals['_DRIVERINSTANCEREPORT_LABELSENTRY']._serialized_end=661
-  _globals['_DRIVERINSTANCEREPORT_METHODSDESCRIPTIONENTRY']._serialized_start=663
-  _globals['_DRIVERINSTANCEREPORT_METHODSDESCRIPTIONENTRY']._serialized_end=720
-  _globals['_DRIVERINSTANCEREPORT_METHODSLOOKAHEADENTRY']._serialized_start=722
-  _globals['_DRIVERINSTANCEREPORT_METHODSLOOKAHEADENTRY']._serialized_end=777
-  _globals['_GETREPORTRESPONSE']._serialized_start=812
-  _globals['_GETREPORTRESPONSE']._serialized_end=1081
-  _globals['_GETREPORTRESPONSE_LABELSENTRY']._serialized_start=616
-  _globals['_GETREPORTRESPONSE_LABELSENTRY']._serialized_end=661
-  _globals['_INTPATHS']._serialized_start=1083
-  _globals['_INTPATHS']._serialized_end=1136
-  _globals['_DRIVERCALLREQUEST']._serialized_start=1139
-  _globals['_DRIVERCALLREQUEST']._serialized_end=1272
-  _globals['_DRIVERCALLRESPONSE']._serialized_start=1274
-  _globals['_DRIVERCALLRESPONSE']._serialized_end=1394
-  _globals['_STREAMINGDRIVERCALLREQUEST']._serialized_start=1397
-  _globals['_STREAMINGDRIVERCALLREQUEST']._serialized_end=1539
-  _globals['_STREAMINGDRIVERCALLRESPONSE']._serialized_start=1542
-  _globals['_STREAMINGDRIVERCALLRESPONSE']._serialized_end=1711
-  _globals['_LOGSTREAMRESPONSE']._serialized_start=1714
-  _globals['_LOGSTREAMRESPONSE']._serialized_end=2128
-  _globals['_LOGSTREAMRESPONSE_STRUCTUREDFIELDSENTRY']._serialized_start=2018
-  _globals['_LOGSTREAMRESPONSE_STRUCTUREDFIELDSENTRY']._serialized_end=2073
-  _globals['_RESETREQUEST']._serialized_start=2130
-  _globals['_RESETREQUEST']._serialized_end=2144
-  _globals['_RESETRESPONSE']._serialized_start=2146
-  _globals['_RESETRESPONSE']._serialized_end=2161
-  _globals['_GETSTATUSREQUEST']._serialized_start=2163
-  _globals['_GETSTATUSREQUEST']._serialized_end=2181
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2184
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2391
-  _globals['_ENDSESSIONREQUEST']._serialized_start=2393
-  _globals['_ENDSESSIONREQUEST']._serialized_end=2412
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=2414
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=2485
-  _globals['_EXPORTERSERVICE']._serialized_start=2488
-  _globals['_EXPORTERSERVICE']._serialized_end=3087
+  _globals['_DRIVERINSTANCEREPORT']._serialized_end=836
+  _globals['_DRIVERINSTANCEREPORT_LABELSENTRY']._serialized_start=643
+  _globals['_DRIVERINSTANCEREPORT_LABELSENTRY']._serialized_end=688
+  _globals['_DRIVERINSTANCEREPORT_METHODSDESCRIPTIONENTRY']._serialized_start=690
+  _globals['_DRIVERINSTANCEREPORT_METHODSDESCRIPTIONENTRY']._serialized_end=747
+  _globals['_DRIVERINSTANCEREPORT_METHODSLOOKAHEADENTRY']._serialized_start=749
+  _globals['_DRIVERINSTANCEREPORT_METHODSLOOKAHEADENTRY']._serialized_end=804
+  _globals['_GETREPORTRESPONSE']._serialized_start=839
+  _globals['_GETREPORTRESPONSE']._serialized_end=1108
+  _globals['_GETREPORTRESPONSE_LABELSENTRY']._serialized_start=643
+  _globals['_GETREPORTRESPONSE_LABELSENTRY']._serialized_end=688
+  _globals['_INTPATHS']._serialized_start=1110
+  _globals['_INTPATHS']._serialized_end=1163
+  _globals['_DRIVERCALLREQUEST']._serialized_start=1166
+  _globals['_DRIVERCALLREQUEST']._serialized_end=1299
+  _globals['_DRIVERCALLRESPONSE']._serialized_start=1301
+  _globals['_DRIVERCALLRESPONSE']._serialized_end=1421
+  _globals['_STREAMINGDRIVERCALLREQUEST']._serialized_start=1424
+  _globals['_STREAMINGDRIVERCALLREQUEST']._serialized_end=1566
+  _globals['_STREAMINGDRIVERCALLRESPONSE']._serialized_start=1569
+  _globals['_STREAMINGDRIVERCALLRESPONSE']._serialized_end=1738
+  _globals['_LOGSTREAMRESPONSE']._serialized_start=1741
+  _globals['_LOGSTREAMRESPONSE']._serialized_end=2155
+  _globals['_LOGSTREAMRESPONSE_STRUCTUREDFIELDSENTRY']._serialized_start=2045
+  _globals['_LOGSTREAMRESPONSE_STRUCTUREDFIELDSENTRY']._serialized_end=2100
+  _globals['_RESETREQUEST']._serialized_start=2157
+  _globals['_RESETREQUEST']._serialized_end=2171
+  _globals['_RESETRESPONSE']._serialized_start=2173
+  _globals['_RESETRESPONSE']._serialized_end=2188
+  _globals['_GETSTATUSREQUEST']._serialized_start=2190
+  _globals['_GETSTATUSREQUEST']._serialized_end=2208
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2211
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2418
+  _globals['_ENDSESSIONREQUEST']._serialized_start=2420
+  _globals['_ENDSESSIONREQUEST']._serialized_end=2439
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=2441
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=2512
+  _globals['_EXPORTERSERVICE']._serialized_start=2515
+  _globals['_EXPORTERSERVICE']._serialized_end=3114
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ class Endpoint(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ..., certificate: _Optional[str] = ..., client_certificate: _Optional[str] = ..., client_private_key: _Optional[str] = ...) -> None: ...
 
 class DriverInstanceReport(_message.Message):
-    __slots__ = ("uuid", "parent_uuid", "labels", "description", "methods_description", "methods_lookahead")
+    __slots__ = ("uuid", "parent_uuid", "labels", "description", "methods_description", "methods_lookahead", "exported_methods")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,13 +53,15 @@ class DriverInstanceReport(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METHODS_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     METHODS_LOOKAHEAD_FIELD_NUMBER: _ClassVar[int]
+    EXPORTED_METHODS_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     parent_uuid: str
     labels: _containers.ScalarMap[str, str]
     description: str
     methods_description: _containers.ScalarMap[str, str]
     methods_lookahead: _containers.ScalarMap[str, int]
-    def __init__(self, uuid: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., methods_description: _Optional[_Mapping[str, str]] = ..., methods_lookahead: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    exported_methods: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, uuid: _Optional[str] = ..., parent_uuid: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., methods_description: _Optional[_Mapping[str, str]] = ..., methods_lookahead: _Optional[_Mapping[str, int]] = ..., exported_methods: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetReportResponse(_message.Message):
     __slots__ = ("uuid", "labels", "reports", "alternative_endpoints", "motd")
