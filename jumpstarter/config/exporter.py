@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import yaml
 
 from jumpstarter.config import refs
+from jumpstarter.config.hooks import Hooks
 from jumpstarter.config.loader import (
     ConfigNotFound,
     DriverEntry,
@@ -107,7 +108,7 @@ class ExporterConfigV1Alpha1:
         return self.config.token or None
 
     @property
-    def hooks(self) -> dict[str, Any]:
+    def hooks(self) -> Hooks:
         return self.config.hooks
 
     def instantiate(self) -> Driver:
