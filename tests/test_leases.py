@@ -10,19 +10,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import grpc
 import pytest
+from jumpstarter_driver_demo import Board
 from samples import EXAMPLES, leased
 
 from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, Lease, handovers, lease_records, try_lease, wait_for_handover
 from jumpstarter.common.background import background_portal
+from jumpstarter.driver import export
 from jumpstarter.errors import ConnectError, LeaseError
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases
+from jumpstarter.inprocess import serve
 from jumpstarter.v1 import lease_pb2
 
 BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
@@ -660,6 +663,44 @@ def test_a_call_under_a_kept_take_not_sent_yet_has_the_exporter_ask_for_it(board
     assert any("taken by gw0: test_b" in line for line in lines), lines
     assert not [line for line in lines if "never came" in line]
     again.release()
+
+
+class _SlowItems(Board):
+    """The demo board with a sync generator whose second item takes ``seconds`` of the driver's code."""
+
+    @export
+    def slow_items(self, seconds: float) -> Iterator[int]:
+        yield 0
+        time.sleep(seconds)
+        yield 1
+
+
+def test_a_board_still_running_an_abandoned_generators_step_goes_to_no_one_until_it_returns(caplog):
+    """A sync generator's thread can't be stopped inside a step: a client that stops reading (or gives up)
+    while the driver is in one leaves the board busy until it returns, as a timed-out call does."""
+    caplog.set_level(logging.INFO)
+    with serve(_SlowItems(name="demo-1", baudrate=9600, children={})) as client:
+        with connect(client.connection.address, trusted=_trusted()) as other:
+            first = try_lease(client.connection, "gw0: test_a", keep=True)
+            assert isinstance(first, Lease)
+            items = client.streamingcall("slow_items", 6)
+            assert next(items) == 0
+            started = time.monotonic()
+            items.close()  # the call ends while the driver is in its step (6 s)
+            first.release()  # kept
+            while time.monotonic() - started < 3:  # the step surely still runs
+                for connection, holder in ((client.connection, "gw0: test_b"), (other.connection, "gw1: test_c")):
+                    got = try_lease(connection, holder, keep=True)
+                    assert isinstance(got, Busy), f"{holder} got the board {time.monotonic() - started:.1f} s in"
+                    assert "its call demo-1.slow_items" in got.holder or "slow_items" in got.holder, got
+                time.sleep(0.1)
+            lease = _until_leased(other.connection, "gw1: test_c", timeout=60)  # the step returns: free
+            assert time.monotonic() - started >= 5  # (6 s, less the time the first item took to reach us)
+            lease.release()
+    lines = _exporter_lines(caplog)
+    gave_up = "slow_items (called under the lease of gw0: test_a) goes on running after its caller gave up"
+    assert any(gave_up in line for line in lines), lines
+    assert any("slow_items returned" in line for line in lines), lines
 
 
 def test_a_board_still_running_a_timed_out_call_goes_to_no_one_until_the_call_returns(board_client, second):

@@ -191,7 +191,7 @@ class Session(
         args = await self._arguments(info, request, context)
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
         batches = any(key == BATCH_KEY for key, _ in context.invocation_metadata() or ())
-        producer = Producer(func, args, info.is_async, 1 + lookahead, where)
+        producer = Producer(func, args, info.is_async, 1 + lookahead, where, self.stragglers)
         close_with_call(producer, context)
         try:
             async for response in responses(producer, batches, lookahead, where, context):
@@ -219,7 +219,7 @@ class Session(
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
         if first.wanted > MAX_ASK_AHEAD:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(asked_too_much(first.wanted, 0, where)))
-        producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where)
+        producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where, self.stragglers)
         close_with_call(producer, context)
         progress = [0]  # the items sent so far
 
