@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -360,6 +361,24 @@ def test_a_kept_lease_is_asked_for_again_once_a_call_found_the_exporter_gone(exp
             board.echo("anyone there?")
         with pytest.raises(ConnectError):
             try_lease(client.connection, "gw0: test_2", keep=True)
+
+
+def test_each_line_a_driver_logs_names_the_lease_holder_it_ran_under(exporter_process):
+    """The exporter's log as an audit trail: a driver's line read on its own says whose test made the board
+    do it; a line logged with no lease held names nobody."""
+    running = exporter_process(BOARD_YAML)
+    with connect(running.address, trusted=_trusted()) as client:
+        power = client.children["board"].children["power"]
+        with leased(client.connection, "alice@lab pid 7 gw0: tests/test_x.py::test_power") as lease:
+            assert isinstance(lease, Lease)
+            power.on()
+        power.off()  # direct mode: nobody holds the exporter
+    deadline = time.monotonic() + 30
+    while "power off" not in (lines := running.output()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the exporter's output is read by a thread
+    assert "power on [alice@lab pid 7 gw0: tests/test_x.py::test_power]\n" in lines, lines
+    assert re.search(r"jumpstarter.drivers.Power: power off\n", lines), lines
+    assert "taken by alice@lab pid 7 gw0: tests/test_x.py::test_power\n" in lines, lines  # not named twice
 
 
 def test_a_waiting_session_keeps_its_turn_though_it_tries_again_only_now_and_then(board_client, second):

@@ -16,6 +16,7 @@ from jumpstarter.common.frames import add_stream_handler
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
+from jumpstarter.exporter.audit import holders
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
 from jumpstarter.exporter.limits import Limits
@@ -275,7 +276,8 @@ async def serving(
     await server.start()
     session.start_logging()
     try:
-        yield target
+        with holders(lambda: leases.current.holder if leases.current is not None else ""):
+            yield target
     finally:
         session.stop_logging()
         await server.stop(grace=1)
