@@ -313,8 +313,13 @@ def run(exporter, options: argparse.Namespace) -> None:
                 totals.update(json.loads(line))
     print(f"hostile clients started {spawned}, killed {killed}")
     print("clients did: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
-    errors = [line for line in exporter.lines if "Traceback" in line or "ERROR" in line]
-    print(f"exporter log: {len(exporter.lines)} lines, {len(errors)} with a traceback or ERROR")
+    lines = exporter.lines
+    errors = [i for i, line in enumerate(lines) if "Traceback" in line or "ERROR" in line]
+    print(f"exporter log: {len(lines)} lines, {len(errors)} with a traceback or ERROR")
+    for i in errors[:5]:  # read, not only counted: each with what follows it (a traceback's frames)
+        print("".join("    " + line for line in lines[i : i + 12]), end="")
+    if options.log:
+        Path(options.log).write_text("".join(lines))
 
 
 def main() -> None:
@@ -337,6 +342,7 @@ def main() -> None:
         help="what the clients do: all (default), one activity, leases (take and give back only), or hostile "
         "(hostile clients only); hostile clients run with all and hostile",
     )
+    parser.add_argument("--log", help="write the exporter's log to this file at the end")
     options = parser.parse_args()
     soak(options)
 

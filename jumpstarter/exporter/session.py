@@ -27,6 +27,7 @@ from jumpstarter.exporter.batches import asked_too_much, close_with_call, respon
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.generators import DEFAULT_LOOKAHEAD, MAX_ASK_AHEAD, Producer
 from jumpstarter.exporter.limits import Limits
+from jumpstarter.exporter.readers import let_end
 from jumpstarter.exporter.replies import encode_or_fail, fail, refuse, reply_id
 from jumpstarter.exporter.threaded import Stragglers, run_in_worker
 from jumpstarter.exporter.uploads import Uploads, end_uploads, pump
@@ -238,8 +239,7 @@ class Session(
             async for response in responses(producer, True, None, where, context, progress):
                 yield response
         finally:
-            reader.cancel()
-            await asyncio.wait({reader})
+            let_end(reader)  # not cancelled: see exporter/readers.py
             await producer.aclose()
             end_uploads(self.drivers.get(request.uuid), args)
 
