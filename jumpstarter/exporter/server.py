@@ -10,6 +10,7 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any, NoReturn
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError
 
 from jumpstarter.common import textcalls
 from jumpstarter.common.frames import add_stream_handler
@@ -196,7 +197,13 @@ async def _respond(behavior: Callable[..., Any], request: Any, context: Servicer
         return
     async with aclosing(behavior(request, context)) as responses:
         async for response in responses:
-            await context.write(response)
+            try:
+                await context.write(response)
+            except ExecuteBatchError:
+                # The client went away as this was sent, before gRPC noticed it had: the call is over. Ended as
+                # cancelled, which it is, rather than as grpc's "ExecuteBatchError raised in core" ERROR and
+                # traceback in the exporter's log (a soak's killed clients made two in five minutes).
+                raise asyncio.CancelledError from None
 
 
 class _Unparsed:
