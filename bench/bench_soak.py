@@ -87,9 +87,15 @@ def lease(root, holder: str, until: float):
     return None
 
 
-def ordinary(board, rng: random.Random) -> str:
-    """One ordinary thing a test does; returns its name."""
-    kind = rng.choice(["calls", "stream", "generator", "paced", "upload"])
+ACTIVITIES = ["calls", "stream", "generator", "paced", "upload"]
+MIXES = {"all": ACTIVITIES, **{kind: [kind] for kind in ACTIVITIES}, "leases": [], "hostile": []}
+
+
+def ordinary(board, rng: random.Random, kinds: list[str]) -> str:
+    """One ordinary thing a test does, of ``kinds`` (none: the lease alone); returns its name."""
+    if not kinds:
+        return "lease only"
+    kind = rng.choice(kinds)
     if kind == "calls":
         for i in range(20):
             assert board.add(i, 1) == i + 1
@@ -141,12 +147,12 @@ def hostile(board, rng: random.Random, until: float) -> None:
         time.sleep(rng.uniform(0, 2))
     else:  # killed by the soak's driver mid-action: it sits in a call until then
         while time.time() < until:
-            ordinary(board, rng)
+            ordinary(board, rng, ACTIVITIES)
     print(json.dumps({f"hostile: {kind}": 1}), flush=True)
     os._exit(0)  # no cleanup: the exporter must notice by itself
 
 
-def client(kind: str, address: str, until: float, seed: int) -> None:
+def client(kind: str, mix: str, address: str, until: float, seed: int) -> None:
     from jumpstarter.client import connect
 
     rng = random.Random(seed)
@@ -165,7 +171,7 @@ def client(kind: str, address: str, until: float, seed: int) -> None:
                 try:
                     if kind == "hostile":
                         hostile(board, rng, until)
-                    done[ordinary(board, rng)] += 1
+                    done[ordinary(board, rng, MIXES[mix])] += 1
                 except Exception as exc:  # counted by kind and message: what the soak found
                     done[f"error {type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"] += 1
                 finally:
@@ -186,23 +192,23 @@ def usage(pid: int) -> tuple[float, int, int]:
     return rss, int(status["Threads"]), len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def spawn(kind: str, address: str, until: float, seed: int) -> subprocess.Popen:
-    command = [sys.executable, __file__, "--client", kind, address, str(until), str(seed)]
+def spawn(kind: str, mix: str, address: str, until: float, seed: int) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--client", kind, mix, address, str(until), str(seed)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
-def soak(minutes: float, clients: int, hostiles: int, max_rss: float, default_malloc: bool) -> None:
+def soak(options: argparse.Namespace) -> None:
     from jumpstarter.exporter.process import ExporterProcess
 
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))}
-    if default_malloc:  # no freed heap kept for the next large buffer (jumpstarter.common.memory): growth is leaks
+    if options.default_malloc:  # no freed heap kept for the next large buffer (jumpstarter.common.memory)
         env["JUMPSTARTER_MALLOC"] = "default"
     with tempfile.TemporaryDirectory(prefix="soak-") as folder:
         config = Path(folder) / "soak.yaml"
         config.write_text(CONFIG)
         exporter = ExporterProcess.start(config, "--listen", "127.0.0.1:0", env=env)
         try:
-            run(exporter, minutes, clients, hostiles, max_rss)
+            run(exporter, options)
         finally:
             exporter.stop()
 
@@ -238,24 +244,37 @@ class Watch:
         sys.exit(f"soak: stopped at {time.time() - self.started:.0f} s: {why}")
 
 
-def run(exporter, minutes: float, clients: int, hostiles: int, max_rss: float) -> None:
-    address = exporter.address
+def slope(samples: list[tuple[float, float]]) -> float:
+    """The least-squares slope of (seconds, MiB) samples, in MiB a minute (0 for fewer than two)."""
+    if len(samples) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in samples) / len(samples)
+    mean_m = sum(m for _, m in samples) / len(samples)
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    return 60 * sum((t - mean_t) * (m - mean_m) for t, m in samples) / spread if spread else 0.0
+
+
+def run(exporter, options: argparse.Namespace) -> None:
+    address, minutes, mix = exporter.address, options.minutes, options.mix
+    clients = 0 if mix == "hostile" else options.clients
+    hostiles = options.hostile if mix in ("all", "hostile") else 0
     processes: list[subprocess.Popen] = []
-    watch = Watch(exporter, max_rss, processes)
+    watch = Watch(exporter, options.max_rss, processes)
     until = watch.started + minutes * 60
     print(
-        f"soak: exporter pid {exporter.process.pid} at {address}; {clients} clients, {hostiles} hostile; "
+        f"soak: exporter pid {exporter.process.pid} at {address}; {clients} clients ({mix}), {hostiles} hostile; "
         f"{minutes:g} min"
     )
     print(f"{'elapsed':>8} {'RSS MiB':>8} {'threads':>8} {'fds':>5}")
     watch.show(watch.sample(), "  (idle)")
     rng = random.Random(1)
-    workers = [spawn("ordinary", address, until, seed) for seed in range(clients)]
-    enemies = [spawn("hostile", address, until, 1000 + seed) for seed in range(hostiles)]
+    workers = [spawn("ordinary", mix, address, until, seed) for seed in range(clients)]
+    enemies = [spawn("hostile", mix, address, until, 1000 + seed) for seed in range(hostiles)]
     processes += workers + enemies
     spawned, killed = hostiles, 0
     reports: list[str] = []
     first: tuple[float, int, int] | None = None
+    warm: list[tuple[float, float]] = []  # (seconds, RSS MiB) after the warm-up: the slope's samples
     next_show = watch.started + min(60.0, minutes * 60 / 6)  # the first after a warm-up
     while time.time() < until:
         time.sleep(rng.uniform(1, 4))
@@ -266,9 +285,11 @@ def run(exporter, minutes: float, clients: int, hostiles: int, max_rss: float) -
             if enemy.poll() is not None:
                 reports.append(enemy.communicate()[0])
                 spawned += 1
-                enemies[i] = spawn("hostile", address, until, 1000 + spawned)
+                enemies[i] = spawn("hostile", mix, address, until, 1000 + spawned)
                 processes.append(enemies[i])
         now = watch.sample()
+        if first:
+            warm.append((time.time(), now[0]))
         if time.time() >= next_show:
             first = first or now
             watch.show(now, "" if first is not now else "  (warmed up)")
@@ -283,7 +304,7 @@ def run(exporter, minutes: float, clients: int, hostiles: int, max_rss: float) -
     watch.show(end, "  (end, clients gone)")
     print(
         f"end / warm-up: RSS {end[0] / first[0]:.2f}, threads {end[1] / first[1]:.2f}, fds {end[2] / first[2]:.2f}; "
-        f"peak RSS {watch.peak:.1f} MiB"
+        f"peak RSS {watch.peak:.1f} MiB; slope after warm-up {slope(warm):+.2f} MiB/min ({mix})"
     )
     totals: Counter[str] = Counter()
     for report in reports:
@@ -292,14 +313,19 @@ def run(exporter, minutes: float, clients: int, hostiles: int, max_rss: float) -
                 totals.update(json.loads(line))
     print(f"hostile clients started {spawned}, killed {killed}")
     print("clients did: " + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())))
-    errors = [line for line in exporter.lines if "Traceback" in line or "ERROR" in line]
-    print(f"exporter log: {len(exporter.lines)} lines, {len(errors)} with a traceback or ERROR")
+    lines = exporter.lines
+    errors = [i for i, line in enumerate(lines) if "Traceback" in line or "ERROR" in line]
+    print(f"exporter log: {len(lines)} lines, {len(errors)} with a traceback or ERROR")
+    for i in errors[:5]:  # read, not only counted: each with what follows it (a traceback's frames)
+        print("".join("    " + line for line in lines[i : i + 12]), end="")
+    if options.log:
+        Path(options.log).write_text("".join(lines))
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--client"]:
-        kind, address, until, seed = sys.argv[2:6]
-        client(kind, address, float(until), int(seed))
+        kind, mix, address, until, seed = sys.argv[2:7]
+        client(kind, mix, address, float(until), int(seed))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="how long to run (default 30)")
@@ -309,8 +335,16 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc", action="store_true", help="the exporter keeps no freed heap for reuse: RSS growth is leaks"
     )
+    parser.add_argument(
+        "--mix",
+        choices=list(MIXES),
+        default="all",
+        help="what the clients do: all (default), one activity, leases (take and give back only), or hostile "
+        "(hostile clients only); hostile clients run with all and hostile",
+    )
+    parser.add_argument("--log", help="write the exporter's log to this file at the end")
     options = parser.parse_args()
-    soak(options.minutes, options.clients, options.hostile, options.max_rss, options.default_malloc)
+    soak(options)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from jumpstarter.common.wire import NAME_LABEL, grpc_address
 from jumpstarter.config import BuildStopped, ExporterConfig
 from jumpstarter.driver.base import close_drivers
 from jumpstarter.errors import ConfigError, ConnectError, JumpstarterError
+from jumpstarter.exporter.audit import HolderTag
 from jumpstarter.exporter.limits import (
     MAX_MESSAGE_ENV,
     MAX_UPLOADS_ENV,
@@ -539,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         return inspect_exporter(args)
     _check_run_args(parser, args)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(holder)s"))
+    handler.addFilter(HolderTag())  # a driver's line names the lease holder it ran under
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     logging.getLogger("grpc").setLevel(logging.WARNING)
     return run(args)

@@ -5,24 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import grpc
 import pytest
+from jumpstarter_driver_demo import Board
 from samples import EXAMPLES, leased
 
 from jumpstarter.client import connect
 from jumpstarter.client.lease import Busy, Lease, handovers, lease_records, try_lease, wait_for_handover
 from jumpstarter.common.background import background_portal
+from jumpstarter.driver import export
 from jumpstarter.errors import ConnectError, LeaseError
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases
+from jumpstarter.inprocess import serve
 from jumpstarter.v1 import lease_pb2
 
 BOARD_YAML = EXAMPLES / "jumpstarter-driver-demo" / "board.yaml"
@@ -359,6 +363,24 @@ def test_a_kept_lease_is_asked_for_again_once_a_call_found_the_exporter_gone(exp
             try_lease(client.connection, "gw0: test_2", keep=True)
 
 
+def test_each_line_a_driver_logs_names_the_lease_holder_it_ran_under(exporter_process):
+    """The exporter's log as an audit trail: a driver's line read on its own says whose test made the board
+    do it; a line logged with no lease held names nobody."""
+    running = exporter_process(BOARD_YAML)
+    with connect(running.address, trusted=_trusted()) as client:
+        power = client.children["board"].children["power"]
+        with leased(client.connection, "alice@lab pid 7 gw0: tests/test_x.py::test_power") as lease:
+            assert isinstance(lease, Lease)
+            power.on()
+        power.off()  # direct mode: nobody holds the exporter
+    deadline = time.monotonic() + 30
+    while "power off" not in (lines := running.output()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the exporter's output is read by a thread
+    assert "power on [alice@lab pid 7 gw0: tests/test_x.py::test_power]\n" in lines, lines
+    assert re.search(r"jumpstarter.drivers.Power: power off\n", lines), lines
+    assert "taken by alice@lab pid 7 gw0: tests/test_x.py::test_power\n" in lines, lines  # not named twice
+
+
 def test_a_waiting_session_keeps_its_turn_though_it_tries_again_only_now_and_then(board_client, second):
     """On a loaded machine a waiter's tries come far apart: a release still goes to it first."""
     held = try_lease(board_client.connection, "alice")
@@ -660,6 +682,45 @@ def test_a_call_under_a_kept_take_not_sent_yet_has_the_exporter_ask_for_it(board
     assert any("taken by gw0: test_b" in line for line in lines), lines
     assert not [line for line in lines if "never came" in line]
     again.release()
+
+
+class _SlowItems(Board):
+    """The demo board with a sync generator whose second item takes ``seconds`` of the driver's code."""
+
+    @export
+    def slow_items(self, seconds: float) -> Iterator[int]:
+        yield 0
+        time.sleep(seconds)
+        yield 1
+
+
+def test_a_board_still_running_an_abandoned_generators_step_goes_to_no_one_until_it_returns(caplog):
+    """A sync generator's thread can't be stopped inside a step: a client that stops reading (or gives up)
+    while the driver is in one leaves the board busy until it returns, as a timed-out call does."""
+    caplog.set_level(logging.INFO)
+    with serve(_SlowItems(name="demo-1", baudrate=9600, children={})) as client:
+        with connect(client.connection.address, trusted=_trusted()) as other:
+            first = try_lease(client.connection, "gw0: test_a", keep=True)
+            assert isinstance(first, Lease)
+            items = client.streamingcall("slow_items", 8)
+            assert next(items) == 0
+            started = time.monotonic()
+            items.close()  # the call ends while the driver is in its step (8 s)
+            gave_up = "slow_items (called under the lease of gw0: test_a) goes on running after its caller gave up"
+            while not any(gave_up in line for line in _exporter_lines(caplog)):  # the exporter hears of the end
+                assert time.monotonic() - started < 4, _exporter_lines(caplog)
+                time.sleep(0.01)
+            first.release()  # kept
+            while time.monotonic() - started < 5:  # the step surely still runs
+                for connection, holder in ((client.connection, "gw0: test_b"), (other.connection, "gw1: test_c")):
+                    got = try_lease(connection, holder, keep=True)
+                    assert isinstance(got, Busy), f"{holder} got the board {time.monotonic() - started:.1f} s in"
+                    assert "its call demo-1.slow_items" in got.holder or "slow_items" in got.holder, got
+                time.sleep(0.1)
+            lease = _until_leased(other.connection, "gw1: test_c", timeout=60)  # the step returns: free
+            assert time.monotonic() - started >= 7  # (8 s, less the time the first item took to reach us)
+            lease.release()
+    assert any("slow_items returned" in line for line in _exporter_lines(caplog))
 
 
 def test_a_board_still_running_a_timed_out_call_goes_to_no_one_until_the_call_returns(board_client, second):

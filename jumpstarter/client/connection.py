@@ -198,8 +198,8 @@ class Connection:
         # may rightly be read for an hour.
         self.call_timeout: float | None = None
         self.on_close: list[Callable[[], None]] = []  # what ends with the connection (a lease session)
-        # Calls that failed for the connection (a ConnectError: the exporter may be gone) or timed out (it may
-        # still run them): a kept lease is asked for again (jumpstarter.client.lease).
+        # Calls that failed for the connection (a ConnectError: the exporter may be gone), timed out or were left
+        # before their end (it may still run them): a kept lease is asked for again (jumpstarter.client.lease).
         self.broken = 0
         self._handed: set[str] = set()  # uuids of upload handles given to a call (see resource_async)
 
@@ -355,13 +355,17 @@ class Connection:
             yield from self._paced_call(request, pending, lookahead)
             return
         call = self._exporter.StreamingDriverCall(request, metadata=self.metadata + _BATCHES)
+        ended = False
         try:
             for response in call:
                 yield from pending.items(response)
+            ended = True
         except grpc.RpcError as err:
+            ended = True
             raise pending.failed(err) from None
         finally:
             call.cancel()
+            self._left(ended)
         pending.streamed()
 
     def _paced_call(
@@ -375,6 +379,7 @@ class Connection:
         outbox.put(paced_pb2.PacedRequest(call=request, wanted=1))
         call = self._paced.PacedStreamingDriverCall(iter(outbox.get, None), metadata=self.metadata)
         asked = taken = 1
+        ended = False
         try:
             for response in call:
                 for item in pending.items(response):
@@ -383,12 +388,21 @@ class Connection:
                     if taken - asked > lookahead // 2:
                         asked = taken
                         outbox.put(paced_pb2.PacedRequest(wanted=asked))
+            ended = True
         except grpc.RpcError as err:
+            ended = True
             raise pending.failed(err) from None
         finally:
             outbox.put(None)
             call.cancel()
+            self._left(ended)
         pending.streamed()
+
+    def _left(self, ended: bool) -> None:
+        """A generator's call is over; if its caller left before its end, the exporter may still be inside the
+        driver's step (a sync generator's thread can't be stopped): a kept lease is asked for again."""
+        if not ended:
+            self.broken += 1
 
     def stream(self, uuid: str, target: str, method: str) -> BlockingStream:
         return BlockingStream(self._stream, self._byte_stream_metadata(uuid, method), self._error(target, method))
@@ -463,14 +477,18 @@ class Connection:
                 yield item
             return
         call = self._aio_stubs().exporter.StreamingDriverCall(request, metadata=self.metadata + _BATCHES)
+        ended = False
         try:
             async for response in call:
                 for item in pending.items(response):
                     yield item
+            ended = True
         except grpc.RpcError as err:
+            ended = True
             raise pending.failed(err) from None
         finally:
             call.cancel()
+            self._left(ended)
         pending.streamed()
 
     async def _paced_call_async(
@@ -480,6 +498,7 @@ class Connection:
         __tracebackhide__ = True
         call = self._aio_stubs().paced.PacedStreamingDriverCall(metadata=self.metadata)
         asked = taken = 1
+        ended = False
         try:
             await call.write(paced_pb2.PacedRequest(call=request, wanted=1))
             while (response := await call.read()) is not grpc.aio.EOF:
@@ -490,10 +509,13 @@ class Connection:
                         asked = taken
                         with suppress(asyncio.InvalidStateError, grpc.RpcError):  # ended: read() says how
                             await call.write(paced_pb2.PacedRequest(wanted=asked))
+            ended = True
         except grpc.RpcError as err:
+            ended = True
             raise pending.failed(err) from None
         finally:
             call.cancel()
+            self._left(ended)
         pending.streamed()
 
     def stream_async(self, uuid: str, target: str, method: str) -> AsyncStream:

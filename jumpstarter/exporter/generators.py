@@ -13,7 +13,9 @@ item number p it waits until p <= ``allowed``, which the call raises with ``allo
 Whatever the call allows, the producer holds at most ``BUFFER_ITEMS`` items or ``BUFFER_BYTES`` bytes that
 it has produced and the call hasn't handed to gRPC yet (an item bigger than that goes alone): a client that
 asks for everything and reads nothing can't make the exporter buffer without bound. The call stops the
-producer when it ends, however it ends (``close()``).
+producer when it ends, however it ends (``close()``). A sync generator's thread can't be stopped inside a step:
+a call that ends while its thread is in the driver's code puts the producer in the exporter's stragglers
+(exporter/threaded.py), and the board goes to no one until that step returns.
 
 ``take()`` waits only for the first item: a slow producer's item goes out at once.
 """
@@ -27,6 +29,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from jumpstarter.exporter.threaded import Stragglers
 
 log = logging.getLogger("jumpstarter.exporter")
 
@@ -47,7 +51,19 @@ class AskedTooMuch(ValueError):
 class Producer:
     """Runs ``func(*args)``, a sync or async generator, ahead of the call by at most ``allowed`` items."""
 
-    def __init__(self, func: Callable[..., Any], args: list[Any], is_async: bool, allowed: int, name: str) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: list[Any],
+        is_async: bool,
+        allowed: int,
+        name: str,
+        stragglers: Stragglers | None = None,
+    ) -> None:
+        self.what = name  # a straggler's (see ``close()``)
+        self.straggling: Stragglers | None = None
+        self._stragglers = stragglers
+        self._in_step = False  # a thread producer is in the driver's code, asked for an item
         self._loop = asyncio.get_running_loop()
         self._entries: deque[tuple[int, Any, int]] = deque()  # (ITEM, ERROR or END; value; its weight())
         self._lock = threading.Lock()
@@ -120,6 +136,8 @@ class Producer:
             self._closed = True
             if drop:
                 self._entries.clear()
+            if self._in_step and self._stragglers is not None and self.straggling is None:
+                self._stragglers.add(self)  # the board is busy until the step returns (``_put``)
             self._room.notify_all()
             waiter, self._room_waiter = self._room_waiter, None
         if waiter is not None and not waiter.done():
@@ -140,6 +158,10 @@ class Producer:
     def _put(self, kind: int, value: Any = None) -> None:
         size = 0 if kind != ITEM else 8 if type(value) is int else weight(value)
         with self._lock:
+            straggling = self.straggling if self._in_step else None
+            self._in_step = False
+            if straggling is not None:  # a step that ran on after the call ended has returned
+                self._tell_loop(straggling.ended, self)
             if self._closed:
                 return
             self._entries.append((kind, value, size))
@@ -150,10 +172,13 @@ class Producer:
         if self._task is not None:  # on the loop
             _wake(taker)
             return
+        self._tell_loop(_wake, taker)
+
+    def _tell_loop(self, func: Callable[..., Any], *args: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(_wake, taker)
+            self._loop.call_soon_threadsafe(func, *args)
         except RuntimeError:
-            pass  # the loop has closed: nobody takes this
+            pass  # the loop has closed: nobody waits for this
 
     def _room_for_one(self) -> bool:
         """Whether the generator may produce its next item (under the lock)."""
@@ -177,6 +202,7 @@ class Producer:
             if self._closed:
                 return False
             self._produced += 1
+            self._in_step = True
             return True
 
     def _run_sync(self, func: Callable[..., Any], args: list[Any]) -> None:

@@ -33,6 +33,7 @@ import grpc
 from jumpstarter.common.wire import MAX_HOLDER, MAX_LEASE_BATCH, TAKE_MARK, when
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.loglimit import LogQuota
+from jumpstarter.exporter.readers import let_end
 from jumpstarter.exporter.threaded import Stragglers
 from jumpstarter.v1 import lease_pb2, lease_pb2_grpc
 
@@ -203,7 +204,7 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
                 yield response
             await reader  # its error, if it failed (an aborted take)
         finally:
-            reader.cancel()
+            let_end(reader)  # not cancelled: see exporter/readers.py
             if held is not None:
                 self._end(held, "holder vanished", by=end)
             if self._session is end:  # kept between its leases: free again

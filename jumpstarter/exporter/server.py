@@ -10,12 +10,14 @@ from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError
 
 from jumpstarter.common import textcalls
 from jumpstarter.common.frames import add_stream_handler
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
+from jumpstarter.exporter import audit
 from jumpstarter.exporter.binding import bind_failure
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
@@ -199,7 +201,13 @@ async def _respond(behavior: Callable[..., Any], request: Any, context: Servicer
         return
     async with aclosing(behavior(request, context)) as responses:
         async for response in responses:
-            await context.write(response)
+            try:
+                await context.write(response)
+            except ExecuteBatchError:
+                # The client went away as this was sent, before gRPC noticed it had: the call is over. Ended as
+                # cancelled, which it is, rather than as grpc's "ExecuteBatchError raised in core" ERROR and
+                # traceback in the exporter's log (a soak's killed clients made two in five minutes).
+                raise asyncio.CancelledError from None
 
 
 class _Unparsed:
@@ -286,7 +294,8 @@ async def serving(
 
         holders.where = Where(target, passphrase, tls is not None)
     try:
-        yield target
+        with audit.holders(lambda: leases.current.holder if leases.current is not None else ""):
+            yield target
     finally:
         await leases.close()
         session.stop_logging()

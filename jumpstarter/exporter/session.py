@@ -27,6 +27,7 @@ from jumpstarter.exporter.batches import asked_too_much, close_with_call, respon
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.generators import DEFAULT_LOOKAHEAD, MAX_ASK_AHEAD, Producer
 from jumpstarter.exporter.limits import Limits
+from jumpstarter.exporter.readers import let_end
 from jumpstarter.exporter.replies import encode_or_fail, fail, refuse, reply_id
 from jumpstarter.exporter.threaded import Stragglers, run_in_worker
 from jumpstarter.exporter.uploads import Uploads, end_uploads, pump
@@ -199,7 +200,7 @@ class Session(
         args = await self._arguments(info, request, context)
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
         batches = any(key == BATCH_KEY for key, _ in context.invocation_metadata() or ())
-        producer = Producer(func, args, info.is_async, 1 + lookahead, where)
+        producer = Producer(func, args, info.is_async, 1 + lookahead, where, self.stragglers)
         close_with_call(producer, context)
         try:
             async for response in responses(producer, batches, lookahead, where, context):
@@ -227,7 +228,7 @@ class Session(
         lookahead = DEFAULT_LOOKAHEAD if info.lookahead is None else info.lookahead
         if first.wanted > MAX_ASK_AHEAD:
             await refuse(context, grpc.StatusCode.INVALID_ARGUMENT, str(asked_too_much(first.wanted, 0, where)))
-        producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where)
+        producer = Producer(func, args, info.is_async, max(first.wanted, 1) + lookahead, where, self.stragglers)
         close_with_call(producer, context)
         progress = [0]  # the items sent so far
 
@@ -246,8 +247,7 @@ class Session(
             async for response in responses(producer, True, None, where, context, progress):
                 yield response
         finally:
-            reader.cancel()
-            await asyncio.wait({reader})
+            let_end(reader)  # not cancelled: see exporter/readers.py
             await producer.aclose()
             end_uploads(self.drivers.get(request.uuid), args)
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("jumpstarter.exporter")
 
@@ -81,12 +81,20 @@ class _Job:
         self.what = ""
 
 
+class Straggler(Protocol):
+    """A sync call (a worker's job, a generator's thread) that may run on after its caller gave up."""
+
+    what: str  # its name in the log (``power.cycle``)
+    straggling: Stragglers | None  # the registry it is in, once its caller gave up
+
+
 class Stragglers:
     """An exporter's sync calls whose caller gave up (its client's deadline passed, or it went away) while their
-    worker thread runs on: a thread can't be stopped, so the board is still busy with them. On the event loop."""
+    thread runs on (a worker's call; a generator's step): a thread can't be stopped, so the board is still busy
+    with them. On the event loop."""
 
     def __init__(self) -> None:
-        self.running: dict[_Job, float] = {}  # -> since when (time.time())
+        self.running: dict[Straggler, float] = {}  # -> since when (time.time())
         self.on_end: list[Callable[[], None]] = []  # told when the last one ends
         self.holder: Callable[[], str] = lambda: ""  # who holds the board now (the leases'), for the log
 
@@ -97,7 +105,8 @@ class Stragglers:
         job = min(self.running, key=self.running.__getitem__)
         return job.what, self.running[job]
 
-    def _add(self, job: _Job) -> None:
+    def add(self, job: Straggler) -> None:
+        """``job``'s caller gave up while its thread runs on: the board is busy until ``ended(job)``."""
         job.straggling = self
         self.running[job] = time.time()
         holder = self.holder()
@@ -107,7 +116,8 @@ class Stragglers:
             f" (called under the lease of {holder})" if holder else "",
         )
 
-    def _ended(self, job: _Job) -> None:
+    def ended(self, job: Straggler) -> None:
+        """``job``'s thread has returned (on the loop)."""
         since = self.running.pop(job, None)
         if since is not None:
             log.info("%s returned, %.1f s after its caller gave up", job.what, time.time() - since)
@@ -119,7 +129,7 @@ class Stragglers:
 def _settle(job: _Job, result: Any, exc: BaseException | None) -> None:
     future = job.future
     if job.straggling is not None:
-        job.straggling._ended(job)
+        job.straggling.ended(job)
     if future.done():
         return  # the call was cancelled meanwhile
     if exc is None:
@@ -144,5 +154,5 @@ async def run_in_worker(
     except asyncio.CancelledError:
         if stragglers is not None and not job.finished:
             job.what = what or getattr(func, "__qualname__", "a call")
-            stragglers._add(job)
+            stragglers.add(job)
         raise
