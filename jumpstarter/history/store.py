@@ -147,13 +147,13 @@ def opened(path: Path, create: bool = False, verify: bool = False) -> Iterator[s
     except sqlite3.Error as exc:
         raise HistoryError(f"{path}: can't open it: {exc}") from None
     try:
-        with _failing(path, "read"):
+        with _failing(path, "read"):  # the caller's queries too: a page found damaged later is named as well
             _migrate(db, path, made, writable)
             if verify:
                 problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
                 if problems != ["ok"]:
                     raise HistoryError(_damaged(path, "; ".join(problems)))
-        yield db
+            yield db
     finally:
         db.close()
 
@@ -246,7 +246,7 @@ def _safe_path(path: Path, create: bool) -> bool:
     except OSError as exc:
         if exc.errno in (errno.ENOTDIR, errno.ELOOP):
             raise HistoryError(f"{path}: a file or a symlink stands where a folder of its path should be") from None
-        raise HistoryError(f"{path}: {exc.strerror or exc}") from None
+        raise HistoryError(f"{path}: can't reach it: {exc.strerror or exc}") from None
     if stat.S_ISLNK(info.st_mode):
         raise HistoryError(f"{path} is a symlink: refused (the history is never read or written through a link)")
     if stat.S_ISDIR(info.st_mode):
