@@ -13,7 +13,7 @@ import pytest
 from samples import exporter_yaml
 
 from jumpstarter.history.store import SCHEMA
-from pytest_jumpstarter.history import key_of
+from pytest_jumpstarter.history import Redactor, key_of
 
 # A board that answers measure(n), or, when its config says it is sick, fails it for odd n (a loose cable).
 PROBE_DRIVER = """
@@ -208,3 +208,18 @@ def test_quarantine_needs_a_history(pytester):
 )
 def test_the_key_of_a_matrix_test_leaves_its_board_out(nodeid, exporter, key):
     assert key_of(nodeid, exporter) == key
+
+
+def test_the_history_redacts_secrets_in_ids_names_and_errors():
+    clean = Redactor([SECRET])
+    texts = ["t.py::test_ok[1]", f"t.py::test_x[{SECRET}]", "t.py::test_url[https://bob:hunter22@host/p?sig=abc]", "b0"]
+    clean.prepare(texts)
+    assert [clean(t) for t in texts] == [
+        "t.py::test_ok[1]",
+        "t.py::test_x[[REDACTED]]",
+        "t.py::test_url[https://[REDACTED]@host/p?[REDACTED]",  # a URL runs to the next space
+        "b0",
+    ]
+    only_clean = Redactor([SECRET])
+    only_clean.prepare(["t.py::a", "t.py::b"])  # found clean together: not redacted one by one
+    assert only_clean.done == {"t.py::a": "t.py::a", "t.py::b": "t.py::b"}
