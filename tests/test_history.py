@@ -122,6 +122,20 @@ def test_three_runs_flag_the_sick_board_and_quarantine_keeps_it_out(pytester):
     assert rows(history, "SELECT COUNT(*), MAX(workers) FROM runs") == [(4, 2)]  # one run: the controller's
     assert {w for _, _, w in used} <= {"gw0", "gw1"}
 
+    # In matrix mode, the quarantined board's ids are left out, but for the test that only it fits.
+    result = pytester.runpytest_subprocess(
+        "--exporter-matrix", *boards(pytester.path), "--jumpstarter-history", str(history),
+        "--jumpstarter-quarantine", "-v", timeout=300,
+    )  # fmt: skip
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines(["*test_on_b1[[]b1[]] PASSED*"])
+    assert "test_measure[1-b1]" not in result.stdout.str() and "test_measure[b1-1]" not in result.stdout.str()
+    assert rows(history, "SELECT DISTINCT exporter FROM results WHERE run = 5 ORDER BY exporter") == [
+        ("b0",),
+        ("b1",),
+        ("b2",),
+    ]
+
 
 def test_two_runs_at_once_both_land(pytester):
     pytester.makepyfile(probe_driver=PROBE_DRIVER, test_probe=TESTS)
