@@ -19,6 +19,7 @@ import pytest
 
 from jumpstarter.common.secrets import redact
 from jumpstarter.history.store import BROKEN, Held, HistoryError, Result, RunRecord, append, check
+from pytest_jumpstarter.launch import NO_TESTS
 from pytest_jumpstarter.records import RanTest
 from pytest_jumpstarter.timeline import command_line
 
@@ -44,6 +45,9 @@ class History:
                 f"jumpstarter: --jumpstarter-quarantine ({lab.values.sources['quarantine']}) keeps the boards a "
                 "history flags out of the run: give the history too, --jumpstarter-history FILE.db"
             )
+        options = lab.config.option
+        if self.path is not None and any(getattr(options, name, False) for name in NO_TESTS):
+            self.path = None  # --collect-only, --help...: no run to record
         if self.path is None:
             return
         if controller:

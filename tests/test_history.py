@@ -201,6 +201,13 @@ def test_a_history_that_cant_be_used_stops_the_run_before_any_test(pytester, kin
         assert path.read_bytes() == before
 
 
+def test_collecting_only_leaves_the_history_alone(pytester):
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("--collect-only", "--jumpstarter-history", "history.db")
+    assert result.ret == pytest.ExitCode.OK
+    assert not (pytester.path / "history.db").exists()
+
+
 def test_quarantine_needs_a_history(pytester):
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest_subprocess("--jumpstarter-quarantine")

@@ -146,7 +146,7 @@ def check(path: Path) -> int:
 def opened(path: Path, create: bool = False, verify: bool = False) -> Iterator[sqlite3.Connection]:
     """A connection to the history at ``path``, its schema current (migrated if older); HistoryError if the file
     is refused. Without ``create`` a missing file is an error; a read-only file is opened read-only."""
-    made = _safe_path(path, create)
+    _safe_path(path, create)
     writable = os.access(path, os.W_OK)
     uri = f"file:{quote(str(path.absolute()))}?mode={'rw' if writable else 'ro'}"
     try:
@@ -155,7 +155,7 @@ def opened(path: Path, create: bool = False, verify: bool = False) -> Iterator[s
         raise HistoryError(f"{path}: can't open it: {exc}") from None
     try:
         with _failing(path, "read"):  # the caller's queries too: a page found damaged later is named as well
-            _migrate(db, path, made, writable)
+            _migrate(db, path, writable)
             if verify:
                 problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
                 if problems != ["ok"]:
@@ -165,15 +165,15 @@ def opened(path: Path, create: bool = False, verify: bool = False) -> Iterator[s
         db.close()
 
 
-def _migrate(db: sqlite3.Connection, path: Path, made: bool, writable: bool) -> None:
-    version = _version(db, path, made)
+def _migrate(db: sqlite3.Connection, path: Path, writable: bool) -> None:
+    version = _version(db, path)
     if version == SCHEMA:
         return
     if not writable:
         raise HistoryError(f"{path}: history schema {version} needs migrating to {SCHEMA}, and the file is read-only")
     db.execute("BEGIN IMMEDIATE")  # another run may be migrating it too: the second one finds it done
     try:
-        version = _version(db, path, made)
+        version = _version(db, path)
         for step in MIGRATIONS[version:]:
             for statement in step:
                 db.execute(statement)
@@ -186,7 +186,7 @@ def _migrate(db: sqlite3.Connection, path: Path, made: bool, writable: bool) -> 
         raise
 
 
-def _version(db: sqlite3.Connection, path: Path, made: bool) -> int:
+def _version(db: sqlite3.Connection, path: Path) -> int:
     """The file's schema version; HistoryError for a file that isn't a history this code can write."""
     application = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -197,8 +197,6 @@ def _version(db: sqlite3.Connection, path: Path, made: bool) -> int:
                 f"{path}: a SQLite database, but not a jumpstarter history (application id {application:#x}): "
                 "refused, and left as it was; name another file for the history"
             )
-        if not made and path.stat().st_size:
-            raise HistoryError(_damaged(path, "no schema"))
     if version > SCHEMA:
         raise HistoryError(
             f"{path}: written by a newer jumpstarter (history schema {version}; this one knows up to {SCHEMA}): "
@@ -231,10 +229,9 @@ def _damaged(path: Path, why: str) -> str:
     )
 
 
-def _safe_path(path: Path, create: bool) -> bool:
+def _safe_path(path: Path, create: bool) -> None:
     """Refuse what mustn't be opened as the history (a link, a folder, a device); create a missing file when
-    asked, without following a link or replacing anything. Whether it was made now."""
-    made = False
+    asked, without following a link or replacing anything."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -244,7 +241,6 @@ def _safe_path(path: Path, create: bool) -> bool:
             path.parent.mkdir(parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             os.close(os.open(path, flags, 0o644))
-            made = True
         except FileExistsError:
             pass  # another run made it just now: checked below as any existing file
         except OSError as exc:
@@ -264,4 +260,3 @@ def _safe_path(path: Path, create: bool) -> bool:
         companion = path.with_name(path.name + suffix)
         if companion.is_symlink():
             raise HistoryError(f"{companion} is a symlink: refused (SQLite would write through it)")
-    return made
