@@ -37,6 +37,7 @@ from jumpstarter.exporter.limits import (
 )
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
+from jumpstarter.history import DEFAULT_DAYS
 from jumpstarter.installed import foreign_distribution
 
 PASSPHRASE_ENV = "JUMPSTARTER_PASSPHRASE"
@@ -328,6 +329,29 @@ def inspect_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def health(args: argparse.Namespace) -> int:
+    """Print the per-board report of a history file; with --html, draw it too."""
+    from jumpstarter.common.safefiles import write_atomic
+    from jumpstarter.history import page
+    from jumpstarter.history.health import analyse, report
+    from jumpstarter.history.store import HistoryError
+
+    try:
+        found = analyse(Path(args.history), args.days or None)
+    except HistoryError as exc:
+        print(f"jumpstarter health: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report(found)))
+    if args.html:
+        try:
+            write_atomic(Path(args.html), page.render(found).encode("utf-8"))
+        except OSError as exc:
+            print(f"jumpstarter health: can't write {args.html}: {exc}", file=sys.stderr)
+            return 1
+        print(f"jumpstarter health: drawn in {args.html}")
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -441,6 +465,17 @@ def _parser() -> argparse.ArgumentParser:
     inspect_parser.add_argument("address", help="HOST:PORT or unix:///path of a running exporter")
     inspect_parser.add_argument("--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM)")
     inspect_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
+    health_parser = commands.add_parser(
+        "health", help="per board, what the history of runs (pytest --jumpstarter-history) says; flags suspects"
+    )
+    health_parser.add_argument("history", help="the history file (SQLite) the runs appended to")
+    health_parser.add_argument("--html", metavar="FILE.html", help="also draw it over time in this HTML file")
+    health_parser.add_argument(
+        "--days",
+        type=float,
+        default=DEFAULT_DAYS,
+        help=f"read the runs of the last DAYS days (default {DEFAULT_DAYS:g}; 0: all of them)",
+    )
     return parser
 
 
@@ -538,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         return shell(args)
     if args.command == "inspect":
         return inspect_exporter(args)
+    if args.command == "health":
+        return health(args)
     _check_run_args(parser, args)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(holder)s"))

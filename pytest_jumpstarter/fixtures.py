@@ -155,6 +155,7 @@ class Fixtures:
             return
         needs = self.leasing.needs_of(metafunc.definition)
         names = [e.name for e in lab.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]
+        names = [n for n in names if n not in lab.pool.avoid] or names  # quarantined, unless no other fits
         if names:  # none fits: unparametrized, the test fails at set-up saying why
             metafunc.parametrize(TARGET, names, ids=names, indirect=True, scope=lab.scope)
 

@@ -110,6 +110,19 @@ class Lab:
         signal.signal(signal.SIGTERM, on_sigterm)
         self._restore_sigterm = lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+    def path(self, key: str) -> Path | None:
+        """The file a setting names (None: not set): relative to the ini file when it came from there, else to
+        the directory pytest was started in."""
+        value = self.values[key]
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return path
+        if self.values.sources[key].startswith("ini") and self.config.inipath is not None:
+            return self.config.inipath.parent / path
+        return self.config.invocation_params.dir / path
+
     def provided(self) -> list[str]:
         """Every export name some exporter provides."""
         return sorted({name for e in self.exporters for name in e.exports})

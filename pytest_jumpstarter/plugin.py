@@ -11,6 +11,7 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 - ``recording``, ``replay`` (and ``tapes``, their files): record driver calls on the bench, replay them in CI;
 - ``xdist``: handing the exporters to pytest-xdist's workers;
 - ``timeline``: who held which exporter and who waited, as a summary table and an HTML chart;
+- ``history``: the run appended to the lab's memory across runs, and suspect boards kept out;
 - ``hookspecs``: what other plugins may implement (a lease acquired, released).
 """
 
@@ -78,7 +79,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if lab.exporters or replayer:
         set_env_fallback(fixtures.env)
     manager.register(Handoff(lab.exporters), "jumpstarter-xdist")
-    manager.register(Timeline(lab, leasing), "jumpstarter-timeline")
+    timeline = Timeline(lab, leasing)
+    manager.register(timeline, "jumpstarter-timeline")
+    if lab.values["history"] or lab.values["quarantine"]:
+        from pytest_jumpstarter.history import History
+
+        manager.register(History(lab, timeline), "jumpstarter-history")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -62,11 +62,14 @@ class Pool:
     def __init__(self, exporters: list[Exporter], offset: int = 0) -> None:
         self.exporters = exporters
         self.offset = offset  # where each xdist worker starts looking, so that workers spread out
+        self.avoid: frozenset[str] = frozenset()  # boards kept out (--jumpstarter-quarantine) while others fit
 
     def candidates(self, export: str | None, labels: dict[str, str], pinned: str | None = None) -> list[Exporter]:
         found = [e for e in self.exporters if e.provides(export) and e.matches(labels) and pinned in (None, e.name)]
         if not found:
             return []
+        if self.avoid:  # a quarantined board serves when no other (alive) one fits
+            found = [e for e in found if e.name not in self.avoid and e.failure() is None] or found
         start = self.offset % len(found)
         return found[start:] + found[:start]
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from jumpstarter.common.pages import seconds  # one rounding for the timeline's table and tooltips
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
 
 WAITED_PROPERTY = "jumpstarter_waited"  # user_properties key: seconds the test waited for its leases (junitxml too)
@@ -266,8 +267,3 @@ def _union(spans: list[tuple[float, float]]) -> float:
 
 def _percent(fraction: float | None) -> str:
     return "n/a" if fraction is None else f"{fraction:.0%}"
-
-
-def seconds(value: float) -> str:
-    """Seconds as the HTML timeline shows them, in its table and its tooltips alike."""
-    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"

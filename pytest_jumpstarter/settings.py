@@ -144,6 +144,23 @@ TIMELINE = Setting(
     "the waits before them, exporters that died",
     metavar="FILE.html",
 )
+HISTORY = Setting(
+    "--jumpstarter-history",
+    "jumpstarter_history",
+    "JUMPSTARTER_HISTORY",
+    "append this run's leases, outcomes, health checks and retries to this SQLite file, the lab's memory across "
+    "runs (`jumpstarter health FILE.db` reads it)",
+    metavar="FILE.db",
+)
+QUARANTINE = Setting(
+    "--jumpstarter-quarantine",
+    "jumpstarter_quarantine",
+    "JUMPSTARTER_QUARANTINE",
+    "with --jumpstarter-history: keep the boards its health report flags as suspects out of this run, unless no "
+    "other board fits a test",
+    kind="bool",
+    default=False,
+)
 SETTINGS = (
     EXPORTERS,
     PASSPHRASE,
@@ -158,6 +175,8 @@ SETTINGS = (
     RECORD,
     REPLAY,
     TIMELINE,
+    HISTORY,
+    QUARANTINE,
 )
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout", "call_timeout")

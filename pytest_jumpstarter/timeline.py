@@ -120,18 +120,7 @@ class Timeline:
         )
 
     def path(self) -> Path | None:
-        """Where --jumpstarter-timeline writes: relative to the ini file when it came from there, else to the
-        directory pytest was started in."""
-        value = self.lab.values["timeline"]
-        if not value:
-            return None
-        path = Path(value).expanduser()
-        if path.is_absolute():
-            return path
-        config = self.lab.config
-        if self.lab.values.sources["timeline"].startswith("ini") and config.inipath is not None:
-            return config.inipath.parent / path
-        return config.invocation_params.dir / path
+        return self.lab.path("timeline")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.lab.workerid is not None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 from html import escape
 
+from jumpstarter.common import pages
+from jumpstarter.common.pages import fit, seconds
 from pytest_jumpstarter.records import OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
-from pytest_jumpstarter.records import seconds as _seconds  # one rounding for the table and the tooltips
 
 PAGE_LEFT, PAGE_TOP = 16, 72  # where the chart's top left corner is on the page, in CSS pixels
 LABEL_WIDTH, PLOT_WIDTH, RIGHT = 170, 960, 20
@@ -35,18 +36,6 @@ COLOURS = {  # outcome -> the fill of its bars
 WAIT_COLOUR, GONE_COLOUR, HOOK_COLOUR = "#f0a020", "#b3261e", "#7b5cc4"
 
 CSS = """
-body { margin: 0; padding: 0 16px 24px 16px; font: 13px/1.4 "DejaVu Sans", Verdana, sans-serif; color: #222;
-       background: #fff; }
-header { height: 72px; box-sizing: border-box; padding-top: 10px; overflow: hidden; }
-h1 { font-size: 18px; margin: 0 0 4px 0; }
-.meta { margin: 0; color: #555; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-svg.chart { display: block; }
-.band { fill: #fff; }
-.odd .band { fill: #f4f6f8; }
-.name { font-size: 13px; font-weight: bold; fill: #222; }
-.stats { font-size: 11px; fill: #666; }
-.tick { stroke: #dde1e6; }
-.ticklabel { font-size: 11px; fill: #666; }
 .bar { stroke: #fff; stroke-width: 1; }
 .label { font-size: 11px; fill: #fff; }
 .held { fill: #e3e9f3; stroke: #6b86b3; stroke-width: 1; }
@@ -56,13 +45,7 @@ svg.chart { display: block; }
 .hook rect { fill: #7b5cc4; } .hook.failed rect { fill: #b3261e; }
 .gone line { stroke: #b3261e; stroke-width: 2; }
 .gone text { fill: #b3261e; font-size: 12px; font-weight: bold; }
-.legend span { display: inline-block; margin: 10px 14px 0 0; }
-.legend i { display: inline-block; width: 22px; height: 11px; margin-right: 5px; vertical-align: -1px; }
-table.usage { border-collapse: collapse; margin-top: 14px; }
-table.usage th, table.usage td { padding: 3px 10px; border-bottom: 1px solid #e3e6ea; text-align: right; }
-table.usage th:first-child, table.usage td:first-child { text-align: left; }
-.advice { font-weight: bold; }
-"""
+"""  # the timeline's own, after pages.CSS
 
 
 def render(run: Run, title: str = "") -> str:
@@ -84,9 +67,7 @@ def render(run: Run, title: str = "") -> str:
     height = AXIS_HEIGHT + (sum(heights.values()) if rows else ROW_HEIGHT) + 1
     width = LABEL_WIDTH + PLOT_WIDTH + RIGHT
     out = [
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8"/>\n<title>jumpstarter timeline</title>\n',
-        f"<style>{CSS}</style>\n</head>\n<body>\n<header>\n<h1>jumpstarter timeline</h1>\n",
-        f'<p class="meta">{escape(_meta(run, first, last, title))}</p>\n</header>\n',
+        pages.head("jumpstarter timeline", _meta(run, first, last, title), CSS),
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" data-left="{PAGE_LEFT}" data-top="{PAGE_TOP}">\n',
         _defs(),
@@ -101,7 +82,7 @@ def render(run: Run, title: str = "") -> str:
     out.append("</svg>\n")
     out.append(_legend())
     out.append(_table(run, list(usages.values()), first))
-    out.append("</body>\n</html>\n")
+    out.append(pages.FOOT)
     return "".join(out)
 
 
@@ -193,7 +174,7 @@ def _row(
     out = [
         f'<g class="row {parity}" data-exporter="{escape(name)}" data-top="{top}" data-height="{height}">\n',
         f'<rect class="band" x="0" y="{top}" width="{LABEL_WIDTH + PLOT_WIDTH + RIGHT}" height="{height}"/>\n',
-        f'<text class="name" x="8" y="{top + 18}">{escape(_fit(name, 20))}</text>\n',
+        f'<text class="name" x="8" y="{top + 18}">{escape(fit(name, 20))}</text>\n',
     ]
     if usage is not None:
         util = "n/a" if usage.utilization is None else f"{usage.utilization:.0%}"
@@ -236,7 +217,7 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     x1, x2 = scale.x(record.taken or record.asked), scale.x(record.released or scale.start + scale.span)
     width = max(x2 - x1, 1.5)
     y = top + BAR_TOP
-    held = _seconds((record.released or record.taken or 0) - (record.taken or 0))
+    held = seconds((record.released or record.taken or 0) - (record.taken or 0))
     others = [e for e in record.exporters if e != exporter]
     also = f"\nalso on {', '.join(others)}" if others else ""
     worker = f" ({record.worker})" if record.worker else ""
@@ -244,9 +225,9 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     if test is not None:
         tip = (
             f"{test.nodeid}\n{test.outcome} on {exporter}{worker}{also}\n"
-            f"waited {_seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
+            f"waited {seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
             f"({scale.rel(record.taken or 0)} to "
-            f"{scale.rel(record.released or 0)}), test {_seconds(test.stop - test.start)}"
+            f"{scale.rel(record.released or 0)}), test {seconds(test.stop - test.start)}"
         )
         return (
             f'<g class="lease {test.outcome}" data-test="{escape(test.nodeid)}" data-outcome="{test.outcome}" '
@@ -266,7 +247,7 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     outcome = max((t.outcome for t in inside), key=OUTCOME_RANK.__getitem__, default="unknown")
     holder = record.holder or "session"
     tip = (
-        f"{holder}: {len(inside)} tests{also}\non {exporter}{worker}, waited {_seconds(record.waited_on(exporter))}"
+        f"{holder}: {len(inside)} tests{also}\non {exporter}{worker}, waited {seconds(record.waited_on(exporter))}"
         f"{record.reaching(exporter)}, held {held} "
         f"({scale.rel(record.taken or 0)} to {scale.rel(record.released or 0)})"
     )
@@ -274,7 +255,7 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
         f'<g class="lease scoped {outcome}" data-test="{escape(holder)}" data-outcome="{outcome}" '
         f'data-exporter="{escape(exporter)}"><title>{escape(tip)}</title>'
         f'<rect class="held" x="{x1:.1f}" y="{top + 2}" width="{width:.1f}" height="{WAIT_TOP - 3}"/>'
-        f'<text class="heldlabel" x="{x1 + 3:.1f}" y="{top + WAIT_TOP - 4}">{escape(_fit(holder, int(width / 6)))}'
+        f'<text class="heldlabel" x="{x1 + 3:.1f}" y="{top + WAIT_TOP - 4}">{escape(fit(holder, int(width / 6)))}'
         "</text>\n"
     ]
     for t in inside:
@@ -289,7 +270,7 @@ def _hook(record: LeaseRecord, hook: dict, scale: Scale, top: int) -> str:
     width = max(scale.x(hook["ended"]) - x1, 1.5)
     how = f"failed: {hook['failure']}" if hook["failure"] else "succeeded"
     waiter = record.test or record.holder or "session"
-    tip = f"{hook['exporter']}: its {hook['hook']} hook {how} in {_seconds(hook['ended'] - hook['started'])}"
+    tip = f"{hook['exporter']}: its {hook['hook']} hook {how} in {seconds(hook['ended'] - hook['started'])}"
     return (
         f'<g class="hook{" failed" if hook["failure"] else ""}" data-hook="{escape(hook["hook"])}" '
         f'data-exporter="{escape(hook["exporter"])}" data-test="{escape(waiter)}"><title>{escape(tip)}\n'
@@ -304,7 +285,7 @@ def _test_bar(test: RanTest, exporter: str, scale: Scale, top: int, record: Leas
     x1 = scale.x(start)
     width = max(scale.x(stop) - x1, 1.5)
     y = top + BAR_TOP
-    tip = f"{test.nodeid}\n{test.outcome} on {exporter}, test {_seconds(test.stop - test.start)}"
+    tip = f"{test.nodeid}\n{test.outcome} on {exporter}, test {seconds(test.stop - test.start)}"
     return (
         f'<g class="test {test.outcome}" data-test="{escape(test.nodeid)}" data-outcome="{test.outcome}">'
         f"<title>{escape(tip)}</title>"
@@ -322,7 +303,7 @@ def _wait(
     width = max(scale.x(end) - x1, 1.5)
     waiter = record.test or record.holder or "session"
     if unleased:
-        tip = f"{waiter} waited {_seconds(record.waited)} and got no exporter:\n{record.error}"
+        tip = f"{waiter} waited {seconds(record.waited)} and got no exporter:\n{record.error}"
     else:
         holders = [
             r.holder or "session"
@@ -332,9 +313,9 @@ def _wait(
         span = f"({scale.rel(record.asked)} to {scale.rel(end)})"
         if exporter in record.waited_for:
             meanwhile = f"\nmeanwhile {exporter} was held by: {', '.join(holders)}" if holders else ""
-            tip = f"{waiter} waited {_seconds(record.waited_on(exporter))} for {exporter} {span}{meanwhile}"
+            tip = f"{waiter} waited {seconds(record.waited_on(exporter))} for {exporter} {span}{meanwhile}"
         else:  # not waiting, as the table counts it: the table says 0 s for it
-            tip = f"{waiter} took {_seconds(record.waited)} to start or reach {exporter} {span}: it was free"
+            tip = f"{waiter} took {seconds(record.waited)} to start or reach {exporter} {span}: it was free"
     mark = (
         f'<text x="{x1 + width + 2:.1f}" y="{top + WAIT_TOP + 7}" fill="{GONE_COLOUR}" font-size="11">✕</text>'
         if unleased
@@ -380,8 +361,8 @@ def _table(run: Run, usages: list[Usage], first: float) -> str:
         util = "n/a" if u.utilization is None else f"{u.utilization:.0%}"
         out.append(
             f'<tr data-exporter="{escape(u.name)}"><td>{escape(u.name)}{f" ({u.gone.what})" if u.gone else ""}</td>'
-            f"<td>{u.tests}</td><td>{_seconds(u.busy)}</td><td>{util}</td><td>{_seconds(u.waited)}</td>"
-            f"<td>{_seconds(u.longest)}</td><td>{u.failures}</td></tr>\n"
+            f"<td>{u.tests}</td><td>{seconds(u.busy)}</td><td>{util}</td><td>{seconds(u.waited)}</td>"
+            f"<td>{seconds(u.longest)}</td><td>{u.failures}</td></tr>\n"
         )
     out.append("</table>\n")
     advice = run.advice(usages)
@@ -389,14 +370,10 @@ def _table(run: Run, usages: list[Usage], first: float) -> str:
         out.append(f'<p class="advice">{escape(advice)}</p>\n')
     for record in run.unleased():
         out.append(
-            f'<p class="unleased">{escape(record.holder or "session")} waited {_seconds(record.waited)} and got no '
+            f'<p class="unleased">{escape(record.holder or "session")} waited {seconds(record.waited)} and got no '
             f"exporter: {escape(record.error)}</p>\n"
         )
     for gone in run.gone.values():
         at = f"+{gone.at - first:.2f} s"
         out.append(f'<p class="gone">{escape(gone.exporter)} {gone.what} at {at}: {escape(gone.why)}</p>\n')
     return "".join(out)
-
-
-def _fit(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(1, limit - 1)] + "…"
