@@ -170,7 +170,9 @@ def test_a_big_request_does_not_stall_other_callers_and_the_limit_is_an_option(e
         took = time.monotonic() - started
         assert future.result().result.number_value == 1_200_000
     assert took > 0.3, "the big request was too quick to tell anything"
-    assert slowest < 0.3, (  # parsing the request still takes the event loop some 80 ms
+    # Stalled, one ping would wait out the whole decoding. Relative, so that a loaded machine slowing both alike
+    # doesn't fail it: parsing the request still takes the event loop some 80 ms on a quiet one.
+    assert calls >= 3 and slowest < took / 3, (
         f"a ping took {slowest:.2f} s while a big request was decoded ({calls} pings in {took:.1f} s)"
     )
 
@@ -306,11 +308,12 @@ def test_idle_worker_threads_are_reclaimed(monkeypatch):
     with serve(Board()) as client:
 
         async def many() -> list:
-            return await asyncio.gather(*(client.call_async("block", 0.3) for _ in range(60)))
+            return await asyncio.gather(*(client.call_async("block", 2.0) for _ in range(60)))
 
-        assert anyio.run(many) == [0.3] * 60
+        # Calls long enough to overlap on a loaded machine too; reclaiming is then polled for, not timed.
+        assert anyio.run(many) == [2.0] * 60
         assert workers() >= 50
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 30
         while workers() > before and time.monotonic() < deadline:
             time.sleep(0.05)
         assert workers() <= before, f"{workers()} worker threads left (were {before})"

@@ -289,10 +289,10 @@ def test_an_exporter_dying_mid_run_fails_only_the_tests_that_need_it(pytester):
     for unit in ("a", "b"):
         path = exporter_yaml(pytester.path / f"{unit}.yaml", {"dut": "crashy_driver.Crashy"}, labels={"unit": unit})
         configs += ["--exporter", str(path)]
-    result = pytester.runpytest_subprocess("-n", "1", *configs, timeout=60)
+    result = pytester.runpytest_subprocess("-n", "1", *configs, timeout=150)
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*no exporter left for export 'dut' with unit=a: exporter a* can't be reached*"])
-    assert result.duration < 30
+    assert result.duration < 90  # not waiting out a timeout (calls 900 s, leases minutes); ~5 s on a quiet machine
 
 
 def test_after_a_call_timeout_the_next_test_waits_until_the_board_has_returned_from_the_call(pytester, lab):

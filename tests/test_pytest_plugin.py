@@ -462,10 +462,10 @@ def test_exporter_dying_mid_session_fails_the_tests_that_need_it_fast(pytester):
         """,
     )
     config = str(exporter_yaml(pytester.path / "crashy.yaml", {"dut": "crashy_driver.Crashy"}))
-    result = pytester.runpytest_subprocess("--exporter", config, timeout=60)
+    result = pytester.runpytest_subprocess("--exporter", config, timeout=150)
     result.assert_outcomes(passed=2, errors=2)
     result.stdout.fnmatch_lines([f"*exporter {config} died (exit code 3)*"])
-    assert result.duration < 30
+    assert result.duration < 90  # not waiting out a timeout (calls 900 s, leases minutes); ~3 s on a quiet machine
     # Without pytest.raises, the test whose call killed the exporter is told so, not only the next one.
     pytester.makepyfile(test_it="def test_crash(dut):\n    dut.call('crash')\n")
     result = pytester.runpytest_subprocess("--exporter", config, timeout=60)
