@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -488,6 +489,7 @@ def test_a_response_the_client_went_away_from_ends_the_call_as_cancelled_not_as_
         async def write(self, response):
             raise ExecuteBatchError('Failed "execute_batch"')
 
+    gone: Any = GoneClient()  # a ServicerContext's write, failing
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(_respond(items, None, GoneClient()))
+        asyncio.run(_respond(items, None, gone))
     assert closed == [True]  # the generator was closed (its finally ran): the producer stops
