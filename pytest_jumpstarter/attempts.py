@@ -113,8 +113,9 @@ class Attempts:
         deciding = len(tries) - 1
         if len(tries) > 1 and not tries[-1].broken:
             out = self.state.out()
+            gone = {e.name for e in self.lab.exporters if e.failure() is not None}
             for board in dict.fromkeys(a.boards for a in tries if a.broken):
-                if "+" not in board and board not in out:  # a check-back: the one board it failed on
+                if board and "+" not in board and board not in out and board not in gone:  # a check-back
                     tries.append(self._once(item, nextitem, needs, board, frozenset()))
         self._log(item, tries, deciding)
         item.session._setupstate.teardown_exact(nextitem)  # checks may have run last: ready for the next test

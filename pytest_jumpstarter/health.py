@@ -117,6 +117,8 @@ class Checks:
             reporter = self.lab.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.ensure_newline()
+                if hasattr(report, "node"):  # from an xdist worker: after the progress letters, on a line of its own
+                    reporter.write("\n")
                 reporter.write_line(f"jumpstarter: {line}", red=True)
 
 

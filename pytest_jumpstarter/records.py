@@ -115,8 +115,8 @@ class RanTest:
 
     def story(self) -> str:
         """The verdict in words: "failed on rpi-07, passed on rpi-03"."""
-        failed = list(dict.fromkeys(b for b, o in self.attempts if o in BROKEN))
-        passed = list(dict.fromkeys(b for b, o in self.attempts if o not in BROKEN))
+        failed = list(dict.fromkeys(b for b, o in self.attempts if o in BROKEN and b))
+        passed = list(dict.fromkeys(b for b, o in self.attempts if o not in BROKEN and b))
         if self.verdict == "code":
             return f"fails everywhere (on {', '.join(failed)}): the code"
         text = f"failed on {', '.join(failed)}, passed on {', '.join(passed)}"
@@ -133,7 +133,7 @@ def suspects(attempts: list[tuple[str, str]]) -> list[str]:
     passed = {b for b, o in attempts if o not in BROKEN}
     if not passed:
         return []
-    return list(dict.fromkeys(b for b, o in attempts if o in BROKEN and b not in passed))
+    return list(dict.fromkeys(b for b, o in attempts if o in BROKEN and b and b not in passed))
 
 
 def verdict(attempts: list[tuple[str, str]], out: set[str] | frozenset[str] = frozenset()) -> str:
