@@ -114,14 +114,15 @@ class RanTest:
         return suspects(self.attempts)
 
     def story(self) -> str:
-        """The verdict in words: "failed on rpi-07, passed on rpi-03"."""
+        """The verdict in words: "failed on rpi-07, passed on rpi-03: the board"."""
         failed = list(dict.fromkeys(b for b, o in self.attempts if o in BROKEN and b))
-        passed = list(dict.fromkeys(b for b, o in self.attempts if o not in BROKEN and b))
+        passed = list(dict.fromkeys(b for b, o in self.attempts if o not in BROKEN and b and b not in failed))
         if self.verdict == "code":
             return f"fails everywhere (on {', '.join(failed)}): the code"
         text = f"failed on {', '.join(failed)}, passed on {', '.join(passed)}"
         if self.verdict == "flaky":
-            return f"{text}, again on the board it failed on: flaky"
+            again = [b for b in failed if any(a == b and o not in BROKEN for a, o in self.attempts)]
+            return f"{text}, and on {', '.join(again)} again: flaky"
         return f"{text}: the board" if self.verdict == "board" else text
 
 

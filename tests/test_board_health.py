@@ -180,7 +180,7 @@ def test_retry_elsewhere_tells_the_code_from_a_board_from_a_flaky_test(pytester)
         [
             "*jumpstarter: retried on other boards*",
             "test_it.py::test_board: failed on sick, passed on good: the board",
-            "test_it.py::test_flaky: failed on flaky, passed on good, flaky, again on the board it failed on: flaky",
+            "test_it.py::test_flaky: failed on flaky, passed on good, and on flaky again: flaky",
             "test_it.py::test_code: fails everywhere (on sick, flaky, good): the code",
             "*jumpstarter: board suspects*",
             "sick: 1 test(s) failed there and passed on another board:",
@@ -235,7 +235,9 @@ def test_an_exporter_that_dies_during_a_retry(pytester):
     pytester.makepyfile(test_work=WORK.split("\n\n")[0] + "\n")
     result = run(pytester, *args, "--jumpstarter-retry-elsewhere", "2")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["b gone at *died*", "test_work.py::test_work_0: failed on a, b, passed on c: the board"])
+    result.stdout.fnmatch_lines(
+        ["b gone at *died*", "test_work.py::test_work_0: failed on a, b, passed on c: the board"]
+    )
 
 
 def test_ctrl_c_during_a_retry_leaves_no_lease_held(pytester, exporter_process):
