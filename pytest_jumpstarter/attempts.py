@@ -92,6 +92,7 @@ class Attempts:
             board = target(item)
             if board is not None and self.state.begin(board) == "mine":
                 self.checks.check(board, nextitem)
+            item.session._setupstate.teardown_exact(nextitem)  # the last test was torn down to this one's needs
             return True
         needs = self.leasing.needs_of(item)
         if not needs:

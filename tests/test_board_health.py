@@ -272,3 +272,25 @@ def test_ctrl_c_during_a_retry_leaves_no_lease_held(pytester, exporter_process):
             leases += lease_records(client.connection)
     assert len(leases) == 2, "one try on each board"
     assert {r.ended for r in leases} == {"released"}
+
+
+def test_a_checked_boards_check_in_its_turn_of_the_schedule_leaves_the_next_module_set_up_right(pytester):
+    """The schedule reaches b0's check after b0's first test had it run: its turn does nothing, and the next module
+    (a module-scoped fixture of its own) sets up as usual."""
+    args = exporters(pytester, ("b0", {}))
+    pytester.makepyfile(
+        test_a_work=WORK,
+        test_b_health=HEALTH_CHECK,
+        test_c_more="""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def image():
+            return "v1"
+
+        def test_more(unit, image):
+            assert unit.call("work") and image == "v1"
+        """,
+    )
+    result = run(pytester, *args)
+    result.assert_outcomes(passed=6 + 1 + 1)
