@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT
+from pytest_jumpstarter.health import is_health
+from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, TARGET
 from pytest_jumpstarter.mock import mock_children, mocked
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from pytest_jumpstarter.recording import Recorder
     from pytest_jumpstarter.replay import Replayer
     from pytest_jumpstarter.reporting import Reporting
-
-TARGET = "jumpstarter_target"  # the fixture that pins a test to one exporter in matrix mode
 
 
 class Fixtures:
@@ -149,9 +148,11 @@ class Fixtures:
         self.add(sorted(mocked - self.names))
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        """Matrix mode: a test that uses exports runs once per exporter that fits it."""
+        """Matrix mode, and health checks: a test that uses exports runs once per exporter that fits it."""
         lab = self.lab
-        if not lab.values["matrix"] or lab.pool is None or TARGET not in metafunc.fixturenames:
+        if lab.pool is None or TARGET not in metafunc.fixturenames:
+            return
+        if not lab.values["matrix"] and not is_health(metafunc.definition, lab.values["health_checks"]):
             return
         needs = self.leasing.needs_of(metafunc.definition)
         names = [e.name for e in lab.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]

@@ -171,16 +171,16 @@ class Redactor:
 
 
 def results_of(test: RanTest, matrix: bool) -> list[Result]:
-    """A test's rows: one per attempt and exporter it used. The retry's fields (``role``, ``attempts``, ``verdict``)
-    are read when the records have them."""
-    role = getattr(test, "role", "test") or "test"
-    verdict = getattr(test, "verdict", "") or ""
-    attempts: list[tuple[str, str]] = list(getattr(test, "attempts", None) or [])
-    if not attempts:
-        attempts = [(exporter, test.outcome) for exporter in test.exporters or [""]]
-        numbers = [1] * len(attempts)
-    else:
-        numbers = list(range(1, len(attempts) + 1))
+    """A test's rows: one per attempt and exporter it used (an attempt on several boards names them joined by
+    "+": a row for each)."""
+    role, verdict = test.role or "test", test.verdict
+    attempts: list[tuple[str, str]] = []
+    numbers: list[int] = []
+    tries = test.attempts or [("+".join(test.exporters), test.outcome)]
+    for number, (boards, outcome) in enumerate(tries, 1):
+        for exporter in boards.split("+"):
+            attempts.append((exporter, outcome))
+            numbers.append(number)
     return [
         Result(
             test.nodeid,

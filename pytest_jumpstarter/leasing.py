@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,7 +28,22 @@ if TYPE_CHECKING:
 MARKER = "exporter"  # @pytest.mark.exporter(*exports, **labels)
 ROOT = "exporter"  # the fixture of the leased exporter's root client
 EXPORT_ATTRIBUTE = "_jumpstarter_export"  # on our fixtures' functions: the export's name (None: the root)
+TARGET = "jumpstarter_target"  # the fixture that pins a test to one exporter (matrix mode, health checks)
 CLAIMS = pytest.StashKey[dict]()  # on the node of a fixture scope: matrix target -> its Claim
+
+
+@dataclass
+class Preclaim:
+    """A test's leases taken before its set-up (by health.py, which checks the boards first): its fixtures use
+    them instead of claiming; ``error`` says why there are none."""
+
+    claim: Claim | None
+    asked: float
+    error: str = ""
+    waited_for: tuple[str, ...] = ()
+
+
+PRECLAIM = pytest.StashKey[Preclaim]()  # on a test
 
 
 class Leasing:
@@ -71,11 +87,18 @@ class Leasing:
         failed = None
         record = LeaseRecord(node.nodeid, (), time.time(), worker=self.lab.workerid)
         self.records.append(record)
-        try:
-            claim = self.lab.pool.claim(needs, holder, timeout, pinned=target, notify=self.notify)
-        except ClaimError as exc:
-            failed, record.waited_for = str(exc), exc.waited_for
-            record.hooks = [hookruns.record(name, run) for name, run in exc.hooks]
+        pre = node.stash.get(PRECLAIM, None)
+        if pre is not None:
+            del node.stash[PRECLAIM]
+            record.asked, record.waited_for, failed = pre.asked, pre.waited_for, pre.error or None
+            if pre.claim is not None:
+                claim = pre.claim
+        else:
+            try:
+                claim = self.lab.pool.claim(needs, holder, timeout, pinned=target, notify=self.notify)
+            except ClaimError as exc:
+                failed, record.waited_for = str(exc), exc.waited_for
+                record.hooks = [hookruns.record(name, run) for name, run in exc.hooks]
         if failed is not None:  # failing outside the except: no chained traceback in the report
             record.released, record.error = time.time(), failed
             pytest.fail(f"jumpstarter: {failed}", pytrace=False)

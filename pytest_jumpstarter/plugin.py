@@ -17,12 +17,17 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from jumpstarter.utils.env import set_fallback as set_env_fallback
 from pytest_jumpstarter import launch, redaction, settings
+from pytest_jumpstarter.boardstate import BoardState
 from pytest_jumpstarter.checks import SetupChecks
 from pytest_jumpstarter.fixtures import Fixtures
+from pytest_jumpstarter.health import MARKER as HEALTH_MARKER
 from pytest_jumpstarter.lab import LAB, Lab
 from pytest_jumpstarter.leasing import MARKER as EXPORTER_MARKER
 from pytest_jumpstarter.leasing import MOCK_MARKER, Leasing
@@ -31,6 +36,7 @@ from pytest_jumpstarter.timeline import Timeline
 from pytest_jumpstarter.xdist import Handoff
 
 REPORTING = pytest.StashKey[Reporting]()
+BOARDS = pytest.StashKey[BoardState]()  # the run's board state (health.py, attempts.py), its folder for xdist
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -54,6 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "exports, or all)",
         f"{settings.MARKER}(**settings): this test's own {', '.join(settings.PER_TEST)} (beats option, env, ini)",
         redaction.MARKER_HELP,
+        f"{HEALTH_MARKER}: this test is a board's health check: it runs on each board that fits it before the "
+        "board's first test and after a test failed there; a board that fails it is out of the run",
     ):
         config.addinivalue_line("markers", line)
     lab = config.stash[LAB] = Lab(config)
@@ -85,6 +93,33 @@ def pytest_configure(config: pytest.Config) -> None:
         from pytest_jumpstarter.history import History
 
         manager.register(History(lab, timeline), "jumpstarter-history")
+    if lab.exporters:
+        _register_attempts(config, lab, leasing)
+
+
+def _register_attempts(config: pytest.Config, lab: Lab, leasing: Leasing) -> None:
+    """Health checks and retries on other boards, with the run's board state shared by xdist's workers."""
+    from pytest_jumpstarter.attempts import Attempts
+    from pytest_jumpstarter.boardstate import FOLDER_KEY, BoardState
+    from pytest_jumpstarter.health import Checks
+
+    folder = getattr(config, "workerinput", {}).get(FOLDER_KEY)
+    state = config.stash[BOARDS] = BoardState(Path(folder) if folder else None)
+    checks = Checks(lab, state)
+    config.pluginmanager.register(checks, "jumpstarter-health")
+    config.pluginmanager.register(
+        Attempts(lab, leasing, checks, state, lab.values.count("retry_elsewhere")), "jumpstarter-attempts"
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: each worker is told where the run's board state is."""
+    from pytest_jumpstarter.boardstate import FOLDER_KEY
+
+    state = node.config.stash.get(BOARDS, None)
+    if state is not None:
+        node.workerinput[FOLDER_KEY] = str(state.folder)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -104,4 +139,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     if lab.exporters or lab.replay:
         set_env_fallback(None)
+    state = config.stash.get(BOARDS, None)
+    if state is not None:
+        state.close()
     lab.close()

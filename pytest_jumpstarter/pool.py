@@ -63,9 +63,18 @@ class Pool:
         self.exporters = exporters
         self.offset = offset  # where each xdist worker starts looking, so that workers spread out
         self.avoid: frozenset[str] = frozenset()  # boards kept out (--jumpstarter-quarantine) while others fit
+        # The run's health checks (health.py) set these: boards out of the run and why; why to pass one by for now.
+        self.removed: Callable[[], dict[str, str]] = dict
+        self.passby: Callable[[str], str | None] = lambda name: None
 
-    def candidates(self, export: str | None, labels: dict[str, str], pinned: str | None = None) -> list[Exporter]:
-        found = [e for e in self.exporters if e.provides(export) and e.matches(labels) and pinned in (None, e.name)]
+    def candidates(
+        self, export: str | None, labels: dict[str, str], pinned: str | None = None, avoid: frozenset[str] = frozenset()
+    ) -> list[Exporter]:
+        found = [
+            e
+            for e in self.exporters
+            if e.provides(export) and e.matches(labels) and pinned in (None, e.name) and e.name not in avoid
+        ]
         if not found:
             return []
         if self.avoid:  # a quarantined board serves when no other (alive) one fits
@@ -80,15 +89,17 @@ class Pool:
         timeout: float,
         pinned: str | None = None,
         notify: Callable[[str], None] = lambda text: None,
+        avoid: frozenset[str] = frozenset(),
     ) -> Claim:
-        """Lease exporters for every need; wait up to ``timeout`` s for busy ones, then ClaimError."""
+        """Lease exporters for every need, none of those in ``avoid``; wait up to ``timeout`` s for busy ones, then
+        ClaimError."""
         for export, labels in needs.items():
-            if not self.candidates(export, labels, pinned):
-                raise ClaimError(self._no_fit(export, labels, pinned))
+            if not self.candidates(export, labels, pinned, avoid):
+                raise ClaimError(self._no_fit(export, labels, pinned, avoid))
         refused: dict[Exporter, None] = {}  # they count it as waiting for them until told it no longer is
         claim = None
         try:
-            claim = self._wait(needs, holder, timeout, pinned, notify, refused)
+            claim = self._wait(needs, holder, timeout, pinned, notify, refused, avoid)
             return claim
         finally:
             for exporter in refused:
@@ -103,13 +114,14 @@ class Pool:
         pinned: str | None,
         notify: Callable[[str], None],
         refused: dict[Exporter, None],
+        avoid: frozenset[str],
     ) -> Claim:
         started = time.monotonic()
         delay, last_notice, last_busy = FIRST_DELAY, 0.0, ""
         blocked: dict[Exporter, None] = {}  # those found busy on the passes that got nothing: waited for
         while True:
             seen = handovers()
-            claim, busy = self._attempt(needs, holder, pinned)
+            claim, busy = self._attempt(needs, holder, pinned, avoid)
             refused.update(dict.fromkeys(busy))
             if claim is not None:
                 claim.waited_for = tuple(e.name for e in blocked)
@@ -128,9 +140,12 @@ class Pool:
             wait_for_handover(seen, min(delay * random.uniform(0.5, 1.5), max(0.0, timeout - waited)))
             delay = min(delay * 2, MAX_DELAY)
 
-    def _attempt(self, needs: Needs, holder: str, pinned: str | None) -> tuple[Claim | None, dict]:
+    def _attempt(
+        self, needs: Needs, holder: str, pinned: str | None, avoid: frozenset[str] = frozenset()
+    ) -> tuple[Claim | None, dict]:
         """One pass over the candidates: every lease, or none (and who is in the way)."""
-        claim, busy = Claim({}), {}
+        claim, busy = Claim({}), dict[Exporter, object]()
+        removed = self.removed()
         # Named exports first, in a fixed order; "any exporter" last, so it can reuse one already taken.
         for export in sorted(needs, key=lambda name: (name is None, name or "")):
             labels = needs[export]
@@ -138,12 +153,17 @@ class Pool:
             if taken is not None:
                 claim.chosen[export] = taken
                 continue
-            alive = [e for e in self.candidates(export, labels, pinned) if e.failure() is None]
+            fitting = self.candidates(export, labels, pinned, avoid)
+            alive = [e for e in fitting if e.failure() is None and e.name not in removed]
             if not alive:
                 claim.release()
-                gone = "; ".join(filter(None, (e.failure() for e in self.candidates(export, labels, pinned))))
+                gone = "; ".join(e.failure() or f"{e.name} is out of the run: {removed[e.name]}" for e in fitting)
                 raise ClaimError(f"no exporter left for {self._wanted({export: labels})}: {gone}")
             for exporter in alive:
+                why = self.passby(exporter.name)
+                if why is not None:
+                    busy[exporter] = why
+                    continue
                 try:
                     got = exporter.try_lease(holder)
                 except ConnectError:
@@ -162,7 +182,7 @@ class Pool:
             else:
                 if not busy:  # every candidate went away during this pass: say so on the next one
                     claim.release()
-                    return self._attempt(needs, holder, pinned)
+                    return self._attempt(needs, holder, pinned, avoid)
                 claim.release()
                 return None, busy
         return claim, busy
@@ -174,8 +194,11 @@ class Pool:
             parts.append(what + (f" with {_labels(labels)}" if labels else ""))
         return " and ".join(parts)
 
-    def _no_fit(self, export: str | None, labels: dict[str, str], pinned: str | None) -> str:
+    def _no_fit(
+        self, export: str | None, labels: dict[str, str], pinned: str | None, avoid: frozenset[str] = frozenset()
+    ) -> str:
         wanted = self._wanted({export: labels}) + (f" on exporter {pinned!r}" if pinned else "")
+        wanted += f" other than {', '.join(sorted(avoid))}" if avoid else ""
         listing = "; ".join(
             f"{e.name} ({_labels(e.labels) or 'no labels'}): {', '.join(e.exports)}" for e in self.exporters
         )

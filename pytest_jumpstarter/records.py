@@ -14,6 +14,8 @@ import pytest
 from jumpstarter.common.pages import seconds  # one rounding for the timeline's table and tooltips
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
 
+RUN_ATTRIBUTE = "jumpstarter_run"  # on the last report of a test's run: its role, attempts and verdict (see RanTest)
+RETRIED, SICK = "retried", "sick"  # outcomes of reports that don't count: a retried attempt, a failed health check
 WAITED_PROPERTY = "jumpstarter_waited"  # user_properties key: seconds the test waited for its leases (junitxml too)
 NOTICEABLE_WAIT = 0.1  # seconds: shorter waits are the lease call itself, not a busy board
 # How bad an outcome is: a test's outcome is the worst of its phases'.
@@ -89,6 +91,14 @@ class RanTest:
     exporters: list[str] = field(default_factory=list)
     waited: float | None = None
     worker: str | None = None
+    role: str = "test"  # "test", or "health": a board's health check
+    # One per try, in order: (the exporters it ran on, "+"-joined; its outcome). Filled when health checks or
+    # --jumpstarter-retry-elsewhere are on; a health check has one per board check.
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    # "code" (failed on every board tried), "board" (failed on one, passed on another, and failed again there or
+    # that board is out), "flaky" (passed on retry, and on the board it failed on too), "" (not retried)
+    verdict: str = ""
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (board, the first line of a failed try's error)
 
     def add(self, report: pytest.TestReport) -> None:
         start, stop = getattr(report, "start", 0.0), getattr(report, "stop", 0.0)
@@ -96,8 +106,14 @@ class RanTest:
             self.start = min(self.start, start) if self.start else start
         self.stop = max(self.stop, stop)
         self.worker = getattr(report, "worker_id", None) or self.worker
-        outcome = _outcome(report)
-        if OUTCOME_RANK[outcome] > OUTCOME_RANK[self.outcome]:
+        run = getattr(report, RUN_ATTRIBUTE, None)
+        if run:
+            self.role = run["role"]
+            self.attempts += [(str(a), str(b)) for a, b in run["attempts"]]
+            self.verdict = run["verdict"] or self.verdict
+            self.errors += [(str(a), str(b)) for a, b in run.get("errors", ())]
+        outcome = run["outcome"] if run else None if report.outcome in (RETRIED, SICK) else outcome_of(report)
+        if outcome is not None and OUTCOME_RANK[outcome] > OUTCOME_RANK[self.outcome]:
             self.outcome = outcome
         for key, value in report.user_properties:
             if key == EXPORTER_PROPERTY and value not in self.exporters:
@@ -109,8 +125,50 @@ class RanTest:
     def broken(self) -> bool:
         return self.outcome in ("failed", "error")
 
+    def failed_on(self, board: str) -> bool:
+        return any(o in BROKEN and board in b.split("+") for b, o in self.attempts)
 
-def _outcome(report: pytest.TestReport) -> str:
+    def suspects(self) -> list[str]:
+        """The boards this test failed on and never passed on (a board verdict's culprits)."""
+        return suspects(self.attempts)
+
+    def story(self) -> str:
+        """The verdict in words: "failed on rpi-07, passed on rpi-03: the board"."""
+        failed = list(dict.fromkeys(b for b, o in self.attempts if o in BROKEN and b))
+        passed = list(dict.fromkeys(b for b, o in self.attempts if o not in BROKEN and b and b not in failed))
+        if self.verdict == "code":
+            return f"fails everywhere (on {', '.join(failed)}): the code"
+        text = f"failed on {', '.join(failed)}, passed on {', '.join(passed)}"
+        if self.verdict == "flaky":
+            again = [b for b in failed if any(a == b and o not in BROKEN for a, o in self.attempts)]
+            return f"{text}, and on {', '.join(again)} again: flaky"
+        return f"{text}: the board" if self.verdict == "board" else text
+
+
+BROKEN = ("failed", "error")
+
+
+def suspects(attempts: list[tuple[str, str]]) -> list[str]:
+    """The boards of ``attempts`` that failed and never passed, when some other board passed."""
+    passed = {b for b, o in attempts if o not in BROKEN}
+    if not passed:
+        return []
+    return list(dict.fromkeys(b for b, o in attempts if o in BROKEN and b and b not in passed))
+
+
+def verdict(attempts: list[tuple[str, str]], out: set[str] | frozenset[str] = frozenset()) -> str:
+    """How ``attempts`` classify: see ``RanTest.verdict``. A board in ``out`` failed its health check."""
+    if len(attempts) < 2:
+        return ""
+    if all(o in BROKEN for _, o in attempts):
+        return "code"
+    failed = {b for b, o in attempts if o in BROKEN}
+    if suspects(attempts) or failed & set(out):
+        return "board"
+    return "flaky"
+
+
+def outcome_of(report: pytest.TestReport) -> str:
     if report.failed:
         return "failed" if report.when == "call" else "error"
     if report.skipped:
@@ -128,8 +186,9 @@ class Usage:
     utilization: float | None  # busy / the test phase's wall time
     waited: float  # seconds tests waited for it, in total
     longest: float
-    failures: int
+    failures: int  # tests that failed there (a try that failed there counts, though the test passed elsewhere)
     gone: Gone | None
+    health: str = ""  # its health checks: "ok", "out" (one failed), "" (none ran)
 
 
 @dataclass
@@ -170,6 +229,10 @@ class Run:
             waits = [r.waited_on(name) for r in self.leases if name in r.waited_for]  # not the time to reach it
             tests = {t.nodeid for t in self.tests.values() if name in t.exporters}
             tests |= {r.holder for r in self.leases if name in r.exporters and r.holder in self.tests}
+            checks = [
+                o for t in tests if self.tests[t].role == "health" for b, o in self.tests[t].attempts if b == name
+            ]
+            tests = {t for t in tests if self.tests[t].role != "health"}
             usages.append(
                 Usage(
                     name,
@@ -178,8 +241,9 @@ class Run:
                     busy / wall if wall > 0 else None,
                     sum(waits),
                     max(waits, default=0.0),
-                    sum(1 for t in tests if self.tests[t].broken),
+                    sum(1 for t in tests if self.tests[t].broken or self.tests[t].failed_on(name)),
                     self.gone.get(name),
+                    ("out" if any(o in BROKEN for o in checks) else "ok") if checks else "",
                 )
             )
         return usages
@@ -220,7 +284,8 @@ class Run:
         """The terminal's table: per exporter, tests run, busy time, utilization, waits, failures; then advice."""
         usages = self.usage()
         first, last = self.phase()
-        header = ("exporter", "tests", "busy", "util", "waited", "longest wait", "failed")
+        checked = any(u.health for u in usages)
+        header = ("exporter", "tests", "busy", "util", "waited", "longest wait", "failed", "health")[: 7 + checked]
         rows = [
             (
                 u.name + (f" ({u.gone.what})" if u.gone else ""),
@@ -230,7 +295,8 @@ class Run:
                 f"{u.waited:.1f} s",
                 f"{u.longest:.1f} s",
                 str(u.failures),
-            )
+                u.health or "-",
+            )[: 7 + checked]
             for u in usages
         ]
         widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
@@ -249,6 +315,35 @@ class Run:
             if u.gone:
                 at = max(0.0, u.gone.at - first)
                 lines.append(f"{u.name} {u.gone.what} at +{at:.1f} s: {u.gone.why.splitlines()[0]}")
+        lines += self.sick()
+        return lines
+
+    def sick(self) -> list[str]:
+        """A line per board a health check took out of the run: which check, its error."""
+        lines = []
+        for test in self.tests.values():
+            if test.role == "health":
+                for board, error in test.errors:
+                    lines.append(f"{board} out of the run: its health check {test.nodeid} failed: {error}")
+        return lines
+
+    def retried(self) -> list[str]:
+        """A line per test run on more than one board, with its verdict: the code's, a board's, or flaky."""
+        return [f"{t.nodeid}: {t.story()}" for t in self.tests.values() if t.role == "test" and t.verdict]
+
+    def suspects(self) -> list[str]:
+        """The boards that failed tests which passed on other boards: a line per board, naming the tests."""
+        boards: dict[str, list[RanTest]] = {}
+        for test in self.tests.values():
+            if test.verdict == "board":
+                for board in test.suspects():
+                    boards.setdefault(board, []).append(test)
+        lines = []
+        for board, tests in boards.items():
+            lines.append(f"{board}: {len(tests)} test(s) failed there and passed on another board:")
+            for test in tests:
+                errors = [e for b, e in test.errors if b == board]
+                lines.append(f"  {test.nodeid}: {test.story()}" + (f" ({errors[0]})" if errors else ""))
         return lines
 
 

@@ -46,6 +46,7 @@ EXPORTERS = Setting(
     kind="list",
     default=(),
     shell_env=JUMPSTARTER_HOST,
+    metavar="YAML|ADDRESS",
 )
 PASSPHRASE = Setting(
     "--exporter-passphrase",
@@ -161,6 +162,25 @@ QUARANTINE = Setting(
     kind="bool",
     default=False,
 )
+RETRY_ELSEWHERE = Setting(
+    "--jumpstarter-retry-elsewhere",
+    "jumpstarter_retry_elsewhere",
+    "JUMPSTARTER_RETRY_ELSEWHERE",
+    "run a test that fails again, up to N times, each time on a fitting board it hasn't failed on; the run's end "
+    "says which failures were the code's, a board's, or flaky (default 0: no retry)",
+    default="0",
+    metavar="N",
+)
+HEALTH_CHECKS = Setting(
+    "--jumpstarter-health-check",
+    "jumpstarter_health_checks",
+    "JUMPSTARTER_HEALTH_CHECKS",
+    "a collected test (PATH::NAME, relative to the rootdir) that is a board's health check, as if marked "
+    "@pytest.mark.jumpstarter_health. Repeatable.",
+    kind="list",
+    default=(),
+    metavar="PATH::NAME",
+)
 SETTINGS = (
     EXPORTERS,
     PASSPHRASE,
@@ -177,6 +197,8 @@ SETTINGS = (
     TIMELINE,
     HISTORY,
     QUARANTINE,
+    RETRY_ELSEWHERE,
+    HEALTH_CHECKS,
 )
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout", "call_timeout")
@@ -189,7 +211,7 @@ def add_options(parser: pytest.Parser) -> None:
     for s in SETTINGS:
         twins = f" [ini: {s.ini}; env: {s.env}]"
         if s.kind == "list":
-            group.addoption(s.option, action="append", dest=s.dest, metavar="YAML|ADDRESS", help=s.help + twins)
+            group.addoption(s.option, action="append", dest=s.dest, metavar=s.metavar, help=s.help + twins)
             parser.addini(s.ini, s.help + " One per line.", type="linelist")
         elif s.kind == "bool":
             group.addoption(s.option, action="store_true", default=None, dest=s.dest, help=s.help + twins)
@@ -285,6 +307,19 @@ class Values:
             if key in marker.kwargs and item is not None:
                 return marker.kwargs[key], f"@pytest.mark.{MARKER} of {item.nodeid}"
         return self.values[key], self.sources[key]
+
+    def count(self, key: str) -> int:
+        """Setting ``key`` as a whole number >= 0 (a usage error naming its source otherwise)."""
+        value = self.values[key]
+        try:
+            number = int(str(value))
+        except ValueError:
+            number = -1
+        if number < 0:
+            raise pytest.UsageError(
+                f"jumpstarter: {key.replace('_', ' ')} {value!r} ({self.sources[key]}) is not a whole number >= 0"
+            )
+        return number
 
     def tls(self) -> bool | str:
         """How exporters given by address are reached: False (plain gRPC), True (system CAs) or a CA file."""

@@ -145,6 +145,11 @@ class Timeline:
             terminalreporter.write_sep("-", "jumpstarter: exporters")
             for line in run.summary():
                 terminalreporter.write_line(line)
+        for title, lines in (("retried on other boards", run.retried()), ("board suspects", run.suspects())):
+            if lines:
+                terminalreporter.write_sep("-", f"jumpstarter: {title}", yellow=True)
+                for line in lines:
+                    terminalreporter.write_line(line)
         if self.written is not None:
             terminalreporter.write_line(f"jumpstarter: timeline written to {self.written}")
         if self.write_error:

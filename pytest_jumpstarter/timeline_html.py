@@ -14,7 +14,7 @@ from html import escape
 
 from jumpstarter.common import pages
 from jumpstarter.common.pages import fit, seconds
-from pytest_jumpstarter.records import OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
+from pytest_jumpstarter.records import BROKEN, OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
 
 PAGE_LEFT, PAGE_TOP = 16, 72  # where the chart's top left corner is on the page, in CSS pixels
 LABEL_WIDTH, PLOT_WIDTH, RIGHT = 170, 960, 20
@@ -32,6 +32,8 @@ COLOURS = {  # outcome -> the fill of its bars
     "xfailed": "#9b8ad6",
     "xpassed": "#c9a800",
     "unknown": "#5d6d7e",
+    "health": "#2b7bb9",  # a board's health check that passed
+    "sick": "#7a1f5c",  # one that failed: the board is out of the run
 }
 WAIT_COLOUR, GONE_COLOUR, HOOK_COLOUR = "#f0a020", "#b3261e", "#7b5cc4"
 
@@ -223,17 +225,18 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     worker = f" ({record.worker})" if record.worker else ""
     test = run.tests.get(record.holder)
     if test is not None:
+        outcome = _outcome(run, record, test)
         tip = (
-            f"{test.nodeid}\n{test.outcome} on {exporter}{worker}{also}\n"
+            f"{test.nodeid}\n{outcome} on {exporter}{worker}{also}\n"
             f"waited {seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
             f"({scale.rel(record.taken or 0)} to "
             f"{scale.rel(record.released or 0)}), test {seconds(test.stop - test.start)}"
         )
         return (
-            f'<g class="lease {test.outcome}" data-test="{escape(test.nodeid)}" data-outcome="{test.outcome}" '
+            f'<g class="lease {outcome}" data-test="{escape(test.nodeid)}" data-outcome="{outcome}" '
             f'data-exporter="{escape(exporter)}"><title>{escape(tip)}</title>'
             f'<rect class="bar" x="{x1:.1f}" y="{y}" width="{width:.1f}" height="{BAR_HEIGHT}" '
-            f'fill="{COLOURS[test.outcome]}"/>{_label(test.nodeid, x1, y, width)}</g>\n'
+            f'fill="{COLOURS[outcome]}"/>{_label(test.nodeid, x1, y, width)}</g>\n'
         )
     # A module's or the session's lease: the tests that ran under it (on this worker) inside it.
     inside = [
@@ -277,6 +280,24 @@ def _hook(record: LeaseRecord, hook: dict, scale: Scale, top: int) -> str:
         f"waited for by {escape(waiter)}</title>"
         f'<rect x="{x1:.1f}" y="{top + WAIT_TOP - 3}" width="{width:.1f}" height="{WAIT_HEIGHT + 2}"/></g>\n'
     )
+
+
+def _outcome(run: Run, record: LeaseRecord, test: RanTest) -> str:
+    """The outcome of the try that held this lease: a test run on several boards has one per try; a health
+    check's is "health" or "sick"."""
+    outcome = test.outcome
+    tries = [a for a in test.attempts if a[0]]  # those that got a board
+    if tries:
+        held = sorted((r for r in run.leases if r.holder == record.holder and r.taken is not None), key=_taken)
+        index = next((i for i, r in enumerate(held) if r is record), len(tries))
+        outcome = tries[index][1] if index < len(tries) else outcome
+    if test.role == "health":
+        return "sick" if outcome in BROKEN else "health"
+    return outcome
+
+
+def _taken(record: LeaseRecord) -> float:
+    return record.taken or 0.0
 
 
 def _test_bar(test: RanTest, exporter: str, scale: Scale, top: int, record: LeaseRecord) -> str:
@@ -345,6 +366,8 @@ def _label(nodeid: str, x: float, y: float, width: float, height: int = BAR_HEIG
 
 def _legend() -> str:
     items = [f'<span><i style="background:{COLOURS[o]}"></i>{o}</span>' for o in OUTCOME_RANK]
+    items.append(f'<span><i style="background:{COLOURS["health"]}"></i>health check</span>')
+    items.append(f'<span><i style="background:{COLOURS["sick"]}"></i>health check failed: board out</span>')
     items.append(f'<span><i style="background:{WAIT_COLOUR}; height:6px"></i>waiting for the exporter</span>')
     items.append('<span><i style="background:#e3e9f3; border:1px solid #6b86b3"></i>module or session lease</span>')
     items.append(f'<span><i style="background:{GONE_COLOUR}; width:3px"></i>exporter gone</span>')
@@ -355,14 +378,14 @@ def _legend() -> str:
 def _table(run: Run, usages: list[Usage], first: float) -> str:
     out = [
         '<table class="usage">\n<tr><th>exporter</th><th>tests</th><th>busy</th><th>utilization</th>'
-        "<th>waited</th><th>longest wait</th><th>failed</th></tr>\n"
+        "<th>waited</th><th>longest wait</th><th>failed</th><th>health</th></tr>\n"
     ]
     for u in usages:
         util = "n/a" if u.utilization is None else f"{u.utilization:.0%}"
         out.append(
             f'<tr data-exporter="{escape(u.name)}"><td>{escape(u.name)}{f" ({u.gone.what})" if u.gone else ""}</td>'
             f"<td>{u.tests}</td><td>{seconds(u.busy)}</td><td>{util}</td><td>{seconds(u.waited)}</td>"
-            f"<td>{seconds(u.longest)}</td><td>{u.failures}</td></tr>\n"
+            f"<td>{seconds(u.longest)}</td><td>{u.failures}</td><td>{u.health or '-'}</td></tr>\n"
         )
     out.append("</table>\n")
     advice = run.advice(usages)
@@ -376,4 +399,8 @@ def _table(run: Run, usages: list[Usage], first: float) -> str:
     for gone in run.gone.values():
         at = f"+{gone.at - first:.2f} s"
         out.append(f'<p class="gone">{escape(gone.exporter)} {gone.what} at {at}: {escape(gone.why)}</p>\n')
+    for line in run.sick():
+        out.append(f'<p class="sick">{escape(line)}</p>\n')
+    for line in run.retried():
+        out.append(f'<p class="retried">{escape(line)}</p>\n')
     return "".join(out)

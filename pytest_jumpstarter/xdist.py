@@ -6,8 +6,9 @@ board. ``-n auto`` starts one worker per exporter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -41,3 +42,20 @@ class Handoff:
             with ThreadPoolExecutor(max(1, len(self.exporters))) as starting:
                 self._handoffs = list(starting.map(lambda e: e.handoff(), self.exporters))
         node.workerinput[HANDOFF] = self._handoffs
+
+
+@contextmanager
+def reporting_for(item: pytest.Item) -> Iterator[None]:
+    """Log reports of ``item`` while another test runs (a board's health check, run before it): an xdist worker
+    sends each report under the index of the test it runs, and checks that the two agree; here, while inside,
+    that index is ``item``'s (xdist's ``WorkerInteractor.item_index``, the one private name used here)."""
+    worker = next((p for p in item.config.pluginmanager.get_plugins() if type(p).__name__ == "WorkerInteractor"), None)
+    if worker is None or not hasattr(worker, "item_index"):
+        yield
+        return
+    before = worker.item_index
+    worker.item_index = item.session.items.index(item)
+    try:
+        yield
+    finally:
+        worker.item_index = before

@@ -75,3 +75,54 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+# A board for health checks and retries, its faults set in its YAML's config: ``sick`` (its power rail reads low and
+# work() fails, every time), ``flaky`` (a counter file: work() fails on its first call only), ``crash`` (work() ends
+# the exporter process, as a board that drops off the network would). ``hang(s)`` blocks s seconds.
+UNIT_DRIVER = """
+    import os
+    import time
+    from dataclasses import dataclass
+
+    from jumpstarter.driver import Driver, export
+
+    @dataclass(kw_only=True)
+    class Unit(Driver):
+        name: str
+        sick: bool = False
+        flaky: str = ""
+        crash: bool = False
+
+        @classmethod
+        def client(cls):
+            return "jumpstarter.client.DriverClient"
+
+        @export
+        def power_ok(self) -> bool:
+            return not self.sick
+
+        @export
+        def work(self) -> str:
+            if self.crash:
+                os._exit(3)
+            if self.sick:
+                raise RuntimeError(f"{self.name}: no answer on the serial console")
+            if self.flaky:
+                count = int(open(self.flaky).read()) if os.path.exists(self.flaky) else 0
+                with open(self.flaky, "w") as counter:
+                    counter.write(str(count + 1))
+                if count == 0:
+                    raise RuntimeError(f"{self.name}: a glitch")
+            return self.name
+
+        @export
+        def hang(self, seconds: float) -> None:
+            time.sleep(seconds)
+"""
+
+
+def unit_yaml(folder: Path, name: str, labels: dict[str, str] | None = None, **faults: object) -> Path:
+    """An ExporterConfig of one ``Unit`` (UNIT_DRIVER, imported as ``unit``) under export ``unit``, named ``name``."""
+    config = "\n      ".join([f"name: {name}", *(f"{key}: {value}" for key, value in faults.items())])
+    return exporter_yaml(folder / f"{name}.yaml", {"unit": "unit.Unit"}, name=name, labels=labels, config=config)
