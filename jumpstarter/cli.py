@@ -10,11 +10,12 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from contextlib import suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import anyio
 from anyio import to_thread
@@ -108,7 +109,12 @@ def exporter_labels(config: ExporterConfig) -> dict[str, str]:
 
 
 async def _run(
-    config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None, limits: Limits
+    config: ExporterConfig,
+    address: str,
+    passphrase: str | None,
+    tls: tuple[bytes, bytes] | None,
+    limits: Limits,
+    coordinator: str | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM, then close every driver; how many failed to close.
 
@@ -133,14 +139,31 @@ async def _run(
             labels = exporter_labels(config)
             async with serving(root, address, passphrase=passphrase, labels=labels, tls=tls, limits=limits) as where:
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
+                publisher = _publish(coordinator, labels, where, tls is not None, config) if coordinator else None
                 print(f"{READY} {config.source} at {where}", flush=True)
-                await stopped.wait()
+                try:
+                    await stopped.wait()
+                finally:
+                    if publisher is not None:
+                        await to_thread.run_sync(publisher.stop)
         finally:
             failures = await to_thread.run_sync(close_drivers, root)  # every driver, each failure logged
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     return len(failures)
+
+
+def _publish(coordinator: str, labels: dict[str, str], where: str, tls: bool, config: ExporterConfig) -> Any:
+    """Announce the exporter to a labgrid coordinator (see jumpstarter/labgrid/publish.py), under its name."""
+    from jumpstarter.labgrid.publish import Publisher
+
+    host, _, port = where.rpartition(":")
+    if host.strip("[]") in ("0.0.0.0", "::", ""):  # listening everywhere: others reach it by this host's name
+        where = f"{socket.getfqdn()}:{port}"
+    name = labels.get(NAME_LABEL) or "exporter"
+    _say(f"jumpstarter: publishing {name} ({where}) at the labgrid coordinator {coordinator}")
+    return Publisher(coordinator, name, where, tls, list(config.export), dict(config.labels)).start()
 
 
 def export_tree(config: ExporterConfig) -> str:
@@ -193,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
-        failed = anyio.run(_run, config, address, passphrase, tls, limits)
+        failed = anyio.run(_run, config, address, passphrase, tls, limits, args.labgrid)
     except ConfigError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2
@@ -390,6 +413,12 @@ def _parser() -> argparse.ArgumentParser:
         help="stop (as on SIGTERM) when standard input ends: run under a process that holds a pipe to it, this "
         "exporter ends with that process, even one killed with SIGKILL (the pytest plugin runs exporters so)",
     )
+    run_parser.add_argument(
+        "--labgrid",
+        metavar="HOST:PORT",
+        help="publish this exporter (address, TLS yes/no, exports, labels; never the passphrase) to the labgrid "
+        "coordinator there, as a place of its name, until it stops (needs --listen HOST:PORT and jumpstarter[labgrid])",
+    )
     shell_parser = commands.add_parser(
         "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
     )
@@ -462,6 +491,15 @@ def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.tls_cert and not (args.listen or args.tls_grpc_listener):
         parser.error("--tls-cert/--tls-key need a TCP address: --listen HOST:PORT")
     args.listen = args.listen or args.tls_grpc_listener
+    if args.labgrid:
+        from jumpstarter.labgrid.coordinator import parse_url
+
+        try:
+            args.labgrid = parse_url(args.labgrid)
+        except ValueError as exc:
+            parser.error(f"--labgrid: {exc}")
+        if not args.listen or args.listen.startswith("unix:"):
+            parser.error("--labgrid publishes the exporter's TCP address: give --listen HOST:PORT too")
     if args.listen and args.listen.isdigit():  # gRPC would try to resolve "7777" as a host name
         parser.error(f"--listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:{args.listen} (or 0.0.0.0:{args.listen})")
 

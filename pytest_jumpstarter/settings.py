@@ -144,6 +144,31 @@ TIMELINE = Setting(
     "the waits before them, exporters that died",
     metavar="FILE.html",
 )
+LAB = Setting(
+    "--lab",
+    "jumpstarter_lab",
+    "JUMPSTARTER_LAB",
+    "take exporters from a labgrid lab: labgrid://HOST:PORT of its coordinator, which queues the claims (tags from "
+    "@pytest.mark.exporter labels and --lab-tag) while each exporter's own lease stays the lock",
+    metavar="labgrid://HOST:PORT",
+)
+LAB_TAG = Setting(
+    "--lab-tag",
+    "jumpstarter_lab_tags",
+    "JUMPSTARTER_LAB_TAGS",
+    "with --lab: only places carrying this tag. Repeatable.",
+    kind="list",
+    default=(),
+    metavar="KEY=VALUE",
+)
+LAB_PRIORITY = Setting(
+    "--lab-priority",
+    "jumpstarter_lab_priority",
+    "JUMPSTARTER_LAB_PRIORITY",
+    "with --lab: the priority of this run's reservations (higher goes first; default 0)",
+    default="0",
+    metavar="N",
+)
 SETTINGS = (
     EXPORTERS,
     PASSPHRASE,
@@ -158,6 +183,9 @@ SETTINGS = (
     RECORD,
     REPLAY,
     TIMELINE,
+    LAB,
+    LAB_TAG,
+    LAB_PRIORITY,
 )
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout", "call_timeout")
@@ -170,7 +198,8 @@ def add_options(parser: pytest.Parser) -> None:
     for s in SETTINGS:
         twins = f" [ini: {s.ini}; env: {s.env}]"
         if s.kind == "list":
-            group.addoption(s.option, action="append", dest=s.dest, metavar="YAML|ADDRESS", help=s.help + twins)
+            metavar = s.metavar if s.metavar != "VALUE" else "YAML|ADDRESS"
+            group.addoption(s.option, action="append", dest=s.dest, metavar=metavar, help=s.help + twins)
             parser.addini(s.ini, s.help + " One per line.", type="linelist")
         elif s.kind == "bool":
             group.addoption(s.option, action="store_true", default=None, dest=s.dest, help=s.help + twins)

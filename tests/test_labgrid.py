@@ -1,0 +1,237 @@
+"""A labgrid lab: a real labgrid-coordinator on loopback, exporters of ours publishing to it, pytest --lab."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from samples import exporter_yaml
+
+pytest.importorskip("labgrid", reason="labgrid is in the dev extra: run scripts/setup.sh")
+
+from jumpstarter.labgrid.coordinator import Session  # noqa: E402
+from jumpstarter.labgrid.publish import Publisher  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+BOARD = "jumpstarter_driver_demo.Board"
+COORDINATOR = Path(sys.executable).with_name("labgrid-coordinator")
+
+
+class Coordinator:
+    """labgrid-coordinator in ``folder`` (its places.yaml stays there across restarts)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.address = folder, "127.0.0.1:0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Coordinator:
+        log = self.folder / "coordinator.log"
+        with log.open("w") as output:  # a file, not a pipe: it prints every acquire, and nobody need read it
+            self.process = subprocess.Popen(
+                [str(COORDINATOR), "-l", self.address], cwd=self.folder, stdout=output, stderr=subprocess.STDOUT
+            )
+        process = self.process
+
+        def listening() -> str:
+            assert process.poll() is None, f"labgrid-coordinator ended: {log.read_text()}"
+            lines = [line for line in log.read_text().splitlines() if line.startswith("listening on ")]
+            return lines[-1].split()[-1] if lines else ""
+
+        self.address = str(until(listening, "labgrid-coordinator to listen"))
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def url(self) -> str:
+        return f"labgrid://{self.address}"
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
+    started = Coordinator(tmp_path).start()
+    yield started
+    started.stop()
+
+
+def until(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"waited {timeout} s for {what}")
+
+
+def directory(coordinator: Coordinator) -> Session:
+    return Session(coordinator.address)
+
+
+@pytest.fixture
+def boards(exporter_process, tmp_path: Path, coordinator: Coordinator):
+    """Publish ``n`` exporters of ours (b0, b1, ...) to the coordinator; returns the processes."""
+
+    def start(n: int, labels: dict[str, str] | None = None, first: int = 0, passphrase: str = "") -> list:
+        started = []
+        for i in range(first, first + n):
+            config = exporter_yaml(
+                tmp_path / f"b{i}.yaml", {"board": BOARD}, name=f"b{i}", labels=labels or {"kind": "demo"}, config=f"name: b{i}"
+            )
+            args = ["--listen", "127.0.0.1:0", "--labgrid", coordinator.url]
+            env = {**os.environ, "JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else None
+            started.append(exporter_process(config, *args, env=env) if env else exporter_process(config, *args))
+        names = {f"b{i}" for i in range(first, first + n)}
+        with directory(coordinator) as session:
+            until(lambda: names <= {r[0] for r in session.resources}, f"places {sorted(names)} published")
+        return started
+
+    return start
+
+
+def holding_tests(count: int, seconds: float) -> str:
+    return "".join(
+        f"def test_{i}(board):\n    assert board.wait({seconds}) == {seconds}\n    print('ON', board.call('describe')['name'])\n\n"
+        for i in range(count)
+    )
+
+
+def test_an_exporter_publishes_its_place_and_leaves_when_it_stops(boards, coordinator):
+    (process,) = boards(1, labels={"kind": "demo", "jumpstarter.dev/x": "y"}, passphrase="s3cret")
+    with directory(coordinator) as session:
+        place = session.places["b0"]
+        assert place.tags == {"kind": "demo"}  # the labels that can be tags
+        (resource,) = session.resources_of(place, "JumpstarterExporter")
+        assert resource.params["address"] == process.address and resource.params["tls"] is False
+        assert resource.params["exports"] == "board"
+        assert "s3cret" not in repr(resource.params)  # never the passphrase
+        process.stop()
+        until(lambda: not session.resources, "the resource gone")
+        assert "b0" in session.places  # the place (the admin's record) stays
+
+
+def test_workers_each_get_a_board_and_a_third_is_told_who_holds_them(pytester, boards, coordinator):
+    boards(2)
+    pytester.makepyfile(test_lab=holding_tests(6, 1.0))
+    result = pytester.runpytest_subprocess("-n", "3", "--lab", coordinator.url, "-rA", "-s")
+    result.assert_outcomes(passed=6)
+    result.stderr.fnmatch_lines(["[[]gw?] jumpstarter: queued at the labgrid coordinator * for export 'board': *held by *"])
+    assert "its exporter is leased" not in result.stderr.str()  # each place's lease went back with it
+
+
+def test_two_workers_two_boards_never_share(pytester, boards, coordinator):
+    boards(2)
+    pytester.makepyfile(
+        test_lab="import os, time\n"
+        "def record(board):\n"
+        "    with open('used.txt', 'a') as f:\n"
+        "        f.write(f\"{os.environ['PYTEST_XDIST_WORKER']} {board.call('describe')['name']} {time.time()}\\n\")\n"
+        + "".join(f"def test_{i}(board):\n    record(board)\n    board.wait(0.3)\n    record(board)\n\n" for i in range(6))
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--lab", coordinator.url)
+    result.assert_outcomes(passed=6)
+    lines = [line.split() for line in (pytester.path / "used.txt").read_text().splitlines()]
+    # each test wrote two lines; a board is never between the two lines of two workers at once
+    by_board: dict[str, list[tuple[float, str]]] = {}
+    for worker, name, stamp in lines:
+        by_board.setdefault(name, []).append((float(stamp), worker))
+    for events in by_board.values():
+        events.sort()
+        workers = [w for _, w in events]
+        assert all(workers[i] == workers[i + 1] for i in range(0, len(workers), 2)), workers
+    assert len(by_board) == 2  # both boards were used
+
+
+def test_an_unreachable_coordinator_is_a_usage_error_naming_it(pytester):
+    pytester.makepyfile(test_lab="def test_it(exporter):\n    pass\n")
+    result = pytester.runpytest_subprocess("--lab", "labgrid://127.0.0.1:9")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lab labgrid://127.0.0.1:9*coordinator at 127.0.0.1:9 can't be reached*"])
+
+
+def test_a_place_whose_exporter_is_down_is_skipped_for_another(pytester, boards, coordinator):
+    (down,) = boards(1)
+    down.stop()  # b0's place stays, without its exporter
+    boards(1, first=1)
+    pytester.makepyfile(test_lab=holding_tests(3, 0.1))
+    with directory(coordinator) as session:
+        until(lambda: not session.resources_of(session.places["b0"], "JumpstarterExporter"), "b0 unpublished")
+        # b1 busy at first, so the coordinator allocates b0 to the run's first claim
+        session.acquire("b1")
+        run = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--lab", coordinator.url, "-rA", "-s"],
+            cwd=pytester.path,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        until(lambda: session.places["b0"].reservation, "the run's first claim allocated b0")
+        session.release("b1")
+        output = run.communicate(timeout=120)[0]
+    assert run.returncode == 0, output
+    assert "skipping place b0: place 'b0' has no JumpstarterExporter resource" in output
+
+
+def test_hostile_place_data_is_a_clear_error(pytester, boards, coordinator):
+    boards(1)  # kind=demo
+    publisher = Publisher(coordinator.address, "odd", "not an address", False, ["board"], {"kind": "odd"}).start()
+    try:
+        assert publisher.published.wait(30)
+        pytester.makepyfile(
+            test_lab="import pytest\n@pytest.mark.exporter(kind='odd')\ndef test_it(board):\n    pass\n"
+        )
+        result = pytester.runpytest_subprocess("--lab", coordinator.url, "--lease-timeout", "60")
+    finally:
+        publisher.stop()
+    result.assert_outcomes(errors=1)  # fails fast: no waiting out the lease timeout
+    result.stdout.fnmatch_lines(
+        ["*no place left for export 'board' with kind=odd: place 'odd': its JumpstarterExporter resource has "
+         "address 'not an address', which is not HOST:PORT*"]
+    )
+
+
+def test_a_place_whose_holder_died_comes_back(pytester, boards, coordinator, tmp_path):
+    boards(1)
+    holder = tmp_path / "holder.py"
+    holder.write_text(
+        "import sys, time\n"
+        "from pytest_jumpstarter.labgrid import LabgridPool\n"
+        f"pool = LabgridPool({coordinator.address!r}, None, False, {{}}, 0)\n"
+        "claim = pool.claim({'board': {}}, 'doomed holder', 30)\n"
+        "print('HOLDING', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(holder)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "HOLDING"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    pytester.makepyfile(test_lab=holding_tests(1, 0.1))
+    result = pytester.runpytest_subprocess("--lab", coordinator.url, "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*place b0 was held by *(jumpstarter), which has held no lease*released it*"])
+
+
+def test_a_coordinator_restart_keeps_running_tests_and_new_claims_retry(pytester, boards, coordinator):
+    boards(2)
+    pytester.makepyfile(test_lab=holding_tests(4, 1.5))
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--lab", coordinator.url, "-rA"]
+    run = subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True)
+    with directory(coordinator) as session:
+        until(lambda: sum(bool(p.acquired) for p in session.places.values()) == 2, "both places acquired")
+    coordinator.stop()
+    time.sleep(1)
+    coordinator.start()  # on the same port, with the same places.yaml
+    output = run.communicate(timeout=120)[0]
+    print(output)
+    assert run.returncode == 0, output
+    assert "4 passed" in output
