@@ -38,6 +38,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    from pytest_jumpstarter import labgrid_plugin
+
+    labgrid_plugin.keep_out(early_config, parser, args)
+
+
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     settings.add_options(parser)
     # Called as the plugin registers, well before configure: the first moment to start exporters.

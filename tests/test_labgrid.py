@@ -84,8 +84,9 @@ def boards(exporter_process, tmp_path: Path, coordinator: Coordinator):
     def start(n: int, labels: dict[str, str] | None = None, first: int = 0, passphrase: str = "") -> list:
         started = []
         for i in range(first, first + n):
+            labels = labels or {"kind": "demo"}
             config = exporter_yaml(
-                tmp_path / f"b{i}.yaml", {"board": BOARD}, name=f"b{i}", labels=labels or {"kind": "demo"}, config=f"name: b{i}"
+                tmp_path / f"b{i}.yaml", {"board": BOARD}, name=f"b{i}", labels=labels, config=f"name: b{i}"
             )
             args = ["--listen", "127.0.0.1:0", "--labgrid", coordinator.url]
             env = {**os.environ, "JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else None
@@ -99,10 +100,8 @@ def boards(exporter_process, tmp_path: Path, coordinator: Coordinator):
 
 
 def holding_tests(count: int, seconds: float) -> str:
-    return "".join(
-        f"def test_{i}(board):\n    assert board.wait({seconds}) == {seconds}\n    print('ON', board.call('describe')['name'])\n\n"
-        for i in range(count)
-    )
+    body = f"    assert board.wait({seconds}) == {seconds}\n    print('ON', board.call('describe')['name'])\n\n"
+    return "".join(f"def test_{i}(board):\n{body}" for i in range(count))
 
 
 def test_an_exporter_publishes_its_place_and_leaves_when_it_stops(boards, coordinator):
@@ -124,7 +123,9 @@ def test_workers_each_get_a_board_and_a_third_is_told_who_holds_them(pytester, b
     pytester.makepyfile(test_lab=holding_tests(6, 1.0))
     result = pytester.runpytest_subprocess("-n", "3", "--lab", coordinator.url, "-rA", "-s")
     result.assert_outcomes(passed=6)
-    result.stderr.fnmatch_lines(["[[]gw?] jumpstarter: queued at the labgrid coordinator * for export 'board': *held by *"])
+    result.stderr.fnmatch_lines(
+        ["[[]gw?] jumpstarter: queued at the labgrid coordinator * for export 'board': *held by*"]
+    )
     assert "its exporter is leased" not in result.stderr.str()  # each place's lease went back with it
 
 
@@ -135,7 +136,9 @@ def test_two_workers_two_boards_never_share(pytester, boards, coordinator):
         "def record(board):\n"
         "    with open('used.txt', 'a') as f:\n"
         "        f.write(f\"{os.environ['PYTEST_XDIST_WORKER']} {board.call('describe')['name']} {time.time()}\\n\")\n"
-        + "".join(f"def test_{i}(board):\n    record(board)\n    board.wait(0.3)\n    record(board)\n\n" for i in range(6))
+        + "".join(
+            f"def test_{i}(board):\n    record(board)\n    board.wait(0.3)\n    record(board)\n\n" for i in range(6)
+        )
     )
     result = pytester.runpytest_subprocess("-n", "2", "--lab", coordinator.url)
     result.assert_outcomes(passed=6)
@@ -193,8 +196,10 @@ def test_hostile_place_data_is_a_clear_error(pytester, boards, coordinator):
         publisher.stop()
     result.assert_outcomes(errors=1)  # fails fast: no waiting out the lease timeout
     result.stdout.fnmatch_lines(
-        ["*no place left for export 'board' with kind=odd: place 'odd': its JumpstarterExporter resource has "
-         "address 'not an address', which is not HOST:PORT*"]
+        [
+            "*no place left for export 'board' with kind=odd: place 'odd': its JumpstarterExporter resource has "
+            "address 'not an address', which is not HOST:PORT*"
+        ]
     )
 
 
@@ -235,3 +240,23 @@ def test_a_coordinator_restart_keeps_running_tests_and_new_claims_retry(pytester
     print(output)
     assert run.returncode == 0, output
     assert "4 passed" in output
+
+
+def test_labgrids_own_plugin_stays_out_of_runs_that_dont_name_it(pytester):
+    pytester.makepyfile(
+        test_plain="""
+            def test_log_format(request):
+                assert request.config.getini("log_format") == (
+                    "%(levelname)-8s %(name)s:%(filename)s:%(lineno)d %(message)s"
+                )
+
+            def test_target(target):
+                pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-vv", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'target' not found*"])
+    assert "current_level" not in result.stdout.str()  # labgrid's print at -vv
+    named = pytester.runpytest_subprocess("-p", "labgrid", "-p", "no:cacheprovider", "-k", "target")
+    named.assert_outcomes(skipped=1, deselected=1)  # labgrid's own fixture: "missing environment config"
