@@ -317,6 +317,20 @@ def shell(args: argparse.Namespace) -> int:
         return 127
 
 
+def lab(args: argparse.Namespace) -> int:
+    """List a labgrid lab's places, tags, holders and our exporters' state (jumpstarter/labgrid/listing.py)."""
+    from jumpstarter.labgrid.coordinator import CoordinatorError, parse_url
+    from jumpstarter.labgrid.listing import lines
+
+    try:
+        for line in lines(parse_url(args.url), args.passphrase or os.environ.get(PASSPHRASE_ENV) or None):
+            print(line)
+    except (ValueError, CoordinatorError) as exc:
+        print(f"jumpstarter: lab {args.url}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    return 0
+
+
 def inspect_exporter(args: argparse.Namespace) -> int:
     """Print what the exporter at ``args.address`` offers: its drivers, their methods and signatures."""
     from jumpstarter.client import connect
@@ -435,6 +449,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM); default: the system's CAs"
     )
     shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
+    lab_parser = commands.add_parser(
+        "lab", help="list a labgrid lab's places: their tags, holders, and the state of our exporters on them"
+    )
+    lab_parser.add_argument("url", metavar="labgrid://HOST:PORT", help="the lab's coordinator")
+    lab_parser.add_argument("--passphrase", help=f"the exporters' passphrase (or set {PASSPHRASE_ENV})")
     inspect_parser = commands.add_parser(
         "inspect", help="show a running exporter's drivers, their exported methods and their clients' signatures"
     )
@@ -517,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         return shell(args)
     if args.command == "inspect":
         return inspect_exporter(args)
+    if args.command == "lab":
+        return lab(args)
     _check_run_args(parser, args)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -260,3 +260,30 @@ def test_labgrids_own_plugin_stays_out_of_runs_that_dont_name_it(pytester):
     assert "current_level" not in result.stdout.str()  # labgrid's print at -vv
     named = pytester.runpytest_subprocess("-p", "labgrid", "-p", "no:cacheprovider", "-k", "target")
     named.assert_outcomes(skipped=1, deselected=1)  # labgrid's own fixture: "missing environment config"
+
+
+def test_jumpstarter_lab_lists_places_holders_and_exporter_state(boards, coordinator, tmp_path):
+    (first, second) = boards(2)
+    second.stop()
+    with directory(coordinator) as session:
+        until(lambda: len(session.resources) == 1, "b1 unpublished")
+        session.acquire("b0")
+        listing = subprocess.run(
+            [sys.executable, "-m", "jumpstarter", "lab", coordinator.url], capture_output=True, text=True, timeout=60
+        )
+    assert listing.returncode == 0, listing.stderr
+    out = listing.stdout.splitlines()
+    assert out[0] == f"b0  [kind=demo]  held by {session.name}"
+    assert out[1] == f"    exporter: {first.address}: free"  # held at the coordinator, its lock free
+    assert out[2:] == [
+        "b1  [kind=demo]  free",
+        "    exporter: no exporter of ours published",
+        f"2 places at the labgrid coordinator {coordinator.address}",
+    ]
+    bad = subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "lab", "labgrid://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "labgrid coordinator at 127.0.0.1:9 can't be reached" in bad.stderr
