@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -287,3 +289,42 @@ def test_jumpstarter_lab_lists_places_holders_and_exporter_state(boards, coordin
         timeout=60,
     )
     assert bad.returncode == 1 and "labgrid coordinator at 127.0.0.1:9 can't be reached" in bad.stderr
+
+
+def test_the_lab_pages_commands_run_as_written(coordinator, tmp_path, exporter_process):
+    """docs/lab.md's lines, run with the test's own addresses in place of the page's."""
+    page = (Path(__file__).parent.parent / "docs" / "lab.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", page, re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+    here = {"lab-coordinator:20408": coordinator.address, "0.0.0.0:7777": "127.0.0.1:0"}
+
+    def as_run(line: str) -> list[str]:
+        for theirs, ours in here.items():
+            line = line.replace(theirs, ours)
+        return shlex.split(line)
+
+    assert "labgrid-coordinator -l 0.0.0.0:20408" in lines  # what the coordinator fixture runs, on 127.0.0.1:0
+    (run,) = [as_run(line) for line in lines if line.startswith("jumpstarter run ")]
+    exporter_yaml(tmp_path / run[2], {"board": BOARD}, name="rpi4-1", labels={"board": "rpi4"}, config="name: rpi4-1")
+    exporter_process(tmp_path / run[2], *run[3:])
+    with directory(coordinator) as session:
+        until(lambda: session.resources, "rpi4-1 published")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    (tags,) = [as_run(line) for line in lines if line.startswith("labgrid-client ")]
+    subprocess.run(tags, check=True, capture_output=True, timeout=60, env=env, cwd=tmp_path)
+    (listing,) = [as_run(line) for line in lines if line.startswith("jumpstarter lab ")]
+    shown = subprocess.run(listing, capture_output=True, text=True, timeout=60, env=env)
+    assert shown.stdout.startswith("rpi4-1  [board=rpi4, site=b2]  free\n    exporter: 127.0.0.1:"), shown
+    (ci,) = [as_run(line) for line in lines if line.startswith("pytest ")]
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "test_lab.py").write_text(
+        "import pytest\n\n@pytest.mark.exporter(board='rpi4')\ndef test_it(board):\n    assert board.add(1, 2) == 3\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", *ci, "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
