@@ -22,7 +22,7 @@ from jumpstarter.exporter.process import ExporterProcess
 from jumpstarter.labgrid.coordinator import Session
 from pytest_jumpstarter.exporters import AddressExporter
 from pytest_jumpstarter.labgrid import LabgridPool
-from pytest_jumpstarter.pool import Pool
+from pytest_jumpstarter.pool import Needs, Pool
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARD_YAML = ROOT / "examples" / "jumpstarter-driver-demo" / "board.yaml"
@@ -64,7 +64,7 @@ def main() -> None:
                 plain_exporter.keep = False
                 plain = Pool([plain_exporter])
                 lab = LabgridPool(address, None, False, {}, 0)
-                needs = {"board": {}}
+                needs: Needs = {"board": {}}
                 today_kept = timed(lambda: kept.claim(needs, "bench", 30), options.claims)
                 kept.exporters[0].close()
                 today_plain = timed(lambda: plain.claim(needs, "bench", 30), options.claims)
