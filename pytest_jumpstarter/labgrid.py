@@ -160,12 +160,11 @@ class LabgridPool(Pool):
         notify: Callable[[str], None] = lambda text: None,
     ) -> Claim:
         deadline = time.monotonic() + timeout
-        groups = self._groups(needs, pinned)
         waited: dict[str, None] = {}
         said = ""
         while True:
             try:
-                claim = self._claim(groups, holder, deadline, timeout, notify, waited)
+                claim = self._claim(self._groups(needs, pinned), holder, deadline, timeout, notify, waited)
             except _AllUnusable as exc:
                 if time.monotonic() >= deadline:
                     raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {exc}") from None
@@ -191,8 +190,9 @@ class LabgridPool(Pool):
             return claim
 
     def _groups(self, needs: Needs, pinned: str | None) -> list[_Group]:
-        """One place per distinct set of labels; ``exporter`` alone (None) rides along with the others."""
-        groups: dict[tuple, _Group] = {}
+        """A place per set of labels, if one place can serve all its exports, else a place per export (named when
+        only one place can serve it); ``exporter`` alone (None) rides along with the others."""
+        by_tags: dict[tuple, _Group] = {}
         for export, labels in needs.items():
             if export is None and len(needs) > 1:
                 continue
@@ -204,10 +204,34 @@ class LabgridPool(Pool):
                     raise ClaimError(str(exc)) from None
             if pinned is not None:
                 tags["name"] = pinned
-            group = groups.setdefault(tuple(sorted(tags.items())), _Group([], tags))
+            group = by_tags.setdefault(tuple(sorted(tags.items())), _Group([], tags))
             if export is not None:
                 group.exports.append(export)
-        return list(groups.values())
+        session = self._live()
+        groups: list[_Group] = []
+        for group in by_tags.values():
+            if len(group.exports) < 2 or self._providers(session, group):
+                groups.append(group)
+                continue
+            for export in group.exports:
+                single = _Group([export], dict(group.tags))
+                providers = self._providers(session, single)
+                if len(providers) == 1 and "name" not in single.tags:
+                    single.tags["name"] = providers[0]
+                groups.append(single)
+        return groups
+
+    def _providers(self, session: Session, group: _Group) -> list[str]:
+        """The fitting places whose exporter has every export of ``group``."""
+        found = []
+        for name in self._fitting(session, group):
+            try:
+                exports = self._board(session, name).exports
+            except board.BoardError:
+                continue
+            if all(e in exports for e in group.exports):
+                found.append(name)
+        return found
 
     def _claim(
         self,

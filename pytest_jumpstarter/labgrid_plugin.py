@@ -11,6 +11,7 @@ and its fixtures (parsed as it registered) dropped as the session starts: a test
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -27,7 +28,16 @@ def wanted(args: list[str]) -> bool:
     return any(w.startswith("--lg-") or w == f"-p{NAME}" or (w == "-p" and nxt == NAME) for w, nxt in pairs)
 
 
+def block_early(manager: pytest.PytestPluginManager) -> None:
+    """Before it is even imported, when this plugin's entry point comes first: importing labgrid takes 0.5 s
+    (seconds on a loaded machine, its modules' asserts rewritten). The command line is sys.argv here; a
+    ``-p labgrid`` has loaded it already (pytest reads -p before entry points)."""
+    if manager.get_plugin(NAME) is None and not wanted(sys.argv[1:]):
+        manager.set_blocked(NAME)
+
+
 def keep_out(config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """When it was loaded all the same (its entry point came first): unregister it before it configures."""
     manager = config.pluginmanager
     plugin = manager.get_plugin(NAME)
     if plugin is None or wanted(args):

@@ -36,6 +36,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_jumpstarter import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    from pytest_jumpstarter import labgrid_plugin
+
+    labgrid_plugin.block_early(pluginmanager)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -328,3 +328,75 @@ def test_the_lab_pages_commands_run_as_written(coordinator, tmp_path, exporter_p
         cwd=tmp_path,
     )
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_sigterm_while_queued_cancels_the_reservation(pytester, boards, coordinator):
+    boards(1)
+    pytester.makepyfile(test_lab=holding_tests(1, 0.1))
+    with directory(coordinator) as session:
+        session.acquire("b0")
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--lab", coordinator.url]
+        run = subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        until(session.reservations, "the run's reservation")
+        run.send_signal(signal.SIGTERM)
+        output = run.communicate(timeout=60)[0]
+        assert "SIGTERM" in output, output
+        assert session.reservations() == [], output  # cancelled on the way out, not left to expire in 60 s
+
+
+def test_a_higher_priority_claim_goes_first(boards, coordinator):
+    import threading
+
+    from pytest_jumpstarter.labgrid import LabgridPool
+
+    boards(1)
+    order: list[str] = []
+    with directory(coordinator) as session:
+        session.acquire("b0")
+
+        def claim(priority: float, who: str) -> None:
+            pool = LabgridPool(coordinator.address, None, False, {}, priority)
+            try:
+                pool.claim({"board": {}}, who, 60).release()
+                order.append(who)
+            finally:
+                pool.close()
+
+        low = threading.Thread(target=claim, args=(0, "low"))
+        low.start()
+        until(lambda: len(session.reservations()) == 1, "the low claim queued")
+        high = threading.Thread(target=claim, args=(10, "high"))
+        high.start()
+        until(lambda: len(session.reservations()) == 2, "the high claim queued")
+        session.release("b0")
+        low.join(60)
+        high.join(60)
+    assert order == ["high", "low"]
+
+
+def test_two_runs_needing_two_boards_each_never_deadlock(pytester, exporter_process, coordinator, tmp_path):
+    for name, export in (("b0", "board"), ("b1", "peer")):
+        config = exporter_yaml(tmp_path / f"{name}.yaml", {export: BOARD}, name=name, config=f"name: {name}")
+        exporter_process(config, "--listen", "127.0.0.1:0", "--labgrid", coordinator.url)
+    with directory(coordinator) as session:
+        until(lambda: len(session.resources) == 2, "both published")
+    pytester.makepyfile(
+        test_link="".join(
+            f"def test_{i}(board, peer):\n    assert board.wait(0.2) == 0.2 and peer.add(1, 1) == 2\n\n"
+            for i in range(3)
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--lab",
+        coordinator.url,
+        "--lease-timeout",
+        "90",
+    ]
+    runs = [subprocess.Popen(command, cwd=pytester.path, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs

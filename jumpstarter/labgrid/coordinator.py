@@ -8,12 +8,15 @@ change of places and resources; ``wait_change`` wakes on them, so a waiter learn
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import os
 import queue
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,13 +44,44 @@ def parse_url(url: str) -> str:
 
 
 def pb2() -> tuple[Any, Any]:
-    """labgrid's generated modules (imported late: importing labgrid takes half a second)."""
-    try:
-        from labgrid.remote.generated import labgrid_coordinator_pb2 as messages
-        from labgrid.remote.generated import labgrid_coordinator_pb2_grpc as services
-    except ImportError as exc:
-        raise CoordinatorError(f"a labgrid lab needs labgrid: pip install 'jumpstarter[labgrid]' ({exc})") from None
-    return messages, services
+    """labgrid's generated messages, and a stub factory for its Coordinator service.
+
+    Read from labgrid's installed file without importing the ``labgrid`` package, whose ``__init__`` imports
+    its targets and drivers: half a second per process, seconds on a loaded machine. The module is registered
+    under its own name, so a later ``import labgrid`` (labgrid's pytest plugin) uses it too."""
+    name = "labgrid.remote.generated.labgrid_coordinator_pb2"
+    messages = sys.modules.get(name)
+    if messages is None:
+        spec = importlib.util.find_spec("labgrid")  # finds the package without running its __init__
+        if spec is None or not spec.submodule_search_locations:
+            raise CoordinatorError("a labgrid lab needs labgrid: pip install 'jumpstarter[labgrid]'")
+        path = Path(list(spec.submodule_search_locations)[0]) / "remote" / "generated" / "labgrid_coordinator_pb2.py"
+        loader = importlib.util.spec_from_file_location(name, path)
+        if loader is None or loader.loader is None:
+            raise CoordinatorError(f"labgrid's coordinator messages are not at {path}")
+        messages = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(messages)
+        sys.modules[name] = messages
+    return messages, _stub
+
+
+def _stub(channel: grpc.Channel) -> Any:
+    """Callables for each RPC of labgrid.Coordinator, by name, from the service's descriptor."""
+    from google.protobuf import message_factory
+
+    messages = sys.modules["labgrid.remote.generated.labgrid_coordinator_pb2"]
+    stub = type("CoordinatorStub", (), {})()
+    for method in messages.DESCRIPTOR.services_by_name["Coordinator"].methods:
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        kind = "stream_stream" if method.client_streaming else "unary_unary"
+        call = getattr(channel, kind)(
+            f"/labgrid.Coordinator/{method.name}",
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        setattr(stub, method.name, call)
+    return stub
 
 
 def session_name(role: str = "") -> str:
@@ -96,7 +130,7 @@ class Session:
         self.address, self.name = address, session_name(role)
         self._messages, services = pb2()
         self._channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-        self._stub = services.CoordinatorStub(self._channel)
+        self._stub = services(self._channel)
         self.places: dict[str, Place] = {}
         self.resources: dict[tuple[str, str, str], Resource] = {}
         self.broken: str | None = None  # why the session's stream ended
@@ -213,6 +247,11 @@ class Session:
         for group in reservation.allocations.values():
             return str(group)
         return None
+
+    def reservations(self) -> list[tuple[str, str]]:
+        """Every reservation at the coordinator: (owner, token)."""
+        answer = self._unary("GetReservations", self._messages.GetReservationsRequest())
+        return [(r.owner, r.token) for r in answer.reservations]
 
     def cancel(self, token: str) -> None:
         self._unary("CancelReservation", self._messages.CancelReservationRequest(token=token))

@@ -76,17 +76,17 @@ class Publisher:
 
     def _serve(self) -> None:
         m = self._messages
+        self._ensure_place()  # first: the stream's reader must be free to answer the coordinator at once
         channel = grpc.insecure_channel(self.coordinator, options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             self._outgoing = queue.Queue()
             self._outgoing.put(m.ExporterInMessage(startup=m.StartupDone(version="26.0.1", name=self.name)))
             self._outgoing.put(self._resource())
-            self._call = self._services.CoordinatorStub(channel).ExporterStream(self._requests(self._outgoing))
+            self._call = self._services(channel).ExporterStream(self._requests(self._outgoing))
             first = True
             for out in self._call:
                 if first:
                     first = False
-                    self._ensure_place()
                     self.published.set()
                     log.info("published as place %r at the labgrid coordinator %s", self.name, self.coordinator)
                 if out.WhichOneof("kind") == "set_acquired_request":
@@ -108,7 +108,12 @@ class Publisher:
         try:
             if self.name in session.places:
                 return
-            session.add_place(self.name)
+            try:
+                session.add_place(self.name)
+            except CoordinatorError as exc:
+                if "already exists" not in str(exc):  # made by another meanwhile: theirs stays
+                    raise
+                return
             session.add_match(self.name, f"{self.name}/{board.GROUP}/{board.RESOURCE_CLASS}")
             if self.tags:
                 session.set_tags(self.name, self.tags)
