@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from contextlib import suppress
@@ -111,7 +112,12 @@ def exporter_labels(config: ExporterConfig) -> dict[str, str]:
 
 
 async def _run(
-    config: ExporterConfig, address: str, passphrase: str | None, tls: tuple[bytes, bytes] | None, limits: Limits
+    config: ExporterConfig,
+    address: str,
+    passphrase: str | None,
+    tls: tuple[bytes, bytes] | None,
+    limits: Limits,
+    coordinator: str | None = None,
 ) -> tuple[int, bool]:
     """Serve until SIGINT or SIGTERM (or a failed hook whose onFailure is exit), then close every driver; how many
     failed to close, and whether a hook stopped it.
@@ -150,14 +156,31 @@ async def _run(
             options: dict[str, Any] = {"passphrase": passphrase, "labels": labels, "tls": tls, "limits": limits}
             async with serving(root, address, holders=holders, **options) as where:
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
+                publisher = _publish(coordinator, labels, where, tls is not None, config) if coordinator else None
                 print(f"{READY} {config.source} at {where}", flush=True)
-                await stopped.wait()
+                try:
+                    await stopped.wait()
+                finally:
+                    if publisher is not None:
+                        await to_thread.run_sync(publisher.stop)
         finally:
             failures = await to_thread.run_sync(close_drivers, root)  # every driver, each failure logged
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     return len(failures), bool(exited)
+
+
+def _publish(coordinator: str, labels: dict[str, str], where: str, tls: bool, config: ExporterConfig) -> Any:
+    """Announce the exporter to a labgrid coordinator (see jumpstarter/labgrid/publish.py), under its name."""
+    from jumpstarter.labgrid.publish import Publisher
+
+    host, _, port = where.rpartition(":")
+    if host.strip("[]") in ("0.0.0.0", "::", ""):  # listening everywhere: others reach it by this host's name
+        where = f"{socket.getfqdn()}:{port}"
+    name = labels.get(NAME_LABEL) or "exporter"
+    _say(f"jumpstarter: publishing {name} ({where}) at the labgrid coordinator {coordinator}")
+    return Publisher(coordinator, name, where, tls, list(config.export), dict(config.labels)).start()
 
 
 def export_tree(config: ExporterConfig) -> str:
@@ -213,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
-        failed, hook_exit = anyio.run(_run, config, address, passphrase, tls, limits)
+        failed, hook_exit = anyio.run(_run, config, address, passphrase, tls, limits, args.labgrid)
     except ConfigError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2
@@ -312,6 +335,20 @@ def shell(args: argparse.Namespace) -> int:
     except OSError as exc:  # the command itself: exit as a shell does for a command it can't run
         print(f"jumpstarter: can't run {exc.filename!r}: {exc.strerror}", file=sys.stderr)
         return 127
+
+
+def lab(args: argparse.Namespace) -> int:
+    """List a labgrid lab's places, tags, holders and our exporters' state (jumpstarter/labgrid/listing.py)."""
+    from jumpstarter.labgrid.coordinator import CoordinatorError, parse_url
+    from jumpstarter.labgrid.listing import lines
+
+    try:
+        for line in lines(parse_url(args.url), args.passphrase or os.environ.get(PASSPHRASE_ENV) or None):
+            print(line)
+    except (ValueError, CoordinatorError) as exc:
+        print(f"jumpstarter: lab {args.url}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    return 0
 
 
 def inspect_exporter(args: argparse.Namespace) -> int:
@@ -443,6 +480,12 @@ def _parser() -> argparse.ArgumentParser:
         help="stop (as on SIGTERM) when standard input ends: run under a process that holds a pipe to it, this "
         "exporter ends with that process, even one killed with SIGKILL (the pytest plugin runs exporters so)",
     )
+    run_parser.add_argument(
+        "--labgrid",
+        metavar="HOST:PORT",
+        help="publish this exporter (address, TLS yes/no, exports, labels; never the passphrase) to the labgrid "
+        "coordinator there, as a place of its name, until it stops (needs --listen HOST:PORT and jumpstarter[labgrid])",
+    )
     shell_parser = commands.add_parser(
         "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
     )
@@ -459,6 +502,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-ca", metavar="FILE", help="speak TLS, trusting this CA certificate (PEM); default: the system's CAs"
     )
     shell_parser.add_argument("--passphrase", help=f"the exporter's passphrase (or set {PASSPHRASE_ENV})")
+    lab_parser = commands.add_parser(
+        "lab", help="list a labgrid lab's places: their tags, holders, and the state of our exporters on them"
+    )
+    lab_parser.add_argument("url", metavar="labgrid://HOST:PORT", help="the lab's coordinator")
+    lab_parser.add_argument("--passphrase", help=f"the exporters' passphrase (or set {PASSPHRASE_ENV})")
     inspect_parser = commands.add_parser(
         "inspect", help="show a running exporter's drivers, their exported methods and their clients' signatures"
     )
@@ -537,6 +585,15 @@ def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.tls_cert and not (args.listen or args.tls_grpc_listener):
         parser.error("--tls-cert/--tls-key need a TCP address: --listen HOST:PORT")
     args.listen = args.listen or args.tls_grpc_listener
+    if args.labgrid:
+        from jumpstarter.labgrid.coordinator import parse_url
+
+        try:
+            args.labgrid = parse_url(args.labgrid)
+        except ValueError as exc:
+            parser.error(f"--labgrid: {exc}")
+        if not args.listen or args.listen.startswith("unix:"):
+            parser.error("--labgrid publishes the exporter's TCP address: give --listen HOST:PORT too")
     if args.listen and args.listen.isdigit():  # gRPC would try to resolve "7777" as a host name
         parser.error(f"--listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:{args.listen} (or 0.0.0.0:{args.listen})")
 
@@ -575,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         return inspect_exporter(args)
     if args.command == "health":
         return health(args)
+    if args.command == "lab":
+        return lab(args)
     _check_run_args(parser, args)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(holder)s"))

@@ -58,6 +58,7 @@ class Exporter:
         self._root: DriverClient | None = None
         self._stack = ExitStack()
         self.observers: list[Any] = []
+        self.keep = True  # keep the lease between a worker's tests (a lab's places go back to its queue instead)
 
     def describe(self) -> str:
         return self.spec
@@ -104,7 +105,7 @@ class Exporter:
         if self.unanswered is not None:
             return self._try_again(connection, holder)
         try:
-            return try_lease(connection, holder, keep=True)  # a worker's next test needn't wait for the exporter
+            return try_lease(connection, holder, keep=self.keep)  # a worker's next test needn't wait for the exporter
         except HookFailed as exc:
             if exc.run.on_failure == "exit":  # it stops: its other tests fail naming the hook
                 self.gone = f"exporter {self.name} stopped: its {exc.run.hook} hook failed ({exc.run.failure}), and "
@@ -124,7 +125,7 @@ class Exporter:
         self._tried = time.monotonic()
         try:
             connection.report(CONNECT_TIMEOUT)
-            got = try_lease(connection, holder, keep=True)
+            got = try_lease(connection, holder, keep=self.keep)
         except JumpstarterError as exc:
             self._check_alive(connection, exc)
             silent = time.monotonic() - self._broke

@@ -43,7 +43,7 @@ class Lab:
         self.replay = self._folder("replay")
         if self.record and self.replay:
             raise pytest.UsageError("jumpstarter: --jumpstarter-record and --jumpstarter-replay: use one at a time")
-        if self.values["exporters"] and not self.replay:
+        if (self.values["exporters"] or self.values["lab"]) and not self.replay:
             self._load()
         launch.stop_held()  # any the settings, read again now, don't name
         if self.record and not self.exporters:
@@ -65,6 +65,13 @@ class Lab:
         values.seconds("lease_timeout")  # checked now, used per test
         values.seconds("call_timeout")
         handoffs, passphrase = xdist.handoffs(self.config), values["passphrase"] or None
+        if values["lab"]:  # a labgrid lab: each process finds its exporters at the coordinator (labgrid.py)
+            from pytest_jumpstarter import labgrid
+
+            self.exporters, self.pool = labgrid.load(values, passphrase, tls, self.workerid)
+            if self.workerid is None:
+                self._stop_on_sigterm()
+            return
         launches = self._launch(passphrase, start_timeout) if handoffs is None and mode == "subprocess" else {}
         # Imported only now: grpc and the client take a while, and the exporters start up meanwhile.
         from pytest_jumpstarter import exporters
@@ -135,6 +142,9 @@ class Lab:
             except Exception as exc:  # never hide the test results behind a teardown error
                 print(f"jumpstarter: stopping {exporter.spec}: {exc}", file=sys.stderr)
         self.exporters = []
+        close = getattr(self.pool, "close", None)  # a lab's pool holds a coordinator session
+        if close is not None:
+            close()
 
 
 LAB = pytest.StashKey[Lab]()

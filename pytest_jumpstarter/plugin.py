@@ -43,6 +43,16 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from pytest_jumpstarter import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+    from pytest_jumpstarter import labgrid_plugin
+
+    labgrid_plugin.block_early(pluginmanager)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    from pytest_jumpstarter import labgrid_plugin
+
+    labgrid_plugin.keep_out(early_config, parser, args)
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:

@@ -181,6 +181,31 @@ HEALTH_CHECKS = Setting(
     default=(),
     metavar="PATH::NAME",
 )
+LAB = Setting(
+    "--lab",
+    "jumpstarter_lab",
+    "JUMPSTARTER_LAB",
+    "take exporters from a labgrid lab: labgrid://HOST:PORT of its coordinator, which queues the claims (tags from "
+    "@pytest.mark.exporter labels and --lab-tag) while each exporter's own lease stays the lock",
+    metavar="labgrid://HOST:PORT",
+)
+LAB_TAG = Setting(
+    "--lab-tag",
+    "jumpstarter_lab_tags",
+    "JUMPSTARTER_LAB_TAGS",
+    "with --lab: only places carrying this tag. Repeatable.",
+    kind="list",
+    default=(),
+    metavar="KEY=VALUE",
+)
+LAB_PRIORITY = Setting(
+    "--lab-priority",
+    "jumpstarter_lab_priority",
+    "JUMPSTARTER_LAB_PRIORITY",
+    "with --lab: the priority of this run's reservations (higher goes first; default 0)",
+    default="0",
+    metavar="N",
+)
 SETTINGS = (
     EXPORTERS,
     PASSPHRASE,
@@ -199,6 +224,9 @@ SETTINGS = (
     QUARANTINE,
     RETRY_ELSEWHERE,
     HEALTH_CHECKS,
+    LAB,
+    LAB_TAG,
+    LAB_PRIORITY,
 )
 # Settings a test may override with @pytest.mark.jumpstarter(key=value): marker > command line > env > ini.
 PER_TEST = ("log", "lease_timeout", "call_timeout")

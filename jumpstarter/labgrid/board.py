@@ -1,0 +1,79 @@
+"""The ``JumpstarterExporter`` resource: what an exporter of ours tells the coordinator, and reading it back.
+
+Every client of a coordinator can read every resource, so it carries only what finding the board needs:
+the address, whether it speaks TLS, its exports and labels. Never the passphrase.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+RESOURCE_CLASS = "JumpstarterExporter"
+GROUP = "jumpstarter"  # the resource group our exporters publish in
+# labgrid's coordinator takes tag keys that *start* like this; we ask for the whole key to be like it.
+TAG_KEY = re.compile(r"[a-z][a-z0-9_]+")
+TAG_VALUE = re.compile(r"[A-Za-z0-9_.:+-]*")
+_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
+
+
+class BoardError(ValueError):
+    """A place's data that can't be used; the message names the place and what is wrong."""
+
+    transient = False  # it may serve again soon (its exporter restarting), unlike bad data
+
+
+class Unpublished(BoardError):
+    """The place's exporter is not publishing (stopped, or not back yet after the coordinator restarted)."""
+
+    transient = True
+
+
+@dataclass(frozen=True)
+class Board:
+    """An exporter of ours as a place of the lab shows it."""
+
+    place: str
+    address: str
+    tls: bool
+    exports: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def params(address: str, tls: bool, exports: list[str], labels: dict[str, str]) -> dict[str, object]:
+    """The resource's parameters (simple values only: the coordinator's MapValue)."""
+    return {"address": address, "tls": tls, "exports": ",".join(exports), "labels": json.dumps(labels)}
+
+
+def tags(labels: dict[str, str]) -> dict[str, str]:
+    """The labels a labgrid place can carry as tags (keys like ``board``, values without spaces)."""
+    return {k: v for k, v in labels.items() if TAG_KEY.fullmatch(k) and TAG_VALUE.fullmatch(v)}
+
+
+def check_tag(key: str, value: str, where: str) -> None:
+    if not TAG_KEY.fullmatch(key):
+        raise BoardError(f"{where}: {key!r} can't be a labgrid tag: tags are lower-case letters, digits and _")
+    if not TAG_VALUE.fullmatch(value):
+        raise BoardError(f"{where}: {key}={value!r} can't be a labgrid tag value (letters, digits, _.:+-)")
+
+
+def read(place: str, values: dict[str, object]) -> Board:
+    """The Board of ``place`` from its resource's parameters; BoardError naming what is wrong."""
+    where = f"place {place!r}: its {RESOURCE_CLASS} resource"
+    address = values.get("address")
+    if not isinstance(address, str) or not _HOST_PORT.fullmatch(address) or int(address.rpartition(":")[2]) > 65535:
+        raise BoardError(f"{where} has address {address!r}, which is not HOST:PORT")
+    tls = values.get("tls", False)
+    if not isinstance(tls, bool):
+        raise BoardError(f"{where} has tls {tls!r}, which is not true or false")
+    exports = values.get("exports", "")
+    if not isinstance(exports, str):
+        raise BoardError(f"{where} has exports {exports!r}, which is not a comma-separated list")
+    try:
+        labels = json.loads(str(values.get("labels") or "{}"))
+    except ValueError as exc:
+        raise BoardError(f"{where} has labels that are not JSON: {exc}") from None
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BoardError(f"{where} has labels {labels!r}, which is not a mapping of strings")
+    return Board(place, address, tls, tuple(n for n in exports.split(",") if n), labels)
