@@ -177,16 +177,8 @@ class LabgridPool(Pool):
         while True:
             try:
                 claim = self._claim(self._groups(needs, pinned), holder, deadline, timeout, notify, waited)
-            except _AllUnusable as exc:
-                if time.monotonic() >= deadline:
-                    raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {exc}") from None
-                if str(exc) != said:
-                    notify(f"{exc}; trying again every {RETRY:g} s")
-                    said = str(exc)
-                time.sleep(min(RETRY, max(0.0, deadline - time.monotonic())))
-                continue
-            except CoordinatorError as exc:
-                if not exc.unreachable:
+            except (_AllUnusable, CoordinatorError) as exc:  # nothing usable now, or the coordinator away: wait
+                if isinstance(exc, CoordinatorError) and not exc.unreachable:
                     raise ClaimError(str(exc)) from None
                 if time.monotonic() >= deadline:
                     raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {exc}") from None
