@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import yaml
 
-from jumpstarter.config import refs
+import jumpstarter.config.refs as refs
 from jumpstarter.config.hooks import Hooks
 from jumpstarter.config.loader import (
     ConfigNotFound,

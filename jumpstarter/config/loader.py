@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
+import jumpstarter.config.refs as refs
 from jumpstarter.common.hints import closest, did_you_mean
 from jumpstarter.common.importing import ImportFailed, ModuleMissing, NameMissing, NotAClassPath, import_class
-from jumpstarter.config import refs
 from jumpstarter.config.hooks import Hooks, parse_hooks
 from jumpstarter.driver.base import Composite, Driver, close_drivers, exported_methods
 from jumpstarter.errors import ConfigError

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import grpc
 from grpc._cython.cygrpc import ExecuteBatchError
 
+import jumpstarter.exporter.audit as audit
 from jumpstarter.common import textcalls
 from jumpstarter.common.frames import add_stream_handler
 from jumpstarter.common.memory import tune_allocator
 from jumpstarter.common.wire import GRPC_OPTIONS, LEASE_KEY, PASSPHRASE_KEY, grpc_address
 from jumpstarter.driver.base import Driver
-from jumpstarter.exporter import audit
 from jumpstarter.exporter.binding import bind_failure
 from jumpstarter.exporter.context import ServicerContext
 from jumpstarter.exporter.lease import Leases, guarded
