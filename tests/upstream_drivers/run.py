@@ -540,44 +540,61 @@ def run_all(
     if failures:
         raise failures[0]
     if "ours" in sides and "upstream" in sides:
-        again(results, packages, pythons["ours"], folders["ours"], out, timeout, package_timeout)
+        again(results, packages, pythons, folders, out, timeout, package_timeout)
     return results
 
 
 def again(
     results: dict[str, dict[str, Run]],
     packages: list[Package],
-    python: Path,
-    folders: dict[str, str],
+    pythons: dict[str, Path],
+    folders: dict[str, dict[str, str]],
     out: Path,
     timeout: int,
     package_timeout: int,
 ) -> None:
-    """Run once more, alone and one package at a time, the tests that passed upstream but failed on ours. Some
-    of upstream's tests race for ports or time under the load of the whole run (a "free" port another test's
-    server takes meanwhile): one that passes alone is kept as flaky (``Run.flaky``), not called a regression;
-    one that fails again stays a regression."""
+    """Run once more, alone and one package at a time, the tests that failed on upstream's side, then those that
+    passed upstream but failed on ours. Some of upstream's tests race for ports or time under the load of the
+    whole run (a "free" port another test's server takes meanwhile, a server given seconds to start): one that
+    passes alone is kept as flaky (``Run.flaky``), on either side alike; one that fails again stays a failure
+    (upstream's) or a regression (ours)."""
     for package in packages:
         sides = results[package.name]
         upstream, ours = sides.get("upstream"), sides.get("ours")
         if not (upstream and ours):
             continue
+        broken = ("failed", "error")
+        failed = tuple(nid for nid, outcome in sorted(upstream.tests.items()) if outcome.outcome in broken)
+        _alone("upstream", upstream, failed, pythons, folders, package, out, timeout, package_timeout)
         failed = tuple(
             nid
             for nid, outcome in sorted(upstream.tests.items())
-            if outcome.outcome == "passed"
-            and (ours.tests.get(nid) or Outcome("not run")).outcome in ("failed", "error")
+            if outcome.outcome == "passed" and (ours.tests.get(nid) or Outcome("not run")).outcome in broken
         )
-        if not failed:
-            continue
-        alone = run_pytest(
-            "ours", python, package, Path(folders[package.module]), out, timeout, package_timeout, failed
-        )
-        for nid in failed:
-            if (alone.tests.get(nid) or Outcome("not run")).outcome == "passed":
-                ours.flaky[nid] = ours.tests[nid].message
-                ours.tests[nid] = alone.tests[nid]
-        print(f"  ours     {package.name:32} again, alone: {len(ours.flaky)} of {len(failed)} passed", file=sys.stderr)
+        _alone("ours", ours, failed, pythons, folders, package, out, timeout, package_timeout)
+
+
+def _alone(
+    side: str,
+    run: Run,
+    failed: tuple[str, ...],
+    pythons: dict[str, Path],
+    folders: dict[str, dict[str, str]],
+    package: Package,
+    out: Path,
+    timeout: int,
+    package_timeout: int,
+) -> None:
+    """``failed`` tests of ``run`` once more on ``side``, alone: those that pass now are flaky, not failures."""
+    if not failed:
+        return
+    folder = Path(folders[side][package.module])
+    alone = run_pytest(side, pythons[side], package, folder, out, timeout, package_timeout, failed)
+    for nid in failed:
+        if (alone.tests.get(nid) or Outcome("not run")).outcome == "passed":
+            run.flaky[nid] = run.tests[nid].message
+            run.tests[nid] = alone.tests[nid]
+    print(f"  {side:8} {package.name:32} again, alone: {len(run.flaky)} of {len(failed)} passed", file=sys.stderr)
 
 
 def last_seconds(venvs: dict[str, Path], package: Package) -> float:
@@ -641,7 +658,9 @@ def compare(results: dict[str, dict[str, Run]]) -> dict:
             if outcome.outcome == "passed" and (upstream.tests.get(nid) or Outcome("not run")).outcome != "passed":
                 report["only_ours_pass"].append({"package": name, "test": nid})
         report.setdefault("flaky", []).extend(
-            {"package": name, "test": nid, "error": error} for nid, error in sorted(ours.flaky.items())
+            {"package": name, "side": side, "test": nid, "error": error}
+            for side, run in (("upstream", upstream), ("ours", ours))
+            for nid, error in sorted(run.flaky.items())
         )
     return report
 
@@ -683,8 +702,8 @@ def render(report: dict, sides: list[str]) -> str:
     if "ours" in sides and "upstream" in sides:
         flaky = report.get("flaky", [])
         if flaky:
-            parts.append(f"\nFailed on ours in the whole run, passed when run again alone ({len(flaky)}):")
-            parts += [f"  {r['test']}: {r['error']}" for r in flaky]
+            parts.append(f"\nFailed in the whole run, passed when run again alone ({len(flaky)}):")
+            parts += [f"  {r['side']}: {r['test']}: {r['error']}" for r in flaky]
         regressions = report["regressions"]
         if regressions:
             parts.append(f"\nPasses on upstream's side, not on ours ({len(regressions)}):")
