@@ -47,7 +47,9 @@ def serve(root: Driver, *, passphrase: str | None = None, hooks: Hooks | None = 
     if hooks:
         from jumpstarter.exporter.holders import Holders
 
-        holders = Holders(hooks, lambda why: log.error("%s: this in-process exporter takes no more leases", why))
+        holders = Holders(
+            hooks, lambda why: log.error("%s: this in-process exporter takes no more leases", why), tidy_at_stop=False
+        )
     server = serving(root, socket, passphrase=passphrase, holders=holders)
     try:
         address = portal.call(server.__aenter__)

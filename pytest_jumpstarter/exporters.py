@@ -18,6 +18,7 @@ from jumpstarter.common.wire import NAME_LABEL, when
 from jumpstarter.config import ExporterConfig
 from jumpstarter.errors import ClientClassError, ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
+from jumpstarter.exporter.stopnote import read_stop_note, stopped_by
 from pytest_jumpstarter.launch import Launch, is_yaml
 from pytest_jumpstarter.names import fixture_names
 
@@ -52,6 +53,7 @@ class Exporter:
         self.descendants: list[str] = []  # dotted paths of the drivers below the exports ("dut.power")
         self.labels: dict[str, str] = {}
         self.gone: str | None = None  # why it can't be reached any more
+        self.stop_note = ""  # where an exporter the plugin started says why it stopped by itself (stopnote.py)
         self.refused = False  # gone only for us: it runs, but names a client class this side won't load
         self.unanswered: Unanswered | None = None  # its connection broke, and it hasn't answered since
         self._broke = self._tried = 0.0  # (monotonic) when it broke, and when it was last tried again
@@ -101,15 +103,14 @@ class Exporter:
             connection = self.client().connection
         except (ExporterStartError, JumpstarterError, OSError) as exc:
             self.gone, self.refused = f"jumpstarter: {exc}", isinstance(exc, ClientClassError)
-            raise ConnectError(self.gone) from None
+            raise ConnectError(self.failure() or self.gone) from None
         if self.unanswered is not None:
             return self._try_again(connection, holder)
         try:
             return try_lease(connection, holder, keep=self.keep)  # a worker's next test needn't wait for the exporter
         except HookFailed as exc:
             if exc.run.on_failure == "exit":  # it stops: its other tests fail naming the hook
-                self.gone = f"exporter {self.name} stopped: its {exc.run.hook} hook failed ({exc.run.failure}), and "
-                self.gone += "its onFailure is exit"
+                self.gone = stopped_by(self.name, exc.run.hook, exc.run.failure)
             raise
         except ConnectError as exc:
             self._check_alive(connection, exc, dying=DYING)
@@ -131,7 +132,7 @@ class Exporter:
             silent = time.monotonic() - self._broke
             if silent >= GRACE:
                 self.gone = f"exporter {self.name} can't be reached: it has not answered for {silent:.0f} s: {exc}"
-                raise ConnectError(self.gone) from None
+                raise ConnectError(self.failure() or self.gone) from None
             return self.unanswered
         self.unanswered = None
         return got
@@ -154,7 +155,11 @@ class Exporter:
 
     def failure(self) -> str | None:
         """Why this exporter can't be used any more (it died, or is gone), or None."""
-        return self.gone
+        return self.gone and (self.stopped() or self.gone)
+
+    def stopped(self) -> str | None:
+        """Why it stopped by itself (a hook whose onFailure is exit failed), as it noted; None if it didn't."""
+        return read_stop_note(self.stop_note, self.name)
 
     def handoff(self) -> dict[str, Any]:
         """What an xdist worker needs to use this exporter (see ``RemoteExporter``)."""
@@ -173,6 +178,7 @@ class Exporter:
             "descendants": self.descendants,
             "labels": self.labels,
             "failure": failure or self.failure(),
+            "stop_note": self.stop_note,
             "refused": self.refused and not failure,
         }
 
@@ -214,6 +220,7 @@ class RemoteExporter(Exporter):
         self.export_names = handoff["export_names"]
         self.descendants = handoff["descendants"]
         self._address, self.gone, self.refused = handoff["address"], handoff["failure"], handoff["refused"]
+        self.stop_note = handoff["stop_note"]
 
     def _open(self):
         if self.gone:
@@ -252,11 +259,14 @@ class YamlExporter(Exporter):
         if self.launch is None:
             self.launch = Launch(self.spec, self.passphrase, self.start_timeout)
             self._stack.callback(self.launch.stop)
+        self.stop_note = self.launch.stop_note
         self.process = self.launch.wait()
         return connect(self.process.address, passphrase=self.passphrase)
 
     def failure(self) -> str | None:
         if self.process is not None and not self.process.alive:
+            if self.stopped():
+                return self.stopped()
             tail = "".join(self.process.lines[-20:]).rstrip()
             return f"exporter {self.spec} died (exit code {self.process.returncode}); its last output:\n{tail}"
         return self.gone

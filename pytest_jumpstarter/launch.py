@@ -16,6 +16,7 @@ from typing import cast
 import pytest
 
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
+from jumpstarter.exporter.stopnote import STOP_NOTE_ENV
 from pytest_jumpstarter import settings
 
 # Options (their dest) of a pytest run that runs no test: no exporter is started for it.
@@ -35,7 +36,9 @@ class Launch:
     def __init__(self, spec: str, passphrase: str | None, start_timeout: float, held: bool = False) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="jumpstarter-pytest-")
         socket = Path(self._folder.name) / "exporter.sock"
+        self.stop_note = str(Path(self._folder.name) / "stopped.json")  # why it stopped by itself (stopnote.py)
         env = {"JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else {}
+        env[STOP_NOTE_ENV] = self.stop_note
         hold = ("--hold",) if held else ()
         self.process = ExporterProcess(spec, "--listen", f"unix://{socket}", *hold, env=env)
         self.start_timeout = start_timeout

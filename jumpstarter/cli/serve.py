@@ -13,12 +13,12 @@ import sys
 import threading
 from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from anyio import to_thread
 
-from jumpstarter.common.folders import private_folder
+from jumpstarter.common.folders import runtime_folder
 from jumpstarter.common.wire import NAME_LABEL, grpc_address
 from jumpstarter.config import BuildStopped, ExporterConfig
 from jumpstarter.driver.base import close_drivers
@@ -29,17 +29,18 @@ from jumpstarter.exporter.limits import (
 )
 from jumpstarter.exporter.process import READY
 from jumpstarter.exporter.server import serving
+from jumpstarter.exporter.stopnote import write_stop_note
+
+if TYPE_CHECKING:
+    from jumpstarter.exporter.holders import Holders
 
 PASSPHRASE_ENV = "JUMPSTARTER_PASSPHRASE"
 
 
 def default_socket(config_path: Path) -> Path:
     """Where ``run`` listens without --listen: a per-user runtime directory, named after the config."""
-    import tempfile  # here: with shutil and the compressors it costs every exporter's start-up ~4 ms
-
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     try:
-        folder = private_folder(Path(base) / f"jumpstarter-{os.getuid()}")
+        folder = runtime_folder()
     except PermissionError as exc:
         raise SystemExit(f"jumpstarter: {exc}") from None
     return folder / f"{config_path.stem}.sock"
@@ -117,7 +118,11 @@ async def _run(
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
-        _say(f"jumpstarter: {signal.Signals(signum).name}, stopping")
+        name = signal.Signals(signum).name
+        if stopped.is_set() and holders is not None and holders.kill():  # a hook tidies the board: stop at once
+            _say(f"jumpstarter: {name} again: the hook is killed, with its children")
+            return
+        _say(f"jumpstarter: {name}, stopping")
         stop.set()
         stopped.set()
 
@@ -128,9 +133,11 @@ async def _run(
     def on_exit(why: str) -> None:  # a hook with onFailure exit failed
         _say(f"jumpstarter: {why}\njumpstarter: stopping: the hook's onFailure is exit")
         exited.append(why)
+        if holders is not None and holders.exiting is not None:
+            write_stop_note(holders.exiting)
         stopped.set()
 
-    holders = None
+    holders: Holders | None = None
     if config.hooks:
         from jumpstarter.exporter.holders import Holders
 

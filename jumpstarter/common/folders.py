@@ -20,6 +20,13 @@ from typing import IO
 _WHAT_TO_DO = "set XDG_RUNTIME_DIR (or TMPDIR) to a folder of your own"
 
 
+def runtime_folder() -> Path:
+    """This user's private folder for sockets (``$XDG_RUNTIME_DIR/jumpstarter-UID``, else in the temp directory);
+    PermissionError as ``private_folder``."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return private_folder(Path(base) / f"jumpstarter-{os.getuid()}")
+
+
 def private_folder(path: Path) -> Path:
     """``path``, made if missing (mode 0700); PermissionError if it isn't this user's own, or others may write it
     or the folders above it."""

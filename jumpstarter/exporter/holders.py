@@ -10,7 +10,8 @@ upstream's ``jmp shell`` does, and whose afterLease runs at EndSession or when a
 While a hook runs the board is the hook's (a lease whose id only the hook has: others are refused, as by a
 holder), and GetStatus reports upstream's status values, so that upstream's client waits as it does with
 upstream's exporter. A failed hook: ``warn`` logs and goes on; ``endLease`` refuses the take it ran for, with
-its output; ``exit`` does that, then stops the exporter.
+its output; ``exit`` does that, then stops the exporter. An exporter that stops tidies the board first: the
+afterLease of a holder it was prepared for runs (a beforeLease running then is killed first), unless stopped again.
 """
 
 from __future__ import annotations
@@ -62,15 +63,18 @@ LEASELESS = Leaseless()
 class Holders:
     """Which holder the board is prepared for, the hook running now, and the status GetStatus reports."""
 
-    def __init__(self, hooks: Hooks, on_exit: Callable[[str], None]) -> None:
-        """``on_exit(why)``: stop the exporter (a hook with onFailure exit failed)."""
-        self.hooks, self.on_exit = hooks, on_exit
+    def __init__(self, hooks: Hooks, on_exit: Callable[[str], None], tidy_at_stop: bool = True) -> None:
+        """``on_exit(why)``: stop the exporter (a hook with onFailure exit failed). ``tidy_at_stop``: run a pending
+        afterLease when the exporter stops (an exporter of its own process: ``jumpstarter run``)."""
+        self.hooks, self.on_exit, self.tidy_at_stop = hooks, on_exit, tidy_at_stop
         self.where = Where("")
         self.leases: Leases | None = None  # set by Leases
         self.prepared: object | None = None  # whom beforeLease ran for, and afterLease hasn't yet
         self.prepared_id = ""  # the lease id the prepared holder gets (LEASE_NAME: its handle)
         self.prepared_name = ""
         self.task: asyncio.Task | None = None
+        self.running: tuple[HookSpec, object | None, str, str] | None = None  # the task's hook, then, name, lease id
+        self.stopping = self.killed = False  # the exporter stops; stopped again: no hook runs any more
         self.runs: deque[lease_pb2.HookRun] = deque(maxlen=RUNS_KEPT)
         self.failed: dict[object, lease_pb2.HookRun] = {}  # whose beforeLease failed (endLease, exit): told at take
         self.exiting: lease_pb2.HookRun | None = None
@@ -86,6 +90,8 @@ class Holders:
     def refusal(self, who: object, holder: str) -> lease_pb2.LeaseResponse | None:
         """A take by ``who`` that can't be granted because of a hook: the answer (its failure), or None."""
         run = self.exiting or self.failed.pop(who, None)
+        if run is None and self.stopping:
+            return lease_pb2.LeaseResponse(holder="nobody: the exporter stops", since=time.time())
         if run is None:
             return None
         return lease_pb2.LeaseResponse(holder=describe(run), since=run.ended, hooks=[run])
@@ -171,11 +177,13 @@ class Holders:
 
         env = environment(self.where, hook_id, handle(lease_name) if lease_name else "", client)
         self.task = asyncio.ensure_future(run_hook(spec, env, client))
+        self.running = (spec, then, then_name, lease_id)
         self.task.add_done_callback(lambda task: self._finished(task, spec, then, then_name, lease_id))
 
     def _finished(self, task: asyncio.Task, spec: HookSpec, then: object | None, then_name: str, lease_id: str) -> None:
         assert self.leases is not None
-        self.task = None
+        if self.task is task:
+            self.task = self.running = None
         if task.cancelled():  # the exporter stops
             return
         if task.exception() is not None:  # not the hook's failure: ours; the board goes on, unprepared
@@ -212,11 +220,40 @@ class Holders:
         self.leases.hook_done(then if spec.name == "beforeLease" else None)
 
     async def close(self) -> None:
-        """The exporter stops: kill the running hook, with its children."""
+        """The exporter stops (its lease holder's lease ended: see Leases.close). A running beforeLease is killed,
+        with its children; then the holder the board was prepared for (or being prepared for) gets its afterLease,
+        which runs to its end or its timeout, unless ``kill()`` ends it first. Without ``tidy_at_stop``, the running
+        hook is killed, and that is all."""
+        self.stopping = True
+        running = self.running
+        if running is not None and (running[0].name == "beforeLease" or not self.tidy_at_stop):
+            await self._cancel()
+            spec, then, name, lease_id = running
+            if spec.name == "beforeLease" and then is not None:  # the board may be half prepared: tidy it
+                self.prepared, self.prepared_id, self.prepared_name = then, lease_id, name
+        after = self.hooks.after_lease
+        if self.tidy_at_stop and after is not None and self.task is None and self.prepared is not None:
+            if not self.killed:
+                log.info("the exporter stops: its afterLease hook runs first (stop it again to kill the hook)")
+                self.start(after)
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def kill(self) -> bool:
+        """Stop at once: the running hook is killed, with its children, and none runs after it. Whether one ran."""
+        self.killed = True
+        if self.task is None:
+            return False
+        self.task.cancel()
+        return True
+
+    async def _cancel(self) -> None:
         task = self.task
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            if self.task is task:
+                self.task = self.running = None
 
     def _idle(self) -> bool:
         return self.task is None and self.exiting is None and self.leases is not None and self.leases.current is None

@@ -1,10 +1,12 @@
 """Running one of an exporter's hook scripts (its config's ``hooks:``) as upstream's exporter runs it.
 
-The script runs in a process group of its own, with ``JUMPSTARTER_HOST`` pointing at this exporter (so ``j power
-on`` works; the lease id it needs while the board is the hook's rides in ``JUMPSTARTER_LEASE``), ``LEASE_NAME`` and
-``CLIENT_NAME``. Its output (stdout and stderr) goes to the exporter's log, a bounded number of lines, and its last
-64 KiB to whoever waited for it. One that outlives its timeout, or an exporter that stops, is killed with its
-children (the whole group: SIGTERM, then SIGKILL). When hooks run is jumpstarter.exporter.holders' business.
+The script runs in a process group of its own, with ``JUMPSTARTER_HOST`` pointing at this exporter's private socket
+for hooks (so ``j power on`` works; our client sends the hook's lease id, from ``JUMPSTARTER_LEASE``; upstream's,
+which sends none, is let in there while the hook runs), ``LEASE_NAME`` and ``CLIENT_NAME``. Its output (stdout and
+stderr) goes to the exporter's log, a bounded number of lines, and its last 64 KiB to whoever waited for it. One
+that outlives its timeout is killed with its children (the whole group: SIGTERM, then SIGKILL); so is one running
+when the exporter stops, but for the afterLease that tidies the board then. When hooks run is
+jumpstarter.exporter.holders' business.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from jumpstarter.exporter.loglimit import LogQuota
-from jumpstarter.utils.env import JMP_GRPC_INSECURE, JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
+from jumpstarter.utils.env import JMP_GRPC_PASSPHRASE, JUMPSTARTER_HOST
 from jumpstarter.v1 import lease_pb2
 
 if TYPE_CHECKING:
@@ -38,11 +40,10 @@ DRAIN = 1.0  # seconds to read what a finished hook left in its pipe (a child it
 
 @dataclass(frozen=True)
 class Where:
-    """How a hook reaches the exporter it runs for."""
+    """How a hook reaches the exporter it runs for: its private socket (jumpstarter.exporter.hooksocket)."""
 
     address: str
     passphrase: str | None = None
-    tls: bool = False
 
 
 def output_log(hook: str) -> logging.Logger:
@@ -76,9 +77,7 @@ def environment(where: Where, lease_id: str, lease_name: str, client_name: str) 
             "DEBIAN_FRONTEND": "noninteractive",
         }
     )
-    if not where.tls:
-        env[JMP_GRPC_INSECURE] = "1"
-    if where.passphrase:
+    if where.passphrase:  # not needed on the hooks' socket; sent by a client of ours all the same
         env[JMP_GRPC_PASSPHRASE] = where.passphrase
     return env
 

@@ -354,8 +354,12 @@ class Leases(lease_pb2_grpc.LeaseServiceServicer):
             to.notify(lease_pb2.LeaseResponse(handed=True, wanted=True))
 
     async def close(self) -> None:
-        """The exporter stops: a running hook is killed, with its children."""
+        """The exporter stops: nobody takes the lease any more, and a hook's business is done (Holders.close): the
+        lease held now ends, so that its holder's afterLease hook runs."""
         if self.holders is not None:
+            self.holders.stopping = True
+            if self.holders.tidy_at_stop and self.holders.task is None and self.current is not None:
+                self._end(self.current, "the exporter stops")
             await self.holders.close()
 
     def _hand_over(self, now: float) -> None:

@@ -63,10 +63,13 @@ class _Gate:
     """What every RPC of an exporter checks before it runs: the passphrase, if the exporter has one
     (UNAUTHENTICATED), and for a guarded RPC while the exporter is leased, that the call carries the lease
     (FAILED_PRECONDITION). The handlers are wrapped with it once, when they are added (``_Methods``): a grpc.aio
-    interceptor would cost every call a round of coroutines to find its handler."""
+    interceptor would cost every call a round of coroutines to find its handler.
 
-    def __init__(self, leases: Leases, passphrase: str | None) -> None:
-        self.leases = leases
+    ``hooks``: the gate of the hooks' private socket (jumpstarter.exporter.hooksocket), where a call that carries
+    no lease while a hook runs is the hook's own (upstream's ``j`` sends none)."""
+
+    def __init__(self, leases: Leases, passphrase: str | None, hooks: Holders | None = None) -> None:
+        self.leases, self.hooks = leases, hooks
         self.expected = passphrase.encode() if passphrase else None
 
     def refusal(self, method: str, context: ServicerContext) -> tuple[grpc.StatusCode, str] | asyncio.Event | None:
@@ -79,7 +82,10 @@ class _Gate:
             given = metadata.get(PASSPHRASE_KEY, "")
             if not _same_bytes(given.encode() if isinstance(given, str) else given, self.expected):
                 return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong passphrase"
-        why = self.leases.refusal(metadata.get(LEASE_KEY, "")) if guard else None
+        lease = metadata.get(LEASE_KEY, "")
+        if not lease and self.hooks is not None and self.hooks.task is not None:
+            return None  # the running hook's call: the board is the hook's
+        why = self.leases.refusal(lease) if guard else None
         return why if why is None or isinstance(why, asyncio.Event) else (grpc.StatusCode.FAILED_PRECONDITION, why)
 
 
@@ -113,6 +119,16 @@ class _Methods(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self.handlers.get(handler_call_details.method)
+
+
+def _methods(gate: _Gate, session: Session, leases: Leases) -> _Methods:
+    """The exporter's services (``session``'s and ``leases``'), each call gated by ``gate``."""
+    methods = _Methods(gate)
+    jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, methods)
+    add_stream_handler(session.Stream, methods)  # RouterService, its frames encoded by hand
+    paced_pb2_grpc.add_PacedCallServiceServicer_to_server(session, methods)
+    lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, methods)
+    return methods
 
 
 # Methods whose messages are parsed and serialized here, not by the generated code: (parse, serialize).
@@ -271,12 +287,7 @@ async def serving(
     tune_allocator()  # large values: see jumpstarter.common.memory
     options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", limits.max_message)]
     server = grpc.aio.server(options=options)
-    methods = _Methods(_Gate(leases, passphrase))
-    jumpstarter_pb2_grpc.add_ExporterServiceServicer_to_server(session, methods)
-    add_stream_handler(session.Stream, methods)  # RouterService, its frames encoded by hand
-    paced_pb2_grpc.add_PacedCallServiceServicer_to_server(session, methods)
-    lease_pb2_grpc.add_LeaseServiceServicer_to_server(leases, methods)
-    server.add_generic_rpc_handlers((methods,))
+    server.add_generic_rpc_handlers((_methods(_Gate(leases, passphrase), session, leases),))
     target = grpc_address(address)
     try:
         if tls is None:
@@ -288,15 +299,24 @@ async def serving(
     if not target.startswith("unix:") and target.rsplit(":", 1)[-1] == "0":
         target = f"{target.rsplit(':', 1)[0]}:{port}"
     await server.start()
-    session.start_logging()
-    if holders is not None:
-        from jumpstarter.exporter.hooks import Where
+    hook_server = None
+    try:
+        if holders is not None:  # its hooks reach it on a private socket, without TLS or a lease of their own
+            from jumpstarter.exporter.hooks import Where
+            from jumpstarter.exporter.hooksocket import HookSocket
 
-        holders.where = Where(target, passphrase, tls is not None)
+            hook_server = HookSocket(_methods(_Gate(leases, None, hooks=holders), session, leases), options)
+            holders.where = Where(await hook_server.start(), passphrase)
+        session.start_logging()
+    except BaseException:
+        await server.stop(grace=None)
+        raise
     try:
         with audit.holders(lambda: leases.current.holder if leases.current is not None else ""):
             yield target
     finally:
-        await leases.close()
+        await leases.close()  # a hook that tidies the board (afterLease) runs to its end first
         session.stop_logging()
         await server.stop(grace=1)
+        if hook_server is not None:
+            await hook_server.stop()
