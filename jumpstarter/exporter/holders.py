@@ -234,9 +234,9 @@ class Holders:
         after = self.hooks.after_lease
         if self.tidy_at_stop and after is not None and self.task is None and self.prepared is not None:
             if not self.killed:
-                log.info("the exporter stops: its afterLease hook runs first (stop it again to kill the hook)")
                 self.start(after)
-        if self.task is not None:
+        if self.task is not None:  # an afterLease, tidying the board
+            log.info("the exporter stops once its afterLease hook has run (stop it again to kill the hook)")
             await asyncio.gather(self.task, return_exceptions=True)
 
     def kill(self) -> bool:
