@@ -19,7 +19,7 @@ from jumpstarter.config import ExporterConfig
 from jumpstarter.errors import ClientClassError, ConfigError, ConnectError, JumpstarterError
 from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 from jumpstarter.exporter.stopnote import read_stop_note, stopped_by
-from pytest_jumpstarter.launch import Launch, is_yaml
+from pytest_jumpstarter.launch import STOP_TIMEOUT, Launch, is_yaml
 from pytest_jumpstarter.names import fixture_names
 
 DYING = 1.0  # seconds an exporter whose connection broke is given to end, so that we can say how it ended
@@ -238,9 +238,11 @@ class YamlExporter(Exporter):
         super().__init__(spec, passphrase)
         self.launch = launch
         if launch is not None:
-            self._stack.callback(launch.stop)
+            self._stack.callback(launch.stop)  # stopped even if its config is refused below
         self.config = ExporterConfig.load(spec)  # ConfigError now, at start-up, not once per test
         self.config.check()
+        if launch is not None:
+            self._launched(launch)
         self.name = self.config.name or Path(spec).stem
         self.name_exports(list(self.config.export))
         self.descendants = _paths({name: entry.children for name, entry in self.config.export.items()})
@@ -259,9 +261,16 @@ class YamlExporter(Exporter):
         if self.launch is None:
             self.launch = Launch(self.spec, self.passphrase, self.start_timeout)
             self._stack.callback(self.launch.stop)
-        self.stop_note = self.launch.stop_note
+            self._launched(self.launch)
         self.process = self.launch.wait()
         return connect(self.process.address, passphrase=self.passphrase)
+
+    def _launched(self, launch: Launch) -> None:
+        """Read ``launch``'s stop note; give its stop the time an afterLease hook may take to tidy the board (it
+        runs when the exporter stops, see jumpstarter.exporter.holders)."""
+        self.stop_note = launch.stop_note
+        after = self.config.hooks.after_lease
+        launch.stop_timeout = STOP_TIMEOUT + (after.timeout if after is not None else 0)
 
     def failure(self) -> str | None:
         if self.process is not None and not self.process.alive:

@@ -19,6 +19,8 @@ from jumpstarter.exporter.process import ExporterProcess, ExporterStartError
 from jumpstarter.exporter.stopnote import STOP_NOTE_ENV
 from pytest_jumpstarter import settings
 
+STOP_TIMEOUT = 10.0  # seconds a stopped exporter has to close its drivers before it is killed
+
 # Options (their dest) of a pytest run that runs no test: no exporter is started for it.
 NO_TESTS = ("collectonly", "help", "showfixtures", "show_fixtures_per_test", "markers", "version")
 
@@ -42,6 +44,7 @@ class Launch:
         hold = ("--hold",) if held else ()
         self.process = ExporterProcess(spec, "--listen", f"unix://{socket}", *hold, env=env)
         self.start_timeout = start_timeout
+        self.stop_timeout = STOP_TIMEOUT  # seconds from SIGTERM to SIGKILL (YamlExporter adds an afterLease's)
         self.held = held
         # What the exporter was started with, for release() to check against what it would be started with now.
         self.started_with = (passphrase, dict(os.environ), os.getcwd())
@@ -69,7 +72,7 @@ class Launch:
         if not self.held:
             with suppress(ExporterStartError):
                 self.wait()
-        self.process.stop()
+        self.process.stop(self.stop_timeout)
         self._folder.cleanup()
 
 

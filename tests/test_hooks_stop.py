@@ -170,7 +170,7 @@ def test_every_worker_names_the_hook_that_stopped_the_exporter(pytester, tmp_pat
     )
     result.assert_outcomes(passed=1, errors=2)
     output = result.stdout.str()
-    b2 = output.split("ERROR at setup of test_b2")[1].split("short test summary")[0].split("ERROR at setup of")[0]
+    b2 = output.split("ERROR at setup of test_b2")[1].split(" jumpstarter: exporters ")[0].split("ERROR at setup of")[0]
     stopped = "exporter hookboard stopped: its beforeLease hook failed (exit status 4), and its onFailure is exit"
     assert stopped in b2, output
     assert "its beforeLease hook failed: exit status 4 (onFailure: exit" in output, output  # test_a's
