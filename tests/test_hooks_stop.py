@@ -13,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from test_hooks import HERE, alive, config, lines, start, take, wait_for
+from test_hooks import HERE, alive, config, interop_with_hooks, lines, start, take, upstream, wait_for  # noqa: F401
 
 from jumpstarter.client import connect
 from jumpstarter.client.connection import Connection
@@ -129,6 +129,26 @@ def test_a_hooks_call_without_a_lease_is_its_own_and_others_stay_refused(exporte
         assert [(run.failure, run.output.strip()) for run in lease.hooks] == [("", "powered on without a lease")]
         lease.release()
     assert (tmp_path / "state").read_text() == "on"  # the other client's call never ran
+
+
+UPSTREAM_POWER_ON = """\
+env -u PYTHONPATH -u VIRTUAL_ENV {python} -c 'from jumpstarter.utils.env import env
+with env() as client:
+    client.board.power.on()
+    print("upstream powered on")'
+"""
+
+
+def test_upstreams_client_in_a_hook_drives_the_board(upstream, exporter_process, tmp_path):  # noqa: F811 (a fixture)
+    """Upstream's env() (what its `j` uses), from upstream's virtualenv: it sends no lease of ours."""
+    script = UPSTREAM_POWER_ON.format(python=upstream / "python")
+    path = interop_with_hooks(tmp_path, {"beforeLease": {"script": script, "onFailure": "endLease"}})
+    exporter = exporter_process(path, "--listen", "127.0.0.1:0")
+    with closing(Connection(exporter.address)) as connection:
+        lease = take(connection, "alice")
+        assert [(run.failure, run.output.strip()) for run in lease.hooks] == [("", "upstream powered on")]
+        lease.release()
+    assert "power on [its beforeLease hook, for alice]" in exporter.output(), exporter.output()
 
 
 # onFailure exit, seen from another xdist worker --------------------------------------------------------------------

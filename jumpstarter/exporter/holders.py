@@ -91,7 +91,7 @@ class Holders:
         """A take by ``who`` that can't be granted because of a hook: the answer (its failure), or None."""
         run = self.exiting or self.failed.pop(who, None)
         if run is None and self.stopping:
-            return lease_pb2.LeaseResponse(holder="nobody: the exporter stops", since=time.time())
+            return lease_pb2.LeaseResponse(holder="nobody: the exporter is stopping", since=time.time())
         if run is None:
             return None
         return lease_pb2.LeaseResponse(holder=describe(run), since=run.ended, hooks=[run])
