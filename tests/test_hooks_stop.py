@@ -131,16 +131,19 @@ def test_a_hooks_call_without_a_lease_is_its_own_and_others_stay_refused(exporte
     assert (tmp_path / "state").read_text() == "on"  # the other client's call never ran
 
 
+# -I: upstream's own jumpstarter, not ours from the folder the hook runs in; only upstream's has that module.
 UPSTREAM_POWER_ON = """\
-env -u PYTHONPATH -u VIRTUAL_ENV {python} -c 'from jumpstarter.utils.env import env
+{python} -I -c 'import jumpstarter.exporter.auth
+from jumpstarter.utils.env import env
 with env() as client:
-    client.board.power.on()
+    client.board.children["power"].on()
     print("upstream powered on")'
 """
 
 
 def test_upstreams_client_in_a_hook_drives_the_board(upstream, exporter_process, tmp_path):  # noqa: F811 (a fixture)
-    """Upstream's env() (what its `j` uses), from upstream's virtualenv: it sends no lease of ours."""
+    """Upstream's env() (what its `j` uses), from upstream's virtualenv: it sends no lease of ours. (Upstream's
+    `j` itself has no command for the demo board: its clients have no CLI.)"""
     script = UPSTREAM_POWER_ON.format(python=upstream / "python")
     path = interop_with_hooks(tmp_path, {"beforeLease": {"script": script, "onFailure": "endLease"}})
     exporter = exporter_process(path, "--listen", "127.0.0.1:0")
