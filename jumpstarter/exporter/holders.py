@@ -241,10 +241,12 @@ class Holders:
 
     def kill(self) -> bool:
         """Stop at once: the running hook is killed, with its children, and none runs after it. Whether one ran."""
-        self.killed = True
         if self.task is None:
+            self.killed = True
             return False
-        self.task.cancel()
+        if not self.killed:  # (once: cancelled again, its kill would be cut short, before SIGKILL)
+            self.killed = True
+            self.task.cancel()
         return True
 
     async def _cancel(self) -> None:

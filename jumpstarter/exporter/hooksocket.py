@@ -36,6 +36,10 @@ class HookSocket:
         try:
             self.server.add_insecure_port(f"unix://{path}")
             await self.server.start()
+        except RuntimeError as exc:  # grpc's "Failed to bind": a path too long for a unix socket, most likely
+            await self.stop()
+            size = len(str(path))
+            raise OSError(f"can't listen on {path}, the exporter's hooks' socket ({size} characters): {exc}") from None
         except BaseException:
             await self.stop()
             raise
