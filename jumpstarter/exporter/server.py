@@ -315,8 +315,10 @@ async def serving(
         with audit.holders(lambda: leases.current.holder if leases.current is not None else ""):
             yield target
     finally:
-        await leases.close()  # a hook that tidies the board (afterLease) runs to its end first
-        session.stop_logging()
-        await server.stop(grace=1)
-        if hook_server is not None:
-            await hook_server.stop()
+        try:
+            await leases.close()  # a hook that tidies the board (afterLease) runs to its end first
+            session.stop_logging()
+            await server.stop(grace=1)
+        finally:
+            if hook_server is not None:
+                await hook_server.stop()
