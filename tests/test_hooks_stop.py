@@ -99,7 +99,7 @@ LEASELESS = """\
 import os, sys, time
 from jumpstarter.client import connect
 
-with connect(os.environ["JUMPSTARTER_HOST"]) as board:  # no lease, as upstream's j: the hook's own call
+with connect(os.environ["JUMPSTARTER_HOST"]) as board:  # no lease nor passphrase, as upstream's j: the hook's own
     board.power.on()
     print("powered on without a lease", flush=True)
     open(sys.argv[1], "w").write("called")
