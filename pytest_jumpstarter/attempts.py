@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_jumpstarter import junit
 from pytest_jumpstarter.health import error_line, is_health, log, protocol, target
 from pytest_jumpstarter.leasing import CLAIMS, PRECLAIM, Preclaim
 from pytest_jumpstarter.records import BROKEN, OUTCOME_RANK, RETRIED, RUN_ATTRIBUTE, SICK, outcome_of, verdict
@@ -192,12 +193,14 @@ class Attempts:
         if not tries[deciding].broken:
             deciding = max(i for i, a in enumerate(tries[: deciding + 1]) if not a.broken)
         attempts = [(a.boards, a.outcome) for a in tries]
+        out = set(self.state.out()) if self.checks else set()
         run = {
             "role": "test",
             "attempts": attempts,
-            "verdict": verdict(attempts, set(self.state.out()) if self.checks else set()),
+            "verdict": verdict(attempts, out),
             "outcome": tries[deciding].outcome,
             "errors": [(a.boards, error_line(r)) for a in tries for r in a.reports if r.failed],
+            "sick": sorted({b for a in tries if a.broken for b in a.boards.split("+") if b in out}),
         }
         reports = []
         for index, attempt in enumerate(tries):
@@ -206,7 +209,10 @@ class Attempts:
             for report in attempt.reports:
                 if report.failed or (report.when == "call" and report.passed):
                     report.outcome = RETRIED  # type: ignore[assignment]
+                junit.mark_retried(report)
                 reports.append(report)
         reports += tries[deciding].reports
         setattr(reports[-1], RUN_ATTRIBUTE, run)
+        if len(tries) > 1:
+            junit.describe(reports[-1], run)
         log(item, reports)

@@ -120,6 +120,9 @@ def _register_attempts(config: pytest.Config, lab: Lab, leasing: Leasing) -> Non
     config.pluginmanager.register(
         Attempts(lab, leasing, checks, state, lab.values.count("retry_elsewhere")), "jumpstarter-attempts"
     )
+    from pytest_jumpstarter.junit import OneTestcase
+
+    config.pluginmanager.register(OneTestcase(config), "jumpstarter-junit")
 
 
 @pytest.hookimpl(optionalhook=True)
