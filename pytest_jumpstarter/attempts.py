@@ -6,12 +6,15 @@ first (``health``). A test that fails (or errors) on a board runs again, up to N
 board it hasn't failed on, waiting for one as any test does; not where no other board fits, nor in matrix mode
 (each test runs on every board there already). When it then passes, it runs once more on each single board it
 failed on (a check-back, not a retry): failing there again makes that board the suspect (verdict "board"),
-passing there makes the test "flaky". Failing on every board tried is the code's ("code").
+passing there makes the test "flaky". Failing on every board tried is the code's ("code"). A try on several boards
+has no check-back: the boards' health checks, run again after any failure, say which of them is the suspect
+(``records.suspects``).
 
 The tries' reports are logged when the test is done: the deciding try's as they are (a test that failed on one
 board and passed on another passes; one that fails everywhere fails), the others' failures and passes as
-"retried", which fail nothing. The deciding try's last report carries the role, attempts and verdict
-(``records.RUN_ATTRIBUTE``) to where reports are gathered, through xdist as any report attribute.
+"retried", which fail nothing (nor leave a junit XML testcase of their own: ``junit``). The deciding try's last
+report carries the role, attempts and verdict (``records.RUN_ATTRIBUTE``) to where reports are gathered, through
+xdist as any report attribute.
 """
 
 from __future__ import annotations

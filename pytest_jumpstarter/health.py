@@ -1,12 +1,12 @@
 """Boards' health checks: tests that say whether a board is fit, run on it before its first test and after a failure.
 
-A test marked ``@pytest.mark.jumpstarter_health`` (or named by ``--jumpstarter-health-check PATH::NAME``) is
-collected once per board that fits it (``test_power[rpi-07]``), like a matrix-mode test; ``attempts.py`` runs a
-board's checks when a test first gets that board (or when the schedule reaches one of them, whichever comes
-first), and again after a test failed on it; -k and -m don't deselect them. A check that fails or errors takes
-its board out of the run (``boardstate``, shared by xdist's workers); the check's own report says so ("sick"),
-and doesn't fail the run: the tests go to the other boards, and fail, naming the sick boards, only when none is
-left.
+A test marked ``@pytest.mark.jumpstarter_health`` (or named by ``--jumpstarter-health-check PATH::NAME``, or by a
+conftest's ``pytest_jumpstarter_health_check`` hook) is collected once per board that fits it
+(``test_power[rpi-07]``), like a matrix-mode test; ``attempts.py`` runs a board's checks when a test first gets
+that board (or when the schedule reaches one of them, whichever comes first), and again after a test failed on
+it; -k and -m don't deselect them. A check that fails or errors takes its board out of the run (``boardstate``,
+shared by xdist's workers); the check's own report says so ("sick"), and doesn't fail the run: the tests go to
+the other boards, and fail, naming the sick boards, only when none is left.
 """
 
 from __future__ import annotations
