@@ -7,7 +7,8 @@ fail. Runs, one each, in this order:
 - healthy: 4 good boards, no health checks (the baseline);
 - sick: 3 good boards and the sick one, no health checks: the sick board fails the tests it gets, slowly;
 - sick + health checks: a 20 ms health check per board takes the sick board out before its first test;
-- sick + retry elsewhere 1: no health check; each failed test runs again on another board.
+- sick + retry elsewhere 1: no health check; each failed test runs again on another board;
+- sick + health checks + retry elsewhere 1: both, as a CI job of a lab runs them.
 
 Printed: each run's test phase (the summary table's: first test's start to last one's end) and pytest's wall time,
 its outcomes, and the test phases' ratios to the healthy run's.
@@ -120,12 +121,13 @@ def main() -> None:
             ("sick", True, False, []),
             ("sick + health checks", True, True, []),
             ("sick + retry elsewhere 1", True, False, ["--jumpstarter-retry-elsewhere", "1"]),
+            ("sick + health checks + retry elsewhere 1", True, True, ["--jumpstarter-retry-elsewhere", "1"]),
         ):
             folder = Path(temporary) / name.replace(" ", "_").replace("+", "")
             folder.mkdir()
             args = prepare(folder, sick, options.test_seconds, options.sick_seconds)
             wall, phase, last = results[name] = run(folder, args + extra, checks, bool(options.keep))
-            print(f"{name:26} test phase {phase:6.2f} s (pytest {wall:6.2f} s)   {last}", flush=True)
+            print(f"{name:40} test phase {phase:6.2f} s (pytest {wall:6.2f} s)   {last}", flush=True)
     base = results["healthy"][1]
     print(
         f"32 tests, 4 boards, 4 workers; a test holds its board {options.test_seconds} s, one on the sick board "
@@ -133,7 +135,7 @@ def main() -> None:
     )
     for name, (_, phase, _) in results.items():
         if name != "healthy":
-            print(f"{name:26} costs {phase - base:+6.2f} s of test phase: {phase / base:.2f}x the healthy run's")
+            print(f"{name:40} costs {phase - base:+6.2f} s of test phase: {phase / base:.2f}x the healthy run's")
     ratio = results["sick + health checks"][1] / results["sick"][1]
     print(f"with the sick board, health checks / no checks: {ratio:.2f}x the test phase")
 

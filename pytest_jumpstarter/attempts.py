@@ -6,12 +6,15 @@ first (``health``). A test that fails (or errors) on a board runs again, up to N
 board it hasn't failed on, waiting for one as any test does; not where no other board fits, nor in matrix mode
 (each test runs on every board there already). When it then passes, it runs once more on each single board it
 failed on (a check-back, not a retry): failing there again makes that board the suspect (verdict "board"),
-passing there makes the test "flaky". Failing on every board tried is the code's ("code").
+passing there makes the test "flaky". Failing on every board tried is the code's ("code"). A try on several boards
+has no check-back: the boards' health checks, run again after any failure, say which of them is the suspect
+(``records.suspects``).
 
 The tries' reports are logged when the test is done: the deciding try's as they are (a test that failed on one
 board and passed on another passes; one that fails everywhere fails), the others' failures and passes as
-"retried", which fail nothing. The deciding try's last report carries the role, attempts and verdict
-(``records.RUN_ATTRIBUTE``) to where reports are gathered, through xdist as any report attribute.
+"retried", which fail nothing (nor leave a junit XML testcase of their own: ``junit``). The deciding try's last
+report carries the role, attempts and verdict (``records.RUN_ATTRIBUTE``) to where reports are gathered, through
+xdist as any report attribute.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_jumpstarter import junit
 from pytest_jumpstarter.health import error_line, is_health, log, protocol, target
 from pytest_jumpstarter.leasing import CLAIMS, PRECLAIM, Preclaim
 from pytest_jumpstarter.records import BROKEN, OUTCOME_RANK, RETRIED, RUN_ATTRIBUTE, SICK, outcome_of, verdict
@@ -192,12 +196,14 @@ class Attempts:
         if not tries[deciding].broken:
             deciding = max(i for i, a in enumerate(tries[: deciding + 1]) if not a.broken)
         attempts = [(a.boards, a.outcome) for a in tries]
+        out = set(self.state.out()) if self.checks else set()
         run = {
             "role": "test",
             "attempts": attempts,
-            "verdict": verdict(attempts, set(self.state.out()) if self.checks else set()),
+            "verdict": verdict(attempts, out),
             "outcome": tries[deciding].outcome,
             "errors": [(a.boards, error_line(r)) for a in tries for r in a.reports if r.failed],
+            "sick": sorted({b for a in tries if a.broken for b in a.boards.split("+") if b in out}),
         }
         reports = []
         for index, attempt in enumerate(tries):
@@ -206,7 +212,10 @@ class Attempts:
             for report in attempt.reports:
                 if report.failed or (report.when == "call" and report.passed):
                     report.outcome = RETRIED  # type: ignore[assignment]
+                junit.mark_retried(report)
                 reports.append(report)
         reports += tries[deciding].reports
         setattr(reports[-1], RUN_ATTRIBUTE, run)
+        if len(tries) > 1:
+            junit.describe(reports[-1], run)
         log(item, reports)

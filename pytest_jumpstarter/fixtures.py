@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_jumpstarter.health import is_health
+from pytest_jumpstarter.health import declared
 from pytest_jumpstarter.leasing import EXPORT_ATTRIBUTE, MOCK_MARKER, ROOT, TARGET
 from pytest_jumpstarter.mock import mock_children, mocked
 
@@ -152,7 +152,7 @@ class Fixtures:
         lab = self.lab
         if lab.pool is None or TARGET not in metafunc.fixturenames:
             return
-        if not lab.values["matrix"] and not is_health(metafunc.definition, lab.values["health_checks"]):
+        if not declared(metafunc.definition, lab.values["health_checks"]) and not lab.values["matrix"]:
             return
         needs = self.leasing.needs_of(metafunc.definition)
         names = [e.name for e in lab.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]

@@ -1,12 +1,12 @@
 """Boards' health checks: tests that say whether a board is fit, run on it before its first test and after a failure.
 
-A test marked ``@pytest.mark.jumpstarter_health`` (or named by ``--jumpstarter-health-check PATH::NAME``) is
-collected once per board that fits it (``test_power[rpi-07]``), like a matrix-mode test; ``attempts.py`` runs a
-board's checks when a test first gets that board (or when the schedule reaches one of them, whichever comes
-first), and again after a test failed on it; -k and -m don't deselect them. A check that fails or errors takes
-its board out of the run (``boardstate``, shared by xdist's workers); the check's own report says so ("sick"),
-and doesn't fail the run: the tests go to the other boards, and fail, naming the sick boards, only when none is
-left.
+A test marked ``@pytest.mark.jumpstarter_health`` (or named by ``--jumpstarter-health-check PATH::NAME``, or by a
+conftest's ``pytest_jumpstarter_health_check`` hook) is collected once per board that fits it
+(``test_power[rpi-07]``), like a matrix-mode test; ``attempts.py`` runs a board's checks when a test first gets
+that board (or when the schedule reaches one of them, whichever comes first), and again after a test failed on
+it; -k and -m don't deselect them. A check that fails or errors takes its board out of the run (``boardstate``,
+shared by xdist's workers); the check's own report says so ("sick"), and doesn't fail the run: the tests go to
+the other boards, and fail, naming the sick boards, only when none is left.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _pytest.runner import runtestprotocol
 
+from pytest_jumpstarter import junit
 from pytest_jumpstarter.leasing import TARGET
 from pytest_jumpstarter.records import RUN_ATTRIBUTE, SICK
 from pytest_jumpstarter.xdist import reporting_for
@@ -25,13 +26,30 @@ if TYPE_CHECKING:
     from pytest_jumpstarter.lab import Lab
 
 MARKER = "jumpstarter_health"
+PROPERTIES = pytest.StashKey[list]()  # a test's user_properties before its first run
 OUT_ATTRIBUTE = "jumpstarter_out"  # on a failed check's last report: the line saying its board is out
 
 
+HOOKED = pytest.StashKey[set[str]]()  # of the config: the tests a pytest_jumpstarter_health_check hook named
+
+
 def is_health(node: Any, named: tuple[str, ...] = ()) -> bool:
-    """Whether a test (or its definition, while collecting) is a health check."""
+    """Whether a test (or its definition, while collecting) is a health check: marked, named by the ini file or
+    option (``named``), or by a conftest's hook (asked once, of the definition: ``declared``)."""
     nodeid = node.nodeid.split("[", 1)[0]
-    return node.get_closest_marker(MARKER) is not None or nodeid in named
+    if node.get_closest_marker(MARKER) is not None or nodeid in named:
+        return True
+    return nodeid in node.config.stash.get(HOOKED, ())
+
+
+def declared(definition: pytest.Item, named: tuple[str, ...]) -> bool:
+    """While collecting: whether the test function ``definition`` is a health check, its conftest's hook asked."""
+    if is_health(definition, named):
+        return True
+    if definition.ihook.pytest_jumpstarter_health_check(definition=definition):
+        definition.config.stash.setdefault(HOOKED, set()).add(definition.nodeid)
+        return True
+    return False
 
 
 def target(item: pytest.Item) -> str | None:
@@ -104,8 +122,10 @@ class Checks:
             errors = [(board, error_line(bad))] if bad is not None else []
             run = {"role": "health", "attempts": [(board, outcome)], "verdict": "", "outcome": outcome}
             setattr(last, RUN_ATTRIBUTE, {**run, "errors": errors})
-            if bad is not None:
-                setattr(last, OUT_ATTRIBUTE, f"{board} is out of the run: {why}")
+            out = f"{board} is out of the run: {why}" if bad is not None else None
+            if out:
+                setattr(last, OUT_ATTRIBUTE, out)
+            junit.describe_check(last, out)
             log(item, reports)
         self.state.finish(board, why)
         return why
@@ -130,6 +150,8 @@ def protocol(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Tes
     here), as if it were next in the schedule."""
     item.session._setupstate.teardown_exact(item)
     item._report_sections = []  # each run's report has its own captured output
+    first = item.stash.setdefault(PROPERTIES, list(item.user_properties))
+    item.user_properties[:] = first  # and its own properties: those it had before its first run, then its own
     return runtestprotocol(item, nextitem=nextitem, log=False)
 
 

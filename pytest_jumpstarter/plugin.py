@@ -12,6 +12,7 @@ for an unknown fixture gets a hint to pass --exporter. Each concern has a module
 - ``xdist``: handing the exporters to pytest-xdist's workers;
 - ``timeline``: who held which exporter and who waited, as a summary table and an HTML chart;
 - ``history``: the run appended to the lab's memory across runs, and suspect boards kept out;
+- ``health``, ``attempts`` (``boardstate``, ``junit``): boards' health checks, a failed test retried elsewhere;
 - ``hookspecs``: what other plugins may implement (a lease acquired, released).
 """
 
@@ -120,6 +121,9 @@ def _register_attempts(config: pytest.Config, lab: Lab, leasing: Leasing) -> Non
     config.pluginmanager.register(
         Attempts(lab, leasing, checks, state, lab.values.count("retry_elsewhere")), "jumpstarter-attempts"
     )
+    from pytest_jumpstarter.junit import OneTestcase
+
+    config.pluginmanager.register(OneTestcase(config), "jumpstarter-junit")
 
 
 @pytest.hookimpl(optionalhook=True)

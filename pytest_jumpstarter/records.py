@@ -99,6 +99,8 @@ class RanTest:
     # that board is out), "flaky" (passed on retry, and on the board it failed on too), "" (not retried)
     verdict: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)  # (board, the first line of a failed try's error)
+    # Boards of its failed tries that a health check took out of the run (after the failure, or before it ended)
+    sick: list[str] = field(default_factory=list)
 
     def add(self, report: pytest.TestReport) -> None:
         start, stop = getattr(report, "start", 0.0), getattr(report, "stop", 0.0)
@@ -112,6 +114,7 @@ class RanTest:
             self.attempts += [(str(a), str(b)) for a, b in run["attempts"]]
             self.verdict = run["verdict"] or self.verdict
             self.errors += [(str(a), str(b)) for a, b in run.get("errors", ())]
+            self.sick += [str(b) for b in run.get("sick", ()) if b not in self.sick]
         outcome = run["outcome"] if run else None if report.outcome in (RETRIED, SICK) else outcome_of(report)
         if outcome is not None and OUTCOME_RANK[outcome] > OUTCOME_RANK[self.outcome]:
             self.outcome = outcome
@@ -130,7 +133,7 @@ class RanTest:
 
     def suspects(self) -> list[str]:
         """The boards this test failed on and never passed on (a board verdict's culprits)."""
-        return suspects(self.attempts)
+        return suspects(self.attempts, self.sick)
 
     def story(self) -> str:
         """The verdict in words: "failed on rpi-07, passed on rpi-03: the board"."""
@@ -148,12 +151,18 @@ class RanTest:
 BROKEN = ("failed", "error")
 
 
-def suspects(attempts: list[tuple[str, str]]) -> list[str]:
-    """The boards of ``attempts`` that failed and never passed, when some other board passed."""
+def suspects(attempts: list[tuple[str, str]], sick: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The boards of ``attempts`` that failed and never passed, when some other board passed. A try on several
+    boards ("d0+p0") names those of them whose health check failed after it (``sick``), or all of them together
+    when none did: which of them failed the test is unknown."""
     passed = {b for b, o in attempts if o not in BROKEN}
     if not passed:
         return []
-    return list(dict.fromkeys(b for b, o in attempts if o in BROKEN and b and b not in passed))
+    named: list[str] = []
+    for boards in (b for b, o in attempts if o in BROKEN and b and b not in passed):
+        out = [part for part in boards.split("+") if part in sick]
+        named += out if "+" in boards and out else [boards]
+    return list(dict.fromkeys(named))
 
 
 def verdict(attempts: list[tuple[str, str]], out: set[str] | frozenset[str] = frozenset()) -> str:
@@ -162,7 +171,7 @@ def verdict(attempts: list[tuple[str, str]], out: set[str] | frozenset[str] = fr
         return ""
     if all(o in BROKEN for _, o in attempts):
         return "code"
-    failed = {b for b, o in attempts if o in BROKEN}
+    failed = {part for b, o in attempts if o in BROKEN for part in b.split("+")}
     if suspects(attempts) or failed & set(out):
         return "board"
     return "flaky"
@@ -342,7 +351,7 @@ class Run:
         for board, tests in boards.items():
             lines.append(f"{board}: {len(tests)} test(s) failed there and passed on another board:")
             for test in tests:
-                errors = [e for b, e in test.errors if b == board]
+                errors = [e for b, e in test.errors if b == board or board in b.split("+")]
                 lines.append(f"  {test.nodeid}: {test.story()}" + (f" ({errors[0]})" if errors else ""))
         return lines
 
