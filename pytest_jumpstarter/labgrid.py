@@ -7,9 +7,8 @@ the lab's queue is waited for). Places go back when the claim is released; reser
 every way out. A place that can't serve (no exporter published, down, bad data, lacking an export) is kept
 reserved for the rest of the claim, so the coordinator allocates the next one: the test goes elsewhere.
 
-A holder that dies keeps its place at the coordinator for ever; a waiter of ours releases such a place once it
-has seen it held by the same holder of ours (their names end in MARK) for STALE_AFTER s while its exporter
-holds no lease: that holder's lease session died with it.
+Beside it: labgrid_places.py reads a place's exporter, labgrid_groups.py which places fit a claim's exports,
+labgrid_stale.py takes back the places of holders of ours that died.
 """
 
 from __future__ import annotations
@@ -24,37 +23,23 @@ from typing import Any
 import pytest
 
 from jumpstarter.client.connection import TLS
-from jumpstarter.client.lease import Busy, lease_records, stop_waiting, wait_for_handover
-from jumpstarter.errors import ConnectError, JumpstarterError
+from jumpstarter.client.lease import Busy, stop_waiting, wait_for_handover
+from jumpstarter.errors import ConnectError
 from jumpstarter.labgrid import board
-from jumpstarter.labgrid.coordinator import MARK, CoordinatorError, Session, parse_url
+from jumpstarter.labgrid.coordinator import CoordinatorError, Session, parse_url
 from pytest_jumpstarter.exporters import Exporter, Unanswered
-from pytest_jumpstarter.pool import Claim, ClaimError, Needs, Pool, _labels
+from pytest_jumpstarter.labgrid_groups import Group, fitting, group_needs, holders, no_place
+from pytest_jumpstarter.labgrid_places import PlaceExporter, read_board
+from pytest_jumpstarter.labgrid_stale import StaleHolders
+from pytest_jumpstarter.pool import Claim, ClaimError, Needs, Pool
 
 RETRY = 1.0  # seconds between attempts to reach a coordinator that went away
 POLL = 1.0  # at most this long between polls of a reservation (the session's updates wake us sooner)
-STALE_AFTER = 5.0  # seconds a place held by a holder of ours without its exporter's lease is taken as abandoned
 BAD_FOR = 10.0  # seconds a place that failed (its exporter unreachable) is skipped before it is tried again
 PARTIAL_HOLD = 2.0  # seconds a claim of several places keeps some while waiting for the rest (then backs off)
 REPEAT_NOTICE = 30.0
 RESTART_GRACE = 30.0  # seconds after reaching a coordinator again in which "no place fits" is waited out: a
 # restarted coordinator may come back without the places its exporters publish again, one by one
-
-
-class PlaceExporter(Exporter):
-    """The exporter a place's JumpstarterExporter resource names, reached with the run's passphrase."""
-
-    def __init__(self, found: board.Board, passphrase: str | None, tls: TLS) -> None:
-        super().__init__(found.address, passphrase, (tls or True) if found.tls else False)
-        self.board = found
-        self.keep = False  # the place goes back to the lab's queue after each claim: so does the exporter
-        self.name, self.exports, self.labels = found.place, list(found.exports), dict(found.labels)
-
-    def describe(self) -> str:
-        return f"place {self.name} ({self.spec})"
-
-    def handoff(self) -> dict[str, Any]:
-        return {}  # workers read the lab themselves
 
 
 @dataclass
@@ -69,19 +54,6 @@ class PlaceClaim(Claim):
         if self.pool is not None:
             self.pool.give_back(self.places)
         self.places = []
-
-
-@dataclass
-class _Group:
-    """Exports that one place must provide, and the tags the place must carry."""
-
-    exports: list[str]
-    tags: dict[str, str]
-    token: str = ""
-
-    def __str__(self) -> str:
-        what = f"export {', '.join(map(repr, self.exports))}" if self.exports else "a place"
-        return what + (f" with {_labels(self.tags)}" if self.tags else "")
 
 
 class _AllUnusable(Exception):
@@ -102,7 +74,7 @@ class LabgridPool(Pool):
         self.opened, self.reopened = True, float("-inf")  # when the session was opened again (RESTART_GRACE)
         self._exporters: dict[str, PlaceExporter] = {}  # by place name, kept across claims (their connections)
         self._bad: dict[str, tuple[float, str]] = {}  # place -> (monotonic, why): skipped for BAD_FOR s
-        self._held_since: dict[tuple[str, str], float] = {}  # (place, holder) -> when first seen held
+        self._stale = StaleHolders()
         self.notes: list[str] = []  # lines for the run's end (say what we took back)
         self._transient = False
 
@@ -114,26 +86,10 @@ class LabgridPool(Pool):
         found = []
         for place in sorted(session.places.values(), key=lambda p: p.name):
             try:
-                found.append(self._exporter(self._board(session, place.name)))
+                found.append(self._exporter(read_board(session, place.name)))
             except board.BoardError:
                 continue
         return found
-
-    def _board(self, session: Session, name: str) -> board.Board:
-        place = session.places.get(name)
-        if place is None:
-            raise board.BoardError(f"place {name!r} no longer exists")
-        resources = session.resources_of(place, board.RESOURCE_CLASS)
-        if not resources:
-            raise board.Unpublished(
-                f"place {name!r} has no {board.RESOURCE_CLASS} resource: its exporter is not published (stopped?)"
-            )
-        if len(resources) > 1:
-            where = ", ".join(f"{r.exporter}/{r.group}" for r in resources)
-            raise board.BoardError(
-                f"place {name!r} matches {len(resources)} {board.RESOURCE_CLASS} resources ({where})"
-            )
-        return board.read(name, resources[0].params)
 
     def _exporter(self, found: board.Board) -> PlaceExporter:
         exporter = self._exporters.get(found.place)
@@ -176,7 +132,8 @@ class LabgridPool(Pool):
         said = ""
         while True:
             try:
-                claim = self._claim(self._groups(needs, pinned), holder, deadline, timeout, notify, waited)
+                wanted = group_needs(self._live(), needs, self.tags, pinned)
+                claim = self._claim(wanted, holder, deadline, timeout, notify, waited)
             except (_AllUnusable, CoordinatorError) as exc:  # nothing usable now, or the coordinator away: wait
                 if isinstance(exc, CoordinatorError) and not exc.unreachable:
                     raise ClaimError(str(exc)) from None
@@ -193,53 +150,9 @@ class LabgridPool(Pool):
             claim.waited_for = tuple(waited)
             return claim
 
-    def _groups(self, needs: Needs, pinned: str | None) -> list[_Group]:
-        """A place per set of labels, if one place can serve all its exports, else a place per export (named when
-        only one place can serve it); ``exporter`` alone (None) rides along with the others."""
-        by_tags: dict[tuple, _Group] = {}
-        for export, labels in needs.items():
-            if export is None and len(needs) > 1:
-                continue
-            tags = {**self.tags, **labels}
-            for key, value in labels.items():
-                try:
-                    board.check_tag(key, value, f"@pytest.mark.exporter label {key}={value}")
-                except board.BoardError as exc:
-                    raise ClaimError(str(exc)) from None
-            if pinned is not None:
-                tags["name"] = pinned
-            group = by_tags.setdefault(tuple(sorted(tags.items())), _Group([], tags))
-            if export is not None:
-                group.exports.append(export)
-        session = self._live()
-        groups: list[_Group] = []
-        for group in by_tags.values():
-            if len(group.exports) < 2 or self._providers(session, group):
-                groups.append(group)
-                continue
-            for export in group.exports:
-                single = _Group([export], dict(group.tags))
-                providers = self._providers(session, single)
-                if len(providers) == 1 and "name" not in single.tags:
-                    single.tags["name"] = providers[0]
-                groups.append(single)
-        return groups
-
-    def _providers(self, session: Session, group: _Group) -> list[str]:
-        """The fitting places whose exporter has every export of ``group``."""
-        found = []
-        for name in self._fitting(session, group):
-            try:
-                exports = self._board(session, name).exports
-            except board.BoardError:
-                continue
-            if all(e in exports for e in group.exports):
-                found.append(name)
-        return found
-
     def _claim(
         self,
-        groups: list[_Group],
+        groups: list[Group],
         holder: str,
         deadline: float,
         timeout: float,
@@ -248,10 +161,11 @@ class LabgridPool(Pool):
     ) -> PlaceClaim:
         session = self._live()
         for group in groups:
-            if not self._fitting(session, group):
+            if not fitting(session, group):
                 if time.monotonic() - self.reopened < RESTART_GRACE:
-                    raise _AllUnusable(self._no_place(session, group) + ", just after the coordinator came back")
-                raise ClaimError(self._no_place(session, group))
+                    why = no_place(session, self.address, group)
+                    raise _AllUnusable(why + ", just after the coordinator came back")
+                raise ClaimError(no_place(session, self.address, group))
         parked: list[str] = []  # reservations holding places that can't serve, so that others are allocated
         self._transient = False  # whether a place was parked for a reason that may pass
         try:
@@ -282,7 +196,7 @@ class LabgridPool(Pool):
                             group.token = session.reserve(group.tags, self.priority)
                         partial_since = None
                         continue
-                why = self._holders(session, groups, waited)
+                why = holders(session, groups, waited)
                 if now >= deadline:
                     raise ClaimError(f"waited {timeout:g} s for {' and '.join(map(str, groups))}: {why}")
                 if why != last_why or now - last_notice >= REPEAT_NOTICE:
@@ -302,21 +216,10 @@ class LabgridPool(Pool):
             for group in groups:
                 group.token = ""
 
-    def _fitting(self, session: Session, group: _Group) -> list[str]:
-        return [p.name for p in session.places.values() if _carries(p.tags, p.name, group.tags)]
-
-    def _no_place(self, session: Session, group: _Group) -> str:
-        listing = "; ".join(
-            f"{p.name} ({_labels(p.tags) or 'no tags'})" for p in sorted(session.places.values(), key=lambda p: p.name)
-        )
-        return (
-            f"no place of the labgrid lab at {self.address} carries {_labels(group.tags)} (places: {listing or 'none'})"
-        )
-
     def _skip_bad(
         self,
         session: Session,
-        groups: list[_Group],
+        groups: list[Group],
         allocated: dict[int, str | None],
         parked: list[str],
         notify: Callable[[str], None],
@@ -336,7 +239,7 @@ class LabgridPool(Pool):
             parked.append(group.token)
             group.token = ""
             held = {allocated[id(g)] for g in groups} | self._parked_places(session, parked)
-            if not [p for p in self._fitting(session, group) if p not in held]:
+            if not [p for p in fitting(session, group) if p not in held]:
                 if transient or self._transient:
                     raise _AllUnusable(f"no place can serve {group} now: {why}")
                 raise ClaimError(f"no place left for {group}: {why}")
@@ -347,13 +250,13 @@ class LabgridPool(Pool):
     def _parked_places(self, session: Session, parked: list[str]) -> set[str]:
         return {p.name for p in session.places.values() if p.reservation in parked}
 
-    def _unusable(self, session: Session, place: str, group: _Group) -> tuple[str, bool] | None:
+    def _unusable(self, session: Session, place: str, group: Group) -> tuple[str, bool] | None:
         """Why ``place`` can't serve ``group`` and whether that may pass, or None if it can."""
         bad = self._bad.get(place)
         if bad is not None and time.monotonic() - bad[0] < BAD_FOR:
             return bad[1], True
         try:
-            found = self._board(session, place)
+            found = read_board(session, place)
         except board.BoardError as exc:
             return str(exc), exc.transient
         missing = [e for e in group.exports if e not in found.exports]
@@ -365,7 +268,7 @@ class LabgridPool(Pool):
     def _take(
         self,
         session: Session,
-        groups: list[_Group],
+        groups: list[Group],
         allocated: dict[int, str | None],
         holder: str,
         deadline: float,
@@ -379,7 +282,7 @@ class LabgridPool(Pool):
             for group in groups:
                 place = allocated[id(group)]
                 assert place is not None
-                exporter = self._exporter(self._board(session, place))
+                exporter = self._exporter(read_board(session, place))
                 try:
                     session.acquire(place)
                 except CoordinatorError as exc:
@@ -428,46 +331,14 @@ class LabgridPool(Pool):
                 exporter.stop_waiting()
             raise
 
-    def _holders(self, session: Session, groups: list[_Group], waited: dict[str, None]) -> str:
-        """Who holds the places that fit, for the waiting line."""
-        parts = []
-        for group in groups:
-            for name in self._fitting(session, group):
-                place = session.places[name]
-                if place.acquired:
-                    parts.append(f"{name} held by {place.acquired}")
-                    waited[name] = None
-                elif place.reservation and place.reservation != group.token:
-                    parts.append(f"{name} reserved for another claim")
-                    waited[name] = None
-        return "; ".join(dict.fromkeys(parts)) or "the coordinator has not allocated a place yet"
+    def _take_back_stale(self, session: Session, groups: list[Group], notify: Callable[[str], None]) -> None:
+        """Release fitting places whose holder of ours has died (labgrid_stale.py)."""
+        names = list(dict.fromkeys(name for group in groups for name in fitting(session, group)))
 
-    def _take_back_stale(self, session: Session, groups: list[_Group], notify: Callable[[str], None]) -> None:
-        """Release fitting places whose holder of ours has died (see the module's docstring)."""
-        now = time.monotonic()
-        for group in groups:
-            for name in self._fitting(session, group):
-                place = session.places[name]
-                if not place.acquired.endswith(MARK) or place.acquired == session.name:
-                    continue
-                since = self._held_since.setdefault((name, place.acquired), now)
-                if now - since < STALE_AFTER:
-                    continue
-                try:
-                    exporter = self._exporter(self._board(session, name))
-                    records = lease_records(exporter.client().connection)
-                except (board.BoardError, JumpstarterError, OSError):
-                    continue
-                if any(r.released == 0 for r in records):
-                    continue  # its holder still holds the exporter: alive
-                _quietly(session.release, name, place.acquired)
-                self._held_since.pop((name, place.acquired), None)
-                line = (
-                    f"place {name} was held by {place.acquired}, which has held no lease of its exporter for "
-                    f"{now - since:.0f} s (it died?): released it"
-                )
-                self.notes.append(line)
-                notify(line)
+        def exporter_of(name: str) -> PlaceExporter:
+            return self._exporter(read_board(session, name))
+
+        self.notes += self._stale.take_back(session, names, exporter_of, notify)
 
     def give_back(self, places: list[str]) -> None:
         """Release places at the end of a claim (a coordinator that forgot them, by a restart, is fine)."""
@@ -486,10 +357,6 @@ class LabgridPool(Pool):
         if self.session is not None:
             self.session.close()
             self.session = None
-
-
-def _carries(tags: dict[str, str], name: str, wanted: dict[str, str]) -> bool:
-    return all((name if key == "name" else tags.get(key)) == value for key, value in wanted.items())
 
 
 def _quietly(call: Callable[..., object], *args: object) -> None:
