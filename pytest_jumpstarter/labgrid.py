@@ -38,8 +38,6 @@ POLL = 1.0  # at most this long between polls of a reservation (the session's up
 BAD_FOR = 10.0  # seconds a place that failed (its exporter unreachable) is skipped before it is tried again
 PARTIAL_HOLD = 2.0  # seconds a claim of several places keeps some while waiting for the rest (then backs off)
 REPEAT_NOTICE = 30.0
-RESTART_GRACE = 30.0  # seconds after reaching a coordinator again in which "no place fits" is waited out: a
-# restarted coordinator may come back without the places its exporters publish again, one by one
 
 
 @dataclass
@@ -60,6 +58,15 @@ class _AllUnusable(Exception):
     """Every fitting place is unusable for now (its exporter not published, or unreachable): start over."""
 
 
+class _NoPlaceYet(Exception):
+    """No place carries a group's tags: wait for one, as ``labgrid-client reserve --wait`` does (an admin may be
+    making it, or a restarted coordinator getting it back from its exporter)."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__(str(group))
+        self.group, self.key = group, tuple(sorted(group.tags.items()))
+
+
 class LabgridPool(Pool):
     """Claims through the coordinator at ``address``; one session per process, opened again if it breaks."""
 
@@ -71,12 +78,12 @@ class LabgridPool(Pool):
         self.address, self.passphrase, self.tls = address, passphrase, tls
         self.tags, self.priority = tags, priority
         self.session: Session | None = Session(address, role=self.role)
-        self.opened, self.reopened = True, float("-inf")  # when the session was opened again (RESTART_GRACE)
         self._exporters: dict[str, PlaceExporter] = {}  # by place name, kept across claims (their connections)
         self._bad: dict[str, tuple[float, str]] = {}  # place -> (monotonic, why): skipped for BAD_FOR s
         self._stale = StaleHolders()
         self.notes: list[str] = []  # lines for the run's end (say what we took back)
         self._transient = False
+        self._never: dict[tuple, float] = {}  # tags no place carried for a whole claim's wait -> its seconds
 
     # -- the directory --------------------------------------------------------------------------------------------
 
@@ -105,10 +112,7 @@ class LabgridPool(Pool):
             self.session.close()
             self.session = None
         if self.session is None:
-            if self.opened:
-                self.reopened = time.monotonic()
             self.session = Session(self.address, role=self.role)
-            self.opened = True
         return self.session
 
     # -- claiming -------------------------------------------------------------------------------------------------
@@ -129,11 +133,27 @@ class LabgridPool(Pool):
             )
         deadline = time.monotonic() + timeout
         waited: dict[str, None] = {}
-        said = ""
+        said, missing = "", False
         while True:
+            seen = -1
             try:
-                wanted = group_needs(self._live(), needs, self.tags, pinned)
+                session = self._live()
+                seen = session.version
+                wanted = group_needs(session, needs, self.tags, pinned)
                 claim = self._claim(wanted, holder, deadline, timeout, notify, waited)
+            except _NoPlaceYet as exc:
+                why = no_place(session, self.address, exc.group)
+                if exc.key in self._never:  # a claim waited for such a place already, in vain: don't again
+                    raise ClaimError(f"{why}; an earlier test waited {self._never[exc.key]:g} s for one") from None
+                if time.monotonic() >= deadline:
+                    self._never[exc.key] = timeout
+                    raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {why}") from None
+                if not missing:
+                    why = no_place(session, self.address, exc.group, yet=True)
+                    notify(f"{why}: waiting for one, up to {timeout:g} s (--lease-timeout)")
+                    missing = True
+                session.wait_change(seen, min(POLL, max(0.0, deadline - time.monotonic())))
+                continue
             except (_AllUnusable, CoordinatorError) as exc:  # nothing usable now, or the coordinator away: wait
                 if isinstance(exc, CoordinatorError) and not exc.unreachable:
                     raise ClaimError(str(exc)) from None
@@ -162,10 +182,7 @@ class LabgridPool(Pool):
         session = self._live()
         for group in groups:
             if not fitting(session, group):
-                if time.monotonic() - self.reopened < RESTART_GRACE:
-                    why = no_place(session, self.address, group)
-                    raise _AllUnusable(why + ", just after the coordinator came back")
-                raise ClaimError(no_place(session, self.address, group))
+                raise _NoPlaceYet(group)
         parked: list[str] = []  # reservations holding places that can't serve, so that others are allocated
         self._transient = False  # whether a place was parked for a reason that may pass
         try:

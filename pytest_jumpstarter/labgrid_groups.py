@@ -81,11 +81,12 @@ def carries(tags: dict[str, str], name: str, wanted: dict[str, str]) -> bool:
     return all((name if key == "name" else tags.get(key)) == value for key, value in wanted.items())
 
 
-def no_place(session: Session, address: str, group: Group) -> str:
+def no_place(session: Session, address: str, group: Group, yet: bool = False) -> str:
     listing = "; ".join(
         f"{p.name} ({_labels(p.tags) or 'no tags'})" for p in sorted(session.places.values(), key=lambda p: p.name)
     )
-    return f"no place of the labgrid lab at {address} carries {_labels(group.tags)} (places: {listing or 'none'})"
+    carries = f"carries {_labels(group.tags)}" + (" yet" if yet else "")
+    return f"no place of the labgrid lab at {address} {carries} (places: {listing or 'none'})"
 
 
 def holders(session: Session, groups: list[Group], waited: dict[str, None]) -> str:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811
 """A labgrid lab: a real labgrid-coordinator on loopback, exporters of ours publishing to it, pytest --lab."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,93 +17,12 @@ from samples import exporter_yaml
 
 pytest.importorskip("labgrid", reason="labgrid is in the dev extra: run scripts/setup.sh")
 
-from jumpstarter.labgrid.coordinator import Session  # noqa: E402
+# The lab's fixtures (boards, coordinator) come from labgrid_lab: test arguments of those names are theirs.
+from labgrid_lab import BOARD, boards, coordinator, directory, holding_tests, publish, until  # noqa: E402, F401
+
 from jumpstarter.labgrid.publish import Publisher  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-BOARD = "jumpstarter_driver_demo.Board"
-COORDINATOR = Path(sys.executable).with_name("labgrid-coordinator")
-
-
-class Coordinator:
-    """labgrid-coordinator in ``folder`` (its places.yaml stays there across restarts)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.address = folder, "127.0.0.1:0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Coordinator:
-        log = self.folder / "coordinator.log"
-        with log.open("w") as output:  # a file, not a pipe: it prints every acquire, and nobody need read it
-            self.process = subprocess.Popen(
-                [str(COORDINATOR), "-l", self.address], cwd=self.folder, stdout=output, stderr=subprocess.STDOUT
-            )
-        process = self.process
-
-        def listening() -> str:
-            assert process.poll() is None, f"labgrid-coordinator ended: {log.read_text()}"
-            lines = [line for line in log.read_text().splitlines() if line.startswith("listening on ")]
-            return lines[-1].split()[-1] if lines else ""
-
-        self.address = str(until(listening, "labgrid-coordinator to listen"))
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    @property
-    def url(self) -> str:
-        return f"labgrid://{self.address}"
-
-
-@pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
-    started = Coordinator(tmp_path).start()
-    yield started
-    started.stop()
-
-
-def until(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"waited {timeout} s for {what}")
-
-
-def directory(coordinator: Coordinator) -> Session:
-    return Session(coordinator.address)
-
-
-@pytest.fixture
-def boards(exporter_process, tmp_path: Path, coordinator: Coordinator):
-    """Publish ``n`` exporters of ours (b0, b1, ...) to the coordinator; returns the processes."""
-
-    def start(n: int, labels: dict[str, str] | None = None, first: int = 0, passphrase: str = "") -> list:
-        started = []
-        for i in range(first, first + n):
-            labels = labels or {"kind": "demo"}
-            config = exporter_yaml(
-                tmp_path / f"b{i}.yaml", {"board": BOARD}, name=f"b{i}", labels=labels, config=f"name: b{i}"
-            )
-            args = ["--listen", "127.0.0.1:0", "--labgrid", coordinator.url]
-            env = {**os.environ, "JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else None
-            started.append(exporter_process(config, *args, env=env) if env else exporter_process(config, *args))
-        names = {f"b{i}" for i in range(first, first + n)}
-        with directory(coordinator) as session:
-            until(lambda: names <= {r[0] for r in session.resources}, f"places {sorted(names)} published")
-        return started
-
-    return start
-
-
-def holding_tests(count: int, seconds: float) -> str:
-    body = f"    assert board.wait({seconds}) == {seconds}\n    print('ON', board.call('describe')['name'])\n\n"
-    return "".join(f"def test_{i}(board):\n{body}" for i in range(count))
 
 
 def test_an_exporter_publishes_its_place_and_leaves_when_it_stops(boards, coordinator):
