@@ -29,7 +29,7 @@ from jumpstarter.labgrid import board
 from jumpstarter.labgrid.coordinator import CoordinatorError, Session, parse_url
 from pytest_jumpstarter.exporters import Exporter, Unanswered
 from pytest_jumpstarter.labgrid_groups import Group, fitting, group_needs, holders, no_place
-from pytest_jumpstarter.labgrid_places import PlaceExporter, read_board
+from pytest_jumpstarter.labgrid_places import PlaceExporter, exports_of, read_boards
 from pytest_jumpstarter.labgrid_stale import StaleHolders
 from pytest_jumpstarter.pool import Claim, ClaimError, Needs, Pool
 
@@ -78,7 +78,7 @@ class LabgridPool(Pool):
         self.address, self.passphrase, self.tls = address, passphrase, tls
         self.tags, self.priority = tags, priority
         self.session: Session | None = Session(address, role=self.role)
-        self._exporters: dict[str, PlaceExporter] = {}  # by place name, kept across claims (their connections)
+        self._exporters: dict[tuple[str, str], PlaceExporter] = {}  # by (place, exporter), kept across claims
         self._bad: dict[str, tuple[float, str]] = {}  # place -> (monotonic, why): skipped for BAD_FOR s
         self._stale = StaleHolders()
         self.notes: list[str] = []  # lines for the run's end (say what we took back)
@@ -88,22 +88,27 @@ class LabgridPool(Pool):
     # -- the directory --------------------------------------------------------------------------------------------
 
     def boards(self) -> list[PlaceExporter]:
-        """An exporter for each place that has a good JumpstarterExporter resource now (for the fixtures)."""
+        """The exporters of each place that has good JumpstarterExporter resources now (for the fixtures)."""
         session = self._live()
         found = []
         for place in sorted(session.places.values(), key=lambda p: p.name):
             try:
-                found.append(self._exporter(read_board(session, place.name)))
+                found += self._place_exporters(session, place.name)
             except board.BoardError:
                 continue
         return found
 
+    def _place_exporters(self, session: Session, place: str) -> list[PlaceExporter]:
+        """A client for each exporter of ``place`` (BoardError: it has none, or bad data)."""
+        return [self._exporter(found) for found in read_boards(session, place)]
+
     def _exporter(self, found: board.Board) -> PlaceExporter:
-        exporter = self._exporters.get(found.place)
+        key = (found.place, found.exporter)
+        exporter = self._exporters.get(key)
         if exporter is None or exporter.board != found:
             if exporter is not None:
                 exporter.close()
-            exporter = self._exporters[found.place] = PlaceExporter(found, self.passphrase, self.tls)
+            exporter = self._exporters[key] = PlaceExporter(found, self.passphrase, self.tls)
         return exporter
 
     def _live(self) -> Session:
@@ -273,14 +278,17 @@ class LabgridPool(Pool):
         if bad is not None and time.monotonic() - bad[0] < BAD_FOR:
             return bad[1], True
         try:
-            found = read_board(session, place)
+            exports = exports_of(read_boards(session, place))
         except board.BoardError as exc:
             return str(exc), exc.transient
-        missing = [e for e in group.exports if e not in found.exports]
-        if missing:
-            has = ", ".join(found.exports)
-            return f"its exporter has no export {', '.join(map(repr, missing))} (it has: {has})", False
-        return None
+        missing = [e for e in group.exports if e not in exports]
+        if not missing:
+            return None
+        lacks = f"no export {', '.join(map(repr, missing))} (it has: {', '.join(exports)})"
+        away = session.unfilled(session.places[place], board.RESOURCE_CLASS) if place in session.places else []
+        if away:  # one of its exporters may bring them when it is back
+            return f"its exporters have {lacks}, and {', '.join(away)} is not published (stopped?)", True
+        return f"its exporter has {lacks}", False
 
     def _take(
         self,
@@ -293,13 +301,13 @@ class LabgridPool(Pool):
         notify: Callable[[str], None],
         waited: dict[str, None],
     ) -> PlaceClaim | None:
-        """Acquire every allocated place and lease its exporter; None (all given back) if one failed."""
+        """Acquire every allocated place and lease all its exporters; None (all given back) if one failed."""
         claim = PlaceClaim({}, pool=self)
         try:
             for group in groups:
                 place = allocated[id(group)]
                 assert place is not None
-                exporter = self._exporter(read_board(session, place))
+                exporters = self._place_exporters(session, place)
                 try:
                     session.acquire(place)
                 except CoordinatorError as exc:
@@ -309,16 +317,18 @@ class LabgridPool(Pool):
                     claim.release()
                     return None
                 claim.places.append(place)
-                try:
-                    claim.leases[exporter] = self._lease(exporter, holder, deadline, timeout, notify)
-                except ConnectError as exc:
-                    self._bad[place] = (time.monotonic(), f"its exporter can't be reached: {exc}")
-                    notify(f"skipping place {place}: its exporter can't be reached: {exc}")
-                    claim.release()
-                    return None
-                exports: list[str | None] = [*group.exports] or [None]
-                for export in exports:
-                    claim.chosen[export] = exporter
+                for exporter in exporters:
+                    try:
+                        claim.leases[exporter] = self._lease(exporter, holder, deadline, timeout, notify)
+                    except ConnectError as exc:
+                        self._bad[place] = (time.monotonic(), f"its exporter can't be reached: {exc}")
+                        notify(f"skipping place {place}: its exporter can't be reached: {exc}")
+                        claim.release()
+                        return None
+                for export in group.exports:
+                    claim.chosen[export] = next(e for e in exporters if export in e.exports)
+                if not group.exports:
+                    claim.chosen[None] = exporters[0]
             return claim
         except BaseException:
             claim.release()
@@ -352,10 +362,10 @@ class LabgridPool(Pool):
         """Release fitting places whose holder of ours has died (labgrid_stale.py)."""
         names = list(dict.fromkeys(name for group in groups for name in fitting(session, group)))
 
-        def exporter_of(name: str) -> PlaceExporter:
-            return self._exporter(read_board(session, name))
+        def exporters_of(name: str) -> list[PlaceExporter]:
+            return self._place_exporters(session, name)
 
-        self.notes += self._stale.take_back(session, names, exporter_of, notify)
+        self.notes += self._stale.take_back(session, names, exporters_of, notify)
 
     def give_back(self, places: list[str]) -> None:
         """Release places at the end of a claim (a coordinator that forgot them, by a restart, is fine)."""

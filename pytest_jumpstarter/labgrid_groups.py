@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from jumpstarter.labgrid import board
 from jumpstarter.labgrid.coordinator import Session
-from pytest_jumpstarter.labgrid_places import read_board
+from pytest_jumpstarter.labgrid_places import exports_of, read_boards
 from pytest_jumpstarter.pool import ClaimError, Needs, _labels
 
 
@@ -61,11 +61,11 @@ def group_needs(session: Session, needs: Needs, tags: dict[str, str], pinned: st
 
 
 def providers(session: Session, group: Group) -> list[str]:
-    """The fitting places whose exporter has every export of ``group``."""
+    """The fitting places whose exporters have every export of ``group``."""
     found = []
     for name in fitting(session, group):
         try:
-            exports = read_board(session, name).exports
+            exports = exports_of(read_boards(session, name))
         except board.BoardError:
             continue
         if all(e in exports for e in group.exports):

@@ -30,7 +30,7 @@ class StaleHolders:
         self,
         session: Session,
         names: list[str],
-        exporter_of: Callable[[str], PlaceExporter],
+        exporters_of: Callable[[str], list[PlaceExporter]],
         notify: Callable[[str], None],
     ) -> list[str]:
         """Release those of places ``names`` whose holder of ours has died; the lines said about them."""
@@ -44,12 +44,11 @@ class StaleHolders:
             if now - since < STALE_AFTER:
                 continue
             try:
-                exporter = exporter_of(name)
-                records = lease_records(exporter.client().connection)
+                records = [r for e in exporters_of(name) for r in lease_records(e.client().connection)]
             except (board.BoardError, JumpstarterError, OSError):
                 continue
             if any(r.released == 0 for r in records):
-                continue  # its holder still holds the exporter: alive
+                continue  # its holder still holds an exporter of it: alive
             try:
                 session.release(name, place.acquired)
             except CoordinatorError:

@@ -230,17 +230,28 @@ def test_the_lab_pages_commands_run_as_written(coordinator, tmp_path, exporter_p
         return shlex.split(line)
 
     assert "labgrid-coordinator -l 0.0.0.0:20408" in lines  # what the coordinator fixture runs, on 127.0.0.1:0
-    (run,) = [as_run(line) for line in lines if line.startswith("jumpstarter run ")]
-    exporter_yaml(tmp_path / run[2], {"board": BOARD}, name="rpi4-1", labels={"board": "rpi4"}, config="name: rpi4-1")
-    exporter_process(tmp_path / run[2], *run[3:])
+    runs = [as_run(line) for line in lines if line.startswith("jumpstarter run ")]
+    for run in runs:  # rpi4-1.yaml serves a board; rpi4-7-power.yaml and rpi4-7-serial.yaml parts of one
+        name = Path(run[2]).stem
+        export = name.rpartition("-")[2] if "--labgrid-place" in run else "board"
+        config = exporter_yaml(tmp_path / run[2], {export: BOARD}, name=name, labels={"board": "rpi4"})
+        exporter_process(config, *run[3:])
+    names = {Path(run[2]).stem for run in runs}
+    assert names == {"rpi4-1", "rpi4-7-power", "rpi4-7-serial"}
     with directory(coordinator) as session:
-        until(lambda: session.resources, "rpi4-1 published")
+        until(lambda: names <= {r[0] for r in session.resources}, "the exporters published")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     (tags,) = [as_run(line) for line in lines if line.startswith("labgrid-client ")]
     subprocess.run(tags, check=True, capture_output=True, timeout=60, env=env, cwd=tmp_path)
     (listing,) = [as_run(line) for line in lines if line.startswith("jumpstarter lab ")]
     shown = subprocess.run(listing, capture_output=True, text=True, timeout=60, env=env)
     assert shown.stdout.startswith("rpi4-1  [board=rpi4, site=b2]  free\n    exporter: 127.0.0.1:"), shown
+    assert re.search(
+        r"^rpi4-7  \[board=rpi4\]  free\n    exporter rpi4-7-power: 127.0.0.1:\d+: free\n"
+        r"    exporter rpi4-7-serial: 127.0.0.1:\d+: free\n",
+        shown.stdout,
+        re.M,
+    ), shown
     (ci,) = [as_run(line) for line in lines if line.startswith("pytest ")]
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "test_lab.py").write_text(

@@ -5,16 +5,18 @@ whole pytest runs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from samples import exporter_yaml
 
 pytest.importorskip("labgrid", reason="labgrid is in the dev extra: run scripts/setup.sh")
 
 # The lab's fixtures (boards, coordinator, publish) come from labgrid_lab: test arguments of those names are theirs.
-from labgrid_lab import boards, coordinator, directory, publish, until  # noqa: E402, F401
+from labgrid_lab import BOARD, boards, coordinator, directory, publish, until  # noqa: E402, F401
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +73,74 @@ def test_a_place_that_never_comes_fails_naming_the_tags(pytester, boards, coordi
     assert f"jumpstarter: waited 3 s for export 'board' with kind=new: {no_place}" in output
     # The second test doesn't wait it out again: the first one did, and nothing changed since.
     assert f"jumpstarter: {no_place}; an earlier test waited 3 s for one" in output
+
+
+def test_a_place_of_two_exporters_is_one_board(pytester, publish, coordinator, tmp_path):
+    """A board whose power and serial console are served by two exporters: both publish into place b7."""
+    parts = [
+        exporter_yaml(
+            tmp_path / f"b7-{part}.yaml",
+            {part: BOARD},
+            name=f"b7-{part}",
+            labels={"board": "rpi4"},
+            config=f"name: b7-{part}",
+        )
+        for part in ("power", "serial")
+    ]
+    publish(parts, ["b7-power", "b7-serial"], "--labgrid-place", "b7")
+    with directory(coordinator) as session:
+        assert sorted(session.places) == ["b7"]  # no place of each part's own
+        assert session.places["b7"].tags == {"board": "rpi4"}
+        assert len(session.resources_of(session.places["b7"], "JumpstarterExporter")) == 2
+    started, done = pytester.path / "started", pytester.path / "done"
+    pytester.makepyfile(
+        test_board=f"""
+        import os, time
+        import pytest
+
+        @pytest.mark.exporter(board="rpi4")
+        def test_both(power, serial):
+            assert power.call("describe")["name"] == "b7-power"
+            assert serial.call("describe")["name"] == "b7-serial"
+
+        @pytest.mark.exporter(board="rpi4")
+        def test_power_alone(power):
+            open({str(started)!r}, "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists({str(done)!r}) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        """
+    )
+    run, log = pytest_run(pytester, "--lab", coordinator.url, "-rA")
+    until(lambda: started.exists() or run.poll() is not None, "test_power_alone to start")
+    listing = subprocess.run(
+        [sys.executable, "-m", "jumpstarter", "lab", coordinator.url], capture_output=True, text=True, timeout=60
+    )
+    done.touch()
+    output = finished(run, log)
+    assert run.returncode == 0, output
+    shown = listing.stdout.splitlines()
+    assert shown[0].startswith("b7  [board=rpi4]  held by "), listing
+    # A test that uses the power alone holds the whole board: the serial console's exporter too.
+    assert re.fullmatch(r"    exporter b7-power: 127\.0\.0\.1:\d+: leased by .*::test_power_alone since .*", shown[1])
+    assert re.fullmatch(r"    exporter b7-serial: 127\.0\.0\.1:\d+: leased by .*::test_power_alone since .*", shown[2])
+
+
+def test_two_exporters_of_a_place_with_one_export_name_is_a_clear_error(
+    pytester, boards, publish, tmp_path, coordinator
+):
+    boards(1)  # kind=demo
+    twins = [
+        exporter_yaml(tmp_path / f"twin-{n}.yaml", {"board": BOARD}, name=f"twin-{n}", labels={"kind": "twin"})
+        for n in ("a", "b")
+    ]
+    publish(twins, ["twin-a", "twin-b"], "--labgrid-place", "twin")
+    pytester.makepyfile(test_lab="import pytest\n@pytest.mark.exporter(kind='twin')\ndef test_it(board):\n    pass\n")
+    result = pytester.runpytest_subprocess("--lab", coordinator.url, "--lease-timeout", "60")
+    result.assert_outcomes(errors=1)  # fails fast: no waiting out the lease timeout
+    result.stdout.fnmatch_lines(
+        [
+            "*no place left for export 'board' with kind=twin: place 'twin': its exporters twin-a and twin-b both "
+            "have export 'board'*"
+        ]
+    )

@@ -216,6 +216,16 @@ class Session:
             and any(_match(e, r.exporter) and _match(g, r.group) and _match(c, r.cls) for e, g, c in place.matches)
         ]
 
+    def unfilled(self, place: Place, cls: str) -> list[str]:
+        """The matches of ``place`` for class ``cls`` that no resource fills now (their exporter stopped, or not
+        back yet), as ``exporter/group/class``."""
+        have = self.resources_of(place, cls)
+        return [
+            f"{e}/{g}/{c}"
+            for e, g, c in place.matches
+            if _match(c, cls) and not any(_match(e, r.exporter) and _match(g, r.group) for r in have)
+        ]
+
     def _unary(self, method: str, request: Any) -> Any:
         try:
             return getattr(self._stub, method)(request, timeout=CALL_TIMEOUT)
