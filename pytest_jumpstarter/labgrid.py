@@ -28,7 +28,7 @@ from jumpstarter.errors import ConnectError
 from jumpstarter.labgrid import board
 from jumpstarter.labgrid.coordinator import CoordinatorError, Session, parse_url
 from pytest_jumpstarter.exporters import Exporter, Unanswered
-from pytest_jumpstarter.labgrid_groups import Group, fitting, group_needs, holders, no_place
+from pytest_jumpstarter.labgrid_groups import Group, fitting, group_needs, holders, no_place, providers
 from pytest_jumpstarter.labgrid_places import PlaceExporter, exports_of, read_boards
 from pytest_jumpstarter.labgrid_stale import StaleHolders
 from pytest_jumpstarter.pool import Claim, ClaimError, Needs, Pool
@@ -120,6 +120,26 @@ class LabgridPool(Pool):
             self.session = Session(self.address, role=self.role)
         return self.session
 
+    def candidates(
+        self, export: str | None, labels: dict[str, str], pinned: str | None = None, avoid: frozenset[str] = frozenset()
+    ) -> list[Exporter]:
+        """The exporters of the places that fit now and provide ``export``, but those in ``avoid`` (whether a retry
+        elsewhere can be had: attempts.py); none while the coordinator is away."""
+        try:
+            session = self._live()
+        except CoordinatorError:
+            return []
+        group = Group([export] if export is not None else [], {**self.tags, **labels}, avoid=avoid)
+        if pinned is not None:
+            group.tags["name"] = pinned
+        found: list[Exporter] = []
+        for place in providers(session, group):
+            try:
+                found += [e for e in self._place_exporters(session, place) if e.provides(export)]
+            except board.BoardError:
+                continue
+        return found
+
     # -- claiming -------------------------------------------------------------------------------------------------
 
     def claim(
@@ -131,11 +151,6 @@ class LabgridPool(Pool):
         notify: Callable[[str], None] = lambda text: None,
         avoid: frozenset[str] = frozenset(),
     ) -> Claim:
-        if avoid:  # the coordinator picks places by tags: it can't be told which ones to pass over
-            raise ClaimError(
-                f"can't retry on a board other than {', '.join(sorted(avoid))} through a labgrid lab (--lab): "
-                "--jumpstarter-retry-elsewhere works with --exporter only, for now"
-            )
         deadline = time.monotonic() + timeout
         waited: dict[str, None] = {}
         said, missing = "", False
@@ -144,7 +159,7 @@ class LabgridPool(Pool):
             try:
                 session = self._live()
                 seen = session.version
-                wanted = group_needs(session, needs, self.tags, pinned)
+                wanted = group_needs(session, needs, self.tags, pinned, avoid)
                 claim = self._claim(wanted, holder, deadline, timeout, notify, waited)
             except _NoPlaceYet as exc:
                 why = no_place(session, self.address, exc.group)
@@ -188,6 +203,9 @@ class LabgridPool(Pool):
         for group in groups:
             if not fitting(session, group):
                 raise _NoPlaceYet(group)
+            if not [p for p in fitting(session, group) if p not in group.avoid]:
+                tried = ", ".join(sorted(group.avoid))
+                raise ClaimError(f"no place other than {tried} (where this test failed) can serve {group}")
         parked: list[str] = []  # reservations holding places that can't serve, so that others are allocated
         self._transient = False  # whether a place was parked for a reason that may pass
         try:
@@ -274,6 +292,8 @@ class LabgridPool(Pool):
 
     def _unusable(self, session: Session, place: str, group: Group) -> tuple[str, bool] | None:
         """Why ``place`` can't serve ``group`` and whether that may pass, or None if it can."""
+        if place in group.avoid:
+            return "this test failed there already: trying elsewhere", False
         bad = self._bad.get(place)
         if bad is not None and time.monotonic() - bad[0] < BAD_FOR:
             return bad[1], True

@@ -22,15 +22,19 @@ class Group:
     exports: list[str]
     tags: dict[str, str]
     token: str = ""
+    avoid: frozenset[str] = frozenset()  # places to pass over: the test failed there (--jumpstarter-retry-elsewhere)
 
     def __str__(self) -> str:
         what = f"export {', '.join(map(repr, self.exports))}" if self.exports else "a place"
         return what + (f" with {_labels(self.tags)}" if self.tags else "")
 
 
-def group_needs(session: Session, needs: Needs, tags: dict[str, str], pinned: str | None) -> list[Group]:
+def group_needs(
+    session: Session, needs: Needs, tags: dict[str, str], pinned: str | None, avoid: frozenset[str] = frozenset()
+) -> list[Group]:
     """A place per set of labels, if one place can serve all its exports, else a place per export (named when
-    only one place can serve it); ``exporter`` alone (None) rides along with the others."""
+    only one place can serve it); ``exporter`` alone (None) rides along with the others. None of them one of
+    the places in ``avoid``."""
     by_tags: dict[tuple, Group] = {}
     for export, labels in needs.items():
         if export is None and len(needs) > 1:
@@ -43,7 +47,7 @@ def group_needs(session: Session, needs: Needs, tags: dict[str, str], pinned: st
                 raise ClaimError(str(exc)) from None
         if pinned is not None:
             wanted["name"] = pinned
-        group = by_tags.setdefault(tuple(sorted(wanted.items())), Group([], wanted))
+        group = by_tags.setdefault(tuple(sorted(wanted.items())), Group([], wanted, avoid=avoid))
         if export is not None:
             group.exports.append(export)
     found: list[Group] = []
@@ -52,7 +56,7 @@ def group_needs(session: Session, needs: Needs, tags: dict[str, str], pinned: st
             found.append(group)
             continue
         for export in group.exports:
-            single = Group([export], dict(group.tags))
+            single = Group([export], dict(group.tags), avoid=avoid)
             serving = providers(session, single)
             if len(serving) == 1 and "name" not in single.tags:
                 single.tags["name"] = serving[0]
@@ -61,9 +65,11 @@ def group_needs(session: Session, needs: Needs, tags: dict[str, str], pinned: st
 
 
 def providers(session: Session, group: Group) -> list[str]:
-    """The fitting places whose exporters have every export of ``group``."""
+    """The fitting places whose exporters have every export of ``group``, but those it avoids."""
     found = []
     for name in fitting(session, group):
+        if name in group.avoid:
+            continue
         try:
             exports = exports_of(read_boards(session, name))
         except board.BoardError:

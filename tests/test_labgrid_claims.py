@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from samples import exporter_yaml
+from samples import UNIT_DRIVER, exporter_yaml, unit_yaml
 
 pytest.importorskip("labgrid", reason="labgrid is in the dev extra: run scripts/setup.sh")
 
@@ -144,3 +144,20 @@ def test_two_exporters_of_a_place_with_one_export_name_is_a_clear_error(
             "have export 'board'*"
         ]
     )
+
+
+def test_a_test_that_failed_on_a_sick_place_is_retried_on_another(pytester, publish, coordinator):
+    pytester.makepyfile(unit=UNIT_DRIVER)
+    units = [unit_yaml(pytester.path, "sick", {"kind": "unit"}, sick=True), unit_yaml(pytester.path, "good")]
+    publish(units, ["sick", "good"], env={"PYTHONPATH": str(pytester.path)})
+    pytester.makepyfile(test_work="def test_work(unit):\n    assert unit.call('work')\n")
+    with directory(coordinator) as session:
+        session.acquire("good")  # busy at first, so that the coordinator gives the run's first try the sick one
+        run, log = pytest_run(pytester, "--lab", coordinator.url, "--jumpstarter-retry-elsewhere", "1", "-rA")
+        until(lambda: session.places["sick"].acquired or run.poll() is not None, "the first try on sick")
+        session.release("good")
+    output = finished(run, log)
+    assert run.returncode == 0, output
+    # Tried on sick (failed), again elsewhere (passed on good), and once more on sick (a check-back: failed).
+    assert "test_work.py::test_work: failed on sick, passed on good: the board" in output
+    assert "sick: 1 test(s) failed there and passed on another board:" in output
