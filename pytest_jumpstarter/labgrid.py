@@ -140,6 +140,18 @@ class LabgridPool(Pool):
                 continue
         return found
 
+    def targets(self, needs: Needs) -> list[str]:
+        """The places a test runs on in matrix mode: each that carries its tags (its labels and ``--lab-tag``)
+        and has every export it uses (a place of several exporters counts as one)."""
+        session = self._live()
+        fit = None
+        for export, labels in needs.items():
+            group = Group([export] if export is not None else [], {**self.tags, **labels})
+            found = set(providers(session, group))
+            fit = found if fit is None else fit & found
+        names = sorted(fit or ())
+        return [n for n in names if n not in self.avoid] or names
+
     # -- claiming -------------------------------------------------------------------------------------------------
 
     def claim(

@@ -161,3 +161,46 @@ def test_a_test_that_failed_on_a_sick_place_is_retried_on_another(pytester, publ
     # Tried on sick (failed), again elsewhere (passed on good), and once more on sick (a check-back: failed).
     assert "test_work.py::test_work: failed on sick, passed on good: the board" in output
     assert "sick: 1 test(s) failed there and passed on another board:" in output
+
+
+def test_matrix_mode_runs_each_test_on_every_fitting_place(pytester, boards, coordinator):
+    boards(2)  # b0, b1: kind=demo
+    boards(1, labels={"kind": "other"}, first=2)  # b2: left out by --lab-tag kind=demo
+    with directory(coordinator) as session:
+        session.set_tags("b0", {"rack": "r1"})  # the admin's tag, which b0's exporter's labels don't have
+    pytester.makepyfile(
+        test_matrix="""
+        import pytest
+
+        def ran_on(board, request):
+            assert board.call("describe")["name"] == request.node.callspec.params["jumpstarter_target"]
+
+        def test_any(board, request):
+            ran_on(board, request)
+
+        @pytest.mark.exporter(rack="r1")
+        def test_rack(board, request):
+            ran_on(board, request)
+        """
+    )
+    run, log = pytest_run(
+        pytester,
+        "-n",
+        "2",
+        "--lab",
+        coordinator.url,
+        "--lab-tag",
+        "kind=demo",
+        "--exporter-matrix",
+        "--lease-timeout",
+        "20",
+        "-rA",
+    )
+    output = finished(run, log)
+    assert run.returncode == 0, output
+    passed = sorted(line.split()[1] for line in output.splitlines() if line.startswith("PASSED "))
+    assert passed == [
+        "test_matrix.py::test_any[b0]",
+        "test_matrix.py::test_any[b1]",
+        "test_matrix.py::test_rack[b0]",
+    ], output

@@ -126,8 +126,8 @@ def _match(pattern: str, value: str) -> bool:
 class Session:
     """A client session; ``close()`` ends it. CoordinatorError (unreachable) when it can't start."""
 
-    def __init__(self, address: str, role: str = "", timeout: float = CONNECT_TIMEOUT) -> None:
-        self.address, self.name = address, session_name(role)
+    def __init__(self, address: str, role: str = "", timeout: float = CONNECT_TIMEOUT, name: str = "") -> None:
+        self.address, self.name = address, name or session_name(role)  # name: another labgrid user's, not ours
         self._messages, services = pb2()
         self._channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
         self._stub = services(self._channel)
