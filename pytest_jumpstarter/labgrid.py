@@ -167,7 +167,6 @@ class LabgridPool(Pool):
         waited: dict[str, None] = {}
         said, missing = "", False
         while True:
-            seen = -1
             try:
                 session = self._live()
                 seen = session.version
