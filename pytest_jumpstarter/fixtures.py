@@ -154,9 +154,7 @@ class Fixtures:
             return
         if not declared(metafunc.definition, lab.values["health_checks"]) and not lab.values["matrix"]:
             return
-        needs = self.leasing.needs_of(metafunc.definition)
-        names = [e.name for e in lab.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]
-        names = [n for n in names if n not in lab.pool.avoid] or names  # quarantined, unless no other fits
+        names = lab.pool.targets(self.leasing.needs_of(metafunc.definition))
         if names:  # none fits: unparametrized, the test fails at set-up saying why
             metafunc.parametrize(TARGET, names, ids=names, indirect=True, scope=lab.scope)
 

@@ -7,9 +7,8 @@ the lab's queue is waited for). Places go back when the claim is released; reser
 every way out. A place that can't serve (no exporter published, down, bad data, lacking an export) is kept
 reserved for the rest of the claim, so the coordinator allocates the next one: the test goes elsewhere.
 
-A holder that dies keeps its place at the coordinator for ever; a waiter of ours releases such a place once it
-has seen it held by the same holder of ours (their names end in MARK) for STALE_AFTER s while its exporter
-holds no lease: that holder's lease session died with it.
+Beside it: labgrid_places.py reads a place's exporter, labgrid_groups.py which places fit a claim's exports,
+labgrid_stale.py takes back the places of holders of ours that died.
 """
 
 from __future__ import annotations
@@ -24,37 +23,21 @@ from typing import Any
 import pytest
 
 from jumpstarter.client.connection import TLS
-from jumpstarter.client.lease import Busy, lease_records, stop_waiting, wait_for_handover
-from jumpstarter.errors import ConnectError, JumpstarterError
+from jumpstarter.client.lease import Busy, stop_waiting, wait_for_handover
+from jumpstarter.errors import ConnectError
 from jumpstarter.labgrid import board
-from jumpstarter.labgrid.coordinator import MARK, CoordinatorError, Session, parse_url
+from jumpstarter.labgrid.coordinator import CoordinatorError, Session, parse_url
 from pytest_jumpstarter.exporters import Exporter, Unanswered
-from pytest_jumpstarter.pool import Claim, ClaimError, Needs, Pool, _labels
+from pytest_jumpstarter.labgrid_groups import Group, fitting, group_needs, holders, no_place, providers
+from pytest_jumpstarter.labgrid_places import PlaceExporter, exports_of, read_boards
+from pytest_jumpstarter.labgrid_stale import StaleHolders
+from pytest_jumpstarter.pool import Claim, ClaimError, Needs, Pool
 
 RETRY = 1.0  # seconds between attempts to reach a coordinator that went away
 POLL = 1.0  # at most this long between polls of a reservation (the session's updates wake us sooner)
-STALE_AFTER = 5.0  # seconds a place held by a holder of ours without its exporter's lease is taken as abandoned
 BAD_FOR = 10.0  # seconds a place that failed (its exporter unreachable) is skipped before it is tried again
 PARTIAL_HOLD = 2.0  # seconds a claim of several places keeps some while waiting for the rest (then backs off)
 REPEAT_NOTICE = 30.0
-RESTART_GRACE = 30.0  # seconds after reaching a coordinator again in which "no place fits" is waited out: a
-# restarted coordinator may come back without the places its exporters publish again, one by one
-
-
-class PlaceExporter(Exporter):
-    """The exporter a place's JumpstarterExporter resource names, reached with the run's passphrase."""
-
-    def __init__(self, found: board.Board, passphrase: str | None, tls: TLS) -> None:
-        super().__init__(found.address, passphrase, (tls or True) if found.tls else False)
-        self.board = found
-        self.keep = False  # the place goes back to the lab's queue after each claim: so does the exporter
-        self.name, self.exports, self.labels = found.place, list(found.exports), dict(found.labels)
-
-    def describe(self) -> str:
-        return f"place {self.name} ({self.spec})"
-
-    def handoff(self) -> dict[str, Any]:
-        return {}  # workers read the lab themselves
 
 
 @dataclass
@@ -71,21 +54,17 @@ class PlaceClaim(Claim):
         self.places = []
 
 
-@dataclass
-class _Group:
-    """Exports that one place must provide, and the tags the place must carry."""
-
-    exports: list[str]
-    tags: dict[str, str]
-    token: str = ""
-
-    def __str__(self) -> str:
-        what = f"export {', '.join(map(repr, self.exports))}" if self.exports else "a place"
-        return what + (f" with {_labels(self.tags)}" if self.tags else "")
-
-
 class _AllUnusable(Exception):
     """Every fitting place is unusable for now (its exporter not published, or unreachable): start over."""
+
+
+class _NoPlaceYet(Exception):
+    """No place carries a group's tags: wait for one, as ``labgrid-client reserve --wait`` does (an admin may be
+    making it, or a restarted coordinator getting it back from its exporter)."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__(str(group))
+        self.group, self.key = group, tuple(sorted(group.tags.items()))
 
 
 class LabgridPool(Pool):
@@ -99,48 +78,37 @@ class LabgridPool(Pool):
         self.address, self.passphrase, self.tls = address, passphrase, tls
         self.tags, self.priority = tags, priority
         self.session: Session | None = Session(address, role=self.role)
-        self.opened, self.reopened = True, float("-inf")  # when the session was opened again (RESTART_GRACE)
-        self._exporters: dict[str, PlaceExporter] = {}  # by place name, kept across claims (their connections)
+        self._exporters: dict[tuple[str, str], PlaceExporter] = {}  # by (place, exporter), kept across claims
         self._bad: dict[str, tuple[float, str]] = {}  # place -> (monotonic, why): skipped for BAD_FOR s
-        self._held_since: dict[tuple[str, str], float] = {}  # (place, holder) -> when first seen held
+        self._stale = StaleHolders()
         self.notes: list[str] = []  # lines for the run's end (say what we took back)
         self._transient = False
+        self._never: dict[tuple, float] = {}  # tags no place carried for a whole claim's wait -> its seconds
 
     # -- the directory --------------------------------------------------------------------------------------------
 
     def boards(self) -> list[PlaceExporter]:
-        """An exporter for each place that has a good JumpstarterExporter resource now (for the fixtures)."""
+        """The exporters of each place that has good JumpstarterExporter resources now (for the fixtures)."""
         session = self._live()
         found = []
         for place in sorted(session.places.values(), key=lambda p: p.name):
             try:
-                found.append(self._exporter(self._board(session, place.name)))
+                found += self._place_exporters(session, place.name)
             except board.BoardError:
                 continue
         return found
 
-    def _board(self, session: Session, name: str) -> board.Board:
-        place = session.places.get(name)
-        if place is None:
-            raise board.BoardError(f"place {name!r} no longer exists")
-        resources = session.resources_of(place, board.RESOURCE_CLASS)
-        if not resources:
-            raise board.Unpublished(
-                f"place {name!r} has no {board.RESOURCE_CLASS} resource: its exporter is not published (stopped?)"
-            )
-        if len(resources) > 1:
-            where = ", ".join(f"{r.exporter}/{r.group}" for r in resources)
-            raise board.BoardError(
-                f"place {name!r} matches {len(resources)} {board.RESOURCE_CLASS} resources ({where})"
-            )
-        return board.read(name, resources[0].params)
+    def _place_exporters(self, session: Session, place: str) -> list[PlaceExporter]:
+        """A client for each exporter of ``place`` (BoardError: it has none, or bad data)."""
+        return [self._exporter(found) for found in read_boards(session, place)]
 
     def _exporter(self, found: board.Board) -> PlaceExporter:
-        exporter = self._exporters.get(found.place)
+        key = (found.place, found.exporter)
+        exporter = self._exporters.get(key)
         if exporter is None or exporter.board != found:
             if exporter is not None:
                 exporter.close()
-            exporter = self._exporters[found.place] = PlaceExporter(found, self.passphrase, self.tls)
+            exporter = self._exporters[key] = PlaceExporter(found, self.passphrase, self.tls)
         return exporter
 
     def _live(self) -> Session:
@@ -149,11 +117,40 @@ class LabgridPool(Pool):
             self.session.close()
             self.session = None
         if self.session is None:
-            if self.opened:
-                self.reopened = time.monotonic()
             self.session = Session(self.address, role=self.role)
-            self.opened = True
         return self.session
+
+    def candidates(
+        self, export: str | None, labels: dict[str, str], pinned: str | None = None, avoid: frozenset[str] = frozenset()
+    ) -> list[Exporter]:
+        """The exporters of the places that fit now and provide ``export``, but those in ``avoid`` (whether a retry
+        elsewhere can be had: attempts.py); none while the coordinator is away."""
+        try:
+            session = self._live()
+        except CoordinatorError:
+            return []
+        group = Group([export] if export is not None else [], {**self.tags, **labels}, avoid=avoid)
+        if pinned is not None:
+            group.tags["name"] = pinned
+        found: list[Exporter] = []
+        for place in providers(session, group):
+            try:
+                found += [e for e in self._place_exporters(session, place) if e.provides(export)]
+            except board.BoardError:
+                continue
+        return found
+
+    def targets(self, needs: Needs) -> list[str]:
+        """The places a test runs on in matrix mode: each that carries its tags (its labels and ``--lab-tag``)
+        and has every export it uses (a place of several exporters counts as one)."""
+        session = self._live()
+        fit = None
+        for export, labels in needs.items():
+            group = Group([export] if export is not None else [], {**self.tags, **labels})
+            found = set(providers(session, group))
+            fit = found if fit is None else fit & found
+        names = sorted(fit or ())
+        return [n for n in names if n not in self.avoid] or names
 
     # -- claiming -------------------------------------------------------------------------------------------------
 
@@ -166,17 +163,28 @@ class LabgridPool(Pool):
         notify: Callable[[str], None] = lambda text: None,
         avoid: frozenset[str] = frozenset(),
     ) -> Claim:
-        if avoid:  # the coordinator picks places by tags: it can't be told which ones to pass over
-            raise ClaimError(
-                f"can't retry on a board other than {', '.join(sorted(avoid))} through a labgrid lab (--lab): "
-                "--jumpstarter-retry-elsewhere works with --exporter only, for now"
-            )
         deadline = time.monotonic() + timeout
         waited: dict[str, None] = {}
-        said = ""
+        said, missing = "", False
         while True:
             try:
-                claim = self._claim(self._groups(needs, pinned), holder, deadline, timeout, notify, waited)
+                session = self._live()
+                seen = session.version
+                wanted = group_needs(session, needs, self.tags, pinned, avoid)
+                claim = self._claim(wanted, holder, deadline, timeout, notify, waited)
+            except _NoPlaceYet as exc:
+                why = no_place(session, self.address, exc.group)
+                if exc.key in self._never:  # a claim waited for such a place already, in vain: don't again
+                    raise ClaimError(f"{why}; an earlier test waited {self._never[exc.key]:g} s for one") from None
+                if time.monotonic() >= deadline:
+                    self._never[exc.key] = timeout
+                    raise ClaimError(f"waited {timeout:g} s for {self._wanted(needs)}: {why}") from None
+                if not missing:
+                    why = no_place(session, self.address, exc.group, yet=True)
+                    notify(f"{why}: waiting for one, up to {timeout:g} s (--lease-timeout)")
+                    missing = True
+                session.wait_change(seen, min(POLL, max(0.0, deadline - time.monotonic())))
+                continue
             except (_AllUnusable, CoordinatorError) as exc:  # nothing usable now, or the coordinator away: wait
                 if isinstance(exc, CoordinatorError) and not exc.unreachable:
                     raise ClaimError(str(exc)) from None
@@ -193,53 +201,9 @@ class LabgridPool(Pool):
             claim.waited_for = tuple(waited)
             return claim
 
-    def _groups(self, needs: Needs, pinned: str | None) -> list[_Group]:
-        """A place per set of labels, if one place can serve all its exports, else a place per export (named when
-        only one place can serve it); ``exporter`` alone (None) rides along with the others."""
-        by_tags: dict[tuple, _Group] = {}
-        for export, labels in needs.items():
-            if export is None and len(needs) > 1:
-                continue
-            tags = {**self.tags, **labels}
-            for key, value in labels.items():
-                try:
-                    board.check_tag(key, value, f"@pytest.mark.exporter label {key}={value}")
-                except board.BoardError as exc:
-                    raise ClaimError(str(exc)) from None
-            if pinned is not None:
-                tags["name"] = pinned
-            group = by_tags.setdefault(tuple(sorted(tags.items())), _Group([], tags))
-            if export is not None:
-                group.exports.append(export)
-        session = self._live()
-        groups: list[_Group] = []
-        for group in by_tags.values():
-            if len(group.exports) < 2 or self._providers(session, group):
-                groups.append(group)
-                continue
-            for export in group.exports:
-                single = _Group([export], dict(group.tags))
-                providers = self._providers(session, single)
-                if len(providers) == 1 and "name" not in single.tags:
-                    single.tags["name"] = providers[0]
-                groups.append(single)
-        return groups
-
-    def _providers(self, session: Session, group: _Group) -> list[str]:
-        """The fitting places whose exporter has every export of ``group``."""
-        found = []
-        for name in self._fitting(session, group):
-            try:
-                exports = self._board(session, name).exports
-            except board.BoardError:
-                continue
-            if all(e in exports for e in group.exports):
-                found.append(name)
-        return found
-
     def _claim(
         self,
-        groups: list[_Group],
+        groups: list[Group],
         holder: str,
         deadline: float,
         timeout: float,
@@ -248,10 +212,11 @@ class LabgridPool(Pool):
     ) -> PlaceClaim:
         session = self._live()
         for group in groups:
-            if not self._fitting(session, group):
-                if time.monotonic() - self.reopened < RESTART_GRACE:
-                    raise _AllUnusable(self._no_place(session, group) + ", just after the coordinator came back")
-                raise ClaimError(self._no_place(session, group))
+            if not fitting(session, group):
+                raise _NoPlaceYet(group)
+            if not [p for p in fitting(session, group) if p not in group.avoid]:
+                tried = ", ".join(sorted(group.avoid))
+                raise ClaimError(f"no place other than {tried} (where this test failed) can serve {group}")
         parked: list[str] = []  # reservations holding places that can't serve, so that others are allocated
         self._transient = False  # whether a place was parked for a reason that may pass
         try:
@@ -282,7 +247,7 @@ class LabgridPool(Pool):
                             group.token = session.reserve(group.tags, self.priority)
                         partial_since = None
                         continue
-                why = self._holders(session, groups, waited)
+                why = holders(session, groups, waited)
                 if now >= deadline:
                     raise ClaimError(f"waited {timeout:g} s for {' and '.join(map(str, groups))}: {why}")
                 if why != last_why or now - last_notice >= REPEAT_NOTICE:
@@ -302,21 +267,10 @@ class LabgridPool(Pool):
             for group in groups:
                 group.token = ""
 
-    def _fitting(self, session: Session, group: _Group) -> list[str]:
-        return [p.name for p in session.places.values() if _carries(p.tags, p.name, group.tags)]
-
-    def _no_place(self, session: Session, group: _Group) -> str:
-        listing = "; ".join(
-            f"{p.name} ({_labels(p.tags) or 'no tags'})" for p in sorted(session.places.values(), key=lambda p: p.name)
-        )
-        return (
-            f"no place of the labgrid lab at {self.address} carries {_labels(group.tags)} (places: {listing or 'none'})"
-        )
-
     def _skip_bad(
         self,
         session: Session,
-        groups: list[_Group],
+        groups: list[Group],
         allocated: dict[int, str | None],
         parked: list[str],
         notify: Callable[[str], None],
@@ -336,7 +290,7 @@ class LabgridPool(Pool):
             parked.append(group.token)
             group.token = ""
             held = {allocated[id(g)] for g in groups} | self._parked_places(session, parked)
-            if not [p for p in self._fitting(session, group) if p not in held]:
+            if not [p for p in fitting(session, group) if p not in held]:
                 if transient or self._transient:
                     raise _AllUnusable(f"no place can serve {group} now: {why}")
                 raise ClaimError(f"no place left for {group}: {why}")
@@ -347,25 +301,30 @@ class LabgridPool(Pool):
     def _parked_places(self, session: Session, parked: list[str]) -> set[str]:
         return {p.name for p in session.places.values() if p.reservation in parked}
 
-    def _unusable(self, session: Session, place: str, group: _Group) -> tuple[str, bool] | None:
+    def _unusable(self, session: Session, place: str, group: Group) -> tuple[str, bool] | None:
         """Why ``place`` can't serve ``group`` and whether that may pass, or None if it can."""
+        if place in group.avoid:
+            return "this test failed there already: trying elsewhere", False
         bad = self._bad.get(place)
         if bad is not None and time.monotonic() - bad[0] < BAD_FOR:
             return bad[1], True
         try:
-            found = self._board(session, place)
+            exports = exports_of(read_boards(session, place))
         except board.BoardError as exc:
             return str(exc), exc.transient
-        missing = [e for e in group.exports if e not in found.exports]
-        if missing:
-            has = ", ".join(found.exports)
-            return f"its exporter has no export {', '.join(map(repr, missing))} (it has: {has})", False
-        return None
+        missing = [e for e in group.exports if e not in exports]
+        if not missing:
+            return None
+        lacks = f"no export {', '.join(map(repr, missing))} (it has: {', '.join(exports)})"
+        away = session.unfilled(session.places[place], board.RESOURCE_CLASS) if place in session.places else []
+        if away:  # one of its exporters may bring them when it is back
+            return f"its exporters have {lacks}, and {', '.join(away)} is not published (stopped?)", True
+        return f"its exporter has {lacks}", False
 
     def _take(
         self,
         session: Session,
-        groups: list[_Group],
+        groups: list[Group],
         allocated: dict[int, str | None],
         holder: str,
         deadline: float,
@@ -373,13 +332,13 @@ class LabgridPool(Pool):
         notify: Callable[[str], None],
         waited: dict[str, None],
     ) -> PlaceClaim | None:
-        """Acquire every allocated place and lease its exporter; None (all given back) if one failed."""
+        """Acquire every allocated place and lease all its exporters; None (all given back) if one failed."""
         claim = PlaceClaim({}, pool=self)
         try:
             for group in groups:
                 place = allocated[id(group)]
                 assert place is not None
-                exporter = self._exporter(self._board(session, place))
+                exporters = self._place_exporters(session, place)
                 try:
                     session.acquire(place)
                 except CoordinatorError as exc:
@@ -389,16 +348,18 @@ class LabgridPool(Pool):
                     claim.release()
                     return None
                 claim.places.append(place)
-                try:
-                    claim.leases[exporter] = self._lease(exporter, holder, deadline, timeout, notify)
-                except ConnectError as exc:
-                    self._bad[place] = (time.monotonic(), f"its exporter can't be reached: {exc}")
-                    notify(f"skipping place {place}: its exporter can't be reached: {exc}")
-                    claim.release()
-                    return None
-                exports: list[str | None] = [*group.exports] or [None]
-                for export in exports:
-                    claim.chosen[export] = exporter
+                for exporter in exporters:
+                    try:
+                        claim.leases[exporter] = self._lease(exporter, holder, deadline, timeout, notify)
+                    except ConnectError as exc:
+                        self._bad[place] = (time.monotonic(), f"its exporter can't be reached: {exc}")
+                        notify(f"skipping place {place}: its exporter can't be reached: {exc}")
+                        claim.release()
+                        return None
+                for export in group.exports:
+                    claim.chosen[export] = next(e for e in exporters if export in e.exports)
+                if not group.exports:
+                    claim.chosen[None] = exporters[0]
             return claim
         except BaseException:
             claim.release()
@@ -428,46 +389,14 @@ class LabgridPool(Pool):
                 exporter.stop_waiting()
             raise
 
-    def _holders(self, session: Session, groups: list[_Group], waited: dict[str, None]) -> str:
-        """Who holds the places that fit, for the waiting line."""
-        parts = []
-        for group in groups:
-            for name in self._fitting(session, group):
-                place = session.places[name]
-                if place.acquired:
-                    parts.append(f"{name} held by {place.acquired}")
-                    waited[name] = None
-                elif place.reservation and place.reservation != group.token:
-                    parts.append(f"{name} reserved for another claim")
-                    waited[name] = None
-        return "; ".join(dict.fromkeys(parts)) or "the coordinator has not allocated a place yet"
+    def _take_back_stale(self, session: Session, groups: list[Group], notify: Callable[[str], None]) -> None:
+        """Release fitting places whose holder of ours has died (labgrid_stale.py)."""
+        names = list(dict.fromkeys(name for group in groups for name in fitting(session, group)))
 
-    def _take_back_stale(self, session: Session, groups: list[_Group], notify: Callable[[str], None]) -> None:
-        """Release fitting places whose holder of ours has died (see the module's docstring)."""
-        now = time.monotonic()
-        for group in groups:
-            for name in self._fitting(session, group):
-                place = session.places[name]
-                if not place.acquired.endswith(MARK) or place.acquired == session.name:
-                    continue
-                since = self._held_since.setdefault((name, place.acquired), now)
-                if now - since < STALE_AFTER:
-                    continue
-                try:
-                    exporter = self._exporter(self._board(session, name))
-                    records = lease_records(exporter.client().connection)
-                except (board.BoardError, JumpstarterError, OSError):
-                    continue
-                if any(r.released == 0 for r in records):
-                    continue  # its holder still holds the exporter: alive
-                _quietly(session.release, name, place.acquired)
-                self._held_since.pop((name, place.acquired), None)
-                line = (
-                    f"place {name} was held by {place.acquired}, which has held no lease of its exporter for "
-                    f"{now - since:.0f} s (it died?): released it"
-                )
-                self.notes.append(line)
-                notify(line)
+        def exporters_of(name: str) -> list[PlaceExporter]:
+            return self._place_exporters(session, name)
+
+        self.notes += self._stale.take_back(session, names, exporters_of, notify)
 
     def give_back(self, places: list[str]) -> None:
         """Release places at the end of a claim (a coordinator that forgot them, by a restart, is fine)."""
@@ -486,10 +415,6 @@ class LabgridPool(Pool):
         if self.session is not None:
             self.session.close()
             self.session = None
-
-
-def _carries(tags: dict[str, str], name: str, wanted: dict[str, str]) -> bool:
-    return all((name if key == "name" else tags.get(key)) == value for key, value in wanted.items())
 
 
 def _quietly(call: Callable[..., object], *args: object) -> None:

@@ -82,6 +82,12 @@ class Pool:
         start = self.offset % len(found)
         return found[start:] + found[:start]
 
+    def targets(self, needs: Needs) -> list[str]:
+        """The boards a test with ``needs`` runs on, once on each, in matrix mode (and a health check): every one
+        that fits it, but the quarantined ones unless no other fits."""
+        names = [e.name for e in self.exporters if all(e.provides(x) and e.matches(lb) for x, lb in needs.items())]
+        return [n for n in names if n not in self.avoid] or names
+
     def claim(
         self,
         needs: Needs,

@@ -1,3 +1,4 @@
+# ruff: noqa: F811
 """A labgrid lab: a real labgrid-coordinator on loopback, exporters of ours publishing to it, pytest --lab."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,93 +17,12 @@ from samples import exporter_yaml
 
 pytest.importorskip("labgrid", reason="labgrid is in the dev extra: run scripts/setup.sh")
 
-from jumpstarter.labgrid.coordinator import Session  # noqa: E402
+# The lab's fixtures (boards, coordinator) come from labgrid_lab: test arguments of those names are theirs.
+from labgrid_lab import BOARD, boards, coordinator, directory, holding_tests, publish, until  # noqa: E402, F401
+
 from jumpstarter.labgrid.publish import Publisher  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-BOARD = "jumpstarter_driver_demo.Board"
-COORDINATOR = Path(sys.executable).with_name("labgrid-coordinator")
-
-
-class Coordinator:
-    """labgrid-coordinator in ``folder`` (its places.yaml stays there across restarts)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder, self.address = folder, "127.0.0.1:0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Coordinator:
-        log = self.folder / "coordinator.log"
-        with log.open("w") as output:  # a file, not a pipe: it prints every acquire, and nobody need read it
-            self.process = subprocess.Popen(
-                [str(COORDINATOR), "-l", self.address], cwd=self.folder, stdout=output, stderr=subprocess.STDOUT
-            )
-        process = self.process
-
-        def listening() -> str:
-            assert process.poll() is None, f"labgrid-coordinator ended: {log.read_text()}"
-            lines = [line for line in log.read_text().splitlines() if line.startswith("listening on ")]
-            return lines[-1].split()[-1] if lines else ""
-
-        self.address = str(until(listening, "labgrid-coordinator to listen"))
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    @property
-    def url(self) -> str:
-        return f"labgrid://{self.address}"
-
-
-@pytest.fixture
-def coordinator(tmp_path: Path) -> Iterator[Coordinator]:
-    started = Coordinator(tmp_path).start()
-    yield started
-    started.stop()
-
-
-def until(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"waited {timeout} s for {what}")
-
-
-def directory(coordinator: Coordinator) -> Session:
-    return Session(coordinator.address)
-
-
-@pytest.fixture
-def boards(exporter_process, tmp_path: Path, coordinator: Coordinator):
-    """Publish ``n`` exporters of ours (b0, b1, ...) to the coordinator; returns the processes."""
-
-    def start(n: int, labels: dict[str, str] | None = None, first: int = 0, passphrase: str = "") -> list:
-        started = []
-        for i in range(first, first + n):
-            labels = labels or {"kind": "demo"}
-            config = exporter_yaml(
-                tmp_path / f"b{i}.yaml", {"board": BOARD}, name=f"b{i}", labels=labels, config=f"name: b{i}"
-            )
-            args = ["--listen", "127.0.0.1:0", "--labgrid", coordinator.url]
-            env = {**os.environ, "JUMPSTARTER_PASSPHRASE": passphrase} if passphrase else None
-            started.append(exporter_process(config, *args, env=env) if env else exporter_process(config, *args))
-        names = {f"b{i}" for i in range(first, first + n)}
-        with directory(coordinator) as session:
-            until(lambda: names <= {r[0] for r in session.resources}, f"places {sorted(names)} published")
-        return started
-
-    return start
-
-
-def holding_tests(count: int, seconds: float) -> str:
-    body = f"    assert board.wait({seconds}) == {seconds}\n    print('ON', board.call('describe')['name'])\n\n"
-    return "".join(f"def test_{i}(board):\n{body}" for i in range(count))
 
 
 def test_an_exporter_publishes_its_place_and_leaves_when_it_stops(boards, coordinator):
@@ -311,17 +230,28 @@ def test_the_lab_pages_commands_run_as_written(coordinator, tmp_path, exporter_p
         return shlex.split(line)
 
     assert "labgrid-coordinator -l 0.0.0.0:20408" in lines  # what the coordinator fixture runs, on 127.0.0.1:0
-    (run,) = [as_run(line) for line in lines if line.startswith("jumpstarter run ")]
-    exporter_yaml(tmp_path / run[2], {"board": BOARD}, name="rpi4-1", labels={"board": "rpi4"}, config="name: rpi4-1")
-    exporter_process(tmp_path / run[2], *run[3:])
+    runs = [as_run(line) for line in lines if line.startswith("jumpstarter run ")]
+    for run in runs:  # rpi4-1.yaml serves a board; rpi4-7-power.yaml and rpi4-7-serial.yaml parts of one
+        name = Path(run[2]).stem
+        export = name.rpartition("-")[2] if "--labgrid-place" in run else "board"
+        config = exporter_yaml(tmp_path / run[2], {export: BOARD}, name=name, labels={"board": "rpi4"})
+        exporter_process(config, *run[3:])
+    names = {Path(run[2]).stem for run in runs}
+    assert names == {"rpi4-1", "rpi4-7-power", "rpi4-7-serial"}
     with directory(coordinator) as session:
-        until(lambda: session.resources, "rpi4-1 published")
+        until(lambda: names <= {r[0] for r in session.resources}, "the exporters published")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     (tags,) = [as_run(line) for line in lines if line.startswith("labgrid-client ")]
     subprocess.run(tags, check=True, capture_output=True, timeout=60, env=env, cwd=tmp_path)
     (listing,) = [as_run(line) for line in lines if line.startswith("jumpstarter lab ")]
     shown = subprocess.run(listing, capture_output=True, text=True, timeout=60, env=env)
     assert shown.stdout.startswith("rpi4-1  [board=rpi4, site=b2]  free\n    exporter: 127.0.0.1:"), shown
+    assert re.search(
+        r"^rpi4-7  \[board=rpi4\]  free\n    exporter rpi4-7-power: 127.0.0.1:\d+: free\n"
+        r"    exporter rpi4-7-serial: 127.0.0.1:\d+: free\n",
+        shown.stdout,
+        re.M,
+    ), shown
     (ci,) = [as_run(line) for line in lines if line.startswith("pytest ")]
     (tmp_path / "hardware").mkdir()
     (tmp_path / "hardware" / "test_lab.py").write_text(

@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         help="publish this exporter (address, TLS yes/no, exports, labels; never the passphrase) to the labgrid "
         "coordinator there, as a place of its name, until it stops (needs --listen HOST:PORT and jumpstarter[labgrid])",
     )
+    run_parser.add_argument(
+        "--labgrid-place",
+        metavar="NAME",
+        help="with --labgrid: publish into place NAME, shared with the other exporters of one board (its power "
+        "served from one host, its serial console from another), instead of a place of this exporter's name",
+    )
     shell_parser = commands.add_parser(
         "shell", help="run a command (default: your shell) connected to an exporter, as upstream's `jmp shell`"
     )
@@ -225,6 +231,10 @@ def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error(f"--labgrid: {exc}")
         if not args.listen or args.listen.startswith("unix:"):
             parser.error("--labgrid publishes the exporter's TCP address: give --listen HOST:PORT too")
+    if args.labgrid_place is not None and not args.labgrid:
+        parser.error(f"--labgrid-place {args.labgrid_place}: give the coordinator too, --labgrid HOST:PORT")
+    if args.labgrid_place is not None and not args.labgrid_place.strip():
+        parser.error("--labgrid-place: give the place's name")
     if args.listen and args.listen.isdigit():  # gRPC would try to resolve "7777" as a host name
         parser.error(f"--listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:{args.listen} (or 0.0.0.0:{args.listen})")
 

@@ -108,6 +108,7 @@ async def _run(
     tls: tuple[bytes, bytes] | None,
     limits: Limits,
     coordinator: str | None = None,
+    place: str | None = None,
 ) -> tuple[int, bool]:
     """Serve until SIGINT or SIGTERM (or a failed hook whose onFailure is exit), then close every driver; how many
     failed to close, and whether a hook stopped it.
@@ -152,7 +153,8 @@ async def _run(
             options: dict[str, Any] = {"passphrase": passphrase, "labels": labels, "tls": tls, "limits": limits}
             async with serving(root, address, holders=holders, **options) as where:
                 print(export_tree(config), file=sys.stderr, flush=True)  # before READY: whoever waits for it has both
-                publisher = _publish(coordinator, labels, where, tls is not None, config) if coordinator else None
+                secure = tls is not None
+                publisher = _publish(coordinator, labels, where, secure, config, place) if coordinator else None
                 print(f"{READY} {config.source} at {where}", flush=True)
                 try:
                     await stopped.wait()
@@ -167,16 +169,20 @@ async def _run(
     return len(failures), bool(exited)
 
 
-def _publish(coordinator: str, labels: dict[str, str], where: str, tls: bool, config: ExporterConfig) -> Any:
-    """Announce the exporter to a labgrid coordinator (see jumpstarter/labgrid/publish.py), under its name."""
+def _publish(
+    coordinator: str, labels: dict[str, str], where: str, tls: bool, config: ExporterConfig, place: str | None
+) -> Any:
+    """Announce the exporter to a labgrid coordinator (see jumpstarter/labgrid/publish.py), under its name, at a
+    place of its name or ``place``."""
     from jumpstarter.labgrid.publish import Publisher
 
     host, _, port = where.rpartition(":")
     if host.strip("[]") in ("0.0.0.0", "::", ""):  # listening everywhere: others reach it by this host's name
         where = f"{socket.getfqdn()}:{port}"
     name = labels.get(NAME_LABEL) or "exporter"
-    _say(f"jumpstarter: publishing {name} ({where}) at the labgrid coordinator {coordinator}")
-    return Publisher(coordinator, name, where, tls, list(config.export), dict(config.labels)).start()
+    at = f" in place {place}" if place else ""
+    _say(f"jumpstarter: publishing {name} ({where}){at} at the labgrid coordinator {coordinator}")
+    return Publisher(coordinator, name, where, tls, list(config.export), dict(config.labels), place).start()
 
 
 def export_tree(config: ExporterConfig) -> str:
@@ -232,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     if args.exit_with_stdin:
         _exit_with_stdin()
     try:
-        failed, hook_exit = anyio.run(_run, config, address, passphrase, tls, limits, args.labgrid)
+        failed, hook_exit = anyio.run(_run, config, address, passphrase, tls, limits, args.labgrid, args.labgrid_place)
     except ConfigError as exc:
         print(f"jumpstarter: {exc}", file=sys.stderr)
         return 2

@@ -32,13 +32,15 @@ class Unpublished(BoardError):
 
 @dataclass(frozen=True)
 class Board:
-    """An exporter of ours as a place of the lab shows it."""
+    """An exporter of ours as a place of the lab shows it (a place may hold several: a board's power and its
+    serial console served from two hosts)."""
 
     place: str
     address: str
     tls: bool
     exports: tuple[str, ...]
     labels: dict[str, str] = field(default_factory=dict)
+    exporter: str = ""  # the exporter's name at the coordinator (its resource's path)
 
 
 def params(address: str, tls: bool, exports: list[str], labels: dict[str, str]) -> dict[str, object]:
@@ -58,9 +60,10 @@ def check_tag(key: str, value: str, where: str) -> None:
         raise BoardError(f"{where}: {key}={value!r} can't be a labgrid tag value (letters, digits, _.:+-)")
 
 
-def read(place: str, values: dict[str, object]) -> Board:
+def read(place: str, values: dict[str, object], exporter: str = "") -> Board:
     """The Board of ``place`` from its resource's parameters; BoardError naming what is wrong."""
     where = f"place {place!r}: its {RESOURCE_CLASS} resource"
+    where += f" from {exporter}" if exporter not in ("", place) else ""
     address = values.get("address")
     if not isinstance(address, str) or not _HOST_PORT.fullmatch(address) or int(address.rpartition(":")[2]) > 65535:
         raise BoardError(f"{where} has address {address!r}, which is not HOST:PORT")
@@ -76,4 +79,4 @@ def read(place: str, values: dict[str, object]) -> Board:
         raise BoardError(f"{where} has labels that are not JSON: {exc}") from None
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise BoardError(f"{where} has labels {labels!r}, which is not a mapping of strings")
-    return Board(place, address, tls, tuple(n for n in exports.split(",") if n), labels)
+    return Board(place, address, tls, tuple(n for n in exports.split(",") if n), labels, exporter)

@@ -126,8 +126,8 @@ def _match(pattern: str, value: str) -> bool:
 class Session:
     """A client session; ``close()`` ends it. CoordinatorError (unreachable) when it can't start."""
 
-    def __init__(self, address: str, role: str = "", timeout: float = CONNECT_TIMEOUT) -> None:
-        self.address, self.name = address, session_name(role)
+    def __init__(self, address: str, role: str = "", timeout: float = CONNECT_TIMEOUT, name: str = "") -> None:
+        self.address, self.name = address, name or session_name(role)  # name: another labgrid user's, not ours
         self._messages, services = pb2()
         self._channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
         self._stub = services(self._channel)
@@ -214,6 +214,16 @@ class Session:
             for r in list(self.resources.values())
             if r.cls == cls
             and any(_match(e, r.exporter) and _match(g, r.group) and _match(c, r.cls) for e, g, c in place.matches)
+        ]
+
+    def unfilled(self, place: Place, cls: str) -> list[str]:
+        """The matches of ``place`` for class ``cls`` that no resource fills now (their exporter stopped, or not
+        back yet), as ``exporter/group/class``."""
+        have = self.resources_of(place, cls)
+        return [
+            f"{e}/{g}/{c}"
+            for e, g, c in place.matches
+            if _match(c, cls) and not any(_match(e, r.exporter) and _match(g, r.group) for r in have)
         ]
 
     def _unary(self, method: str, request: Any) -> Any:

@@ -4,6 +4,8 @@ It speaks labgrid's exporter protocol itself (no labgrid-exporter beside it): on
 leaves the lab's directory the moment the exporter stops (the coordinator drops the resources of a closed
 stream), and when the coordinator restarts the exporter comes back by itself. Its place, named after the
 exporter, is made on first announce (tags: the labels that can be tags) unless the lab admin made it already.
+Exporters that serve parts of one board (its power, its serial console) publish into one place named for the
+board (``place``): the first makes it, each adds its match to it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from typing import Any
 
 import grpc
@@ -27,9 +30,17 @@ class Publisher:
     """Keeps the resource of one exporter in the coordinator at ``coordinator`` until ``stop()``."""
 
     def __init__(
-        self, coordinator: str, name: str, address: str, tls: bool, exports: list[str], labels: dict[str, str]
+        self,
+        coordinator: str,
+        name: str,
+        address: str,
+        tls: bool,
+        exports: list[str],
+        labels: dict[str, str],
+        place: str | None = None,
     ) -> None:
         self.coordinator, self.name = coordinator, name
+        self.place, self.shared = place or name, place is not None  # a place of its own, or one it shares
         self.params = board.params(address, tls, exports, labels)
         self.tags = board.tags(labels)
         self.published = threading.Event()  # set while the coordinator has our resource
@@ -88,7 +99,7 @@ class Publisher:
                 if first:
                     first = False
                     self.published.set()
-                    log.info("published as place %r at the labgrid coordinator %s", self.name, self.coordinator)
+                    log.info("published as place %r at the labgrid coordinator %s", self.place, self.coordinator)
                 if out.WhichOneof("kind") == "set_acquired_request":
                     request = out.set_acquired_request
                     holder = request.place_name if request.HasField("place_name") else ""
@@ -103,22 +114,41 @@ class Publisher:
             yield message
 
     def _ensure_place(self) -> None:
-        """Make the exporter's place, unless one of that name exists (the admin's settings stay)."""
+        """Make the exporter's place, unless one of that name exists (the admin's settings stay); a shared place
+        made already gets this exporter's match added, if it lacks it."""
         session = Session(self.coordinator, role=f"exporter {self.name}")
+        match = f"{self.name}/{board.GROUP}/{board.RESOURCE_CLASS}"
         try:
-            if self.name in session.places:
+            if self.place in session.places:
+                if self.shared and not self._matched(session.places[self.place].matches):
+                    self._add_match(session, match)
                 return
             try:
-                session.add_place(self.name)
+                session.add_place(self.place)
             except CoordinatorError as exc:
                 if "already exists" not in str(exc):  # made by another meanwhile: theirs stays
                     raise
+                if self.shared:  # another part of the board made it: this part joins it
+                    self._add_match(session, match)
                 return
-            session.add_match(self.name, f"{self.name}/{board.GROUP}/{board.RESOURCE_CLASS}")
+            self._add_match(session, match)
             if self.tags:
-                session.set_tags(self.name, self.tags)
+                session.set_tags(self.place, self.tags)
         finally:
             session.close()
+
+    def _matched(self, matches: list[tuple[str, str, str]]) -> bool:
+        return any(
+            fnmatchcase(self.name, e) and fnmatchcase(board.GROUP, g) and fnmatchcase(board.RESOURCE_CLASS, c)
+            for e, g, c in matches
+        )
+
+    def _add_match(self, session: Session, match: str) -> None:
+        try:
+            session.add_match(self.place, match)
+        except CoordinatorError as exc:
+            if "already exists" not in str(exc):  # added by this exporter's run before: it stays
+                raise
 
     def stop(self) -> None:
         """Leave the lab: the coordinator drops the resource as the stream closes."""
