@@ -6,7 +6,8 @@ the exporters) and the exporters it saw die or go; they ride on the test's repor
 report's attributes, so no channel of our own is needed. There ``Timeline`` joins them with the tests' outcomes
 for a table per exporter at the end of the run and, with ``--jumpstarter-timeline FILE.html``, a chart
 (``timeline_html``), both made from the data of ``records``. Each test's junitxml record gets
-``jumpstarter_waited``, next to ``jumpstarter_exporter``.
+``jumpstarter_waited``, next to ``jumpstarter_exporter``; with ``--lab``, ``jumpstarter_queued`` too (the part of
+the wait spent queueing at the labgrid coordinator), and the table's rows are the lab's places.
 """
 
 from __future__ import annotations
