@@ -3,7 +3,11 @@ coordinator, apart from waiting for our exporter's lease; runs without --lab loo
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from test_labgrid import boards, coordinator  # noqa: F401 (fixtures)
@@ -140,3 +144,17 @@ def test_only_lab_runs_have_the_queue_column(lab):
     else:
         assert header == ["exporter", "tests", "busy", "util", "waited", "longest", "wait", "failed"]
         assert "queued" not in html and "place" not in html
+
+
+@pytest.mark.e2e
+def test_the_growth_bench_runs_lab_and_exporter_side_by_side():
+    """bench/bench_lab_growth.py, small: its lab hosts publish every place, both runs pass, the ratio is printed."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_lab_growth.py"
+    args = ["--places", "4", "--hosts", "2", "--workers", "2", "--tests", "6", "--rounds", "1"]
+    done = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("4 places from 2 lab hosts serving in "), lines
+    rates = {line.split()[0].rstrip(","): float(re.findall(r"([0-9.]+) tests/s", line)[0]) for line in lines[2:4]}
+    assert set(rates) == {"--exporter", "--lab"} and all(rate > 0 for rate in rates.values()), lines
+    assert any(line.startswith("  ratio lab / --exporter: ") for line in lines), lines
