@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -44,7 +44,6 @@ REPEAT_NOTICE = 30.0
 class PlaceClaim(Claim):
     """A claim's leases, and the places that go back to the lab with them."""
 
-    places: list[str] = field(default_factory=list)
     pool: LabgridPool | None = None
 
     def release(self) -> None:
@@ -198,7 +197,7 @@ class LabgridPool(Pool):
             first = next(iter(claim.chosen.values()))
             for export in needs:  # the exports of one group share its place; `exporter` alone takes the first
                 claim.chosen.setdefault(export, first)
-            claim.waited_for = tuple(waited)
+            claim.queued_behind = tuple(waited)
             return claim
 
     def _claim(
@@ -231,8 +230,10 @@ class LabgridPool(Pool):
                     bad = self._skip_bad(session, groups, allocated, parked, notify)
                     if bad:
                         continue
+                    ready = time.monotonic()  # all allocated: the queue is over, acquiring and leasing follow
                     claim = self._take(session, groups, allocated, holder, deadline, timeout, notify, waited)
                     if claim is not None:
+                        claim.queued = ready - (deadline - timeout)
                         return claim
                     continue  # a place failed as we took it: marked bad, reserved again
                 now = time.monotonic()
@@ -334,6 +335,7 @@ class LabgridPool(Pool):
     ) -> PlaceClaim | None:
         """Acquire every allocated place and lease all its exporters; None (all given back) if one failed."""
         claim = PlaceClaim({}, pool=self)
+        busy: list[str] = []  # places whose exporter was leased outside the lab's queue: waited for
         try:
             for group in groups:
                 place = allocated[id(group)]
@@ -350,7 +352,7 @@ class LabgridPool(Pool):
                 claim.places.append(place)
                 for exporter in exporters:
                     try:
-                        claim.leases[exporter] = self._lease(exporter, holder, deadline, timeout, notify)
+                        claim.leases[exporter] = self._lease(exporter, holder, deadline, timeout, notify, busy)
                     except ConnectError as exc:
                         self._bad[place] = (time.monotonic(), f"its exporter can't be reached: {exc}")
                         notify(f"skipping place {place}: its exporter can't be reached: {exc}")
@@ -360,13 +362,20 @@ class LabgridPool(Pool):
                     claim.chosen[export] = next(e for e in exporters if export in e.exports)
                 if not group.exports:
                     claim.chosen[None] = exporters[0]
+            claim.waited_for = tuple(dict.fromkeys(busy))
             return claim
         except BaseException:
             claim.release()
             raise
 
     def _lease(
-        self, exporter: PlaceExporter, holder: str, deadline: float, timeout: float, notify: Callable[[str], None]
+        self,
+        exporter: PlaceExporter,
+        holder: str,
+        deadline: float,
+        timeout: float,
+        notify: Callable[[str], None],
+        busy: list[str],
     ) -> Any:
         """The exporter's own lease: the lock. Someone who took it outside the lab's queue is waited for."""
         said = ""
@@ -381,6 +390,7 @@ class LabgridPool(Pool):
                 if time.monotonic() >= deadline:
                     raise ClaimError(f"waited {timeout:g} s for place {exporter.name}'s exporter: {got}")
                 if str(got) != said:
+                    busy.append(exporter.name)
                     notify(f"place {exporter.name} acquired; its exporter is {got}: waiting")
                     said = str(got)
                 wait_for_handover(seen, min(0.2, max(0.0, deadline - time.monotonic())))

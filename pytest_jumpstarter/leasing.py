@@ -105,6 +105,7 @@ class Leasing:
         hook = request.config.hook
         exporters = list(dict.fromkeys(claim.chosen.values()))
         record.taken, record.waited_for = time.time(), claim.waited_for
+        record.queued, record.places, record.queued_behind = claim.queued, tuple(claim.places), claim.queued_behind
         record.exporters = tuple(dict.fromkeys(e.name for e in exporters))  # a place of several exporters: once
         for name, run in claim.hooks:  # the exporters' hooks it waited for: their output in the test's report
             self.notify(hookruns.note(name, run))

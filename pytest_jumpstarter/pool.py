@@ -40,6 +40,11 @@ class Claim:
     chosen: dict[str | None, Exporter]
     leases: dict[Exporter, Lease] = field(default_factory=dict)
     waited_for: tuple[str, ...] = ()  # the exporters it found busy before it got these (the timeline's)
+    # Through a lab (--lab): seconds its places queued at the coordinator before they were allocated, the places
+    # it got, and those it found held or reserved meanwhile (the timeline's too; waited_for: exporters found leased)
+    queued: float = 0.0
+    places: list[str] = field(default_factory=list)
+    queued_behind: tuple[str, ...] = ()
 
     @property
     def hooks(self) -> list[tuple[str, Any]]:

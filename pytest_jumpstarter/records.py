@@ -17,6 +17,7 @@ from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
 RUN_ATTRIBUTE = "jumpstarter_run"  # on the last report of a test's run: its role, attempts and verdict (see RanTest)
 RETRIED, SICK = "retried", "sick"  # outcomes of reports that don't count: a retried attempt, a failed health check
 WAITED_PROPERTY = "jumpstarter_waited"  # user_properties key: seconds the test waited for its leases (junitxml too)
+QUEUED_PROPERTY = "jumpstarter_queued"  # and of that, seconds it queued at a lab's coordinator (--lab runs only)
 NOTICEABLE_WAIT = 0.1  # seconds: shorter waits are the lease call itself, not a busy board
 # How bad an outcome is: a test's outcome is the worst of its phases'.
 OUTCOME_RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "xpassed": 3, "error": 4, "failed": 5}
@@ -36,6 +37,11 @@ class LeaseRecord:
     waited_for: tuple[str, ...] = ()  # the exporters it found busy while it waited
     test: str = ""  # the test whose set-up made the claim, and waited for it
     hooks: list[dict[str, Any]] = field(default_factory=list)  # the exporters' hooks it waited for (hookruns)
+    # Through a lab (--lab): the first ``queued`` s of its wait were at the coordinator, until its places were
+    # allocated; the rest acquired them and leased their exporters (``waited_for``: those found leased meanwhile).
+    queued: float = 0.0
+    places: tuple[str, ...] = ()  # the lab's places it got
+    queued_behind: tuple[str, ...] = ()  # the places it found held or reserved while it queued
     sent: bool = field(default=False, compare=False, repr=False)  # already on a report
 
     @property
@@ -45,23 +51,31 @@ class LeaseRecord:
 
     def waited_on(self, exporter: str) -> float:
         """Seconds it waited because ``exporter`` was busy, as the usage table counts them: the time to start or
-        reach a free one is not waiting for it (``reaching``)."""
-        return self.waited if exporter in self.waited_for else 0.0
+        reach a free one is not waiting for it (``reaching``), nor the time queued at a lab's coordinator."""
+        return self.waited - self.queued if exporter in self.waited_for else 0.0
+
+    def queued_on(self, place: str) -> float:
+        """Seconds it queued at a lab's coordinator before it got ``place``."""
+        return self.queued if place in self.places else 0.0
 
     def reaching(self, exporter: str) -> str:
         """How the tooltips say the rest of its wait: ``, 0.03 s to start or reach it``, or nothing."""
-        rest = self.waited - self.waited_on(exporter)
+        rest = self.waited - self.queued - self.waited_on(exporter)
         return f", {seconds(rest)} to start or reach it" if round(rest, 2) > 0 else ""
 
     def to_dict(self) -> dict[str, Any]:
         """For a report (dataclasses.asdict() would cost a test some 70 us: it copies deep)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sent"}
-        data["exporters"], data["waited_for"] = list(self.exporters), list(self.waited_for)
+        for name in TUPLES:
+            data[name] = list(data[name])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LeaseRecord:
-        return cls(**{**data, "exporters": tuple(data["exporters"]), "waited_for": tuple(data["waited_for"])})
+        return cls(**{**data, **{name: tuple(data.get(name, ())) for name in TUPLES}})
+
+
+TUPLES = ("exporters", "waited_for", "places", "queued_behind")  # LeaseRecord's fields that travel as lists
 
 
 @dataclass
@@ -198,6 +212,7 @@ class Usage:
     failures: int  # tests that failed there (a try that failed there counts, though the test passed elsewhere)
     gone: Gone | None
     health: str = ""  # its health checks: "ok", "out" (one failed), "" (none ran)
+    queued: float = 0.0  # seconds tests queued at a lab's coordinator before they got this place (--lab)
 
 
 @dataclass
@@ -209,6 +224,7 @@ class Run:
     leases: list[LeaseRecord]
     gone: dict[str, Gone]
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    lab: str = ""  # the address of the labgrid coordinator the exporters came from (--lab): its rows are places
 
     def phase(self) -> tuple[float, float]:
         """The test phase, from the first test's start to the last one's end (wall-clock)."""
@@ -253,6 +269,7 @@ class Run:
                     sum(1 for t in tests if self.tests[t].broken or self.tests[t].failed_on(name)),
                     self.gone.get(name),
                     ("out" if any(o in BROKEN for o in checks) else "ok") if checks else "",
+                    sum(r.queued_on(name) for r in self.leases),
                 )
             )
         return usages
@@ -262,26 +279,30 @@ class Run:
         return [r for r in self.leases if r.taken is None]
 
     def advice(self, usages: list[Usage]) -> str:
-        """The line naming the busiest board, and where another board would help."""
+        """The line naming the busiest board, and where another board would help (a place, in a lab's run: there
+        a test's wait is mostly its queue at the coordinator)."""
         if not usages:
             return ""
-        busiest = max(usages, key=lambda u: (u.busy, u.waited))
+        busiest = max(usages, key=lambda u: (u.busy, u.waited + u.queued))
         share = f"busy {_percent(busiest.utilization)} of the test phase"
-        awaited = max(usages, key=lambda u: u.waited)
-        if awaited.waited < NOTICEABLE_WAIT:
+        awaited = max(usages, key=lambda u: u.waited + u.queued)
+        board = "place" if self.lab else "board"
+        total = awaited.waited + awaited.queued
+        if total < NOTICEABLE_WAIT:
+            what = "queued for a place" if self.lab else "waited for an exporter"
             return (
-                f"busiest: {busiest.name} ({share}); no test waited for an exporter: more boards alone would not "
-                "make this run faster"
+                f"busiest: {busiest.name} ({share}); no test {what}: more {board}s alone would not make this run faster"
             )
+        verb = "waited" if not self.lab else "queued" if awaited.waited < NOTICEABLE_WAIT else "queued and waited"
         like = self._like(awaited.name)
         if awaited is busiest:
             return (
-                f"busiest: {busiest.name} ({share}; tests waited {awaited.waited:.1f} s for it): "
-                f"another board {like} would help most"
+                f"busiest: {busiest.name} ({share}; tests {verb} {total:.1f} s for it): "
+                f"another {board} {like} would help most"
             )
         return (
-            f"busiest: {busiest.name} ({share}); tests waited longest for {awaited.name} "
-            f"({awaited.waited:.1f} s): another board {like} would help most"
+            f"busiest: {busiest.name} ({share}); tests {verb} longest for {awaited.name} "
+            f"({total:.1f} s): another {board} {like} would help most"
         )
 
     def _like(self, name: str) -> str:
@@ -294,9 +315,9 @@ class Run:
         usages = self.usage()
         first, last = self.phase()
         checked = any(u.health for u in usages)
-        header = ("exporter", "tests", "busy", "util", "waited", "longest wait", "failed", "health")[: 7 + checked]
+        header = ["exporter", "tests", "busy", "util", "waited", "longest wait", "failed", "health"][: 7 + checked]
         rows = [
-            (
+            [
                 u.name + (f" ({u.gone.what})" if u.gone else ""),
                 str(u.tests),
                 f"{u.busy:.1f} s",
@@ -305,14 +326,19 @@ class Run:
                 f"{u.longest:.1f} s",
                 str(u.failures),
                 u.health or "-",
-            )[: 7 + checked]
+            ][: 7 + checked]
             for u in usages
         ]
+        if self.lab:  # a row per place, and the time queued for it at the coordinator before the exporter's wait
+            header[0:1], header[4:4] = ["place"], ["queued"]
+            for row, u in zip(rows, usages, strict=True):
+                row.insert(4, f"{u.queued:.1f} s")
         widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
         lines = [
             "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             for r in (header, *rows)
         ]
+        lines += self.queue()
         lines.append(f"test phase {last - first:.1f} s; {self.advice(usages)}")
         unleased = self.unleased()
         if unleased:
@@ -326,6 +352,17 @@ class Run:
                 lines.append(f"{u.name} {u.gone.what} at +{at:.1f} s: {u.gone.why.splitlines()[0]}")
         lines += self.sick()
         return lines
+
+    def queue(self) -> list[str]:
+        """A lab's run: the line of the time its tests queued at the coordinator, in total and at most."""
+        queued = [r for r in self.leases if r.queued > 0]
+        if not self.lab or not queued:
+            return []
+        longest = max(queued, key=lambda r: r.queued)
+        return [
+            f"tests queued {sum(r.queued for r in queued):.1f} s in total at the labgrid coordinator {self.lab}, "
+            f"the longest {longest.queued:.1f} s ({longest.test or longest.holder or 'session'})"
+        ]
 
     def sick(self) -> list[str]:
         """A line per board a health check took out of the run: which check, its error."""

@@ -6,7 +6,8 @@ the exporters) and the exporters it saw die or go; they ride on the test's repor
 report's attributes, so no channel of our own is needed. There ``Timeline`` joins them with the tests' outcomes
 for a table per exporter at the end of the run and, with ``--jumpstarter-timeline FILE.html``, a chart
 (``timeline_html``), both made from the data of ``records``. Each test's junitxml record gets
-``jumpstarter_waited``, next to ``jumpstarter_exporter``.
+``jumpstarter_waited``, next to ``jumpstarter_exporter``; with ``--lab``, ``jumpstarter_queued`` too (the part of
+the wait spent queueing at the labgrid coordinator), and the table's rows are the lab's places.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from jumpstarter.common.safefiles import write_atomic
-from pytest_jumpstarter.records import WAITED_PROPERTY, Gone, LeaseRecord, RanTest, Run
+from pytest_jumpstarter.records import QUEUED_PROPERTY, WAITED_PROPERTY, Gone, LeaseRecord, RanTest, Run
 from pytest_jumpstarter.reporting import EXPORTER_PROPERTY
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 REPORT_ATTRIBUTE = "jumpstarter_timeline"  # on a test report: leases and gone exporters not yet reported
 WAITED = pytest.StashKey[float]()  # on a test: seconds its own claims waited
+QUEUED = pytest.StashKey[float]()  # of that, seconds queued at a lab's coordinator (--lab)
 
 
 class Timeline:
@@ -69,10 +71,14 @@ class Timeline:
             for record in new:
                 record.test = item.nodeid
             item.stash[WAITED] = item.stash.get(WAITED, 0.0) + sum(r.waited for r in new)
+            item.stash[QUEUED] = item.stash.get(QUEUED, 0.0) + sum(r.queued for r in new)
         if call.when == "teardown" and (WAITED in item.stash or _uses_exporters(item)):
             # Before the report copies the item's properties: junitxml writes those of the teardown report.
             waited: float = item.stash.get(WAITED, 0.0)
             item.user_properties.append((WAITED_PROPERTY, round(waited, 3)))
+            if self.lab.values["lab"]:
+                queued: float = item.stash.get(QUEUED, 0.0)
+                item.user_properties.append((QUEUED_PROPERTY, round(queued, 3)))
         report = yield
         if self.lab.exporters:
             self.poll()
@@ -117,6 +123,7 @@ class Timeline:
             self.leases,
             self.gone,
             {e.name: dict(e.labels) for e in self.lab.exporters},
+            lab_address(self.lab.values["lab"]),
         )
 
     def path(self) -> Path | None:
@@ -142,7 +149,9 @@ class Timeline:
             return
         run = self.run()
         if run.used():
-            terminalreporter.write_sep("-", "jumpstarter: exporters")
+            terminalreporter.write_sep(
+                "-", f"jumpstarter: places of labgrid://{run.lab}" if run.lab else "jumpstarter: exporters"
+            )
             for line in run.summary():
                 terminalreporter.write_line(line)
         for title, lines in (("retried on other boards", run.retried()), ("board suspects", run.suspects())):
@@ -166,6 +175,15 @@ def command_line(args: tuple[str, ...] | list[str]) -> str:
             arg = arg.split("=", 1)[0] + "=***"
         shown.append(arg)
     return " ".join(["pytest", *shown])
+
+
+def lab_address(url: str | None) -> str:
+    """The coordinator's HOST:PORT of a run's --lab (checked as the run started), or "" without one."""
+    if not url:
+        return ""
+    from jumpstarter.labgrid.coordinator import parse_url
+
+    return parse_url(url)
 
 
 def _uses_exporters(item: pytest.Item) -> bool:

@@ -3,6 +3,8 @@
 A row per exporter; a bar per lease from take to release, coloured by the test's outcome and labelled with its id
 (the full id and the durations in the bar's tooltip); under it, a striped band for the time a test waited for that
 exporter, with the tests that held it meanwhile in its tooltip; a red mark where an exporter died or went away.
+In a lab's run (``--lab``) the rows are its places, and a claim's wait starts with a stripe of its own: the time
+it queued at the labgrid coordinator, before the place was allocated and its exporter leased.
 The page's geometry is fixed (``PAGE_LEFT``, ``PAGE_TOP`` and the rows' ``data-top``/``data-height``), so a test
 can find each row in a screenshot.
 """
@@ -35,7 +37,7 @@ COLOURS = {  # outcome -> the fill of its bars
     "health": "#2b7bb9",  # a board's health check that passed
     "sick": "#7a1f5c",  # one that failed: the board is out of the run
 }
-WAIT_COLOUR, GONE_COLOUR, HOOK_COLOUR = "#f0a020", "#b3261e", "#7b5cc4"
+WAIT_COLOUR, GONE_COLOUR, HOOK_COLOUR, QUEUE_COLOUR = "#f0a020", "#b3261e", "#7b5cc4", "#3b7dd8"
 
 CSS = """
 .bar { stroke: #fff; stroke-width: 1; }
@@ -43,6 +45,7 @@ CSS = """
 .held { fill: #e3e9f3; stroke: #6b86b3; stroke-width: 1; }
 .heldlabel { font-size: 10px; fill: #34495e; }
 .wait { fill: url(#waiting); stroke: #c77c00; stroke-width: 0.5; }
+.queue { fill: url(#queueing); stroke: #2a5da8; stroke-width: 0.5; }
 .dead { fill: url(#dead); }
 .hook rect { fill: #7b5cc4; } .hook.failed rect { fill: #b3261e; }
 .gone line { stroke: #b3261e; stroke-width: 2; }
@@ -82,7 +85,7 @@ def render(run: Run, title: str = "") -> str:
     if not rows:
         out.append(f'<text class="stats" x="8" y="{AXIS_HEIGHT + 26}">no test used an exporter</text>\n')
     out.append("</svg>\n")
-    out.append(_legend())
+    out.append(_legend(bool(run.lab)))
     out.append(_table(run, list(usages.values()), first))
     out.append(pages.FOOT)
     return "".join(out)
@@ -106,7 +109,8 @@ def _meta(run: Run, first: float, last: float, title: str) -> str:
     tests = [t for t in run.tests.values() if t.exporters]
     workers = {t.worker for t in run.tests.values() if t.worker}
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first)) if first else "no test ran"
-    parts = [when, f"test phase {last - first:.1f} s", f"{len(tests)} tests on {len(run.rows())} exporters"]
+    rows = f"{len(run.rows())} places of labgrid://{run.lab}" if run.lab else f"{len(run.rows())} exporters"
+    parts = [when, f"test phase {last - first:.1f} s", f"{len(tests)} tests on {rows}"]
     if workers:
         parts.append(f"{len(workers)} xdist workers")
     return " · ".join(parts + ([title] if title else []))
@@ -119,6 +123,8 @@ def _defs() -> str:
         f'<rect width="6" height="6" fill="#fde7b8"/><rect width="3" height="6" fill="{WAIT_COLOUR}"/></pattern>\n'
         '<pattern id="dead" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
         f'<rect width="8" height="8" fill="#fbecea"/><rect width="2" height="8" fill="#efc3bf"/></pattern>\n'
+        '<pattern id="queueing" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)">'
+        f'<rect width="6" height="6" fill="#d6e4f7"/><rect width="3" height="6" fill="{QUEUE_COLOUR}"/></pattern>\n'
         "</defs>\n"
     )
 
@@ -197,7 +203,11 @@ def _row(
     leases = [r for r in run.leases if name in r.exporters and r.taken is not None]
     for record in leases:
         if id(record) in waits:
-            out.append(_wait(record, name, scale, top + WAIT_LANE * waits[id(record)], leases))
+            lane = top + WAIT_LANE * waits[id(record)]
+            if record.queued_on(name) >= DRAWN_WAIT:  # at the coordinator, before the exporter's own wait
+                out.append(_queue(run, record, name, scale, lane))
+            if record.waited - record.queued >= DRAWN_WAIT:
+                out.append(_wait(record, name, scale, lane, leases))
     for record in leases:
         out.append(_lease(run, record, name, scale, top))
     for record in run.leases:  # the exporter's hooks the claims waited for: a stripe of their own
@@ -224,11 +234,12 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     also = f"\nalso on {', '.join(others)}" if others else ""
     worker = f" ({record.worker})" if record.worker else ""
     test = run.tests.get(record.holder)
+    queued = f"queued {seconds(record.queued_on(exporter))} at the labgrid coordinator, " if record.places else ""
     if test is not None:
         outcome = _outcome(run, record, test)
         tip = (
             f"{test.nodeid}\n{outcome} on {exporter}{worker}{also}\n"
-            f"waited {seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
+            f"{queued}waited {seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
             f"({scale.rel(record.taken or 0)} to "
             f"{scale.rel(record.released or 0)}), test {seconds(test.stop - test.start)}"
         )
@@ -250,8 +261,8 @@ def _lease(run: Run, record: LeaseRecord, exporter: str, scale: Scale, top: int)
     outcome = max((t.outcome for t in inside), key=OUTCOME_RANK.__getitem__, default="unknown")
     holder = record.holder or "session"
     tip = (
-        f"{holder}: {len(inside)} tests{also}\non {exporter}{worker}, waited {seconds(record.waited_on(exporter))}"
-        f"{record.reaching(exporter)}, held {held} "
+        f"{holder}: {len(inside)} tests{also}\non {exporter}{worker}, "
+        f"{queued}waited {seconds(record.waited_on(exporter))}{record.reaching(exporter)}, held {held} "
         f"({scale.rel(record.taken or 0)} to {scale.rel(record.released or 0)})"
     )
     out = [
@@ -318,9 +329,11 @@ def _test_bar(test: RanTest, exporter: str, scale: Scale, top: int, record: Leas
 def _wait(
     record: LeaseRecord, exporter: str, scale: Scale, top: int, leases: list[LeaseRecord], unleased: bool = False
 ) -> str:
-    """The time a claim waited, under the bars of those who held the exporter meanwhile."""
+    """The time a claim waited, under the bars of those who held the exporter meanwhile (in a lab's run, after it
+    queued at the coordinator: a place's exporter can be leased outside the lab's queue)."""
     end = (record.released if unleased else record.taken) or record.asked
-    x1 = scale.x(record.asked)
+    asked = record.asked + record.queued
+    x1 = scale.x(asked)
     width = max(scale.x(end) - x1, 1.5)
     waiter = record.test or record.holder or "session"
     if unleased:
@@ -329,14 +342,15 @@ def _wait(
         holders = [
             r.holder or "session"
             for r in leases
-            if r is not record and (r.taken or 0) < end and (r.released or float("inf")) > record.asked
+            if r is not record and (r.taken or 0) < end and (r.released or float("inf")) > asked
         ]
-        span = f"({scale.rel(record.asked)} to {scale.rel(end)})"
+        span = f"({scale.rel(asked)} to {scale.rel(end)})"
+        what = f"{exporter}'s exporter" if record.places else exporter
         if exporter in record.waited_for:
-            meanwhile = f"\nmeanwhile {exporter} was held by: {', '.join(holders)}" if holders else ""
-            tip = f"{waiter} waited {seconds(record.waited_on(exporter))} for {exporter} {span}{meanwhile}"
+            meanwhile = f"\nmeanwhile {what} was held by: {', '.join(holders)}" if holders else ""
+            tip = f"{waiter} waited {seconds(record.waited_on(exporter))} for {what} {span}{meanwhile}"
         else:  # not waiting, as the table counts it: the table says 0 s for it
-            tip = f"{waiter} took {seconds(record.waited)} to start or reach {exporter} {span}: it was free"
+            tip = f"{waiter} took {seconds(end - asked)} to start or reach {what} {span}: it was free"
     mark = (
         f'<text x="{x1 + width + 2:.1f}" y="{top + WAIT_TOP + 7}" fill="{GONE_COLOUR}" font-size="11">✕</text>'
         if unleased
@@ -344,9 +358,27 @@ def _wait(
     )
     return (
         f'<g class="waited{" unleased" if unleased else ""}" data-test="{escape(waiter)}" '
-        f'data-exporter="{escape(exporter)}" data-seconds="{record.waited:.3f}"><title>{escape(tip)}</title>'
+        f'data-exporter="{escape(exporter)}" data-seconds="{end - asked:.3f}"><title>{escape(tip)}</title>'
         f'<rect class="wait" x="{x1:.1f}" y="{top + WAIT_TOP}" width="{width:.1f}" height="{WAIT_HEIGHT}"/>{mark}'
         "</g>\n"
+    )
+
+
+def _queue(run: Run, record: LeaseRecord, place: str, scale: Scale, top: int) -> str:
+    """The time a claim queued at the labgrid coordinator before it got ``place``: a stripe of its own."""
+    end = record.asked + record.queued
+    x1 = scale.x(record.asked)
+    width = max(scale.x(end) - x1, 1.5)
+    waiter = record.test or record.holder or "session"
+    behind = f"\nbehind: {', '.join(record.queued_behind)}" if record.queued_behind else ""
+    tip = (
+        f"{waiter} queued {seconds(record.queued)} at the labgrid coordinator {run.lab} for {place} "
+        f"({scale.rel(record.asked)} to {scale.rel(end)}){behind}"
+    )
+    return (
+        f'<g class="queued" data-test="{escape(waiter)}" data-exporter="{escape(place)}" '
+        f'data-seconds="{record.queued:.3f}"><title>{escape(tip)}</title>'
+        f'<rect class="queue" x="{x1:.1f}" y="{top + WAIT_TOP}" width="{width:.1f}" height="{WAIT_HEIGHT}"/></g>\n'
     )
 
 
@@ -364,10 +396,14 @@ def _label(nodeid: str, x: float, y: float, width: float, height: int = BAR_HEIG
     )
 
 
-def _legend() -> str:
+def _legend(lab: bool) -> str:
     items = [f'<span><i style="background:{COLOURS[o]}"></i>{o}</span>' for o in OUTCOME_RANK]
     items.append(f'<span><i style="background:{COLOURS["health"]}"></i>health check</span>')
     items.append(f'<span><i style="background:{COLOURS["sick"]}"></i>health check failed: board out</span>')
+    if lab:
+        items.append(
+            f'<span><i style="background:{QUEUE_COLOUR}; height:6px"></i>queued at the labgrid coordinator</span>'
+        )
     items.append(f'<span><i style="background:{WAIT_COLOUR}; height:6px"></i>waiting for the exporter</span>')
     items.append('<span><i style="background:#e3e9f3; border:1px solid #6b86b3"></i>module or session lease</span>')
     items.append(f'<span><i style="background:{GONE_COLOUR}; width:3px"></i>exporter gone</span>')
@@ -376,18 +412,23 @@ def _legend() -> str:
 
 
 def _table(run: Run, usages: list[Usage], first: float) -> str:
+    lab = bool(run.lab)  # a row per place, and the time queued for it at the coordinator
     out = [
-        '<table class="usage">\n<tr><th>exporter</th><th>tests</th><th>busy</th><th>utilization</th>'
+        f'<table class="usage">\n<tr><th>{"place" if lab else "exporter"}</th><th>tests</th><th>busy</th>'
+        f"<th>utilization</th>{'<th>queued</th>' if lab else ''}"
         "<th>waited</th><th>longest wait</th><th>failed</th><th>health</th></tr>\n"
     ]
     for u in usages:
         util = "n/a" if u.utilization is None else f"{u.utilization:.0%}"
+        queued = f"<td>{seconds(u.queued)}</td>" if lab else ""
         out.append(
             f'<tr data-exporter="{escape(u.name)}"><td>{escape(u.name)}{f" ({u.gone.what})" if u.gone else ""}</td>'
-            f"<td>{u.tests}</td><td>{seconds(u.busy)}</td><td>{util}</td><td>{seconds(u.waited)}</td>"
+            f"<td>{u.tests}</td><td>{seconds(u.busy)}</td><td>{util}</td>{queued}<td>{seconds(u.waited)}</td>"
             f"<td>{seconds(u.longest)}</td><td>{u.failures}</td><td>{u.health or '-'}</td></tr>\n"
         )
     out.append("</table>\n")
+    for line in run.queue():
+        out.append(f'<p class="queue">{escape(line)}</p>\n')
     advice = run.advice(usages)
     if advice:
         out.append(f'<p class="advice">{escape(advice)}</p>\n')
