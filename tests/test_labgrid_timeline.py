@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from test_labgrid import boards, coordinator  # noqa: F401 (fixtures)
+from labgrid_lab import boards, coordinator, publish  # noqa: F401 (fixtures)
 from test_timeline import SVG, attr, child, page, rows, tooltip, waits
 
 from pytest_jumpstarter import timeline_html
