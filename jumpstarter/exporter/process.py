@@ -7,10 +7,13 @@ it never blocks on a full pipe, and kept for reports.
 
 from __future__ import annotations
 
+import codecs
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Self
@@ -37,6 +40,8 @@ class ExporterProcess:
         self.lines: list[str] = []
         self.address = ""
         self._ready = threading.Event()
+        self._reading = threading.Lock()  # held while a chunk read from the pipe isn't in ``lines`` yet
+        self._ended = False
         # Its standard input is a pipe this process holds and never writes: when this process ends, however it
         # ends (SIGKILL included), the pipe closes and the exporter stops, closing its drivers (--exit-with-stdin).
         self.process = subprocess.Popen(
@@ -69,13 +74,38 @@ class ExporterProcess:
 
     def _read(self) -> None:
         assert self.process.stdout is not None  # stdout=PIPE
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if not self._ready.is_set() and line.startswith(READY):
-                self.address = line.rsplit(" at ", 1)[1].strip()
-                self._ready.set()
+        pipe = self.process.stdout.fileno()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        partial = ""
+        while True:
+            select.select([pipe], [], [])  # wait for output without holding the lock: see output()
+            with self._reading:
+                chunk = os.read(pipe, 65536)
+                text = partial + decoder.decode(chunk, final=not chunk)
+                *whole, partial = text.split("\n")
+                for line in [f"{line}\n" for line in whole] + ([partial] if not chunk and partial else []):
+                    self._line(line)
+                if not chunk:
+                    self._ended = True
+                    break
         self.process.stdout.close()
         self._ready.set()  # ended: wake wait_ready
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        if not self._ready.is_set() and line.startswith(READY):
+            self.address = line.rsplit(" at ", 1)[1].strip()
+            self._ready.set()
+
+    def _caught_up(self, most: float) -> None:
+        """Wait (up to ``most`` s) until what the exporter has written so far is in ``lines``: a line it logged
+        before answering a call is in the pipe when the answer arrives, but the reader may not have read it yet."""
+        deadline = time.monotonic() + most
+        while time.monotonic() < deadline:
+            with self._reading:
+                if self._ended or not select.select([self.process.stdout.fileno()], [], [], 0)[0]:  # type: ignore[union-attr]
+                    return
+            time.sleep(0.005)
 
     def wait_ready(self, timeout: float) -> None:
         if self._ready.wait(timeout) and self.address:
@@ -113,7 +143,8 @@ class ExporterProcess:
         return self.process.poll()
 
     def output(self, since: int = 0) -> str:
-        """What the exporter printed, from line ``since`` on."""
+        """What the exporter printed, from line ``since`` on (all it had written by now)."""
+        self._caught_up(1.0)
         return "".join(self.lines[since:])
 
     def stop(self, timeout: float = 10) -> int:

@@ -12,21 +12,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jumpstarter.common.safefiles import read_regular, write_atomic
+
 STOP_NOTE_ENV = "JUMPSTARTER_STOP_NOTE"
 
 
 def write_stop_note(run: Any) -> None:
     """Note that ``run`` (a HookRun whose onFailure is exit) failed, in $JUMPSTARTER_STOP_NOTE if it is set."""
     path = os.environ.get(STOP_NOTE_ENV)
-    if not path:
+    if not path or not Path(path).parent.is_dir():  # unset, or its folder removed: nobody reads it
         return
     note = json.dumps({"hook": run.hook, "failure": run.failure})
     try:
-        temporary = f"{path}.{os.getpid()}"
-        Path(temporary).write_text(note)
-        os.replace(temporary, path)  # whole or absent: a reader never sees half of it
+        write_atomic(Path(path), note.encode(), inside=Path(path).parent)  # whole or absent for its reader
     except OSError as exc:  # the folder was removed: nobody reads it
-        print(f"jumpstarter: can't write {STOP_NOTE_ENV} {path}: {exc.strerror}", flush=True)
+        print(f"jumpstarter: can't write {STOP_NOTE_ENV} {path}: {exc.strerror or exc}", flush=True)
 
 
 def read_stop_note(path: str, exporter: str) -> str | None:
@@ -34,7 +34,7 @@ def read_stop_note(path: str, exporter: str) -> str | None:
     if not path:
         return None
     try:
-        note = json.loads(Path(path).read_text())
+        note = json.loads(read_regular(Path(path), limit=64 * 1024))
         hook, failure = str(note["hook"]), str(note["failure"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
