@@ -730,10 +730,12 @@ def test_a_board_still_running_a_timed_out_call_goes_to_no_one_until_the_call_re
 
     first = try_lease(board_client.connection, "gw0: test_a", keep=True)
     assert isinstance(first, Lease)
-    board_client.connection.call_timeout = 1.0
+    # The timeout leaves the call 2 s to reach the exporter and start there, on a loaded machine too: a call
+    # that timed out before it started holds nothing.
+    board_client.connection.call_timeout = 2.0
     started = time.monotonic()
-    with pytest.raises(DriverTimeout, match="no answer within the call timeout of 1 s"):
-        board_client.call("block", 6)
+    with pytest.raises(DriverTimeout, match="no answer within the call timeout of 2 s"):
+        board_client.call("block", 8)
     board_client.connection.call_timeout = None
     first.release()  # kept
 
@@ -741,15 +743,15 @@ def test_a_board_still_running_a_timed_out_call_goes_to_no_one_until_the_call_re
         got = try_lease(connection, holder, keep=True)
         if isinstance(got, Lease):
             got.release()
-            return time.monotonic() - started >= 6  # granted only once the call has returned
+            return time.monotonic() - started >= 8  # granted only once the call has returned
         assert "its call block, whose caller gave up" in got.holder and "still runs" in got.holder, got
         return True
 
-    deadline = time.monotonic() + 3  # while the call surely still runs (it blocks 6 s; the timeout was at 1)
-    while time.monotonic() - started < 4 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 3  # while the call surely still runs (it blocks 8 s; the timeout was at 2)
+    while time.monotonic() - started < 5 and time.monotonic() < deadline:
         assert busy_with_the_call(board_client.connection, "gw0: test_b")  # the same worker: its next test
         assert busy_with_the_call(second.connection, "gw1: test_c")  # another worker
         time.sleep(0.1)
     lease = _until_leased(second.connection, "gw1: test_c", timeout=60)  # the call returns: the board is free
-    assert time.monotonic() - started >= 6
+    assert time.monotonic() - started >= 8
     lease.release()
