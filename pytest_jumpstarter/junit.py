@@ -20,10 +20,13 @@ Only the controlling process writes the file (xdist's workers' reports reach it)
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest.junitxml import xml_key
+
+from jumpstarter.common.safefiles import write_atomic
 
 TRY_PROPERTY = "jumpstarter_try"  # on a report of a try that didn't decide the outcome: its testcase is dropped
 ATTEMPT_PROPERTY = "jumpstarter_attempt"
@@ -89,9 +92,8 @@ class OneTestcase:
                     continue
                 changed = True
         if changed:
-            with open(path, "w", encoding="utf-8") as file:  # as junitxml writes it
-                file.write('<?xml version="1.0" encoding="utf-8"?>')
-                file.write(ET.tostring(tree.getroot(), encoding="unicode"))
+            text = '<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(tree.getroot(), encoding="unicode")
+            write_atomic(Path(path), text.encode("utf-8"))  # as junitxml writes it; never half a file
 
 
 def _count(suite: ET.Element, name: str, change: int) -> None:
