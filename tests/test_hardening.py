@@ -306,7 +306,6 @@ def test_idle_worker_threads_are_reclaimed(monkeypatch):
 
     before = workers()
     with serve(Board()) as client:
-
         most = 0
 
         async def many() -> list:
