@@ -110,11 +110,12 @@ class History:
         timeline = self.timeline
         clean = Redactor([self.lab.values["passphrase"] or ""])
         clean.prepare(
-            [t for r in results for t in (r.nodeid, r.key, r.exporter)]
+            [t for r in results for t in (r.nodeid, r.key, r.exporter, r.blamed)]
             + [t for r in timeline.leases for t in (r.holder, r.test, r.error, *r.exporters)]
         )
         for result in results:
             result.nodeid, result.key, result.exporter = clean(result.nodeid), clean(result.key), clean(result.exporter)
+            result.blamed = clean(result.blamed)
         passed_on: dict[str, set[str]] = {}
         for result in results:
             if result.outcome == "passed":
@@ -172,15 +173,17 @@ class Redactor:
 
 def results_of(test: RanTest, matrix: bool) -> list[Result]:
     """A test's rows: one per attempt and exporter it used (an attempt on several boards names them joined by
-    "+": a row for each)."""
+    "+": a row for each). A failed attempt on several boards whose health checks then took some of them out of
+    the run is theirs: the others' rows keep the outcome and name them in ``blamed``, and count against no one."""
     role, verdict = test.role or "test", test.verdict
-    attempts: list[tuple[str, str]] = []
-    numbers: list[int] = []
+    rows: list[tuple[int, str, str, str]] = []  # attempt number, exporter, outcome, blamed
     tries = test.attempts or [("+".join(test.exporters), test.outcome)]
     for number, (boards, outcome) in enumerate(tries, 1):
-        for exporter in boards.split("+"):
-            attempts.append((exporter, outcome))
-            numbers.append(number)
+        parts = boards.split("+")
+        sick = [b for b in parts if b in test.sick] if len(parts) > 1 and outcome in BROKEN else []
+        for exporter in parts:
+            blamed = "+".join(sick) if sick and exporter not in sick else ""
+            rows.append((number, exporter, outcome, blamed))
     return [
         Result(
             test.nodeid,
@@ -194,8 +197,9 @@ def results_of(test: RanTest, matrix: bool) -> list[Result]:
             stop=test.stop,
             waited=test.waited,
             worker=test.worker,
+            blamed=blamed,
         )
-        for number, (exporter, outcome) in zip(numbers, attempts, strict=True)
+        for number, exporter, outcome, blamed in rows
     ]
 
 

@@ -11,6 +11,10 @@ every other week), and it failed at least ``MIN_FAILURES`` such tests (two flaky
 An exact binomial rather than a normal approximation: failures are rare, n small for a new board, and the normal
 tail is badly wrong there. Against the peers' rate rather than a Fisher 2x2 table: the peers have many more runs
 than the board, so their rate is known well, and the binomial tail costs O(k) with the standard library alone.
+
+A failed try on several boards whose health checks then took one of them out (``blamed``: d0 of "d0+p0") counts
+against that one only: the others' rows (p0's) are left out of their tests, failures and rates, and of the peers'
+counts, and shown apart (``Board.blamed``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from jumpstarter.history.store import BROKEN, opened
 ALPHA = 0.01  # the family-wise rate of flagging a healthy board, per report
 MIN_FAILURES = 3
 RAN = ("passed", "failed", "error", "xpassed")  # outcomes of a test that ran to a verdict (not skipped)
+OWN = "blamed = ''"  # a row that speaks of its own board (not a failure blamed on another board of its try)
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Board:
     tests: int = 0  # test runs on it that ran to a verdict
     failed: int = 0
     elsewhere: int = 0  # its failures that passed on another board in the same run
+    blamed: int = 0  # failures of tries it shared with boards whose health check then failed: theirs, not counted
     health_passed: int = 0
     health_failed: int = 0
     last_health: tuple[str, float] | None = None  # outcome, when
@@ -117,14 +123,18 @@ def analyse(path: Path, days: float | None = DEFAULT_DAYS, now: float | None = N
 def _boards(db: sqlite3.Connection, first_run: int) -> dict[str, Board]:
     broken, ran = _inlist(BROKEN), _inlist(RAN)
     boards: dict[str, Board] = {}
-    for name, runs, tests, failed, elsewhere, hpassed, hfailed, seen in db.execute(
-        f"SELECT exporter, COUNT(DISTINCT run), SUM(role = 'test' AND outcome IN {ran}), "
-        f"SUM(role = 'test' AND outcome IN {broken}), SUM(role = 'test' AND outcome IN {broken} AND elsewhere), "
+    for name, runs, tests, failed, elsewhere, blamed, hpassed, hfailed, seen in db.execute(
+        f"SELECT exporter, COUNT(DISTINCT run), SUM(role = 'test' AND outcome IN {ran} AND {OWN}), "
+        f"SUM(role = 'test' AND outcome IN {broken} AND {OWN}), "
+        f"SUM(role = 'test' AND outcome IN {broken} AND elsewhere AND {OWN}), "
+        f"SUM(role = 'test' AND outcome IN {broken} AND NOT {OWN}), "
         f"SUM(role = 'health' AND outcome = 'passed'), SUM(role = 'health' AND outcome IN {broken}), MAX(stop) "
         "FROM results WHERE run >= ? AND exporter != '' GROUP BY exporter",
         (first_run,),
     ):
-        boards[name] = Board(name, runs, tests or 0, failed or 0, elsewhere or 0, hpassed or 0, hfailed or 0)
+        boards[name] = Board(
+            name, runs, tests or 0, failed or 0, elsewhere or 0, blamed or 0, hpassed or 0, hfailed or 0
+        )
         boards[name].last_seen = seen or 0.0
     for name, outcome, stop in db.execute(
         "SELECT exporter, outcome, MAX(stop) FROM results WHERE run >= ? AND role = 'health' AND exporter != '' "
@@ -140,7 +150,7 @@ def _judge(db: sqlite3.Connection, first_run: int, boards: dict[str, Board]) -> 
     by_key: dict[str, list[tuple[str, int, int]]] = {}
     for key, name, passed, failed in db.execute(
         f"SELECT key, exporter, SUM(outcome = 'passed'), SUM(outcome IN {_inlist(BROKEN)}) FROM results "
-        "WHERE run >= ? AND role = 'test' AND exporter != '' GROUP BY key, exporter",
+        f"WHERE run >= ? AND role = 'test' AND exporter != '' AND {OWN} GROUP BY key, exporter",
         (first_run,),
     ):
         by_key.setdefault(key, []).append((name, passed, failed))
@@ -164,8 +174,9 @@ def _judge(db: sqlite3.Connection, first_run: int, boards: dict[str, Board]) -> 
 
 def _over_time(db: sqlite3.Connection, first_run: int, boards: dict[str, Board]) -> None:
     for name, started, tests, failed, hfailed in db.execute(
-        f"SELECT exporter, runs.started, SUM(role = 'test' AND outcome IN {_inlist(RAN)}), "
-        f"SUM(role = 'test' AND outcome IN {_inlist(BROKEN)}), SUM(role = 'health' AND outcome IN {_inlist(BROKEN)}) "
+        f"SELECT exporter, runs.started, SUM(role = 'test' AND outcome IN {_inlist(RAN)} AND {OWN}), "
+        f"SUM(role = 'test' AND outcome IN {_inlist(BROKEN)} AND {OWN}), "
+        f"SUM(role = 'health' AND outcome IN {_inlist(BROKEN)}) "
         "FROM results JOIN runs ON runs.id = results.run WHERE run >= ? AND exporter != '' "
         "GROUP BY exporter, run ORDER BY run",
         (first_run,),
@@ -216,7 +227,9 @@ def report(health: Health) -> list[str]:
         f"{health.path}: {health.runs} runs from {when(health.first)} to {when(health.last)} ({window}); "
         f"{len(health.boards)} boards"
     ]
-    header = ("board", "runs", "tests", "failed", "rate", "passed elsewhere", "health checks", "last seen", "")
+    header = (
+        "board", "runs", "tests", "failed", "rate", "passed elsewhere", "partner sick", "health checks", "last seen", ""
+    )  # fmt: skip
     rows = [
         (
             b.name,
@@ -225,6 +238,7 @@ def report(health: Health) -> list[str]:
             str(b.failed),
             "n/a" if b.rate is None else f"{b.rate:.0%}",
             str(b.elsewhere),
+            str(b.blamed),
             _health(b),
             when(b.last_seen),
             "SUSPECT" if b.flagged else "",
@@ -234,7 +248,7 @@ def report(health: Health) -> list[str]:
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         cells = [
-            c.ljust(w) if i in (0, 6, 7, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            c.ljust(w) if i in (0, 7, 8, 9) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
     for board in health.flagged:

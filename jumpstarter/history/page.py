@@ -130,7 +130,7 @@ def _legend() -> str:
 def _table(health: Health) -> str:
     out = [
         '<table class="usage">\n<tr><th>board</th><th>runs</th><th>tests</th><th>failed</th><th>rate</th>'
-        "<th>passed elsewhere</th><th>health checks failed</th><th>last seen</th><th>p</th></tr>\n"
+        "<th>passed elsewhere</th><th>partner sick</th><th>health checks failed</th><th>last seen</th><th>p</th></tr>\n"
     ]
     for b in health.boards:
         rate = "n/a" if b.rate is None else f"{b.rate:.0%}"
@@ -139,6 +139,7 @@ def _table(health: Health) -> str:
         out.append(
             f'<tr data-board="{escape(b.name)}"{suspect}><td>{escape(b.name)}</td>'
             f"<td>{b.runs}</td><td>{b.tests}</td><td>{b.failed}</td><td>{rate}</td><td>{b.elsewhere}</td>"
+            f"<td>{b.blamed}</td>"
             f"<td>{b.health_failed} of {checks}</td><td>{when(b.last_seen)}</td><td>{b.p_value:.1e}</td></tr>\n"
         )
     out.append("</table>\n")

@@ -21,7 +21,7 @@ from operator import attrgetter
 from pathlib import Path
 from urllib.parse import quote
 
-SCHEMA = 2  # the version this code writes (PRAGMA user_version); older files are migrated, newer ones refused
+SCHEMA = 3  # the version this code writes (PRAGMA user_version); older files are migrated, newer ones refused
 APPLICATION_ID = 0x4A4D5048  # "JMPH" (PRAGMA application_id): a SQLite file that is a jumpstarter history
 BUSY_SECONDS = 120.0  # how long a run waits for another run's append (they take milliseconds) before giving up
 BROKEN = ("failed", "error")  # outcomes that count against a board
@@ -45,8 +45,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_started ON runs (started)",
         "CREATE INDEX results_run ON results (run)",
     ),
+    (  # 2 -> 3: blamed: a failed try on several boards ("d0+p0") whose health checks then took some of them out
+        # (d0) is theirs, not this row's board's (p0): their names, "+"-joined; '' on every other row (and on the
+        # rows of older runs, which count as they always did).
+        "ALTER TABLE results ADD COLUMN blamed TEXT NOT NULL DEFAULT ''",
+    ),
 )
 assert len(MIGRATIONS) == SCHEMA
+# An older file that can't be migrated (read-only) is read as if it were: its results seen through a view of this
+# connection alone (SQLite looks in "temp" first) that gives the columns added since their defaults.
+READ_AS_CURRENT = "CREATE TEMP VIEW results AS SELECT *, '' AS blamed FROM main.results"
 
 
 class HistoryError(Exception):
@@ -69,6 +77,7 @@ class Result:
     stop: float = 0.0
     waited: float | None = None
     worker: str | None = None
+    blamed: str = ""  # a failed try on several boards: those of them whose health check then failed, not this one
 
 
 @dataclass
@@ -115,7 +124,7 @@ def append(path: Path, run: RunRecord) -> int:
             assert number is not None
             result, held = _row(Result), _row(Held)
             db.executemany(
-                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((number, *result(r)) for r in run.results),
             )
             db.executemany(
@@ -170,7 +179,10 @@ def _migrate(db: sqlite3.Connection, path: Path, writable: bool) -> None:
     if version == SCHEMA:
         return
     if not writable:
-        raise HistoryError(f"{path}: history schema {version} needs migrating to {SCHEMA}, and the file is read-only")
+        if not version:
+            raise HistoryError(f"{path}: not a history yet, and the file is read-only")
+        db.execute(READ_AS_CURRENT)
+        return
     db.execute("BEGIN IMMEDIATE")  # another run may be migrating it too: the second one finds it done
     try:
         version = _version(db, path)
