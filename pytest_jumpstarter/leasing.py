@@ -98,6 +98,7 @@ class Leasing:
                 claim = self.lab.pool.claim(needs, holder, timeout, pinned=target, notify=self.notify)
             except ClaimError as exc:
                 failed, record.waited_for = str(exc), exc.waited_for
+                record.queued, record.queued_behind = exc.queued, exc.queued_behind
                 record.hooks = [hookruns.record(name, run) for name, run in exc.hooks]
         if failed is not None:  # failing outside the except: no chained traceback in the report
             record.released, record.error = time.time(), failed
