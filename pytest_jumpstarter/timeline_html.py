@@ -383,7 +383,9 @@ def _queue(run: Run, record: LeaseRecord, place: str, scale: Scale, top: int, un
         tip += f" and got no place:\n{record.error}"
     else:
         behind = f"\nbehind: {', '.join(record.queued_behind)}" if record.queued_behind else ""
-        tip = f"{waiter} queued {seconds(record.queued)} at the labgrid coordinator {run.lab} for {place} {span}{behind}"
+        tip = (
+            f"{waiter} queued {seconds(record.queued)} at the labgrid coordinator {run.lab} for {place} {span}{behind}"
+        )
     mark = (
         f'<text x="{x1 + width + 2:.1f}" y="{top + WAIT_TOP + 7}" fill="{GONE_COLOUR}" font-size="11">✕</text>'
         if unleased
