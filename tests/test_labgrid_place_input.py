@@ -54,6 +54,16 @@ def test_a_place_name_labgrid_cant_take_is_refused(coordinator, tmp_path, name, 
         assert not session.places and not session.resources  # nothing published
 
 
+def test_an_exporter_name_that_cant_name_its_place_is_refused(coordinator, tmp_path):
+    """Without --labgrid-place the place is named after the exporter."""
+    stderr = refused(part(tmp_path, "rpi4+7", {"board": "rpi4"}), coordinator)
+    assert (
+        "--labgrid: this exporter's name names its place, and 'rpi4+7' can't name a labgrid place: give 1 to 63 "
+    ) in stderr and "; give --labgrid-place NAME" in stderr, stderr
+    with directory(coordinator) as session:
+        assert not session.places and not session.resources
+
+
 def test_exporters_of_one_place_giving_it_different_tags_are_refused(publish, coordinator, tmp_path):
     publish([part(tmp_path, "b7-power", {"board": "rpi4", "site": "b2"})], ["b7-power"], "--labgrid-place", "b7")
     serial = part(tmp_path, "b7-serial", {"board": "rpi5", "site": "b2", "console": "uart"})
