@@ -103,16 +103,22 @@ def test_the_table_and_timeline_show_places_and_the_time_queued_at_the_coordinat
 
 
 @pytest.mark.e2e
-def test_a_claim_that_times_out_in_the_queue_shows_as_queued_behind_the_places_held(pytester, boards, coordinator):  # noqa: F811
+@pytest.mark.parametrize("retry", [[], ["--jumpstarter-retry-elsewhere", "1"]], ids=["claim", "preclaim"])
+def test_a_claim_that_times_out_in_the_queue_shows_as_queued_behind_the_places_held(
+    pytester,
+    boards,  # noqa: F811
+    coordinator,  # noqa: F811
+    retry,
+):
     """The lab is full (an admin holds its one place): the claim's whole wait is queue time, counted on the place
-    it queued behind, not a plain wait on a row of its own."""
+    it queued behind, not a plain wait on a row of its own (also when retrying elsewhere claims before set-up)."""
     boards(1)
     pytester.makepyfile(test_full="def test_full(board):\n    board.echo(1)\n")
     with directory(coordinator) as session:
         session.acquire("b0")
         result = pytester.runpytest_subprocess(
             "--lab", coordinator.url, "--lease-timeout", "2", "--jumpstarter-timeline", "lab.html",
-            "--junitxml", "out.xml",
+            "--junitxml", "out.xml", *retry,
         )  # fmt: skip
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
