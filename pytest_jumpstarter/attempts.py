@@ -160,7 +160,7 @@ class Attempts:
                     needs, holder, timeout, pinned=pinned, notify=self.leasing.notify, avoid=avoid
                 )
             except ClaimError as exc:
-                return Preclaim(None, asked, str(exc), exc.waited_for)
+                return Preclaim(None, asked, str(exc), exc.waited_for, exc.queued, exc.queued_behind)
             try:
                 begun = {e.name: self.state.begin(e.name) if self.checks else "ok" for e in claim.chosen.values()}
             except BaseException:

@@ -249,8 +249,10 @@ class LabgridPool(Pool):
                         partial_since = None
                         continue
                 why = holders(session, groups, waited)
-                if now >= deadline:
-                    raise ClaimError(f"waited {timeout:g} s for {' and '.join(map(str, groups))}: {why}")
+                if now >= deadline:  # timed out in the queue: its time shows as queued, behind the places held
+                    error = ClaimError(f"waited {timeout:g} s for {' and '.join(map(str, groups))}: {why}")
+                    error.queued, error.queued_behind = now - (deadline - timeout), tuple(waited)
+                    raise error
                 if why != last_why or now - last_notice >= REPEAT_NOTICE:
                     notify(
                         f"queued at the labgrid coordinator {self.address} for {' and '.join(map(str, groups))}: {why}"

@@ -9,6 +9,7 @@ exporter of a place carries the place's name: the place is the board, for the ru
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 from jumpstarter.client.connection import TLS
@@ -45,6 +46,13 @@ def read_boards(session: Session, name: str) -> list[board.Board]:
             f"place {name!r} has no {board.RESOURCE_CLASS} resource: its exporter is not published (stopped?)"
         )
     found = [board.read(name, r.params, r.exporter) for r in resources]
+    for first, second in combinations(found, 2):  # published at once, neither saw the other (publish.py checks)
+        differ = board.disagreement(first.labels, second.labels)
+        if differ:
+            raise board.BoardError(
+                f"place {name!r}: its exporters {first.exporter} and {second.exporter} disagree on its tags "
+                f"({differ}): a test couldn't tell which the board is"
+            )
     served: dict[str, str] = {}
     for exporter in found:
         for export in exporter.exports:

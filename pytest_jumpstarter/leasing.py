@@ -41,6 +41,8 @@ class Preclaim:
     asked: float
     error: str = ""
     waited_for: tuple[str, ...] = ()
+    queued: float = 0.0  # through a lab, when it timed out in the coordinator's queue (ClaimError's)
+    queued_behind: tuple[str, ...] = ()
 
 
 PRECLAIM = pytest.StashKey[Preclaim]()  # on a test
@@ -91,6 +93,7 @@ class Leasing:
         if pre is not None:
             del node.stash[PRECLAIM]
             record.asked, record.waited_for, failed = pre.asked, pre.waited_for, pre.error or None
+            record.queued, record.queued_behind = pre.queued, pre.queued_behind
             if pre.claim is not None:
                 claim = pre.claim
         else:
@@ -98,6 +101,7 @@ class Leasing:
                 claim = self.lab.pool.claim(needs, holder, timeout, pinned=target, notify=self.notify)
             except ClaimError as exc:
                 failed, record.waited_for = str(exc), exc.waited_for
+                record.queued, record.queued_behind = exc.queued, exc.queued_behind
                 record.hooks = [hookruns.record(name, run) for name, run in exc.hooks]
         if failed is not None:  # failing outside the except: no chained traceback in the report
             record.released, record.error = time.time(), failed

@@ -31,6 +31,9 @@ class ClaimError(Exception):
 
     waited_for: tuple[str, ...] = ()  # the exporters it found busy meanwhile
     hooks: tuple[tuple[str, Any], ...] = ()  # (exporter, its failed hook's run)
+    # Through a lab (--lab): seconds it queued at the coordinator before it gave up, and the places held meanwhile
+    queued: float = 0.0
+    queued_behind: tuple[str, ...] = ()
 
 
 @dataclass

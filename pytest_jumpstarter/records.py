@@ -55,8 +55,9 @@ class LeaseRecord:
         return self.waited - self.queued if exporter in self.waited_for else 0.0
 
     def queued_on(self, place: str) -> float:
-        """Seconds it queued at a lab's coordinator before it got ``place``."""
-        return self.queued if place in self.places else 0.0
+        """Seconds it queued at a lab's coordinator before it got ``place``, or, for a claim that timed out in the
+        queue, while ``place`` was held by another."""
+        return self.queued if place in (self.places if self.taken is not None else self.queued_behind) else 0.0
 
     def reaching(self, exporter: str) -> str:
         """How the tooltips say the rest of its wait: ``, 0.03 s to start or reach it``, or nothing."""
@@ -239,6 +240,8 @@ class Run:
         names = list(self.exporters)
         for lease in self.leases:
             names += [e for e in lease.exporters if e not in names]
+            if lease.taken is None:  # a lab's places that a claim queued behind till it gave up: where time went
+                names += [p for p in lease.queued_behind if p not in names]
         return names + [e for e in self.gone if e not in names]
 
     def used(self) -> bool:
@@ -340,12 +343,13 @@ class Run:
         ]
         lines += self.queue()
         lines.append(f"test phase {last - first:.1f} s; {self.advice(usages)}")
-        unleased = self.unleased()
+        unleased = [r for r in self.unleased() if not self.gave_up_queued(r)]  # the others: queued_out()
         if unleased:
             lines.append(
                 f"{len(unleased)} claim(s) got no exporter after waiting {sum(r.waited for r in unleased):.1f} s "
                 f"in total: {', '.join(r.holder or 'session' for r in unleased)}"
             )
+        lines += self.queued_out()
         for u in usages:
             if u.gone:
                 at = max(0.0, u.gone.at - first)
@@ -363,6 +367,19 @@ class Run:
             f"tests queued {sum(r.queued for r in queued):.1f} s in total at the labgrid coordinator {self.lab}, "
             f"the longest {longest.queued:.1f} s ({longest.test or longest.holder or 'session'})"
         ]
+
+    def queued_out(self) -> list[str]:
+        """A lab's run: a line per claim that timed out in the coordinator's queue, naming the places held."""
+        return [
+            f"{r.test or r.holder or 'session'} queued {r.queued:.1f} s at the labgrid coordinator {self.lab} "
+            f"behind {', '.join(r.queued_behind)} and got no place"
+            for r in self.unleased()
+            if self.gave_up_queued(r)
+        ]
+
+    def gave_up_queued(self, record: LeaseRecord) -> bool:
+        """A lab's claim that timed out in the coordinator's queue while the places that fit it were held."""
+        return bool(self.lab and record.taken is None and record.queued > 0 and record.queued_behind)
 
     def sick(self) -> list[str]:
         """A line per board a health check took out of the run: which check, its error."""

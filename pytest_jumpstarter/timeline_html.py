@@ -16,7 +16,7 @@ from html import escape
 
 from jumpstarter.common import pages
 from jumpstarter.common.pages import fit, seconds
-from pytest_jumpstarter.records import BROKEN, OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
+from pytest_jumpstarter.records import BROKEN, NOTICEABLE_WAIT, OUTCOME_RANK, LeaseRecord, RanTest, Run, Usage
 
 PAGE_LEFT, PAGE_TOP = 16, 72  # where the chart's top left corner is on the page, in CSS pixels
 LABEL_WIDTH, PLOT_WIDTH, RIGHT = 170, 960, 20
@@ -26,6 +26,7 @@ WAIT_TOP, WAIT_HEIGHT, WAIT_LANE = 35, 7, 9  # the waits under the bars, a lane 
 CHAR_WIDTH = 6.2  # of the bars' labels, about
 DRAWN_WAIT = 0.01  # seconds: shorter waits (the lease call itself) are not drawn
 NO_EXPORTER = "(no exporter)"  # the row of claims that got none
+NO_PLACE = "(no place)"  # and in a lab's run: those that timed out in the coordinator's queue show it as queued
 COLOURS = {  # outcome -> the fill of its bars
     "passed": "#2f9e50",
     "failed": "#d93f3f",
@@ -58,7 +59,7 @@ def render(run: Run, title: str = "") -> str:
     rows = run.rows()
     unleased = run.unleased()
     if unleased:
-        rows.append(NO_EXPORTER)
+        rows.append(NO_PLACE if run.lab else NO_EXPORTER)
     first, last = run.phase()
     times = [t for r in run.leases for t in (r.asked, r.taken, r.released) if t] + [g.at for g in run.gone.values()]
     start = min([first, *times]) if first or times else time.time()
@@ -154,7 +155,7 @@ def _clock(seconds: float, step: float) -> str:
 def _waits(run: Run, name: str, unleased: list[LeaseRecord]) -> dict[int, int]:
     """The waits drawn in a row, each with its lane (id of the record -> lane): a claim's wait shows on the rows
     of the exporters it got and had found busy (or all it got); claims that got none, on their own row."""
-    if name == NO_EXPORTER:
+    if name in (NO_EXPORTER, NO_PLACE):
         drawn = unleased
     else:
         drawn = [
@@ -195,9 +196,13 @@ def _row(
             f'<rect class="dead" x="{x:.1f}" y="{top + 1}" width="{max(0.0, LABEL_WIDTH + PLOT_WIDTH - x):.1f}" '
             f'height="{height - 2}"/>\n'
         )
-    if name == NO_EXPORTER:
+    if name in (NO_EXPORTER, NO_PLACE):
         for record in run.unleased():
-            out.append(_wait(record, name, scale, top + WAIT_LANE * waits[id(record)], [], unleased=True))
+            lane = top + WAIT_LANE * waits[id(record)]
+            if record.queued >= DRAWN_WAIT:  # timed out in the lab's queue: queue time, behind the places held
+                out.append(_queue(run, record, name, scale, lane, unleased=True))
+            if record.queued < DRAWN_WAIT or record.waited - record.queued >= NOTICEABLE_WAIT:
+                out.append(_wait(record, name, scale, lane, [], unleased=True))
         out.append("</g>\n")
         return "".join(out)
     leases = [r for r in run.leases if name in r.exporters and r.taken is not None]
@@ -364,21 +369,34 @@ def _wait(
     )
 
 
-def _queue(run: Run, record: LeaseRecord, place: str, scale: Scale, top: int) -> str:
-    """The time a claim queued at the labgrid coordinator before it got ``place``: a stripe of its own."""
+def _queue(run: Run, record: LeaseRecord, place: str, scale: Scale, top: int, unleased: bool = False) -> str:
+    """The time a claim queued at the labgrid coordinator before it got ``place`` (``unleased``: before it gave
+    up, on the row of claims that got none): a stripe of its own."""
     end = record.asked + record.queued
     x1 = scale.x(record.asked)
     width = max(scale.x(end) - x1, 1.5)
     waiter = record.test or record.holder or "session"
-    behind = f"\nbehind: {', '.join(record.queued_behind)}" if record.queued_behind else ""
-    tip = (
-        f"{waiter} queued {seconds(record.queued)} at the labgrid coordinator {run.lab} for {place} "
-        f"({scale.rel(record.asked)} to {scale.rel(end)}){behind}"
+    span = f"({scale.rel(record.asked)} to {scale.rel(end)})"
+    if unleased:
+        behind = f" behind {', '.join(record.queued_behind)}" if record.queued_behind else ""
+        tip = f"{waiter} queued {seconds(record.queued)} at the labgrid coordinator {run.lab}{behind} {span}"
+        tip += f" and got no place:\n{record.error}"
+    else:
+        behind = f"\nbehind: {', '.join(record.queued_behind)}" if record.queued_behind else ""
+        tip = (
+            f"{waiter} queued {seconds(record.queued)} at the labgrid coordinator {run.lab} for {place} {span}{behind}"
+        )
+    mark = (
+        f'<text x="{x1 + width + 2:.1f}" y="{top + WAIT_TOP + 7}" fill="{GONE_COLOUR}" font-size="11">✕</text>'
+        if unleased
+        else ""
     )
     return (
-        f'<g class="queued" data-test="{escape(waiter)}" data-exporter="{escape(place)}" '
-        f'data-seconds="{record.queued:.3f}"><title>{escape(tip)}</title>'
-        f'<rect class="queue" x="{x1:.1f}" y="{top + WAIT_TOP}" width="{width:.1f}" height="{WAIT_HEIGHT}"/></g>\n'
+        f'<g class="queued{" unleased" if unleased else ""}" data-test="{escape(waiter)}" '
+        f'data-exporter="{escape(place)}" data-seconds="{record.queued:.3f}" '
+        f'data-behind="{escape(" ".join(record.queued_behind))}"><title>{escape(tip)}</title>'
+        f'<rect class="queue" x="{x1:.1f}" y="{top + WAIT_TOP}" width="{width:.1f}" height="{WAIT_HEIGHT}"/>{mark}'
+        "</g>\n"
     )
 
 
@@ -427,12 +445,12 @@ def _table(run: Run, usages: list[Usage], first: float) -> str:
             f"<td>{seconds(u.longest)}</td><td>{u.failures}</td><td>{u.health or '-'}</td></tr>\n"
         )
     out.append("</table>\n")
-    for line in run.queue():
+    for line in run.queue() + run.queued_out():
         out.append(f'<p class="queue">{escape(line)}</p>\n')
     advice = run.advice(usages)
     if advice:
         out.append(f'<p class="advice">{escape(advice)}</p>\n')
-    for record in run.unleased():
+    for record in (r for r in run.unleased() if not run.gave_up_queued(r)):  # those: run.queued_out()
         out.append(
             f'<p class="unleased">{escape(record.holder or "session")} waited {seconds(record.waited)} and got no '
             f"exporter: {escape(record.error)}</p>\n"

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from labgrid_lab import boards, coordinator, publish  # noqa: F401 (fixtures)
+from labgrid_lab import boards, coordinator, directory, publish  # noqa: F401 (fixtures)
 from test_timeline import SVG, attr, child, page, rows, tooltip, waits
 
 from pytest_jumpstarter import timeline_html
@@ -100,6 +100,52 @@ def test_the_table_and_timeline_show_places_and_the_time_queued_at_the_coordinat
     props = {attr(c, "name"): dict((attr(p, "name"), attr(p, "value")) for p in c.iter("property")) for c in cases}
     assert float(props["test_queues"]["jumpstarter_queued"]) >= 0.5
     assert float(props["test_holds"]["jumpstarter_queued"]) < 0.5
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("retry", [[], ["--jumpstarter-retry-elsewhere", "1"]], ids=["claim", "preclaim"])
+def test_a_claim_that_times_out_in_the_queue_shows_as_queued_behind_the_places_held(
+    pytester,
+    boards,  # noqa: F811
+    coordinator,  # noqa: F811
+    retry,
+):
+    """The lab is full (an admin holds its one place): the claim's whole wait is queue time, counted on the place
+    it queued behind, not a plain wait on a row of its own (also when retrying elsewhere claims before set-up)."""
+    boards(1)
+    pytester.makepyfile(test_full="def test_full(board):\n    board.echo(1)\n")
+    with directory(coordinator) as session:
+        session.acquire("b0")
+        result = pytester.runpytest_subprocess(
+            "--lab", coordinator.url, "--lease-timeout", "2", "--jumpstarter-timeline", "lab.html",
+            "--junitxml", "out.xml", *retry,
+        )  # fmt: skip
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    start = output.index(f"- jumpstarter: places of {coordinator.url} -")
+    header, b0 = (line.split() for line in output[start:].splitlines()[1:3])
+    assert header[4:6] == ["queued", "waited"] and b0[0] == "b0", output[start:]
+    assert float(b0[5]) >= 1.5 and float(b0[7]) == 0.0, b0  # queued the 2 s behind b0; no exporter's wait
+    result.stdout.fnmatch_lines(
+        [
+            f"tests queued * s in total at the labgrid coordinator {coordinator.address}, the longest * s "
+            "(test_full.py::test_full)",
+            "*tests queued * s for it): another place like b0 (kind=demo) would help most",
+            f"test_full.py::test_full queued * s at the labgrid coordinator {coordinator.address} behind b0 "
+            "and got no place",
+        ]
+    )
+    assert "got no exporter" not in output  # the queue's line says it
+    found = rows(page(pytester.path / "lab.html"))
+    assert list(found) == ["b0", "(no place)"]
+    (stripe,) = queues(found["(no place)"]).values()
+    assert float(attr(stripe, "data-seconds")) >= 1.5 and attr(stripe, "data-behind") == "b0"
+    assert f"at the labgrid coordinator {coordinator.address} behind b0 (" in tooltip(stripe)
+    assert "got no place:\nwaited 2 s for " in tooltip(stripe)
+    assert not waits(found["(no place)"]), "the queue is not drawn as a plain wait too"
+    (case,) = ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
+    props = dict((attr(p, "name"), attr(p, "value")) for p in case.iter("property"))
+    assert float(props["jumpstarter_queued"]) >= 1.5, props
 
 
 def test_a_lab_claims_stripes_queue_then_exporter_wait_then_hook_apart():

@@ -235,6 +235,12 @@ def _check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f"--labgrid-place {args.labgrid_place}: give the coordinator too, --labgrid HOST:PORT")
     if args.labgrid_place is not None and not args.labgrid_place.strip():
         parser.error("--labgrid-place: give the place's name")
+    if args.labgrid_place is not None:
+        from jumpstarter.labgrid.board import place_name_problem
+
+        problem = place_name_problem(args.labgrid_place)
+        if problem:
+            parser.error(f"--labgrid-place: {problem}")
     if args.listen and args.listen.isdigit():  # gRPC would try to resolve "7777" as a host name
         parser.error(f"--listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:{args.listen} (or 0.0.0.0:{args.listen})")
 

@@ -174,15 +174,23 @@ def _publish(
 ) -> Any:
     """Announce the exporter to a labgrid coordinator (see jumpstarter/labgrid/publish.py), under its name, at a
     place of its name or ``place``."""
+    from jumpstarter.labgrid.board import place_name_problem
+    from jumpstarter.labgrid.preflight import PublishError
     from jumpstarter.labgrid.publish import Publisher
 
     host, _, port = where.rpartition(":")
     if host.strip("[]") in ("0.0.0.0", "::", ""):  # listening everywhere: others reach it by this host's name
         where = f"{socket.getfqdn()}:{port}"
     name = labels.get(NAME_LABEL) or "exporter"
+    problem = place_name_problem(name) if place is None else None
+    if problem:  # its place is named after it
+        raise ConfigError(f"--labgrid: this exporter's name names its place, and {problem}; give --labgrid-place NAME")
     at = f" in place {place}" if place else ""
     _say(f"jumpstarter: publishing {name} ({where}){at} at the labgrid coordinator {coordinator}")
-    return Publisher(coordinator, name, where, tls, list(config.export), dict(config.labels), place).start()
+    try:
+        return Publisher(coordinator, name, where, tls, list(config.export), dict(config.labels), place).start()
+    except PublishError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def export_tree(config: ExporterConfig) -> str:

@@ -15,6 +15,9 @@ GROUP = "jumpstarter"  # the resource group our exporters publish in
 # labgrid's coordinator takes tag keys that *start* like this; we ask for the whole key to be like it.
 TAG_KEY = re.compile(r"[a-z][a-z0-9_]+")
 TAG_VALUE = re.compile(r"[A-Za-z0-9_.:+-]*")
+# A place name every labgrid tool can take: labgrid-client -p finds places by substring, reads a leading '+' as a
+# reservation token and ':' as an alias's namespace; spaces and '/' break its command lines and our tables.
+PLACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 
 
@@ -58,6 +61,24 @@ def check_tag(key: str, value: str, where: str) -> None:
         raise BoardError(f"{where}: {key!r} can't be a labgrid tag: tags are lower-case letters, digits and _")
     if not TAG_VALUE.fullmatch(value):
         raise BoardError(f"{where}: {key}={value!r} can't be a labgrid tag value (letters, digits, _.:+-)")
+
+
+def place_name_problem(name: str) -> str | None:
+    """Why ``name`` can't name a labgrid place, or None."""
+    if PLACE_NAME.fullmatch(name):
+        return None
+    shown = repr(name) if len(name) <= 70 else f"{name[:60]!r}... ({len(name)} characters)"
+    return (
+        f"{shown} can't name a labgrid place: give 1 to 63 letters, digits, '_', '.' or '-', starting with a "
+        "letter or digit (no spaces, '/', ':' or '+': labgrid-client reads them)"
+    )
+
+
+def disagreement(ours: dict[str, str], theirs: dict[str, str]) -> str:
+    """The tags two exporters of one place give different values (``board=rpi4`` vs ``board=rpi5``), or ""."""
+    a, b = tags(ours), tags(theirs)
+    keys = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    return ", ".join(f"{k}={a[k]} vs {k}={b[k]}" for k in keys)
 
 
 def read(place: str, values: dict[str, object], exporter: str = "") -> Board:

@@ -14,15 +14,15 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-from fnmatch import fnmatchcase
 from typing import Any
 
 import grpc
 
-from jumpstarter.labgrid import board
+from jumpstarter.labgrid import board, preflight
 from jumpstarter.labgrid.coordinator import CoordinatorError, Session, pb2
 
 RETRY = 1.0  # seconds between attempts to reach a coordinator that went away
+CHECK_TIMEOUT = 3.0  # seconds the check before publishing waits for the coordinator (then: tried again later)
 log = logging.getLogger("jumpstarter.labgrid")
 
 
@@ -41,7 +41,7 @@ class Publisher:
     ) -> None:
         self.coordinator, self.name = coordinator, name
         self.place, self.shared = place or name, place is not None  # a place of its own, or one it shares
-        self.params = board.params(address, tls, exports, labels)
+        self.params, self.labels = board.params(address, tls, exports, labels), labels
         self.tags = board.tags(labels)
         self.published = threading.Event()  # set while the coordinator has our resource
         self._stop = threading.Event()
@@ -51,6 +51,17 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="labgrid-publish", daemon=True)
 
     def start(self) -> Publisher:
+        """Start publishing; PublishError (preflight.py) when that would be wrong. A coordinator that can't be
+        reached yet is no error: it is tried again every second."""
+        try:
+            session = Session(self.coordinator, role=f"exporter {self.name}", timeout=CHECK_TIMEOUT)
+        except CoordinatorError:
+            session = None
+        if session is not None:
+            try:
+                preflight.check(session, self.name, self.place, self.shared, self.labels)
+            finally:
+                session.close()
         self._thread.start()
         return self
 
@@ -120,7 +131,7 @@ class Publisher:
         match = f"{self.name}/{board.GROUP}/{board.RESOURCE_CLASS}"
         try:
             if self.place in session.places:
-                if self.shared and not self._matched(session.places[self.place].matches):
+                if self.shared and not preflight.matched(session.places[self.place].matches, self.name):
                     self._add_match(session, match)
                 return
             try:
@@ -136,12 +147,6 @@ class Publisher:
                 session.set_tags(self.place, self.tags)
         finally:
             session.close()
-
-    def _matched(self, matches: list[tuple[str, str, str]]) -> bool:
-        return any(
-            fnmatchcase(self.name, e) and fnmatchcase(board.GROUP, g) and fnmatchcase(board.RESOURCE_CLASS, c)
-            for e, g, c in matches
-        )
 
     def _add_match(self, session: Session, match: str) -> None:
         try:
