@@ -124,3 +124,23 @@ def test_the_same_exporter_name_started_twice_into_one_place_is_refused(publish,
     with directory(coordinator) as session:
         (resource,) = session.resources.values()
         assert resource.params["address"] == first.address  # the first one's stays
+
+
+def test_an_exporter_restarted_before_the_coordinator_dropped_it_publishes_once_it_has(coordinator):
+    """A restart (systemd's Restart=, a host back on the network) finds its own earlier copy still published, at its
+    own address: not refused as a second exporter of its name; it publishes once the coordinator drops the old one.
+    Another exporter of that name, at another address, is still refused."""
+    from jumpstarter.labgrid.preflight import PublishError
+
+    before = Publisher(coordinator.address, "b8", "127.0.0.1:9", False, ["board"], {"board": "rpi4"}).start()
+    assert before.published.wait(30), "the first copy never published"
+    restarted = Publisher(coordinator.address, "b8", "127.0.0.1:9", False, ["board"], {"board": "rpi4"})
+    try:
+        restarted.start()  # no PublishError
+        with pytest.raises(PublishError, match="an exporter named 'b8' is published .* already \\(at 127.0.0.1:9\\)"):
+            Publisher(coordinator.address, "b8", "127.0.0.1:10", False, ["board"], {"board": "rpi4"}).start()
+        before.stop()
+        assert restarted.published.wait(60), "the restarted copy never published after the old one was dropped"
+    finally:
+        before.stop()
+        restarted.stop()

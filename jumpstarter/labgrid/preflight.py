@@ -26,11 +26,14 @@ def matched(matches: list[tuple[str, str, str]], name: str) -> bool:
     )
 
 
-def check(session: Session, name: str, place: str, shared: bool, labels: dict[str, str]) -> None:
-    """PublishError if exporter ``name`` (``labels``) can't publish into ``place`` (shared with others or not)."""
+def check(session: Session, name: str, place: str, shared: bool, labels: dict[str, str], address: str) -> None:
+    """PublishError if exporter ``name`` (``labels``, serving at ``address``) can't publish into ``place``
+    (shared with others or not). One of its name published at the same address is this exporter before a
+    restart, which the coordinator drops once it sees that connection gone: publishing waits for that."""
     where = f"the labgrid coordinator {session.address}"
     for resource in session.resources.values():
-        if resource.exporter == name and resource.cls == board.RESOURCE_CLASS:
+        same = resource.params.get("address") == address
+        if resource.exporter == name and resource.cls == board.RESOURCE_CLASS and not same:
             at = resource.params.get("address", "?")
             raise PublishError(
                 f"--labgrid: an exporter named {name!r} is published at {where} already (at {at}): the "

@@ -59,7 +59,7 @@ class Publisher:
             session = None
         if session is not None:
             try:
-                preflight.check(session, self.name, self.place, self.shared, self.labels)
+                preflight.check(session, self.name, self.place, self.shared, self.labels, str(self.params["address"]))
             finally:
                 session.close()
         self._thread.start()
