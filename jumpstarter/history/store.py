@@ -199,11 +199,21 @@ def _migrate(db: sqlite3.Connection, path: Path, writable: bool) -> None:
 
 
 def _version(db: sqlite3.Connection, path: Path) -> int:
-    """The file's schema version; HistoryError for a file that isn't a history this code can write."""
-    application = db.execute("PRAGMA application_id").fetchone()[0]
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    """The file's schema version; HistoryError for a file that isn't a history this code can write.
+
+    Its three reads are one snapshot (a transaction, if the caller isn't in one): read one by one, another run's
+    creation of the file could commit between them, showing its tables without its application id yet."""
+    own = not db.in_transaction
+    if own:
+        db.execute("BEGIN")
+    try:
+        tables = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]  # first: it takes the snapshot
+        application = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        if own:
+            db.execute("COMMIT")
     if application != APPLICATION_ID:
-        tables = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
         if tables or version:
             raise HistoryError(
                 f"{path}: a SQLite database, but not a jumpstarter history (application id {application:#x}): "
