@@ -137,7 +137,10 @@ def run(folder: Path, workers: int, source: list[str], tests: int) -> tuple[floa
     phase = re.search(r"^test phase ([0-9.]+) s", done.stdout, re.MULTILINE)
     if done.returncode != 0 or phase is None or f"{tests} passed" not in done.stdout:
         raise SystemExit(f"the run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return tests / float(phase.group(1)), wall
+    seconds = float(phase.group(1))  # printed to 0.1 s
+    if seconds < 0.1:
+        raise SystemExit(f"the test phase of {tests} tests took under 0.1 s: too short to measure; give more --tests")
+    return tests / seconds, wall
 
 
 def main() -> None:

@@ -196,7 +196,7 @@ def test_only_lab_runs_have_the_queue_column(lab):
 def test_the_growth_bench_runs_lab_and_exporter_side_by_side():
     """bench/bench_lab_growth.py, small: its lab hosts publish every place, both runs pass, the ratio is printed."""
     bench = Path(__file__).resolve().parent.parent / "bench" / "bench_lab_growth.py"
-    args = ["--places", "4", "--hosts", "2", "--workers", "2", "--tests", "6", "--rounds", "1"]
+    args = ["--places", "4", "--hosts", "2", "--workers", "2", "--tests", "40", "--rounds", "1"]
     done = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
