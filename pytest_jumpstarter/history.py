@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -106,7 +107,9 @@ class History:
     def record(self, session: pytest.Session, status: int) -> RunRecord:
         """This run as the history keeps it: every text redacted."""
         matrix = bool(self.lab.values["matrix"])
-        results = [r for test in self.timeline.tests.values() for r in results_of(test, matrix)]
+        tests = self.timeline.tests.values()
+        out = {board for test in tests if test.role == "health" for board, _ in test.errors}
+        results = [r for test in tests for r in results_of(test, matrix, out)]
         timeline = self.timeline
         clean = Redactor([self.lab.values["passphrase"] or ""])
         clean.prepare(
@@ -171,16 +174,21 @@ class Redactor:
         return self.done[text]
 
 
-def results_of(test: RanTest, matrix: bool) -> list[Result]:
+def results_of(test: RanTest, matrix: bool, out_of_run: Collection[str] = ()) -> list[Result]:
     """A test's rows: one per attempt and exporter it used (an attempt on several boards names them joined by
     "+": a row for each). A failed attempt on several boards whose health checks then took some of them out of
-    the run is theirs: the others' rows keep the outcome and name them in ``blamed``, and count against no one."""
+    the run is theirs: the others' rows keep the outcome and name them in ``blamed``, and count against no one.
+
+    ``out_of_run``: the boards a health check took out anywhere in the run. The test's own ``sick`` may miss one
+    under xdist (another worker was still checking it when the test ended); a board out at the run's end was out
+    after this try, which it had taken part in: its check came later."""
     role, verdict = test.role or "test", test.verdict
     rows: list[tuple[int, str, str, str]] = []  # attempt number, exporter, outcome, blamed
     tries = test.attempts or [("+".join(test.exporters), test.outcome)]
     for number, (boards, outcome) in enumerate(tries, 1):
         parts = boards.split("+")
-        sick = [b for b in parts if b in test.sick] if len(parts) > 1 and outcome in BROKEN else []
+        found = [b for b in parts if b in test.sick or b in out_of_run]
+        sick = found if len(parts) > 1 and outcome in BROKEN else []
         for exporter in parts:
             blamed = "+".join(sick) if sick and exporter not in sick else ""
             rows.append((number, exporter, outcome, blamed))

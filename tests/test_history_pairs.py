@@ -82,6 +82,18 @@ def test_a_failed_try_on_two_boards_is_blamed_on_the_one_whose_check_failed():
     # A board alone in its try is never excused: its failure is its own.
     alone = [("d0", "failed"), ("d1", "passed"), ("d0", "failed")]
     assert {r.blamed for r in results_of(ran(alone, ["d0"]), matrix=False)} == {""}
+    assert {r.blamed for r in results_of(ran(alone, []), matrix=False, out_of_run={"d0"})} == {""}
+
+
+def test_a_board_taken_out_elsewhere_in_the_run_is_blamed_when_the_test_did_not_see_it():
+    """Under xdist the check of d0 may run on another worker and end after the pair test was logged: its ``sick``
+    is empty, but the run knows d0 was taken out, after the try it took part in."""
+    tries = [("d0+p0", "failed"), ("d1+p1", "passed")]
+    rows = results_of(ran(tries, []), matrix=False, out_of_run={"d0"})
+    blame = {(r.exporter, r.outcome, r.blamed) for r in rows}
+    assert blame == {("d0", "failed", ""), ("p0", "failed", "d0"), ("d1", "passed", ""), ("p1", "passed", "")}
+    # Both boards of the try out: neither is singled out, both rows count.
+    assert {r.blamed for r in results_of(ran(tries, []), matrix=False, out_of_run={"d0", "p0"})} == {""}
 
 
 def schema_2_history(path: Path) -> None:
