@@ -60,11 +60,16 @@ class OneTestcase:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.marked = False  # a report of a retried try or a health check went by: the file needs tidying
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.marked:
+            self.marked = any(key in (TRY_PROPERTY, HEALTH_PROPERTY) for key, _ in report.user_properties)
 
     @pytest.hookimpl(trylast=True)  # after junitxml's own pytest_sessionfinish wrote the file
     def pytest_sessionfinish(self) -> None:
         xml = self.config.stash.get(xml_key, None)  # set where junitxml writes: not in xdist's workers
-        if xml is None:
+        if xml is None or not self.marked:  # nothing retried or checked: junitxml's file is right as it is
             return
         path = xml.logfile
         try:
